@@ -1,0 +1,33 @@
+# Multi-Symmetry Ensembles (Loh et al., ICML 2023), rebuilt from declared dependencies.
+# Table of contents only: configuration and helpers in workflow/rules/common.smk,
+# one rule file per stage, targets below.
+from snakemake.utils import min_version
+
+min_version("9.20")
+
+
+# A scale file given with --configfile fully defines its run: config.yaml is read
+# only when none was given (this also holds in jobs spawned by executor plugins,
+# which receive the same --configfiles).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/pretrain.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        LAYOUT.resolved_config,
+        all_member_models,
+    localrule: True
+
+
+rule members:
+    input:
+        all_member_models,
+    localrule: True

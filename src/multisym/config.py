@@ -1,0 +1,140 @@
+"""Load and validate a scale's configuration against the workflow's JSON schema.
+
+The schema (``workflow/schemas/config.schema.yaml``) gives every key a type, a
+description, its allowed values and a default. :func:`resolve` fills the
+defaults in place of missing keys, so the resolved config is exactly "the scale
+file plus schema defaults"; nothing is inherited from another scale file.
+Errors name the offending key and say what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+class ConfigError(ValueError):
+    """A configuration that does not satisfy the schema or the workflow's rules."""
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as handle:
+        return yaml.safe_load(handle)
+
+
+def _validator_filling_defaults():
+    """A Draft 2020-12 validator that inserts each property's default before
+    validating it (defaults of nested objects are filled in turn)."""
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, subschema in properties.items():
+                if key not in instance and "default" in subschema:
+                    instance[key] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": properties_with_defaults})
+
+
+def _key_of(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(part) for part in error.absolute_path)
+    return path or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key_of(error)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        return (
+            f"config key '{key}': unknown key(s) {unknown}; allowed keys are {allowed}"
+        )
+    if error.validator == "required":
+        return f"config key '{key}': {error.message}; a scale file must set it"
+    hint = ""
+    if "enum" in schema:
+        hint = f"; allowed values: {schema['enum']}"
+    description = schema.get("description")
+    if description:
+        hint += f" ({' '.join(str(description).split())})"
+    return f"config key '{key}': {error.message}{hint}"
+
+
+def resolve(config: dict[str, Any]) -> dict[str, Any]:
+    """Return a validated copy of ``config`` with every schema default filled in.
+
+    Raises :class:`ConfigError` listing every violation, each naming its key.
+    """
+    resolved = copy.deepcopy(dict(config))
+    validator = _validator_filling_defaults()(load_schema())
+    errors = sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = "\n".join(f"  - {_describe(e)}" for e in errors)
+        raise ConfigError(f"invalid configuration:\n{lines}")
+    _check_consistency(resolved)
+    _fill_derived(resolved)
+    return resolved
+
+
+def _check_consistency(config: dict) -> None:
+    """Rules that a JSON schema cannot express."""
+    splits = config["dataset"]["splits"]
+    total = splits["train"] + splits["val"] + splits["test"]
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(
+            "config key 'dataset.splits': train + val + test must sum to 1, "
+            f"got {total:g}"
+        )
+    backbone = config["backbone"]
+    if backbone["arch"] == "small_resnet" and len(backbone["widths"]) != len(
+        backbone["blocks"]
+    ):
+        raise ConfigError(
+            "config key 'backbone.blocks': needs one entry per stage of "
+            f"backbone.widths ({len(backbone['widths'])}), got {len(backbone['blocks'])}"
+        )
+    for key in ("views.crop_scale", "small_crop.crop_scale", "supervised.crop_scale"):
+        section, name = key.split(".")
+        low, high = config[section][name]
+        if low > high:
+            raise ConfigError(f"config key '{key}': low {low} exceeds high {high}")
+    seeds = config["members"]["seeds"]
+    if not any(seeds.get(mode) for mode in ("eq", "inv", "base", "sup")):
+        raise ConfigError(
+            "config key 'members.seeds': no member is defined; give seeds for at "
+            "least one of eq, inv, base, sup"
+        )
+    if (seeds.get("eq") or seeds.get("inv")) and not config["members"]["axes"]:
+        raise ConfigError(
+            "config key 'members.axes': eq and inv members need at least one axis "
+            "(allowed: rotation, halfswap, invert)"
+        )
+
+
+def _fill_derived(config: dict) -> None:
+    """Sizes that default to a function of another key (written out, so that
+    the resolved config shows the value that is used)."""
+    views = config["views"]
+    if views["size"] is None:
+        views["size"] = config["dataset"]["image_size"]
+    small = config["small_crop"]
+    if small["size"] is None:
+        small["size"] = max(2, 2 * round(views["size"] * 3 / 7 / 2))
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a YAML scale file and resolve it."""
+    with open(path) as handle:
+        raw = yaml.safe_load(handle) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping, got {type(raw).__name__}")
+    return resolve(raw)

@@ -1,0 +1,101 @@
+"""Optimizers and the learning-rate schedule of the official recipe (mse_spec §2.7).
+
+LARS (You et al., arXiv 1708.03888) with momentum; parameters with ndim == 1
+(biases, norm layers) are excluded from weight decay and from the LARS
+adaptation. The schedule is a linear warm-up followed by a cosine decay to
+``final_lr_ratio x lr``, evaluated at every step from the step index alone, so
+resuming only needs the step counter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS with momentum.
+
+    For a weight w with gradient g (both excluded groups skip steps 1-2):
+      1. g <- g + wd · w
+      2. g <- g · η ||w|| / ||g||   (when both norms are > 0)
+      3. m <- μ m + g;  w <- w - lr · m
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
+        if lr <= 0 or eta <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
+            raise ValueError(f"LARS: need lr > 0, eta > 0, 0 <= momentum < 1, weight_decay >= 0; got {lr}, {eta}, {momentum}, {weight_decay}")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if not group["lars_exclude"]:
+                    grad = grad.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = torch.linalg.norm(p), torch.linalg.norm(grad)
+                    trust = torch.where(
+                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
+                    )
+                    grad = grad.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(grad)
+                p.add_(buf, alpha=-group["lr"])
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weights (ndim > 1) get weight decay; biases and norm parameters do not
+    and are excluded from the LARS adaptation."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim == 1 else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lars_exclude": False},
+        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True},
+    ]
+
+
+def build_optimizer(model: nn.Module, spec: dict, device: torch.device) -> torch.optim.Optimizer:
+    """From an ``optimizer`` config section (name sgd or lars)."""
+    groups = parameter_groups(model, spec["weight_decay"])
+    if spec["name"] == "lars":
+        return LARS(groups, lr=spec["lr"], momentum=spec["momentum"], eta=spec["lars_eta"])
+    if spec["name"] == "sgd":
+        for group in groups:
+            group.pop("lars_exclude")
+        return torch.optim.SGD(
+            groups, lr=spec["lr"], momentum=spec["momentum"], fused=device.type == "cuda"
+        )
+    raise ValueError(f"unknown optimizer {spec['name']!r}; known: sgd, lars")
+
+
+def learning_rate(step: int, total_steps: int, steps_per_epoch: int, spec: dict) -> float:
+    """Warm-up then cosine (§2.7):
+
+    lr(t) = lr · t / T_w                                   for t < T_w
+    lr(t) = lr_end + (lr - lr_end) · ½ (1 + cos(π (t - T_w) / (T - T_w)))   otherwise
+
+    with T_w = warmup_epochs · steps_per_epoch and lr_end = final_lr_ratio · lr.
+    """
+    base, end = spec["lr"], spec["lr"] * spec["final_lr_ratio"]
+    warmup = int(round(spec["warmup_epochs"] * steps_per_epoch))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    span = max(1, total_steps - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return end + (base - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

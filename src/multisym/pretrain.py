@@ -1,0 +1,329 @@
+"""Train one member: SimCLR (base), Eq, Inv (§2) or supervised from scratch.
+
+Reads top to bottom: settings -> data -> model -> optimizer and schedule ->
+resume -> loop -> export. A checkpoint is written atomically after every epoch
+(model, optimizer, step, scaler and RNG states, the per-epoch history) to
+``<run_dir>/state.pt``; a restarted run resumes from it when its settings hash
+matches, and loads it strictly. All randomness after the model's
+initialisation (data order, views, group draws) comes from one explicit
+generator whose state is checkpointed, so on the CPU a resumed run ends with
+exactly the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import checkpoint, data, optim, provenance
+from .losses import cross_view_info_nce, equivariance_loss
+from .members import settings_hash
+from .models import ContrastiveModel, SupervisedModel, build_backbone, equivariance_head, select_device
+from .symmetries import get_group
+from .views import ViewSpec, make_views
+
+STATE_FILE = "state.pt"
+
+
+# --------------------------------------------------------------------- views
+def contrastive_view_specs(views: dict) -> tuple[ViewSpec, ViewSpec]:
+    """Views 1 and 2 of T_base (§2.2): they differ only in blur and solarization."""
+    brightness, contrast, saturation, hue = views["jitter"]
+    common = dict(
+        size=views["size"], crop_scale=tuple(views["crop_scale"]), flip_p=views["flip_p"],
+        jitter_p=views["jitter_p"], brightness=brightness, contrast=contrast,
+        saturation=saturation, hue=hue, grayscale_p=views["grayscale_p"],
+        blur_sigma=tuple(views["blur_sigma"]),
+    )
+    return tuple(
+        ViewSpec(**common, blur_p=views["blur_p"][i], solarize_p=views["solarize_p"][i]) for i in (0, 1)
+    )
+
+
+def small_crop_spec(views: dict, small: dict) -> ViewSpec:
+    """The Eq member's extra small crop (§2.2 column y3)."""
+    first, _ = contrastive_view_specs(views)
+    return ViewSpec(**{
+        **first.__dict__, "size": small["size"], "crop_scale": tuple(small["crop_scale"]),
+        "blur_p": small["blur_p"], "solarize_p": small["solarize_p"],
+    })
+
+
+def supervised_view_spec(size: int, supervised: dict) -> ViewSpec:
+    """Standard supervised augmentation: RandomResizedCrop + horizontal flip."""
+    return ViewSpec(size=size, crop_scale=tuple(supervised["crop_scale"]), flip_p=supervised["flip_p"],
+                    jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+
+
+# -------------------------------------------------------------------- steps
+@dataclass
+class Runtime:
+    device: torch.device
+    autocast: torch.autocast | None
+    channels_last: bool
+    mean: Tensor
+    std: Tensor
+
+    def prepare(self, images: Tensor) -> Tensor:
+        """Normalise [0, 1] images with the train split's channel mean and std."""
+        x = (images - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def amp(self):
+        return self.autocast if self.autocast is not None else nullcontext()
+
+
+class ContrastiveStep:
+    """Loss of one batch for base / eq / inv members:
+    L = L_CL(z1, z2) + λ · L_eq (eq only), §2.3-§2.5."""
+
+    def __init__(self, settings: dict, model: ContrastiveModel, runtime: Runtime):
+        self.mode = settings["mode"]
+        self.model, self.runtime = model, runtime
+        self.temperature = settings["pretrain"]["temperature"]
+        self.specs = contrastive_view_specs(settings["views"])
+        self.group = get_group(settings["axis"]) if self.mode in ("eq", "inv") else None
+        if self.mode == "eq":
+            self.small_spec = small_crop_spec(settings["views"], settings["small_crop"])
+            self.weight = settings["lambda"]
+        if self.mode == "inv":
+            self.p = settings["p"]
+
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        views = [make_views(images, spec, generator) for spec in self.specs]
+        if self.mode == "inv":
+            views = [self.group.act(v, self.group.sample_non_identity(len(v), self.p, generator)) for v in views]
+        with self.runtime.amp():
+            z1, z2 = (self.model.projector(self.model.backbone(self.runtime.prepare(v))) for v in views)
+        terms = {"loss_cl": cross_view_info_nce(z1, z2, self.temperature)}
+        loss = terms["loss_cl"]
+        if self.mode == "eq":
+            small = make_views(images, self.small_spec, generator)
+            orbit, elements = self.group.orbit(small)
+            with self.runtime.amp():
+                logits = self.model.eq_head(self.model.backbone(self.runtime.prepare(orbit)))
+            terms["loss_eq"] = equivariance_loss(logits, elements)
+            terms["eq_acc"] = (logits.argmax(1) == elements).float().mean()
+            loss = loss + self.weight * terms["loss_eq"]
+        terms["loss"] = loss
+        return terms
+
+
+class SupervisedStep:
+    """Cross-entropy of a backbone + linear classifier on augmented images."""
+
+    def __init__(self, settings: dict, model: SupervisedModel, runtime: Runtime, size: int):
+        self.model, self.runtime = model, runtime
+        self.spec = supervised_view_spec(size, settings["supervised"])
+
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        views = make_views(images, self.spec, generator)
+        with self.runtime.amp():
+            logits = self.model(self.runtime.prepare(views))
+        loss = F.cross_entropy(logits.float(), labels)
+        return {"loss": loss, "train_acc": (logits.argmax(1) == labels).float().mean()}
+
+
+# ------------------------------------------------------------------ helpers
+def build_model(settings: dict, info: data.DatasetInfo) -> nn.Module:
+    backbone = build_backbone(settings["backbone"], info.channels)
+    if settings["mode"] == "sup":
+        return SupervisedModel(backbone, info.num_classes)
+    head = None
+    if settings["mode"] == "eq":
+        order = get_group(settings["axis"]).order
+        head = equivariance_head(backbone.out_dim, settings["pretrain"]["eq_head"], order)
+    return ContrastiveModel(backbone, settings["pretrain"]["projector"], head)
+
+
+def make_runtime(device: torch.device, precision: str, info: data.DatasetInfo) -> Runtime:
+    """bf16 autocast and channels_last on CUDA by default; fp32 on the CPU."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else None
+    shape = (1, info.channels, 1, 1)
+    return Runtime(
+        device=device,
+        autocast=autocast,
+        channels_last=device.type == "cuda",
+        mean=torch.tensor(info.mean, device=device).view(shape),
+        std=torch.tensor(info.std, device=device).view(shape),
+    )
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Tensor | list]:
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, generator: torch.Generator) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def history_csv(history: list[dict]) -> str:
+    if not history:
+        return ""
+    columns = list(history[0])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def set_threads(threads: int | None) -> int:
+    """Thread count: explicit, else $SLURM_CPUS_PER_TASK inside a SLURM job, else torch's default."""
+    if threads is None and os.environ.get("SLURM_CPUS_PER_TASK"):
+        threads = int(os.environ["SLURM_CPUS_PER_TASK"])
+    if threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+# --------------------------------------------------------------------- main
+def train_member(
+    settings: dict,
+    data_path: str | Path,
+    manifest_path: str | Path,
+    run_dir: str | Path,
+    out_model: str | Path,
+    out_log: str | Path,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    stop_after_epochs: int | None = None,
+) -> bool:
+    """Train (or resume) one member. Returns True when it finished all epochs
+    and wrote ``out_model``; False when it stopped early after
+    ``stop_after_epochs`` epochs of this invocation (state saved)."""
+    run_dir = Path(run_dir)
+    digest = settings_hash(settings)
+    recipe = settings["supervised"] if settings["mode"] == "sup" else settings["pretrain"]
+    with checkpoint.RunLock(run_dir):
+        threads = set_threads(threads)
+        # ------------------------------------------------------------ data
+        images, labels, info = data.load_split(data_path, manifest_path, "train")
+        target = select_device(device)
+        runtime = make_runtime(target, precision, info)
+        images, labels = images.to(target), labels.to(target)
+        batch_size = min(recipe["batch_size"], len(images))
+        steps_per_epoch = len(images) // batch_size
+        total_steps = steps_per_epoch * recipe["epochs"]
+        # ----------------------------------------------------------- model
+        torch.manual_seed(settings["seed"])
+        generator = torch.Generator().manual_seed(settings["seed"])
+        model = build_model(settings, info).to(target)
+        if runtime.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if settings["mode"] == "sup":
+            step_fn = SupervisedStep(settings, model, runtime, info.image_size)
+        else:
+            step_fn = ContrastiveStep(settings, model, runtime)
+        # ------------------------------------------- optimizer and schedule
+        optimizer = optim.build_optimizer(model, recipe["optimizer"], target)
+        scaler = torch.amp.GradScaler(target.type, enabled=precision == "fp16")
+        # ---------------------------------------------------------- resume
+        state_path = run_dir / STATE_FILE
+        epoch, step, history = 0, 0, []
+        if state_path.exists():
+            state = checkpoint.load(state_path, expected_hash=digest)
+            model.load_state_dict(state["model"], strict=True)
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            restore_rng(state["rng"], generator)
+            epoch, step, history = state["epoch"], state["step"], list(state["history"])
+            print(f"resumed {run_dir.name} from epoch {epoch}", file=sys.stderr)
+        else:
+            checkpoint.atomic_write_text(
+                json.dumps(provenance.record(settings=settings, settings_hash=digest, threads=threads,
+                                             device=str(target)), indent=2) + "\n",
+                run_dir / "run.json",
+            )
+        # ------------------------------------------------------------ loop
+        epochs_this_run = 0
+        started = time.perf_counter()
+        while epoch < recipe["epochs"]:
+            if stop_after_epochs is not None and epochs_this_run >= stop_after_epochs:
+                return False
+            tick = time.perf_counter()
+            model.train()
+            sums: dict[str, float] = {}
+            order = torch.randperm(len(images), generator=generator).to(target)
+            for index in range(steps_per_epoch):
+                batch = order[index * batch_size:(index + 1) * batch_size]
+                lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
+                optim.set_learning_rate(optimizer, lr)
+                terms = step_fn(images[batch], labels[batch], generator)
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"member {run_dir.name}: loss is {loss.item()} at epoch {epoch + 1}, step {index}; stopping"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + float(value.detach())
+            epoch += 1
+            epochs_this_run += 1
+            seconds = time.perf_counter() - tick
+            row = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()}, "lr": lr, "seconds": seconds}
+            history.append(row)
+            checkpoint.save(
+                {
+                    "settings_hash": digest,
+                    "epoch": epoch,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": rng_state(generator),
+                    "history": history,
+                },
+                state_path,
+            )
+            checkpoint.atomic_write_text(history_csv(history), out_log)
+            elapsed = time.perf_counter() - started
+            eta = elapsed / epochs_this_run * (recipe["epochs"] - epoch)
+            terms_text = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
+            print(f"{run_dir.name} epoch {epoch}/{recipe['epochs']} {terms_text} {seconds:.2f}s eta {format_seconds(eta)}",
+                  file=sys.stderr, flush=True)
+        # ---------------------------------------------------------- export
+        checkpoint.atomic_write_text(history_csv(history), out_log)
+        export(model, settings, digest, history, out_model)
+        return True
+
+
+def export(model: nn.Module, settings: dict, digest: str, history: list[dict], path: str | Path) -> None:
+    """The member's final weights: every sub-network's state dict (the Eq head
+    is kept, unlike the official export, mse_spec §9-7) plus its settings."""
+    parts = {name: module.state_dict() for name, module in model.named_children() if module is not None}
+    checkpoint.save(
+        {"settings_hash": digest, "settings": json.dumps(settings, sort_keys=True),
+         "epochs": len(history), **parts},
+        path,
+    )

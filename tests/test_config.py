@@ -1,0 +1,112 @@
+"""Config validation: defaults filled, every violation named by its key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from multisym import config as config_module
+from multisym.config import ConfigError, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+SCALE_FILES = [ROOT / "config.yaml", *sorted((ROOT / "config").glob("*.yaml"))]
+
+
+def minimal() -> dict:
+    return {"name": "x", "dataset": {"name": "digits"}, "members": {"seeds": {"eq": [1]}}}
+
+
+@pytest.mark.parametrize("path", SCALE_FILES, ids=lambda p: p.name)
+def test_shipped_scales_resolve(path):
+    resolved = config_module.load(path)
+    assert resolved["name"]
+
+
+def test_defaults_are_filled():
+    resolved = resolve(minimal())
+    assert resolved["pretrain"]["temperature"] == 0.2
+    assert resolved["pretrain"]["optimizer"]["name"] == "sgd"
+    assert resolved["symmetries"]["rotation"] == {"lambda": 0.4, "p": 0.5}
+    assert resolved["symmetries"]["halfswap"]["lambda"] == 0.1
+    assert resolved["members"]["axes"] == ["rotation"]
+    assert resolved["members"]["seeds"] == {"eq": [1], "inv": [], "base": [], "sup": []}
+    assert resolved["dataset"]["splits"] == {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 0}
+    # derived sizes are written out
+    assert resolved["views"]["size"] == 16
+    assert resolved["small_crop"]["size"] == 6
+
+
+def test_resolve_does_not_modify_its_input():
+    raw = minimal()
+    before = copy.deepcopy(raw)
+    resolve(raw)
+    assert raw == before
+
+
+def test_resolving_twice_is_stable():
+    once = resolve(minimal())
+    assert resolve(once) == once
+
+
+@pytest.mark.parametrize(
+    "mutate, key, fragment",
+    [
+        (lambda c: c.update(pretrain={"epochs": "ten"}), "pretrain.epochs", "is not of type 'integer'"),
+        (lambda c: c.update(pretrain={"epochs": 0}), "pretrain.epochs", "minimum"),
+        (lambda c: c.update(pretrain={"epoch": 3}), "pretrain", "unknown key(s) ['epoch']"),
+        (lambda c: c.update(colour="red"), "<top level>", "unknown key(s) ['colour']"),
+        (lambda c: c.update(backbone={"arch": "vgg"}), "backbone.arch", "allowed values"),
+        (lambda c: c["members"].update(axes=["flip"]), "members.axes.0", "allowed values"),
+        (lambda c: c["members"]["seeds"].update(eq=[1, 1]), "members.seeds.eq", "non-unique"),
+        (lambda c: c.update(symmetries={"rotation": {"lambda": -1}}), "symmetries.rotation.lambda", "minimum"),
+        (lambda c: c.update(symmetries={"rotation": {"p": 1.5}}), "symmetries.rotation.p", "maximum"),
+        (lambda c: c.pop("name"), "<top level>", "'name' is a required property"),
+        (lambda c: c["dataset"].update(splits={"train": 0.5, "val": 0.1, "test": 0.1}), "dataset.splits", "sum to 1"),
+        (lambda c: c.update(members={"seeds": {}}), "members.seeds", "no member"),
+        (lambda c: c.update(backbone={"widths": [8, 16], "blocks": [1]}), "backbone.blocks", "one entry per stage"),
+        (lambda c: c.update(views={"crop_scale": [0.9, 0.2]}), "views.crop_scale", "exceeds"),
+        (lambda c: c["members"].update(axes=[]), "members.axes", "at least one axis"),
+    ],
+)
+def test_invalid_configs_name_the_key(mutate, key, fragment):
+    raw = minimal()
+    mutate(raw)
+    with pytest.raises(ConfigError) as error:
+        resolve(raw)
+    message = str(error.value)
+    assert f"'{key}'" in message
+    assert fragment in message
+
+
+def test_all_violations_are_reported_at_once():
+    raw = minimal()
+    raw["pretrain"] = {"epochs": 0, "batch_size": "big"}
+    with pytest.raises(ConfigError) as error:
+        resolve(raw)
+    assert "pretrain.epochs" in str(error.value) and "pretrain.batch_size" in str(error.value)
+
+
+def _properties(schema: dict, prefix: str = ""):
+    defs = schema.get("$defs", {})
+    for key, sub in schema.get("properties", {}).items():
+        if "$ref" in sub:
+            sub = {**defs[sub["$ref"].split("/")[-1]], **sub}
+        yield f"{prefix}{key}", sub
+        yield from _properties({**sub, "$defs": defs}, f"{prefix}{key}.")
+
+
+def test_every_schema_key_has_a_description_and_a_type():
+    schema = config_module.load_schema()
+    for key, sub in _properties(schema):
+        assert sub.get("description"), f"schema key {key} has no description"
+        assert "type" in sub or "enum" in sub, f"schema key {key} has no type or allowed values"
+
+
+def test_load_rejects_a_non_mapping(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        config_module.load(path)

@@ -1,0 +1,227 @@
+"""Tests for multisym.data: the digits dataset, its stratified splits, manifests."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from multisym.data import (
+    SPLITS,
+    DataError,
+    DatasetInfo,
+    load_arrays,
+    load_split,
+    prepare,
+    read_manifest,
+)
+
+N_DIGITS = 1797
+FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def dataset_section(seed=0, image_size=16):
+    return {"name": "digits", "image_size": image_size, "splits": {**FRACTIONS, "seed": seed}}
+
+
+def sha256(array):
+    """The manifest's documented digest: sha256 over dtype, shape, then the bytes."""
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("digits")
+    data, manifest_path = folder / "data.npz", folder / "manifest.json"
+    manifest = prepare(dataset_section(), data, manifest_path)
+    with np.load(data) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    return data, manifest_path, manifest, arrays
+
+
+def test_counts(prepared):
+    _, manifest_path, manifest, arrays = prepared
+    counts = {s: len(arrays[f"{s}_index"]) for s in SPLITS}
+    assert counts == {"train": 1257, "val": 270, "test": 270}
+    assert manifest["counts"] == counts
+    assert read_manifest(manifest_path) == manifest  # what was written is what was returned
+
+
+def test_splits_disjoint_and_cover_everything(prepared):
+    arrays = prepared[3]
+    index = {s: arrays[f"{s}_index"] for s in SPLITS}
+    sets = {s: set(index[s].tolist()) for s in SPLITS}
+    for s in SPLITS:
+        assert len(sets[s]) == len(index[s])  # no duplicates
+        assert np.all(np.diff(index[s]) > 0)  # sorted
+        assert index[s].dtype.kind == "i"
+    assert not sets["train"] & sets["val"]
+    assert not sets["train"] & sets["test"]
+    assert not sets["val"] & sets["test"]
+    assert sets["train"] | sets["val"] | sets["test"] == set(range(N_DIGITS))
+
+
+def test_splits_are_stratified(prepared):
+    _, _, manifest, arrays = prepared
+    labels = arrays["labels"]
+    totals = np.bincount(labels, minlength=10)
+    assert len(totals) == 10 and totals.sum() == N_DIGITS
+    for split in SPLITS:
+        counts = np.bincount(labels[arrays[f"{split}_index"]], minlength=10)
+        assert np.all(counts > 0), split
+        expected = totals * FRACTIONS[split]
+        assert np.all(np.abs(counts - expected) <= 2), (split, counts, expected)
+        assert manifest["class_counts"][split] == counts.tolist()
+
+
+def test_images_and_labels(prepared):
+    _, _, manifest, arrays = prepared
+    images, labels = arrays["images"], arrays["labels"]
+    assert images.dtype == np.float32
+    assert images.shape == (N_DIGITS, 1, 16, 16)
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert images.max() > 0.5  # not all dark: values were scaled from 0..16, not clipped away
+    assert labels.dtype == np.int64 and labels.shape == (N_DIGITS,)
+    assert set(np.unique(labels).tolist()) == set(range(10))
+    assert manifest["num_classes"] == 10
+    assert manifest["channels"] == 1
+    assert manifest["image_size"] == 16
+    train = images[arrays["train_index"]]
+    assert manifest["mean"][0] == pytest.approx(float(train.mean()), rel=1e-5)
+    assert manifest["std"][0] == pytest.approx(float(train.std()), rel=1e-5)
+
+
+def test_manifest_sha256_matches_arrays(prepared):
+    data, manifest_path, manifest, arrays = prepared
+    on_disk = json.loads(manifest_path.read_text())
+    assert set(on_disk["sha256"]) == {"images", "labels", "train_index", "val_index", "test_index"}
+    for key, digest in on_disk["sha256"].items():
+        assert digest == sha256(arrays[key]), key
+    assert on_disk["settings"] == dataset_section()
+    # and the checked reader accepts them
+    loaded, manifest_again = load_arrays(data, manifest_path)
+    assert manifest_again == on_disk
+    for key in arrays:
+        assert np.array_equal(loaded[key], arrays[key])
+
+
+def test_same_seed_same_splits_other_seed_different(prepared, tmp_path):
+    arrays = prepared[3]
+    prepare(dataset_section(seed=0), tmp_path / "a.npz", tmp_path / "a.json")
+    prepare(dataset_section(seed=1), tmp_path / "b.npz", tmp_path / "b.json")
+    with np.load(tmp_path / "a.npz") as same, np.load(tmp_path / "b.npz") as other:
+        for split in SPLITS:
+            key = f"{split}_index"
+            assert np.array_equal(same[key], arrays[key])
+        assert not np.array_equal(other["train_index"], arrays["train_index"])
+        assert not np.array_equal(other["test_index"], arrays["test_index"])
+        # the images themselves do not depend on the split seed
+        assert np.array_equal(other["images"], arrays["images"])
+    assert (tmp_path / "a.npz").read_bytes() == prepared[0].read_bytes()
+
+
+def test_load_split_returns_tensors(prepared):
+    data, manifest_path, _, arrays = prepared
+    for split in SPLITS:
+        images, labels, info = load_split(data, manifest_path, split)
+        index = arrays[f"{split}_index"]
+        assert isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)
+        assert images.dtype == torch.float32 and labels.dtype == torch.int64
+        assert images.shape == (len(index), 1, 16, 16)
+        assert labels.shape == (len(index),)
+        assert torch.equal(labels, torch.from_numpy(arrays["labels"][index]))
+        assert torch.equal(images, torch.from_numpy(arrays["images"][index]))
+        assert isinstance(info, DatasetInfo)
+        assert info.name == "digits" and info.num_classes == 10
+        assert info.channels == 1 and info.image_size == 16
+        assert len(info.mean) == 1 and len(info.std) == 1
+
+
+def test_load_split_unknown_split(prepared):
+    data, manifest_path, _, _ = prepared
+    with pytest.raises(ValueError, match="nope"):
+        load_split(data, manifest_path, "nope")
+
+
+def test_changed_image_is_detected(prepared, tmp_path):
+    _, manifest_path, _, arrays = prepared
+    changed = {key: value.copy() for key, value in arrays.items()}
+    flat = changed["images"].view(np.uint8).reshape(-1)
+    flat[12345] ^= 0x01  # one byte of one image
+    assert not np.array_equal(changed["images"], arrays["images"])
+    bad = tmp_path / "data.npz"
+    np.savez(bad, **changed)
+    with pytest.raises(DataError) as info:
+        load_arrays(bad, manifest_path)
+    assert str(bad) in str(info.value)
+    assert "images" in str(info.value)
+    with pytest.raises(DataError):
+        load_split(bad, manifest_path, "train")
+
+
+def test_changed_split_index_is_detected(prepared, tmp_path):
+    _, manifest_path, _, arrays = prepared
+    changed = dict(arrays)
+    changed["val_index"] = arrays["val_index"][::-1].copy()
+    bad = tmp_path / "data.npz"
+    np.savez(bad, **changed)
+    with pytest.raises(DataError, match="val_index"):
+        load_arrays(bad, manifest_path)
+
+
+def test_missing_array_is_detected(prepared, tmp_path):
+    _, manifest_path, _, arrays = prepared
+    partial = {k: v for k, v in arrays.items() if k != "labels"}
+    bad = tmp_path / "data.npz"
+    np.savez(bad, **partial)
+    with pytest.raises(DataError, match="labels"):
+        load_arrays(bad, manifest_path)
+
+
+def test_unreadable_data_and_manifest(prepared, tmp_path):
+    data, manifest_path, _, _ = prepared
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not an npz file")
+    with pytest.raises(DataError) as info:
+        load_arrays(garbage, manifest_path)
+    assert str(garbage) in str(info.value)
+    broken = tmp_path / "manifest.json"
+    broken.write_text("{ not json")
+    with pytest.raises(DataError) as info:
+        load_arrays(data, broken)
+    assert str(broken) in str(info.value)
+    with pytest.raises(DataError):
+        read_manifest(tmp_path / "absent.json")
+
+
+def test_unknown_dataset_name(tmp_path):
+    section = {**dataset_section(), "name": "cifar10"}
+    with pytest.raises(DataError) as info:
+        prepare(section, tmp_path / "d.npz", tmp_path / "m.json")
+    assert "dataset.name" in str(info.value)
+    assert "cifar10" in str(info.value)
+    assert not (tmp_path / "d.npz").exists()
+
+
+def test_native_size_keeps_original_pixels(tmp_path):
+    from sklearn.datasets import load_digits
+
+    prepare(dataset_section(image_size=8), tmp_path / "d.npz", tmp_path / "m.json")
+    with np.load(tmp_path / "d.npz") as archive:
+        images = archive["images"]
+    assert images.shape == (N_DIGITS, 1, 8, 8)
+    expected = load_digits().images.astype(np.float32) / 16.0
+    assert np.allclose(images[:, 0], expected)
+
+
+def test_reshaped_array_fails_the_manifest_check(prepared, tmp_path):
+    data_path, manifest_path, _, arrays = prepared
+    changed = dict(arrays)
+    changed["images"] = arrays["images"].reshape(arrays["images"].shape[0], 16, 16, 1)
+    bad = tmp_path / "reshaped.npz"
+    np.savez(bad, **changed)
+    with pytest.raises(DataError, match="reshaped.npz"):
+        load_arrays(bad, manifest_path)

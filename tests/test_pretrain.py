@@ -1,0 +1,101 @@
+"""Pretraining: every mode trains, and a resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from multisym import checkpoint, data
+from multisym import config as config_module
+from multisym.members import member_table
+from multisym.pretrain import STATE_FILE, train_member
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    cfg = config_module.load(ROOT / "config" / "smoke.yaml")
+    cfg["pretrain"]["epochs"] = cfg["supervised"]["epochs"] = 3
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, smoke):
+    folder = tmp_path_factory.mktemp("data")
+    data.prepare(smoke["dataset"], folder / "dataset.npz", folder / "manifest.json")
+    return folder / "dataset.npz", folder / "manifest.json"
+
+
+def member(cfg, mode):
+    table = config_module.resolve(cfg)
+    return next(m for m in member_table(table) if m.mode == mode)
+
+
+def run(settings, prepared, folder: Path, **kwargs) -> bool:
+    return train_member(
+        settings, *prepared, folder, folder / "model.pt", folder / "epochs.csv", device="cpu", threads=1, **kwargs
+    )
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+
+
+@pytest.mark.parametrize("mode", ["eq", "inv", "base", "sup"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, smoke, prepared, mode):
+    settings = member(smoke, mode).settings
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run(settings, prepared, straight)
+
+    assert not run(settings, prepared, resumed, stop_after_epochs=1)
+    assert not (resumed / "model.pt").exists()
+    state = checkpoint.load(resumed / STATE_FILE)
+    assert state["epoch"] == 1
+    assert run(settings, prepared, resumed)
+
+    a = torch.load(straight / "model.pt", weights_only=True)
+    b = torch.load(resumed / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for part in a:
+        if isinstance(a[part], dict):
+            for name, tensor in a[part].items():
+                assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs after resume"
+    assert read_rows(straight / "epochs.csv") == read_rows(resumed / "epochs.csv")
+
+
+def test_log_columns_per_mode(tmp_path, smoke, prepared):
+    eq = member(smoke, "eq").settings
+    run(eq, prepared, tmp_path / "eq")
+    with open(tmp_path / "eq" / "epochs.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3
+    assert {"epoch", "loss", "loss_cl", "loss_eq", "eq_acc", "lr", "seconds"} <= set(rows[0])
+    assert all(0 <= float(r["eq_acc"]) <= 1 for r in rows)
+
+
+def test_export_holds_every_part_and_loads_with_weights_only(tmp_path, smoke, prepared):
+    eq = member(smoke, "eq")
+    run(eq.settings, prepared, tmp_path)
+    exported = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert exported["settings_hash"] == eq.settings_hash
+    assert {"backbone", "projector", "eq_head"} <= set(exported)
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, smoke, prepared):
+    base = member(smoke, "base").settings
+    assert not run(base, prepared, tmp_path, stop_after_epochs=1)
+    other = dict(base, seed=base["seed"] + 1)
+    with pytest.raises(checkpoint.CheckpointError, match="settings hash"):
+        run(other, prepared, tmp_path)
+
+
+def test_non_finite_loss_stops_with_member_and_epoch(tmp_path, smoke, prepared):
+    settings = member(smoke, "sup").settings
+    settings = {**settings, "supervised": {**settings["supervised"], "optimizer": {**settings["supervised"]["optimizer"], "lr": 1e30}}}
+    with pytest.raises(FloatingPointError, match=r"epoch \d+"):
+        run(settings, prepared, tmp_path)

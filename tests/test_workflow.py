@@ -1,0 +1,105 @@
+"""The Snakemake workflow: static checks, planning, config-file semantics, and a
+run of the smoke scale in a temporary copy of the workflow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, SMOKE, planned_jobs, tool_env
+from multisym import config as config_module
+from multisym.members import member_table
+
+pytestmark = pytest.mark.workflow
+RULE_FILES = [str(p) for p in sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+
+
+def test_snakefmt_is_clean():
+    result = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", *RULE_FILES],
+        cwd=ROOT, capture_output=True, text=True, env=tool_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("configfile", [None, "config/smoke.yaml"])
+def test_lint_is_clean(workflow_copy, configfile):
+    args = ["--lint"] + ([f"--configfile={configfile}"] if configfile else [])
+    result = workflow_copy.snakemake(*args)
+    assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
+
+
+def test_dry_run_plans_every_member_of_the_default(workflow_copy):
+    result = workflow_copy.snakemake("-n")
+    counts = planned_jobs(result.stdout)
+    members = member_table(config_module.load(ROOT / "config.yaml"))
+    assert counts["pretrain"] == len(members)
+    assert counts["prepare_data"] == 1
+    for m in members:
+        assert m.folder in result.stdout
+
+
+def test_planning_never_imports_torch(workflow_copy):
+    """The Snakefile must stay light: planning a run imports no torch."""
+    code = (
+        "import sys, snakemake.cli as cli\n"
+        "try:\n    cli.main(['-n', '-q'])\n"
+        "except SystemExit:\n    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NOTORCH')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=workflow_copy.folder, capture_output=True,
+                            text=True, env=tool_env())
+    assert result.stdout.strip().endswith("NOTORCH"), result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_a_config_file_fully_defines_its_run(workflow_copy):
+    """--configfile X gives exactly X plus schema defaults, never values of config.yaml."""
+    default = yaml.safe_load((ROOT / "config.yaml").read_text())
+    default["pretrain"]["temperature"] = 0.77  # a value the smoke scale must not inherit
+    workflow_copy.write_config("config.yaml", default)
+    workflow_copy.snakemake("--configfile=config/smoke.yaml", "-c1", "resolved_config")
+    produced = json.loads((workflow_copy.folder / "results/smoke/config.json").read_text())
+    assert produced == config_module.load(SMOKE)
+    assert produced["pretrain"]["temperature"] == 0.2
+
+
+def test_config_overrides_single_keys(workflow_copy):
+    workflow_copy.snakemake("--configfile=config/smoke.yaml", "--config", "name=other", "-c1", "resolved_config")
+    produced = json.loads((workflow_copy.folder / "results/other/config.json").read_text())
+    expected = config_module.load(SMOKE)
+    expected["name"] = "other"
+    assert produced == expected
+
+
+def test_invalid_config_fails_before_any_job(workflow_copy):
+    bad = yaml.safe_load(SMOKE.read_text())
+    bad["pretrain"]["epochs"] = 0
+    workflow_copy.write_config("bad.yaml", bad)
+    result = workflow_copy.snakemake("--configfile=bad.yaml", "-n", check=False)
+    assert result.returncode != 0
+    assert "pretrain.epochs" in result.stdout + result.stderr
+    assert not (workflow_copy.folder / "results").exists()
+
+
+def test_smoke_run_then_one_seed_change_replans_one_member(workflow_copy):
+    workflow_copy.snakemake("--configfile=config/smoke.yaml", "-c2")
+    cfg = config_module.load(SMOKE)
+    for m in member_table(cfg):
+        folder = workflow_copy.folder / "results/smoke/members" / m.folder
+        assert (folder / "model.pt").is_file() and (folder / "epochs.csv").is_file()
+        assert (workflow_copy.folder / f"logs/smoke/pretrain/{m.folder}.log").is_file()
+
+    again = workflow_copy.snakemake("--configfile=config/smoke.yaml", "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    changed = yaml.safe_load(SMOKE.read_text())
+    changed["members"]["seeds"]["eq"][0] = 7
+    workflow_copy.write_config("changed.yaml", changed)
+    plan = workflow_copy.snakemake("--configfile=changed.yaml", "-n")
+    counts = planned_jobs(plan.stdout)
+    assert counts.get("pretrain") == 1
+    assert "eq-rotation-s7-" in plan.stdout

@@ -1,0 +1,29 @@
+rule prepare_data:
+    output:
+        data=LAYOUT.dataset,
+        manifest=LAYOUT.manifest,
+    log:
+        LAYOUT.log("prepare_data", config["dataset"]["name"]),
+    conda:
+        env("workflow")
+    params:
+        dataset=dataset_json,
+    shell:
+        "multisym prepare-data --dataset-json {params.dataset:q}"
+        " --out-data {output.data} --out-manifest {output.manifest} > {log} 2>&1"
+
+
+# The resolved configuration (scale file plus schema defaults) that every other
+# output of this scale was computed from.
+rule resolved_config:
+    output:
+        LAYOUT.resolved_config,
+    log:
+        LAYOUT.log("resolved_config", "config"),
+    localrule: True
+    conda:
+        env("workflow")
+    params:
+        config=config_json,
+    shell:
+        "multisym validate --config-json {params.config:q} --out {output} > {log} 2>&1"
