@@ -17,13 +17,22 @@ if not workflow.overwrite_configfiles:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/adapt.smk"
+include: "workflow/rules/ensemble.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
     default_target: True
     input:
         LAYOUT.resolved_config,
-        all_member_models,
+        all_tables_and_figures,
+    localrule: True
+
+
+rule figures:
+    input:
+        all_tables_and_figures,
     localrule: True
 
 

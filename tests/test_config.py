@@ -16,7 +16,7 @@ SCALE_FILES = [ROOT / "config.yaml", *sorted((ROOT / "config").glob("*.yaml"))]
 
 
 def minimal() -> dict:
-    return {"name": "x", "dataset": {"name": "digits"}, "members": {"seeds": {"eq": [1]}}}
+    return {"name": "x", "dataset": {"name": "digits"}, "members": {"seeds": {"eq": [1, 2, 3, 4, 5]}}}
 
 
 @pytest.mark.parametrize("path", SCALE_FILES, ids=lambda p: p.name)
@@ -32,7 +32,9 @@ def test_defaults_are_filled():
     assert resolved["symmetries"]["rotation"] == {"lambda": 0.4, "p": 0.5}
     assert resolved["symmetries"]["halfswap"]["lambda"] == 0.1
     assert resolved["members"]["axes"] == ["rotation"]
-    assert resolved["members"]["seeds"] == {"eq": [1], "inv": [], "base": [], "sup": []}
+    assert resolved["members"]["seeds"] == {"eq": [1, 2, 3, 4, 5], "inv": [], "base": [], "sup": []}
+    assert resolved["ensembles"]["pools"] == ["eq"]
+    assert resolved["ensembles"]["axis"] == "rotation"
     assert resolved["dataset"]["splits"] == {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 0}
     # derived sizes are written out
     assert resolved["views"]["size"] == 16
@@ -61,6 +63,13 @@ def test_resolving_twice_is_stable():
         (lambda c: c.update(backbone={"arch": "vgg"}), "backbone.arch", "allowed values"),
         (lambda c: c["members"].update(axes=["flip"]), "members.axes.0", "allowed values"),
         (lambda c: c["members"]["seeds"].update(eq=[1, 1]), "members.seeds.eq", "non-unique"),
+        (lambda c: c["members"]["seeds"].update(eq=[1, 2, 3]), "ensembles.random.sizes", "needs 4 eq members"),
+        (lambda c: c.update(ensembles={"pools": ["inv"]}), "ensembles.pools", "members.seeds.inv is empty"),
+        (lambda c: c.update(ensembles={"pools": ["mse"]}), "ensembles.pools.0", "allowed values"),
+        (lambda c: c.update(ensembles={"diversity_size": 7}), "ensembles.diversity_size", "must be one of"),
+        (lambda c: c.update(ensembles={"greedy": {"start": "fixed"}}), "ensembles.greedy.start_member", "needs a member"),
+        (lambda c: c.update(ensembles={"random": {"draws": 0}}), "ensembles.random.draws", "minimum"),
+        (lambda c: c.update(finetune={"seeds": [1], "base_seed": 3}), "finetune.base_seed", "not a base member seed"),
         (lambda c: c.update(symmetries={"rotation": {"lambda": -1}}), "symmetries.rotation.lambda", "minimum"),
         (lambda c: c.update(symmetries={"rotation": {"p": 1.5}}), "symmetries.rotation.p", "maximum"),
         (lambda c: c.pop("name"), "<top level>", "'name' is a required property"),

@@ -3,6 +3,8 @@ run of the smoke scale in a temporary copy of the workflow."""
 
 from __future__ import annotations
 
+import copy
+import csv
 import json
 import subprocess
 import sys
@@ -85,21 +87,56 @@ def test_invalid_config_fails_before_any_job(workflow_copy):
     assert not (workflow_copy.folder / "results").exists()
 
 
-def test_smoke_run_then_one_seed_change_replans_one_member(workflow_copy):
-    workflow_copy.snakemake("--configfile=config/smoke.yaml", "-c2")
+def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_copy):
+    """`snakemake figures` exactly as typed (the workflow profile gives the core
+    count), on the smoke scale put in place of config.yaml."""
+    smoke = yaml.safe_load(SMOKE.read_text())
+    workflow_copy.write_config("config.yaml", smoke)
+    workflow_copy.snakemake("figures")
+    root = workflow_copy.folder / "results" / "smoke"
     cfg = config_module.load(SMOKE)
     for m in member_table(cfg):
-        folder = workflow_copy.folder / "results/smoke/members" / m.folder
-        assert (folder / "model.pt").is_file() and (folder / "epochs.csv").is_file()
+        assert (root / "members" / m.folder / "model.pt").is_file()
         assert (workflow_copy.folder / f"logs/smoke/pretrain/{m.folder}.log").is_file()
+    for table in ("table1", "table2", "table3", "table4"):
+        for ext in ("csv", "md"):
+            assert (root / "tables" / f"{table}.{ext}").stat().st_size > 0
+    for figure in ("figure2", "figure3"):
+        for ext in ("pdf", "png"):
+            assert (root / "figures" / f"{figure}.{ext}").stat().st_size > 1000
+    check_numbers_agree(root)
 
-    again = workflow_copy.snakemake("--configfile=config/smoke.yaml", "-n")
+    again = workflow_copy.snakemake("figures", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    changed = yaml.safe_load(SMOKE.read_text())
+    changed = copy.deepcopy(smoke)
     changed["members"]["seeds"]["eq"][0] = 7
-    workflow_copy.write_config("changed.yaml", changed)
-    plan = workflow_copy.snakemake("--configfile=changed.yaml", "-n")
-    counts = planned_jobs(plan.stdout)
-    assert counts.get("pretrain") == 1
-    assert "eq-rotation-s7-" in plan.stdout
+    workflow_copy.write_config("config.yaml", changed)
+    counts = planned_jobs(workflow_copy.snakemake("figures", "-n").stdout)
+    assert counts["pretrain"] == 1 and counts["features"] == 1 and counts["probe"] == 1
+    assert "sup_logits" not in counts and "finetune" not in counts and "prepare_data" not in counts
+    # only the pools holding Eq members are rebuilt
+    assert counts["ensemble"] == 4
+
+
+def check_numbers_agree(root):
+    """The same number is the same in every file that reports it."""
+    members = json.loads((root / "metrics" / "members.json").read_text())
+    single = {m["member"]: m["metrics"]["accuracy"]["value"] for m in members["members"]}
+    for path in (root / "ensembles").glob("*_greedy.json"):
+        result = json.loads(path.read_text())
+        first = result["sizes"][0]
+        assert first["size"] == 1 and first["distinct"] == 1
+        assert first["metrics"]["accuracy"]["value"] == pytest.approx(single[first["members"][0]])
+        assert result["protocol"] == []
+    table2 = list(csv.DictReader(open(root / "tables" / "table2.csv")))
+    eq_greedy = json.loads((root / "ensembles" / "eq_greedy.json").read_text())
+    for entry in eq_greedy["sizes"]:
+        cell = next(r for r in table2 if r["row"] == "Greedy Eq (DE)" and r["column"] == f"M={entry['size']}")
+        assert float(cell["value"]) == pytest.approx(entry["metrics"]["accuracy"]["value"])
+    table1 = list(csv.DictReader(open(root / "tables" / "table1.csv")))
+    best_eq = next(r for r in table1 if r["row"] == "Best member on val" and r["column"] == "Eq")
+    assert float(best_eq["value"]) == pytest.approx(eq_greedy["sizes"][0]["metrics"]["accuracy"]["value"])
+    for cell in table1:
+        if "% classes" in cell["column"] and cell["row"] == "Best member on val":
+            assert 0 <= float(cell["value"]) <= 100

@@ -17,35 +17,11 @@ from typing import Any
 
 import torch
 
+from .files import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (corrupt, foreign or from other settings)."""
-
-
-def atomic_write_bytes(data: bytes, path: str | Path) -> None:
-    """Write ``data`` to ``path`` through a fsynced temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise OSError(error.errno, f"could not write {path}: {error.strerror}") from error
-    finally:
-        tmp.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def atomic_write_text(text: str, path: str | Path) -> None:
-    atomic_write_bytes(text.encode(), path)
 
 
 def save(state: dict[str, Any], path: str | Path) -> None:

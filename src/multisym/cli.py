@@ -58,7 +58,7 @@ def cmd_validate(args) -> None:
         cfg = _load_config(args)
     text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
     if args.out:
-        from .checkpoint import atomic_write_text
+        from .files import atomic_write_text
 
         atomic_write_text(text, args.out)
     else:
@@ -111,6 +111,73 @@ def cmd_pretrain(args) -> None:
         print("stopped early; rerun the same command to resume", file=sys.stderr)
 
 
+def _write_json(payload: dict, path: str) -> None:
+    from .files import atomic_write_text
+
+    atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
+
+
+def cmd_features(args) -> None:
+    from .adapt import extract_features
+
+    extract_features(args.model, args.data, args.manifest, args.out, device=args.device, threads=args.threads)
+
+
+def cmd_probe(args) -> None:
+    from .probe import fit_probe
+
+    summary = fit_probe(args.features, json.loads(args.settings_json), args.out_logits, args.out_summary)
+    print(f"probe: C = {summary['C']}, val accuracy {max(summary['val_accuracy']):.4f}", file=sys.stderr)
+
+
+def cmd_sup_logits(args) -> None:
+    from .adapt import supervised_logits
+
+    supervised_logits(args.model, args.data, args.manifest, args.out_logits, device=args.device, threads=args.threads)
+
+
+def cmd_finetune(args) -> None:
+    from .adapt import finetune
+
+    result = finetune(args.base_model, json.loads(args.settings_json), args.data, args.manifest, args.out_model,
+                      args.out_logits, args.out_log, device=args.device, threads=args.threads)
+    print(f"fine-tune: kept epoch {result['best_epoch']} (val accuracy {result['val_accuracy']:.4f})", file=sys.stderr)
+
+
+def cmd_member_metrics(args) -> None:
+    from .ensemble import load_logits, member_results
+
+    spec = json.loads(args.spec_json)
+    if len(spec["members"]) != len(args.logits):
+        raise SystemExit(f"error: {len(spec['members'])} members but {len(args.logits)} logits files")
+    result = member_results(spec["members"], spec["modes"], load_logits(args.logits), spec, spec["num_classes"])
+    _write_json(result, args.out)
+
+
+def cmd_ensemble(args) -> None:
+    from .ensemble import greedy_results, load_logits, random_results
+
+    spec = json.loads(args.spec_json)
+    if len(spec["members"]) != len(args.logits):
+        raise SystemExit(f"error: {len(spec['members'])} members but {len(args.logits)} logits files")
+    runner = {"greedy": greedy_results, "random": random_results}[args.strategy]
+    result = runner(spec["members"], spec["classes"], load_logits(args.logits), spec)
+    _write_json({"pool": spec["pool"], "strategy": args.strategy, "members": spec["members"],
+                 "classes": spec["classes"], **result}, args.out)
+
+
+def cmd_table(args) -> None:
+    from . import tables
+
+    tables.write(args.table, args.inputs, json.loads(args.spec_json), args.out_csv, args.out_md)
+
+
+def cmd_figure(args) -> None:
+    from . import figures
+
+    figures.write(args.figure, args.inputs, json.loads(args.spec_json), args.out_pdf, args.out_png)
+
+
 # ------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="multisym", description=__doc__.split("\n")[0])
@@ -147,6 +214,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: $SLURM_CPUS_PER_TASK, else torch's)")
     p.add_argument("--stop-after-epochs", type=int,
                    help="train at most this many epochs in this invocation, then save and exit")
+    def runtime_options(p):
+        p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:i]")
+        p.add_argument("--threads", type=int, help="CPU threads (default: $SLURM_CPUS_PER_TASK, else torch's)")
+
+    p = command("features", cmd_features, "cache a member's frozen backbone features of every split")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    runtime_options(p)
+
+    p = command("probe", cmd_probe, "fit the linear probe on cached features; write val/test logits")
+    p.add_argument("--features", required=True)
+    p.add_argument("--settings-json", required=True, help="the resolved `probe` config section as JSON")
+    p.add_argument("--out-logits", required=True)
+    p.add_argument("--out-summary", required=True)
+
+    p = command("sup-logits", cmd_sup_logits, "a supervised member's val/test logits from its own head")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out-logits", required=True)
+    runtime_options(p)
+
+    p = command("finetune", cmd_finetune, "fine-tune a member's whole network; write val/test logits")
+    p.add_argument("--base-model", required=True)
+    p.add_argument("--settings-json", required=True, help="the fine-tuned member's settings as JSON")
+    p.add_argument("--data", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-logits", required=True)
+    p.add_argument("--out-log", required=True)
+    runtime_options(p)
+
+    p = command("member-metrics", cmd_member_metrics, "test metrics of every member alone and class dominance")
+    p.add_argument("--spec-json", required=True, help="members, modes, num_classes and bootstrap settings")
+    p.add_argument("--logits", nargs="+", required=True, help="logits files, in the order of the spec's members")
+    p.add_argument("--out", required=True)
+
+    p = command("ensemble", cmd_ensemble, "build a pool's greedy or random ensembles and their test metrics")
+    p.add_argument("--strategy", required=True, choices=("greedy", "random"))
+    p.add_argument("--spec-json", required=True, help="pool, members, classes and the ensembles settings")
+    p.add_argument("--logits", nargs="+", required=True, help="logits files, in the order of the spec's members")
+    p.add_argument("--out", required=True)
+
+    p = command("table", cmd_table, "write one of the paper's tables (CSV and Markdown) from result files")
+    p.add_argument("--table", required=True)
+    p.add_argument("--spec-json", required=True)
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+
+    p = command("figure", cmd_figure, "draw one of the paper's figures (PDF and PNG) from result files")
+    p.add_argument("--figure", required=True)
+    p.add_argument("--spec-json", required=True)
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--out-pdf", required=True)
+    p.add_argument("--out-png", required=True)
     return parser
 
 

@@ -18,6 +18,17 @@ import yaml
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
+# Each ensemble pool and the hypothesis classes it draws from (in the order of
+# the paper's alternating random compositions: Eq first).
+POOL_CLASSES = {
+    "eq": ("eq",),
+    "inv": ("inv",),
+    "eq_inv": ("eq", "inv"),
+    "base": ("base",),
+    "sup": ("sup",),
+    "ssl_ft": ("ssl_ft",),
+}
+
 
 class ConfigError(ValueError):
     """A configuration that does not satisfy the schema or the workflow's rules."""
@@ -80,8 +91,9 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     if errors:
         lines = "\n".join(f"  - {_describe(e)}" for e in errors)
         raise ConfigError(f"invalid configuration:\n{lines}")
-    _check_consistency(resolved)
     _fill_derived(resolved)
+    _check_consistency(resolved)
+    _check_ensembles(resolved)
     return resolved
 
 
@@ -129,6 +141,66 @@ def _fill_derived(config: dict) -> None:
     small = config["small_crop"]
     if small["size"] is None:
         small["size"] = max(2, 2 * round(views["size"] * 3 / 7 / 2))
+    if config["ensembles"]["axis"] is None and config["members"]["axes"]:
+        config["ensembles"]["axis"] = config["members"]["axes"][0]
+    base_seeds = config["members"]["seeds"]["base"]
+    if config["finetune"]["base_seed"] is None and base_seeds:
+        config["finetune"]["base_seed"] = base_seeds[0]
+    if config["ensembles"]["pools"] is None:
+        sizes = class_sizes(config)
+        config["ensembles"]["pools"] = [
+            pool for pool, classes in POOL_CLASSES.items() if all(sizes[c] for c in classes)
+        ]
+
+
+def class_sizes(config: dict) -> dict[str, int]:
+    """Members available per hypothesis class (eq and inv: of the ensemble axis)."""
+    seeds = config["members"]["seeds"]
+    sizes = {mode: len(seeds[mode]) for mode in ("eq", "inv", "base", "sup")}
+    sizes["ssl_ft"] = len(config["finetune"]["seeds"]) if seeds["base"] else 0
+    return sizes
+
+
+def _check_ensembles(config: dict) -> None:
+    """Every pool has members, every random size fits its pool (no silent repeats)."""
+    ens, sizes = config["ensembles"], class_sizes(config)
+    source = {"eq": "members.seeds.eq", "inv": "members.seeds.inv", "base": "members.seeds.base",
+              "sup": "members.seeds.sup", "ssl_ft": "finetune.seeds (and members.seeds.base)"}
+    if ens["axis"] is not None and ens["axis"] not in config["members"]["axes"]:
+        raise ConfigError(
+            f"config key 'ensembles.axis': {ens['axis']!r} has no members; allowed: {config['members']['axes']}"
+        )
+    for pool in ens["pools"]:
+        for cls in POOL_CLASSES[pool]:
+            if sizes[cls] == 0:
+                raise ConfigError(
+                    f"config key 'ensembles.pools': pool {pool!r} needs {cls} members, but {source[cls]} is empty; "
+                    "add seeds or remove the pool"
+                )
+        for size in ens["random"]["sizes"]:
+            classes = POOL_CLASSES[pool]
+            need = {classes[0]: size} if len(classes) == 1 else {classes[0]: (size + 1) // 2, classes[1]: size // 2}
+            for cls, count in need.items():
+                if count > sizes[cls]:
+                    raise ConfigError(
+                        f"config key 'ensembles.random.sizes': a random {pool} ensemble of size {size} needs "
+                        f"{count} {cls} members drawn without replacement, but {source[cls]} gives {sizes[cls]}; "
+                        "lower the size or add seeds"
+                    )
+    if ens["diversity_size"] not in ens["random"]["sizes"]:
+        raise ConfigError(
+            f"config key 'ensembles.diversity_size': {ens['diversity_size']} must be one of "
+            f"ensembles.random.sizes {ens['random']['sizes']}"
+        )
+    greedy = ens["greedy"]
+    if greedy["start"] == "fixed" and not greedy["start_member"]:
+        raise ConfigError("config key 'ensembles.greedy.start_member': start 'fixed' needs a member id")
+    base_seed = config["finetune"]["base_seed"]
+    if config["finetune"]["seeds"] and base_seed not in config["members"]["seeds"]["base"]:
+        raise ConfigError(
+            f"config key 'finetune.base_seed': {base_seed} is not a base member seed "
+            f"(members.seeds.base: {config['members']['seeds']['base']})"
+        )
 
 
 def load(path: str | Path) -> dict[str, Any]:

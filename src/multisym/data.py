@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text
 
 SPLITS = ("train", "val", "test")
 
@@ -92,11 +92,16 @@ def prepare(dataset: dict, out_data: str | Path, out_manifest: str | Path) -> di
         "class_counts": {s: np.bincount(labels[splits[s]], minlength=int(labels.max() + 1)).tolist() for s in SPLITS},
         "sha256": {key: _sha256(value) for key, value in arrays.items()},
     }
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(buffer.getvalue(), out_data)
+    write_npz(out_data, **arrays)
     atomic_write_text(json.dumps(manifest, indent=2) + "\n", out_manifest)
     return manifest
+
+
+def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Write arrays to one .npz atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(buffer.getvalue(), path)
 
 
 def read_manifest(path: str | Path) -> dict:

@@ -2,6 +2,13 @@
 
     results/<name>/data/dataset.npz, manifest.json
     results/<name>/members/<folder>/model.pt, epochs.csv   (+ state.pt, run.json)
+    results/<name>/features/<folder>.npz                    (SSL members)
+    results/<name>/finetune/<folder>/model.pt, epochs.csv    (SSL-FT members)
+    results/<name>/logits/<folder>.npz                      (every member; val + test)
+    results/<name>/metrics/members.json
+    results/<name>/ensembles/<pool>_<strategy>.json
+    results/<name>/tables/<table>.csv, .md
+    results/<name>/figures/<figure>.pdf, .png
     logs/<name>/<step>/<thing>.log
 """
 
@@ -40,6 +47,31 @@ class Layout:
 
     def member_epochs(self, folder: str) -> str:
         return f"{self.member_dir(folder)}/epochs.csv"
+
+    def features(self, folder: str) -> str:
+        return f"{self.root}/features/{folder}.npz"
+
+    def logits(self, folder: str) -> str:
+        return f"{self.root}/logits/{folder}.npz"
+
+    def probe_summary(self, folder: str) -> str:
+        return f"{self.root}/logits/{folder}.probe.json"
+
+    def finetune_dir(self, folder: str) -> str:
+        return f"{self.root}/finetune/{folder}"
+
+    @property
+    def member_metrics(self) -> str:
+        return f"{self.root}/metrics/members.json"
+
+    def ensemble(self, pool: str, strategy: str) -> str:
+        return f"{self.root}/ensembles/{pool}_{strategy}.json"
+
+    def table(self, table: str, ext: str) -> str:
+        return f"{self.root}/tables/{table}.{ext}"
+
+    def figure(self, figure: str, ext: str) -> str:
+        return f"{self.root}/figures/{figure}.{ext}"
 
     def log(self, step: str, thing: str) -> str:
         return f"{self.logs}/{self.name}/{step}/{thing}.log"

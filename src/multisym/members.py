@@ -20,6 +20,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import POOL_CLASSES
+
 MODES = ("eq", "inv", "base", "sup")
 HASH_LENGTH = 8
 
@@ -92,5 +94,56 @@ def member_table(config: dict) -> list[Member]:
     return members
 
 
-def by_folder(members: list[Member]) -> dict[str, Member]:
+@dataclass(frozen=True)
+class FinetunedMember:
+    """One fine-tuning of a Base member's whole network (the SSL-FT pool, §3.1):
+    its settings are the fine-tuning recipe, its seed and the base member's
+    settings hash, so retraining the base also redoes its fine-tunings."""
+
+    base: Member
+    seed: int
+    settings: dict[str, Any] = field(compare=False, hash=False, repr=False)
+    mode = "ssl_ft"
+
+    @property
+    def id(self) -> str:
+        return f"ft-{self.base.id}-f{self.seed}"
+
+    @property
+    def settings_hash(self) -> str:
+        return settings_hash(self.settings)
+
+    @property
+    def folder(self) -> str:
+        return f"{self.id}-{self.settings_hash[:HASH_LENGTH]}"
+
+
+def finetuned_members(config: dict, members: list[Member]) -> list[FinetunedMember]:
+    spec = config["finetune"]
+    if not spec["seeds"]:
+        return []
+    base = next(m for m in members if m.mode == "base" and m.seed == spec["base_seed"])
+    recipe = {k: v for k, v in spec.items() if k not in ("seeds", "base_seed")}
+    return [
+        FinetunedMember(base, seed, {**recipe, "seed": seed, "base": base.folder,
+                                     "base_settings_hash": base.settings_hash})
+        for seed in spec["seeds"]
+    ]
+
+
+def pools(config: dict, members: list[Member], finetuned: list[FinetunedMember]) -> dict[str, dict[str, list]]:
+    """Each configured ensemble pool as {hypothesis class: members}, classes in
+    the order of the paper's alternating compositions (Eq first)."""
+    axis = config["ensembles"]["axis"]
+    by_class: dict[str, list] = {
+        "eq": [m for m in members if m.mode == "eq" and m.axis == axis],
+        "inv": [m for m in members if m.mode == "inv" and m.axis == axis],
+        "base": [m for m in members if m.mode == "base"],
+        "sup": [m for m in members if m.mode == "sup"],
+        "ssl_ft": list(finetuned),
+    }
+    return {pool: {cls: by_class[cls] for cls in POOL_CLASSES[pool]} for pool in config["ensembles"]["pools"]}
+
+
+def by_folder(members: list) -> dict[str, Any]:
     return {m.folder: m for m in members}

@@ -5,16 +5,33 @@ import re
 
 from multisym.config import resolve
 from multisym.layout import Layout
-from multisym.members import by_folder, member_table
+from multisym.members import by_folder, finetuned_members, member_table, pools
 
 config = resolve(config)
 LAYOUT = Layout(config["name"])
 MEMBERS = member_table(config)
+FINETUNED = finetuned_members(config, MEMBERS)
+POOLS = pools(config, MEMBERS, FINETUNED)
 MEMBER_BY_FOLDER = by_folder(MEMBERS)
+FINETUNED_BY_FOLDER = by_folder(FINETUNED)
+STRATEGIES = ("greedy", "random")
+TABLES = ("table1", "table2", "table3", "table4")
+FIGURES = ("figure2", "figure3")
+
+
+def alternatives(names):
+    return "|".join(re.escape(name) for name in names)
 
 
 wildcard_constraints:
-    member="|".join(re.escape(folder) for folder in MEMBER_BY_FOLDER),
+    member=alternatives(MEMBER_BY_FOLDER),
+    ssl_member=alternatives(m.folder for m in MEMBERS if m.is_ssl),
+    sup_member=alternatives(m.folder for m in MEMBERS if not m.is_ssl),
+    finetuned=alternatives(FINETUNED_BY_FOLDER),
+    pool=alternatives(POOLS),
+    strategy=alternatives(STRATEGIES),
+    table=alternatives(TABLES),
+    figure=alternatives(FIGURES),
 
 
 def env(name):
@@ -44,3 +61,101 @@ def member_models(members):
 
 def all_member_models(wildcards):
     return member_models(MEMBERS)
+
+
+# ---------------------------------------------------------------- adaptation
+def probe_settings_json(wildcards):
+    return json.dumps(config["probe"], sort_keys=True)
+
+
+def finetune_base_model(wildcards):
+    return LAYOUT.member_model(FINETUNED_BY_FOLDER[wildcards.finetuned].base.folder)
+
+
+def finetune_settings_json(wildcards):
+    return json.dumps(FINETUNED_BY_FOLDER[wildcards.finetuned].settings, sort_keys=True)
+
+
+# ---------------------------------------------------------------- ensembles
+def evaluated_members():
+    """Every member with logits, in table order: pretrained, then fine-tuned."""
+    return [*MEMBERS, *FINETUNED]
+
+
+def member_logits(wildcards):
+    return [LAYOUT.logits(m.folder) for m in evaluated_members()]
+
+
+def member_metrics_spec_json(wildcards):
+    members = evaluated_members()
+    return json.dumps(
+        {
+            "members": [m.id for m in members],
+            "modes": [m.mode for m in members],
+            "num_classes": DATASET_CLASSES[config["dataset"]["name"]],
+            "bootstrap": config["ensembles"]["bootstrap"],
+        },
+        sort_keys=True,
+    )
+
+
+def pool_members(pool):
+    return [(cls, m) for cls, members in POOLS[pool].items() for m in members]
+
+
+def pool_logits(wildcards):
+    return [LAYOUT.logits(m.folder) for _, m in pool_members(wildcards.pool)]
+
+
+def ensemble_spec_json(wildcards):
+    members = pool_members(wildcards.pool)
+    spec = {
+        "pool": wildcards.pool,
+        "members": [m.id for _, m in members],
+        "classes": [cls for cls, _ in members],
+        **{key: config["ensembles"][key] for key in ("greedy", "random", "bootstrap")},
+    }
+    return json.dumps(spec, sort_keys=True)
+
+
+def ensemble_results(strategies=STRATEGIES):
+    return [LAYOUT.ensemble(p, s) for p in POOLS for s in strategies]
+
+
+# ----------------------------------------------------------- tables, figures
+DATASET_CLASSES = {"digits": 10}
+RESULT_INPUTS = {
+    "table1": lambda: [LAYOUT.member_metrics],
+    "table2": ensemble_results,
+    "table3": lambda: ensemble_results(["random"]),
+    "table4": ensemble_results,
+    "figure2": lambda: ensemble_results(["greedy"]),
+    "figure3": lambda: ensemble_results(["random"]),
+}
+
+
+def table_inputs(wildcards):
+    return RESULT_INPUTS[wildcards.table]()
+
+
+def figure_inputs(wildcards):
+    return RESULT_INPUTS[wildcards.figure]()
+
+
+def report_spec_json(wildcards):
+    return json.dumps(
+        {
+            "name": config["name"],
+            "dataset": config["dataset"]["name"],
+            "diversity_size": config["ensembles"]["diversity_size"],
+            "selection_split": config["ensembles"]["greedy"]["selection_split"],
+        },
+        sort_keys=True,
+    )
+
+
+def all_tables_and_figures(wildcards):
+    return [
+        *(LAYOUT.table(t, ext) for t in TABLES for ext in ("csv", "md")),
+        *(LAYOUT.figure(f, ext) for f in FIGURES for ext in ("pdf", "png")),
+    ]

@@ -1,0 +1,167 @@
+"""Turn members into classifiers (mse_spec §3): cached features for the
+linear probe (fit in ``probe``), fine-tuning, and supervised members' logits.
+
+Linear probe (§3.2): the backbone is frozen in eval mode; features of every
+split are extracted once and cached here, so the probe (``probe.py``) can be
+refit without touching the network.
+
+Fine-tuning (§3.1): the whole network, SGD with a cosine schedule, RRC + flip
+training augmentation and the evaluation transform for val and test; the epoch
+kept is the best on val, never on test. Used here for the SSL-FT pool: one Base
+backbone fine-tuned with several seeds (head init, data order, augmentation).
+
+Logits files (``.npz``): ``val_logits``, ``test_logits`` (N, C) float32 and
+``val_labels``, ``test_labels``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint, data, optim
+from .data import write_npz
+from .members import settings_hash
+from .models import SupervisedModel, build_backbone, select_device
+from .pretrain import history_csv, make_runtime, set_threads, supervised_view_spec
+from .views import make_views, resize_center
+
+from .probe import EVAL_SPLITS
+
+
+def load_member(model_path: str | Path) -> tuple[dict, dict]:
+    """The exported state dicts and settings of a trained member, checked
+    against the settings hash stored beside them."""
+    exported = checkpoint.load(model_path)
+    settings = json.loads(exported["settings"])
+    if exported.get("settings_hash") != settings_hash(settings):
+        raise checkpoint.CheckpointError(
+            f"{model_path}: its settings do not match its settings hash; the file was altered. Retrain the member"
+        )
+    return exported, settings
+
+
+@torch.no_grad()
+def forward_in_batches(model, images: torch.Tensor, runtime, size: int, batch: int = 512) -> torch.Tensor:
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch):
+        x = resize_center(images[start:start + batch].to(runtime.device), size)
+        with runtime.amp():
+            outputs.append(model(runtime.prepare(x)).float().cpu())
+    return torch.cat(outputs)
+
+
+# --------------------------------------------------- features for the probe
+def extract_features(model_path, data_path, manifest_path, out_path, device="auto", threads=None) -> None:
+    """Backbone features of the train, val and test splits (eval transform)."""
+    set_threads(threads)
+    target = select_device(device)
+    arrays = {}
+    for split in data.SPLITS:
+        images, labels, info = data.load_split(data_path, manifest_path, split)
+        if split == "train":
+            exported, settings = load_member(model_path)
+            backbone = build_backbone(settings["backbone"], info.channels).to(target)
+            backbone.load_state_dict(exported["backbone"], strict=True)
+            runtime = make_runtime(target, "auto", info)
+            size = settings["views"]["size"] if "views" in settings else info.image_size
+        arrays[f"{split}_features"] = forward_in_batches(backbone, images, runtime, size).numpy()
+        arrays[f"{split}_labels"] = labels.numpy()
+    write_npz(out_path, **arrays)
+
+
+# --------------------------------------------------------- supervised logits
+def supervised_logits(model_path, data_path, manifest_path, out_logits, device="auto", threads=None) -> None:
+    """A supervised member's own head on val and test."""
+    set_threads(threads)
+    target = select_device(device)
+    outputs = {}
+    for split in EVAL_SPLITS:
+        images, labels, info = data.load_split(data_path, manifest_path, split)
+        if not outputs:
+            exported, settings = load_member(model_path)
+            model = SupervisedModel(build_backbone(settings["backbone"], info.channels), info.num_classes)
+            model.backbone.load_state_dict(exported["backbone"], strict=True)
+            model.classifier.load_state_dict(exported["classifier"], strict=True)
+            model = model.to(target)
+            runtime = make_runtime(target, "auto", info)
+        outputs[f"{split}_logits"] = forward_in_batches(model, images, runtime, info.image_size).numpy()
+        outputs[f"{split}_labels"] = labels.numpy()
+    write_npz(out_logits, **outputs)
+
+
+# ------------------------------------------------------------- fine-tuning
+def finetune(
+    base_model_path, settings: dict, data_path, manifest_path, out_model, out_logits, out_log,
+    device="auto", threads=None,
+) -> dict:
+    """Fine-tune a pretrained backbone with a new linear head; keep the epoch
+    best on val (ties: the earlier one) and write its val/test logits."""
+    set_threads(threads)
+    target = select_device(device)
+    images, labels, info = data.load_split(data_path, manifest_path, "train")
+    val_images, val_labels, _ = data.load_split(data_path, manifest_path, "val")
+    test_images, test_labels, _ = data.load_split(data_path, manifest_path, "test")
+    exported, base_settings = load_member(base_model_path)
+    torch.manual_seed(settings["seed"])
+    generator = torch.Generator().manual_seed(settings["seed"])
+    model = SupervisedModel(build_backbone(base_settings["backbone"], info.channels), info.num_classes)
+    model.backbone.load_state_dict(exported["backbone"], strict=True)
+    model = model.to(target)
+    runtime = make_runtime(target, "auto", info)
+    spec = supervised_view_spec(info.image_size, settings)
+    recipe = settings["optimizer"]
+    optimizer = optim.build_optimizer(model, recipe, target)
+    images, labels = images.to(target), labels.to(target)
+    batch = min(settings["batch_size"], len(images))
+    steps_per_epoch = len(images) // batch
+    total = steps_per_epoch * settings["epochs"]
+    best = (-1.0, None, 0)
+    rows, step = [], 0
+    for epoch in range(1, settings["epochs"] + 1):
+        tick = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(images), generator=generator).to(target)
+        losses = []
+        for index in range(steps_per_epoch):
+            idx = order[index * batch:(index + 1) * batch]
+            optim.set_learning_rate(optimizer, optim.learning_rate(step, total, steps_per_epoch, recipe))
+            with runtime.amp():
+                logits = model(runtime.prepare(make_views(images[idx], spec, generator)))
+            loss = F.cross_entropy(logits.float(), labels[idx])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"fine-tune {Path(out_model).parent.name}: loss {loss.item()} at epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+            step += 1
+        val_logits = forward_in_batches(model, val_images, runtime, info.image_size)
+        val_acc = float((val_logits.argmax(1) == val_labels).float().mean())
+        rows.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_accuracy": val_acc,
+                     "seconds": time.perf_counter() - tick})
+        print(f"fine-tune epoch {epoch}/{settings['epochs']} loss {rows[-1]['loss']:.4f} val acc {val_acc:.4f}",
+              file=sys.stderr, flush=True)
+        if val_acc > best[0]:
+            best = (val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch)
+    model.load_state_dict(best[1], strict=True)
+    write_npz(
+        out_logits,
+        val_logits=forward_in_batches(model, val_images, runtime, info.image_size).numpy(),
+        test_logits=forward_in_batches(model, test_images, runtime, info.image_size).numpy(),
+        val_labels=val_labels.numpy(),
+        test_labels=test_labels.numpy(),
+    )
+    checkpoint.save({"settings": json.dumps(settings, sort_keys=True), "epoch": best[2],
+                     "settings_hash": settings_hash(settings), "backbone": model.backbone.state_dict(),
+                     "classifier": model.classifier.state_dict()}, out_model)
+    checkpoint.atomic_write_text(history_csv(rows), out_log)
+    return {"best_epoch": best[2], "val_accuracy": best[0]}

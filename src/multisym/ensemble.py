@@ -1,0 +1,223 @@
+"""Ensemble strategies over a pool of members with stored logits (mse_spec §4).
+
+Greedy (§4.3, Caruana-style): start from one member, then repeatedly append
+the candidate (with replacement: members already chosen stay candidates)
+whose addition gives the highest selection-split accuracy of the
+probability-averaged ensemble. Ties go to the lower selection NLL, then to the
+first candidate in pool order (the archived code took the first strict
+maximum; on a small validation split accuracy ties are frequent, and NLL
+breaks them by the better-calibrated ensemble).
+
+Random (§4.2): K draws of M members sampled without replacement within each
+hypothesis class; for Eq+Inv the paper's alternating composition
+E, I, E, I, ... (ceil(M/2) Eq and floor(M/2) Inv members).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .metrics import correct, ensemble_probs, nll_terms, summarise
+
+START_RULES = ("best_val", "random", "fixed")
+
+
+def selection_score(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(accuracy, −NLL) of the probability-averaged ensemble: larger is better."""
+    probs = ensemble_probs(logits)
+    return float(correct(probs, labels).mean()), -float(nll_terms(probs, labels).mean())
+
+
+def best_member(logits: np.ndarray, labels: np.ndarray, candidates: list[int]) -> int:
+    """Index (into the pool) of the candidate with the best selection score
+    (ties: the first of ``candidates``)."""
+    scores = [selection_score(logits[[c]], labels) for c in candidates]
+    return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
+
+
+def greedy(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    size: int,
+    start: int,
+) -> list[int]:
+    """Greedy selection with replacement from ``start`` up to ``size`` members.
+
+    logits: (K, N, C) of the pool on the selection split; returns the chosen
+    pool indices in order (the ensemble of size m is the first m of them).
+    """
+    chosen = [start]
+    total = np.asarray(logits[[start]], dtype=np.float64)
+    while len(chosen) < size:
+        scores = [selection_score(np.concatenate([total, logits[[k]]]), labels) for k in range(len(logits))]
+        pick = max(range(len(logits)), key=lambda k: (scores[k], -k))
+        chosen.append(pick)
+        total = np.concatenate([total, logits[[pick]]])
+    return chosen
+
+
+def start_member(
+    rule: str,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    start_candidates: list[int],
+    rng: np.random.Generator,
+    fixed: int | None = None,
+) -> int:
+    """The first member: best on the selection split (default), a random one
+    (the paper's text) or a fixed one (the archived notebook's eq69)."""
+    if rule == "best_val":
+        return best_member(logits, labels, start_candidates)
+    if rule == "random":
+        return int(rng.choice(start_candidates))
+    if rule == "fixed":
+        if fixed is None:
+            raise ValueError("greedy start 'fixed' needs a member")
+        return fixed
+    raise ValueError(f"unknown greedy start {rule!r}; known: {START_RULES}")
+
+
+def composition(size: int, classes: list[str]) -> dict[str, int]:
+    """Members per class in a random ensemble of ``size``: one class takes all;
+    two classes alternate starting with the first (E, I, E, I, ...)."""
+    if len(classes) == 1:
+        return {classes[0]: size}
+    first, second = classes
+    return {first: (size + 1) // 2, second: size // 2}
+
+
+def random_draws(
+    pool: dict[str, list[int]],
+    size: int,
+    draws: int,
+    rng: np.random.Generator,
+) -> list[list[int]]:
+    """K random ensembles: within each class members are drawn without
+    replacement; two draws may coincide. ``pool`` maps class -> pool indices."""
+    counts = composition(size, list(pool))
+    for name, count in counts.items():
+        if count > len(pool[name]):
+            raise ValueError(
+                f"a random ensemble of size {size} needs {count} {name} members, the pool has {len(pool[name])}"
+            )
+    result = []
+    for _ in range(draws):
+        picked = {name: list(rng.choice(pool[name], size=count, replace=False)) for name, count in counts.items()}
+        order = []
+        for position in range(size):
+            name = list(pool)[position % len(pool)] if len(pool) > 1 else list(pool)[0]
+            order.append(int(picked[name].pop(0)))
+        result.append(order)
+    return result
+
+
+# ----------------------------------------------------------------- runners
+PAPER_VARIANT_NOTE = {
+    "start": "paper variant: greedy start {start} instead of the best member on the selection split",
+    "selection_split": "paper protocol: members selected on the reported (test) split",
+}
+
+
+def load_logits(paths: list[str]) -> dict[str, np.ndarray]:
+    """Stack the members' val and test logits; all files must share the labels."""
+    stacks: dict[str, list] = {"val": [], "test": []}
+    labels: dict[str, np.ndarray] = {}
+    for path in paths:
+        with np.load(path) as stored:
+            for split in stacks:
+                stacks[split].append(stored[f"{split}_logits"].astype(np.float64))
+                if split not in labels:
+                    labels[split] = stored[f"{split}_labels"]
+                elif not np.array_equal(labels[split], stored[f"{split}_labels"]):
+                    raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
+    return {**{f"{s}_logits": np.stack(v) for s, v in stacks.items()}, **{f"{s}_labels": labels[s] for s in stacks}}
+
+
+def protocol_notes(greedy_settings: dict) -> list[str]:
+    notes = []
+    if greedy_settings["start"] != "best_val":
+        notes.append(PAPER_VARIANT_NOTE["start"].format(start=greedy_settings["start"]))
+    if greedy_settings["selection_split"] != "val":
+        notes.append(PAPER_VARIANT_NOTE["selection_split"])
+    return notes
+
+
+def greedy_results(ids: list[str], classes: list[str], stacks: dict, settings: dict) -> dict:
+    """The greedy sequence and the test metrics of each of its prefixes."""
+    greedy_settings = settings["greedy"]
+    split = greedy_settings["selection_split"]
+    select, select_labels = stacks[f"{split}_logits"], stacks[f"{split}_labels"]
+    first_class = [i for i, c in enumerate(classes) if c == classes[0]]
+    fixed = ids.index(greedy_settings["start_member"]) if greedy_settings["start"] == "fixed" else None
+    rng = np.random.default_rng(greedy_settings["seed"])
+    start = start_member(greedy_settings["start"], select, select_labels, first_class, rng, fixed)
+    order = greedy(select, select_labels, greedy_settings["max_size"], start)
+    sizes = []
+    for size in range(1, len(order) + 1):
+        chosen = order[:size]
+        sizes.append({
+            "size": size,
+            "members": [ids[i] for i in chosen],
+            "distinct": len(set(chosen)),
+            "selection_accuracy": 100.0 * selection_score(select[chosen], select_labels)[0],
+            "metrics": summarise(stacks["test_logits"][chosen], stacks["test_labels"], settings["bootstrap"]),
+        })
+    return {"order": [ids[i] for i in order], "protocol": protocol_notes(greedy_settings), "sizes": sizes}
+
+
+def random_results(ids: list[str], classes: list[str], stacks: dict, settings: dict) -> dict:
+    """K random draws per size; each draw's test metrics, and mean ± std (ddof 0) over draws."""
+    random_settings = settings["random"]
+    rng = np.random.default_rng(random_settings["seed"])
+    by_class = {c: [i for i, k in enumerate(classes) if k == c] for c in dict.fromkeys(classes)}
+    sizes = []
+    for size in random_settings["sizes"]:
+        draws = []
+        for chosen in random_draws(by_class, size, random_settings["draws"], rng):
+            draws.append({
+                "members": [ids[i] for i in chosen],
+                "metrics": summarise(stacks["test_logits"][chosen], stacks["test_labels"], settings["bootstrap"]),
+            })
+        names = draws[0]["metrics"].keys()
+        values = {n: np.array([d["metrics"][n]["value"] for d in draws]) for n in names}
+        sizes.append({
+            "size": size,
+            "draws": draws,
+            "mean": {n: float(v.mean()) for n, v in values.items()},
+            "std": {n: float(v.std()) for n, v in values.items()},
+        })
+    return {"protocol": [], "sizes": sizes}
+
+
+def member_results(ids: list[str], modes: list[str], stacks: dict, settings: dict, num_classes: int) -> dict:
+    """Every member alone (an ensemble of one) plus class dominance of Eq vs Inv."""
+    rows = []
+    for i, (member, mode) in enumerate(zip(ids, modes)):
+        val_acc = 100.0 * selection_score(stacks["val_logits"][[i]], stacks["val_labels"])[0]
+        rows.append({"member": member, "mode": mode, "val_accuracy": val_acc,
+                     "metrics": summarise(stacks["test_logits"][[i]], stacks["test_labels"], settings["bootstrap"])})
+    return {"members": rows, "dominance": dominance(ids, modes, stacks, num_classes)}
+
+
+def dominance(ids: list[str], modes: list[str], stacks: dict, num_classes: int) -> dict:
+    """Class dominance on test of the best-on-val Eq member vs the best-on-val
+    Inv member (Table 1), and its mean over every Eq x Inv pair."""
+    from .metrics import class_dominance
+
+    eq = [i for i, m in enumerate(modes) if m == "eq"]
+    inv = [i for i, m in enumerate(modes) if m == "inv"]
+    if not eq or not inv:
+        return {}
+    val, val_labels = stacks["val_logits"], stacks["val_labels"]
+    best_eq, best_inv = best_member(val, val_labels, eq), best_member(val, val_labels, inv)
+    test, labels = stacks["test_logits"], stacks["test_labels"]
+    pairs = [class_dominance(test[e], test[v], labels, num_classes) for e in eq for v in inv]
+    keys = ("a_better", "b_better", "tie")
+    return {
+        "eq": ids[best_eq], "inv": ids[best_inv],
+        "best_pair": dict(zip(("eq_better", "inv_better", "tie"),
+                              (class_dominance(test[best_eq], test[best_inv], labels, num_classes)[k] for k in keys))),
+        "all_pairs_mean": dict(zip(("eq_better", "inv_better", "tie"),
+                                   (float(np.mean([p[k] for p in pairs])) for k in keys))),
+        "pairs": len(pairs),
+    }

@@ -1,0 +1,213 @@
+"""The paper's tables from small result files (JSON), as CSV and Markdown.
+
+Every table's CSV has the same long form, one cell per line:
+``table, row, column, value, std, ci_low, ci_high, n, note`` — ``std`` is the
+spread over random draws or members (ddof 0), ``ci_*`` a bootstrap 95% CI
+over test samples, ``n`` how many draws or members the value averages. The
+Markdown file renders the same cells as the paper's grid. Tables never open
+checkpoints or logits.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, fields
+
+from .files import atomic_write_text
+
+POOL_LABELS = {
+    "eq": "Eq (DE)",
+    "inv": "Inv",
+    "eq_inv": "Eq+Inv (MSE)",
+    "base": "Base (DE SimCLR)",
+    "sup": "Sup (DE supervised)",
+    "ssl_ft": "SSL-FT",
+}
+MODE_LABELS = {"base": "Base", "eq": "Eq", "inv": "Inv", "sup": "Sup", "ssl_ft": "SSL-FT"}
+TITLES = {
+    "table1": "Table 1: single members (test top-1 %) and class dominance of Eq vs Inv",
+    "table2": "Table 2: ensemble test top-1 (%) vs ensemble size M, random (mean ± std over draws) and greedy (value [95% CI])",
+    "table3": "Table 3: diversity of random ensembles at M = {m} (mean ± std over draws)",
+    "table4": "Table 4: NLL, ECE, Brier and AUUQC of ensembles vs size M (greedy: value [95% CI]; random: mean ± std)",
+}
+
+
+@dataclass
+class Cell:
+    table: str
+    row: str
+    column: str
+    value: float
+    std: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    note: str = ""
+
+
+def load_results(paths: list[str]) -> list[dict]:
+    results = []
+    for path in paths:
+        with open(path) as handle:
+            results.append(json.load(handle))
+    return results
+
+
+def ensembles_by(results: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(r["pool"], r["strategy"]): r for r in results if "pool" in r}
+
+
+def _metric_cell(table, row, column, metric: dict, scale: float = 1.0, note: str = "") -> Cell:
+    ci = metric.get("ci") or [None, None]
+    low, high = (None if v is None else v * scale for v in ci)
+    return Cell(table, row, column, metric["value"] * scale, ci_low=low, ci_high=high, note=note)
+
+
+def _draws_cell(table, row, column, entry: dict, metric: str, scale: float = 1.0) -> Cell:
+    return Cell(table, row, column, entry["mean"][metric] * scale, std=entry["std"][metric] * scale,
+                n=len(entry["draws"]))
+
+
+def _ordered_pools(results: dict) -> list[str]:
+    present = {pool for pool, _ in results}
+    return [pool for pool in POOL_LABELS if pool in present]
+
+
+# ------------------------------------------------------------------ tables
+def table1(results: list[dict], spec: dict) -> list[Cell]:
+    members = next(r for r in results if "members" in r and "dominance" in r)
+    cells = []
+    for mode, label in MODE_LABELS.items():
+        rows = [m for m in members["members"] if m["mode"] == mode]
+        if not rows:
+            continue
+        values = [m["metrics"]["accuracy"]["value"] for m in rows]
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        cells.append(Cell("table1", "Mean over members", label, mean, std=std, n=len(values)))
+        best = max(rows, key=lambda m: m["val_accuracy"])
+        cells.append(_metric_cell("table1", "Best member on val", label, best["metrics"]["accuracy"],
+                                  note=best["member"]))
+    dominance = members["dominance"]
+    if dominance:
+        note = f"{dominance['eq']} vs {dominance['inv']} (best on val)"
+        for key, column in (("eq_better", "Eq>Inv (% classes)"), ("inv_better", "Eq<Inv (% classes)"),
+                            ("tie", "Eq==Inv (% classes)")):
+            cells.append(Cell("table1", "Best member on val", column, dominance["best_pair"][key], note=note))
+            cells.append(Cell("table1", "Mean over members", column, dominance["all_pairs_mean"][key],
+                              n=dominance["pairs"], note="mean over every Eq x Inv pair"))
+    return cells
+
+
+def table2(results: list[dict], spec: dict) -> list[Cell]:
+    ensembles = ensembles_by(results)
+    cells = []
+    for strategy in ("random", "greedy"):
+        for pool in _ordered_pools(ensembles):
+            result = ensembles.get((pool, strategy))
+            if result is None:
+                continue
+            row = f"{strategy.capitalize()} {POOL_LABELS[pool]}"
+            for entry in result["sizes"]:
+                column = f"M={entry['size']}"
+                if strategy == "random":
+                    cells.append(_draws_cell("table2", row, column, entry, "accuracy"))
+                else:
+                    note = "; ".join(result["protocol"])
+                    cells.append(_metric_cell("table2", row, column, entry["metrics"]["accuracy"], note=note))
+    return cells
+
+
+DIVERSITY_COLUMNS = (
+    ("inconsistency", "Incons. (%)", 1.0),
+    ("spread_logit", "Logits (std)", 1.0),
+    ("spread_prob", "Prob (std, x1e-4)", 1e4),
+    ("kl", "KL", 1.0),
+    ("efficiency", "Efficiency (points)", 1.0),
+    ("accuracy", "Top-1 (%)", 1.0),
+)
+
+
+def table3(results: list[dict], spec: dict) -> list[Cell]:
+    ensembles = ensembles_by(results)
+    cells = []
+    for pool in _ordered_pools(ensembles):
+        result = ensembles.get((pool, "random"))
+        if result is None:
+            continue
+        entry = next(e for e in result["sizes"] if e["size"] == spec["diversity_size"])
+        for metric, column, scale in DIVERSITY_COLUMNS:
+            cells.append(_draws_cell("table3", POOL_LABELS[pool], column, entry, metric, scale))
+    return cells
+
+
+UNCERTAINTY_METRICS = (("nll", "NLL"), ("ece", "ECE"), ("brier", "Brier"), ("auuqc", "AUUQC"))
+
+
+def table4(results: list[dict], spec: dict) -> list[Cell]:
+    ensembles = ensembles_by(results)
+    cells = []
+    for metric, label in UNCERTAINTY_METRICS:
+        for strategy in ("greedy", "random"):
+            for pool in _ordered_pools(ensembles):
+                result = ensembles.get((pool, strategy))
+                if result is None:
+                    continue
+                row = f"{strategy.capitalize()} {label} {POOL_LABELS[pool]}"
+                for entry in result["sizes"]:
+                    column = f"M={entry['size']}"
+                    if strategy == "random":
+                        cells.append(_draws_cell("table4", row, column, entry, metric))
+                    else:
+                        cells.append(_metric_cell("table4", row, column, entry["metrics"][metric],
+                                                  note="; ".join(result["protocol"])))
+    return cells
+
+
+BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4}
+
+
+# ----------------------------------------------------------------- writers
+def to_csv(cells: list[Cell]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(Cell)], lineterminator="\n")
+    writer.writeheader()
+    for cell in cells:
+        writer.writerow({k: ("" if v is None else v) for k, v in asdict(cell).items()})
+    return buffer.getvalue()
+
+
+def format_cell(cell: Cell) -> str:
+    digits = 4 if abs(cell.value) < 10 else 2
+    text = f"{cell.value:.{digits}f}"
+    if cell.std is not None:
+        text += f" ± {cell.std:.{digits}f}"
+    elif cell.ci_low is not None:
+        text += f" [{cell.ci_low:.{digits}f}, {cell.ci_high:.{digits}f}]"
+    return text
+
+
+def to_markdown(cells: list[Cell], title: str) -> str:
+    rows = list(dict.fromkeys(c.row for c in cells))
+    columns = list(dict.fromkeys(c.column for c in cells))
+    if all(c.startswith("M=") for c in columns):
+        columns.sort(key=lambda c: int(c[2:]))
+    grid = {(c.row, c.column): format_cell(c) for c in cells}
+    lines = [f"**{title}**", "", "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in rows:
+        lines.append(f"| {row} | " + " | ".join(grid.get((row, c), "–") for c in columns) + " |")
+    notes = sorted({c.note for c in cells if c.note and "paper" in c.note})
+    lines += [""] + [f"Note: {n}" for n in notes]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(table: str, inputs: list[str], spec: dict, out_csv: str, out_md: str) -> None:
+    if table not in BUILDERS:
+        raise ValueError(f"unknown table {table!r}; known: {sorted(BUILDERS)}")
+    cells = BUILDERS[table](load_results(inputs), spec)
+    title = TITLES[table].format(m=spec.get("diversity_size"))
+    title += f" — scale {spec['name']} ({spec['dataset']}; selection on {spec['selection_split']})"
+    atomic_write_text(to_csv(cells), out_csv)
+    atomic_write_text(to_markdown(cells, title), out_md)
