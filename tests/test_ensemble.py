@@ -346,13 +346,15 @@ def test_member_results_and_dominance(pool_files):
         assert sum(dom[key].values()) == pytest.approx(100.0)
     direct = class_dominance(stacks["test_logits"][1], stacks["test_logits"][2], stacks["test_labels"], NUM_CLASSES)
     assert dom["best_pair"] == {"eq_better": direct["a_better"], "inv_better": direct["b_better"], "tie": direct["tie"]}
-    assert dom == dominance(IDS, CLASSES, stacks, NUM_CLASSES)
+    assert dom == dominance(IDS, CLASSES, stacks, NUM_CLASSES, settings()["bootstrap"])
+    for key, (low, high) in dom["best_pair_ci"].items():
+        assert low <= dom["best_pair"][key] <= high
 
 
 def test_dominance_empty_without_both_classes(pool_files):
     stacks = load_logits(pool_files)
-    assert dominance(IDS, ["eq"] * 4, stacks, NUM_CLASSES) == {}
-    assert dominance(IDS, ["inv"] * 4, stacks, NUM_CLASSES) == {}
+    assert dominance(IDS, ["eq"] * 4, stacks, NUM_CLASSES, settings()["bootstrap"]) == {}
+    assert dominance(IDS, ["inv"] * 4, stacks, NUM_CLASSES, settings()["bootstrap"]) == {}
     out = member_results(IDS[:2], ["eq", "eq"], {k: (v[:2] if k.endswith("logits") else v)
                                                    for k, v in stacks.items()}, settings(), NUM_CLASSES)
     assert out["dominance"] == {} and len(out["members"]) == 2

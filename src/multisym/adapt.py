@@ -142,7 +142,7 @@ def finetune(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
         val_logits = forward_in_batches(model, val_images, runtime, info.image_size)
         val_acc = float((val_logits.argmax(1) == val_labels).float().mean())

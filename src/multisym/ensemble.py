@@ -196,13 +196,14 @@ def member_results(ids: list[str], modes: list[str], stacks: dict, settings: dic
         val_acc = 100.0 * selection_score(stacks["val_logits"][[i]], stacks["val_labels"])[0]
         rows.append({"member": member, "mode": mode, "val_accuracy": val_acc,
                      "metrics": summarise(stacks["test_logits"][[i]], stacks["test_labels"], settings["bootstrap"])})
-    return {"members": rows, "dominance": dominance(ids, modes, stacks, num_classes)}
+    return {"members": rows, "dominance": dominance(ids, modes, stacks, num_classes, settings["bootstrap"])}
 
 
-def dominance(ids: list[str], modes: list[str], stacks: dict, num_classes: int) -> dict:
+def dominance(ids: list[str], modes: list[str], stacks: dict, num_classes: int, bootstrap: dict) -> dict:
     """Class dominance on test of the best-on-val Eq member vs the best-on-val
-    Inv member (Table 1), and its mean over every Eq x Inv pair."""
-    from .metrics import class_dominance
+    Inv member (Table 1) with bootstrap CIs over test samples, and its mean
+    over every Eq x Inv pair."""
+    from .metrics import bootstrap_ci, class_dominance
 
     eq = [i for i, m in enumerate(modes) if m == "eq"]
     inv = [i for i, m in enumerate(modes) if m == "inv"]
@@ -213,11 +214,19 @@ def dominance(ids: list[str], modes: list[str], stacks: dict, num_classes: int) 
     test, labels = stacks["test_logits"], stacks["test_labels"]
     pairs = [class_dominance(test[e], test[v], labels, num_classes) for e in eq for v in inv]
     keys = ("a_better", "b_better", "tie")
+    best = class_dominance(test[best_eq], test[best_inv], labels, num_classes)
+
+    def ci(key):
+        def statistic(d):
+            return class_dominance(test[best_eq][d], test[best_inv][d], labels[d], num_classes)[key]
+
+        return bootstrap_ci(statistic, len(labels), bootstrap["samples"], bootstrap["seed"], bootstrap["level"])
+
+    names = ("eq_better", "inv_better", "tie")
     return {
         "eq": ids[best_eq], "inv": ids[best_inv],
-        "best_pair": dict(zip(("eq_better", "inv_better", "tie"),
-                              (class_dominance(test[best_eq], test[best_inv], labels, num_classes)[k] for k in keys))),
-        "all_pairs_mean": dict(zip(("eq_better", "inv_better", "tie"),
-                                   (float(np.mean([p[k] for p in pairs])) for k in keys))),
+        "best_pair": dict(zip(names, (best[k] for k in keys))),
+        "best_pair_ci": dict(zip(names, (ci(k) for k in keys))),
+        "all_pairs_mean": dict(zip(names, (float(np.mean([p[k] for p in pairs])) for k in keys))),
         "pairs": len(pairs),
     }

@@ -95,7 +95,9 @@ def table1(results: list[dict], spec: dict) -> list[Cell]:
         note = f"{dominance['eq']} vs {dominance['inv']} (best on val)"
         for key, column in (("eq_better", "Eq>Inv (% classes)"), ("inv_better", "Eq<Inv (% classes)"),
                             ("tie", "Eq==Inv (% classes)")):
-            cells.append(Cell("table1", "Best member on val", column, dominance["best_pair"][key], note=note))
+            low, high = dominance["best_pair_ci"][key]
+            cells.append(Cell("table1", "Best member on val", column, dominance["best_pair"][key],
+                              ci_low=low, ci_high=high, note=note))
             cells.append(Cell("table1", "Mean over members", column, dominance["all_pairs_mean"][key],
                               n=dominance["pairs"], note="mean over every Eq x Inv pair"))
     return cells

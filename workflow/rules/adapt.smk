@@ -6,7 +6,7 @@ rule features:
         data=LAYOUT.dataset,
         manifest=LAYOUT.manifest,
     output:
-        LAYOUT.features("{ssl_member}"),
+        features=LAYOUT.features("{ssl_member}"),
     log:
         LAYOUT.log("features", "{ssl_member}"),
     conda:
@@ -17,12 +17,12 @@ rule features:
         mem_mb=4000,
     shell:
         "multisym features --model {input.model} --data {input.data}"
-        " --manifest {input.manifest} --out {output} --threads {threads} > {log} 2>&1"
+        " --manifest {input.manifest} --out {output.features} --threads {threads} > {log} 2>&1"
 
 
 rule probe:
     input:
-        LAYOUT.features("{ssl_member}"),
+        features=LAYOUT.features("{ssl_member}"),
     output:
         logits=LAYOUT.logits("{ssl_member}"),
         summary=LAYOUT.probe_summary("{ssl_member}"),
@@ -36,8 +36,9 @@ rule probe:
         mem_mb=4000,
     params:
         settings=probe_settings_json,
+        code=code_digest("probe"),
     shell:
-        "multisym probe --features {input} --settings-json {params.settings:q}"
+        "multisym probe --features {input.features} --settings-json {params.settings:q}"
         " --out-logits {output.logits} --out-summary {output.summary} > {log} 2>&1"
 
 
@@ -47,7 +48,7 @@ rule sup_logits:
         data=LAYOUT.dataset,
         manifest=LAYOUT.manifest,
     output:
-        LAYOUT.logits("{sup_member}"),
+        logits=LAYOUT.logits("{sup_member}"),
     log:
         LAYOUT.log("sup_logits", "{sup_member}"),
     conda:
@@ -58,7 +59,7 @@ rule sup_logits:
         mem_mb=4000,
     shell:
         "multisym sup-logits --model {input.model} --data {input.data}"
-        " --manifest {input.manifest} --out-logits {output} --threads {threads} > {log} 2>&1"
+        " --manifest {input.manifest} --out-logits {output.logits} --threads {threads} > {log} 2>&1"
 
 
 rule finetune:

@@ -1,8 +1,11 @@
 # Shared logic: the validated config, the member table, wildcard constraints and
 # every input function. Stage files hold rules only.
+import hashlib
 import json
 import re
+from pathlib import Path
 
+import multisym
 from multisym.config import resolve
 from multisym.layout import Layout
 from multisym.members import by_folder, finetuned_members, member_table, pools
@@ -32,6 +35,17 @@ wildcard_constraints:
     strategy=alternatives(STRATEGIES),
     table=alternatives(TABLES),
     figure=alternatives(FIGURES),
+
+
+def code_digest(*modules):
+    """sha256 of package modules, as a param of the cheap analysis rules, so that
+    a change to their code reruns them (Snakemake does not track imported code).
+    Training rules leave it out on purpose: a refactor must not silently retrain
+    weeks of GPU work; their code version is recorded in each run's run.json."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update((Path(multisym.__file__).parent / f"{module}.py").read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def env(name):

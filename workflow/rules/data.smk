@@ -17,7 +17,7 @@ rule prepare_data:
 # output of this scale was computed from.
 rule resolved_config:
     output:
-        LAYOUT.resolved_config,
+        config=LAYOUT.resolved_config,
     log:
         LAYOUT.log("resolved_config", "config"),
     localrule: True
@@ -26,4 +26,4 @@ rule resolved_config:
     params:
         config=config_json,
     shell:
-        "multisym validate --config-json {params.config:q} --out {output} > {log} 2>&1"
+        "multisym validate --config-json {params.config:q} --out {output.config} > {log} 2>&1"

@@ -2,31 +2,33 @@
 # and random ensembles with test metrics and bootstrap CIs.
 rule member_metrics:
     input:
-        member_logits,
+        logits=member_logits,
     output:
-        LAYOUT.member_metrics,
+        metrics=LAYOUT.member_metrics,
     log:
         LAYOUT.log("member_metrics", "members"),
     conda:
         env("workflow")
     params:
         spec=member_metrics_spec_json,
+        code=code_digest("ensemble", "metrics"),
     shell:
-        "multisym member-metrics --spec-json {params.spec:q} --logits {input}"
-        " --out {output} > {log} 2>&1"
+        "multisym member-metrics --spec-json {params.spec:q} --logits {input.logits}"
+        " --out {output.metrics} > {log} 2>&1"
 
 
 rule ensemble:
     input:
-        pool_logits,
+        logits=pool_logits,
     output:
-        LAYOUT.ensemble("{pool}", "{strategy}"),
+        result=LAYOUT.ensemble("{pool}", "{strategy}"),
     log:
         LAYOUT.log("ensemble", "{pool}_{strategy}"),
     conda:
         env("workflow")
     params:
         spec=ensemble_spec_json,
+        code=code_digest("ensemble", "metrics"),
     shell:
         "multisym ensemble --strategy {wildcards.strategy} --spec-json {params.spec:q}"
-        " --logits {input} --out {output} > {log} 2>&1"
+        " --logits {input.logits} --out {output.result} > {log} 2>&1"

@@ -1,7 +1,7 @@
 # Tables and figures read small result files only (never checkpoints or logits).
 rule table:
     input:
-        table_inputs,
+        results=table_inputs,
     output:
         csv=LAYOUT.table("{table}", "csv"),
         md=LAYOUT.table("{table}", "md"),
@@ -12,14 +12,15 @@ rule table:
         env("workflow")
     params:
         spec=report_spec_json,
+        code=code_digest("tables"),
     shell:
         "multisym table --table {wildcards.table} --spec-json {params.spec:q}"
-        " --inputs {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " --inputs {input.results} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
 rule figure:
     input:
-        figure_inputs,
+        results=figure_inputs,
     output:
         pdf=LAYOUT.figure("{figure}", "pdf"),
         png=LAYOUT.figure("{figure}", "png"),
@@ -30,6 +31,7 @@ rule figure:
         env("workflow")
     params:
         spec=report_spec_json,
+        code=code_digest("figures", "tables"),
     shell:
         "multisym figure --figure {wildcards.figure} --spec-json {params.spec:q}"
-        " --inputs {input} --out-pdf {output.pdf} --out-png {output.png} > {log} 2>&1"
+        " --inputs {input.results} --out-pdf {output.pdf} --out-png {output.png} > {log} 2>&1"
