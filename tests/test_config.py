@@ -35,7 +35,8 @@ def test_defaults_are_filled():
     assert resolved["members"]["seeds"] == {"eq": [1, 2, 3, 4, 5], "inv": [], "base": [], "sup": []}
     assert resolved["ensembles"]["pools"] == ["eq"]
     assert resolved["ensembles"]["axis"] == "rotation"
-    assert resolved["dataset"]["splits"] == {"train": 0.7, "val": 0.15, "test": 0.15, "seed": 0}
+    assert resolved["dataset"]["splits"] == {"val": 0.15, "test": 0.15, "seed": 0}
+    assert resolved["dataset"]["root"] is None and resolved["dataset"]["checksum"] == "listing"
     # derived sizes are written out
     assert resolved["views"]["size"] == 16
     assert resolved["small_crop"]["size"] == 6
@@ -73,7 +74,23 @@ def test_resolving_twice_is_stable():
         (lambda c: c.update(symmetries={"rotation": {"lambda": -1}}), "symmetries.rotation.lambda", "minimum"),
         (lambda c: c.update(symmetries={"rotation": {"p": 1.5}}), "symmetries.rotation.p", "maximum"),
         (lambda c: c.pop("name"), "<top level>", "'name' is a required property"),
-        (lambda c: c["dataset"].update(splits={"train": 0.5, "val": 0.1, "test": 0.1}), "dataset.splits", "sum to 1"),
+        (lambda c: c["dataset"].update(splits={"val": 0.5, "test": 0.6}), "dataset.splits", "nothing to train on"),
+        (lambda c: c["dataset"].update(name="cifar10"), "dataset.splits.test", "official test split"),
+        (lambda c: c["dataset"].update(name="flowers102", splits={"test": None}), "dataset.splits.val", "official val"),
+        (lambda c: c["dataset"].update(name="inat2019", splits={"test": None}), "dataset.splits.test", "no labelled test"),
+        (lambda c: c["dataset"].update(name="imagenet100", splits={"test": None}), "dataset.classes", "wnids"),
+        (lambda c: c["dataset"].update(classes=["n01440764"]), "dataset.classes", "only imagenet100"),
+        (lambda c: c["dataset"].update(name="mnist"), "dataset.name", "allowed values"),
+        (lambda c: c["dataset"].update(checksum="md5"), "dataset.checksum", "allowed values"),
+        (lambda c: c["members"].update(imported=[{"mode": "eq", "seed": 1, "path": "x.pth", "axis": "rotation"}]),
+         "members.imported.0", "duplicate member"),
+        (lambda c: c["members"].update(imported=[{"mode": "eq", "seed": 9, "path": "x.pth"}]),
+         "members.imported.0.axis", "needs one of members.axes"),
+        (lambda c: c["members"].update(imported=[{"mode": "base", "seed": 9, "path": "x.pth", "axis": "rotation"}]),
+         "members.imported.0.axis", "has no axis"),
+        (lambda c: c["members"].update(imported=[{"mode": "base", "seed": 9}]), "members.imported.0", "'path' is a required"),
+        (lambda c: c["members"].update(imported=[{"mode": "base", "seed": 9, "path": "x", "sha256": "abc"}]),
+         "members.imported.0.sha256", "does not match"),
         (lambda c: c.update(members={"seeds": {}}), "members.seeds", "no member"),
         (lambda c: c.update(backbone={"widths": [8, 16], "blocks": [1]}), "backbone.blocks", "one entry per stage"),
         (lambda c: c.update(views={"crop_scale": [0.9, 0.2]}), "views.crop_scale", "exceeds"),

@@ -18,7 +18,8 @@ from multisym.data import (
 )
 
 N_DIGITS = 1797
-FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+FRACTIONS = {"val": 0.15, "test": 0.15}
+SHARES = {"train": 0.7, **FRACTIONS}
 
 
 def dataset_section(seed=0, image_size=16):
@@ -72,7 +73,7 @@ def test_splits_are_stratified(prepared):
     for split in SPLITS:
         counts = np.bincount(labels[arrays[f"{split}_index"]], minlength=10)
         assert np.all(counts > 0), split
-        expected = totals * FRACTIONS[split]
+        expected = totals * SHARES[split]
         assert np.all(np.abs(counts - expected) <= 2), (split, counts, expected)
         assert manifest["class_counts"][split] == counts.tolist()
 
@@ -197,12 +198,14 @@ def test_unreadable_data_and_manifest(prepared, tmp_path):
         read_manifest(tmp_path / "absent.json")
 
 
-def test_unknown_dataset_name(tmp_path):
-    section = {**dataset_section(), "name": "cifar10"}
-    with pytest.raises(DataError) as info:
+def test_dataset_without_root_fails_naming_the_key(tmp_path):
+    from multisym.datasets import DatasetRootError
+
+    section = {**dataset_section(), "name": "cifar10", "root": None, "checksum": "listing"}
+    with pytest.raises(DatasetRootError) as info:
         prepare(section, tmp_path / "d.npz", tmp_path / "m.json")
-    assert "dataset.name" in str(info.value)
-    assert "cifar10" in str(info.value)
+    assert "dataset.root" in str(info.value)
+    assert "cifar-10-batches-py" in str(info.value)
     assert not (tmp_path / "d.npz").exists()
 
 

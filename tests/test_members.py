@@ -81,3 +81,29 @@ def test_unrelated_axis_settings_leave_members_alone():
 def test_data_split_changes_every_member():
     diff = changed(lambda cfg: cfg["dataset"]["splits"].update(seed=5))
     assert diff == {m.id for m in member_table(default_config())}
+
+
+def test_imported_members_join_the_table_and_their_pools():
+    from multisym.members import finetuned_members, pools
+
+    cfg = default_config()
+    cfg["members"]["imported"] = [
+        {"mode": "eq", "axis": "rotation", "seed": 69, "path": "ckpt/eq69.pth"},
+        {"mode": "base", "seed": 69, "path": "ckpt/base69.pth"},
+    ]
+    resolved = config_module.resolve(cfg)
+    table = member_table(resolved)
+    imported = [m for m in table if m.imported]
+    assert [m.id for m in imported] == ["eq-rotation-s69", "base-s69"]
+    assert all("pretrain" not in m.settings for m in imported)
+    pool = pools(resolved, table, finetuned_members(resolved, table))
+    assert "eq-rotation-s69" in [m.id for m in pool["eq"]["eq"]]
+    assert "base-s69" in [m.id for m in pool["base"]["base"]]
+    # an imported member's folder follows its file, not the pretraining recipe
+    before = {m.id: m.folder for m in imported}
+    cfg["pretrain"]["temperature"] = 0.5
+    after = {m.id: m.folder for m in member_table(config_module.resolve(cfg)) if m.imported}
+    assert before == after
+    cfg["members"]["imported"][0]["path"] = "ckpt/other.pth"
+    moved = {m.id: m.folder for m in member_table(config_module.resolve(cfg)) if m.imported}
+    assert moved["eq-rotation-s69"] != before["eq-rotation-s69"] and moved["base-s69"] == before["base-s69"]

@@ -91,13 +91,22 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     """`snakemake figures` exactly as typed (the workflow profile gives the core
     count), on the smoke scale put in place of config.yaml."""
     smoke = yaml.safe_load(SMOKE.read_text())
+    # one more Base member, imported from a checkpoint in the official release format
+    smoke["members"]["imported"] = [{"mode": "base", "seed": 9, "path": "ckpt/base9.pth"}]
+    write_official_checkpoint(workflow_copy.folder / "ckpt" / "base9.pth", smoke["backbone"])
     workflow_copy.write_config("config.yaml", smoke)
     workflow_copy.snakemake("figures")
     root = workflow_copy.folder / "results" / "smoke"
-    cfg = config_module.load(SMOKE)
+    cfg = config_module.resolve(smoke)
+    imported = next(m for m in member_table(cfg) if m.imported)
+    record = json.loads((root / "members" / imported.folder / "import.json").read_text())
+    assert len(record["sha256"]) == 64
+    members_json = json.loads((root / "metrics" / "members.json").read_text())
+    assert "base-s9" in [m["member"] for m in members_json["members"]]
     for m in member_table(cfg):
         assert (root / "members" / m.folder / "model.pt").is_file()
-        assert (workflow_copy.folder / f"logs/smoke/pretrain/{m.folder}.log").is_file()
+        step = "import_member" if m.imported else "pretrain"
+        assert (workflow_copy.folder / f"logs/smoke/{step}/{m.folder}.log").is_file()
     for table in ("table1", "table2", "table3", "table4"):
         for ext in ("csv", "md"):
             assert (root / "tables" / f"{table}.{ext}").stat().st_size > 0
@@ -117,6 +126,19 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     assert "sup_logits" not in counts and "finetune" not in counts and "prepare_data" not in counts
     # only the pools holding Eq members are rebuilt
     assert counts["ensemble"] == 4
+
+
+def write_official_checkpoint(path, backbone):
+    """A checkpoint as the official code releases them: {"backbone": state dict}
+    with the DDP prefix module. on every key."""
+    import torch
+
+    from multisym.models import build_backbone
+
+    torch.manual_seed(9)
+    state = build_backbone({**backbone, "arch": "small_resnet"}, 1).state_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"backbone": {f"module.{k}": v for k, v in state.items()}}, path)
 
 
 def check_numbers_agree(root):

@@ -111,6 +111,32 @@ def cmd_pretrain(args) -> None:
         print("stopped early; rerun the same command to resume", file=sys.stderr)
 
 
+def cmd_import_member(args) -> None:
+    import hashlib
+
+    from .checkpoint import save
+    from .data import info, read_manifest
+    from .members import settings_hash
+    from .models import import_checkpoint
+
+    settings = json.loads(args.settings_json)
+    digest = hashlib.sha256()
+    with open(args.checkpoint, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    expected = settings["imported"]["sha256"]
+    if expected is not None and digest.hexdigest() != expected:
+        raise SystemExit(
+            f"error: {args.checkpoint}: sha256 {digest.hexdigest()} differs from the configured "
+            f"{expected} (members.imported); the file is not the one the config names"
+        )
+    channels = info(read_manifest(args.manifest)).channels
+    parts = import_checkpoint(args.checkpoint, settings["backbone"], channels, settings["mode"])
+    save({"settings_hash": settings_hash(settings), "settings": json.dumps(settings, sort_keys=True),
+          "epochs": 0, **parts}, args.out_model)
+    _write_json({"source": args.checkpoint, "sha256": digest.hexdigest(), "parts": sorted(parts)}, args.out_record)
+
+
 def _write_json(payload: dict, path: str) -> None:
     from .files import atomic_write_text
 
@@ -150,7 +176,8 @@ def cmd_member_metrics(args) -> None:
     spec = json.loads(args.spec_json)
     if len(spec["members"]) != len(args.logits):
         raise SystemExit(f"error: {len(spec['members'])} members but {len(args.logits)} logits files")
-    result = member_results(spec["members"], spec["modes"], load_logits(args.logits), spec, spec["num_classes"])
+    stacks = load_logits(args.logits)
+    result = member_results(spec["members"], spec["modes"], stacks, spec, stacks["test_logits"].shape[-1])
     _write_json(result, args.out)
 
 
@@ -218,6 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:i]")
         p.add_argument("--threads", type=int, help="CPU threads (default: $SLURM_CPUS_PER_TASK, else torch's)")
 
+    p = command("import-member", cmd_import_member, "read an existing checkpoint as a member (no training)")
+    p.add_argument("--checkpoint", required=True, help="the checkpoint file")
+    p.add_argument("--settings-json", required=True, help="the imported member's settings as JSON")
+    p.add_argument("--manifest", required=True, help="the prepared dataset's manifest (for its channels)")
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-record", required=True)
+
     p = command("features", cmd_features, "cache a member's frozen backbone features of every split")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
@@ -249,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime_options(p)
 
     p = command("member-metrics", cmd_member_metrics, "test metrics of every member alone and class dominance")
-    p.add_argument("--spec-json", required=True, help="members, modes, num_classes and bootstrap settings")
+    p.add_argument("--spec-json", required=True, help="members, modes and bootstrap settings")
     p.add_argument("--logits", nargs="+", required=True, help="logits files, in the order of the spec's members")
     p.add_argument("--out", required=True)
 

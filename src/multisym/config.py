@@ -99,13 +99,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
 
 def _check_consistency(config: dict) -> None:
     """Rules that a JSON schema cannot express."""
-    splits = config["dataset"]["splits"]
-    total = splits["train"] + splits["val"] + splits["test"]
-    if abs(total - 1.0) > 1e-6:
-        raise ConfigError(
-            "config key 'dataset.splits': train + val + test must sum to 1, "
-            f"got {total:g}"
-        )
+    _check_splits(config["dataset"])
     backbone = config["backbone"]
     if backbone["arch"] == "small_resnet" and len(backbone["widths"]) != len(
         backbone["blocks"]
@@ -119,17 +113,71 @@ def _check_consistency(config: dict) -> None:
         low, high = config[section][name]
         if low > high:
             raise ConfigError(f"config key '{key}': low {low} exceeds high {high}")
-    seeds = config["members"]["seeds"]
-    if not any(seeds.get(mode) for mode in ("eq", "inv", "base", "sup")):
+    seeds, imported = config["members"]["seeds"], config["members"]["imported"]
+    if not imported and not any(seeds.get(mode) for mode in ("eq", "inv", "base", "sup")):
         raise ConfigError(
             "config key 'members.seeds': no member is defined; give seeds for at "
-            "least one of eq, inv, base, sup"
+            "least one of eq, inv, base, sup (or members.imported)"
         )
     if (seeds.get("eq") or seeds.get("inv")) and not config["members"]["axes"]:
         raise ConfigError(
             "config key 'members.axes': eq and inv members need at least one axis "
             "(allowed: rotation, halfswap, invert)"
         )
+    _check_imported(config)
+
+
+OFFICIAL_TEST = ("cifar10", "cifar100", "flowers102", "food101", "imagenet", "imagenet100")
+OFFICIAL_VAL = ("flowers102",)
+
+
+def _check_splits(dataset: dict) -> None:
+    """Held-out fractions exist exactly where the dataset lacks an official split."""
+    name, splits = dataset["name"], dataset["splits"]
+    if name in OFFICIAL_TEST and splits["test"] is not None:
+        raise ConfigError(
+            f"config key 'dataset.splits.test': {name} has an official test split; set it to null"
+        )
+    if name not in OFFICIAL_TEST and splits["test"] is None:
+        raise ConfigError(
+            f"config key 'dataset.splits.test': {name} has no labelled test split; give the fraction to hold out"
+        )
+    if name in OFFICIAL_VAL and splits["val"] is not None:
+        raise ConfigError(f"config key 'dataset.splits.val': {name} has an official val split; set it to null")
+    if name not in OFFICIAL_VAL and splits["val"] is None:
+        raise ConfigError(f"config key 'dataset.splits.val': give the fraction of {name}'s training data to hold out")
+    held_out = (splits["val"] or 0) + (splits["test"] or 0)
+    if held_out >= 1:
+        raise ConfigError(f"config key 'dataset.splits': val + test = {held_out:g} leaves nothing to train on")
+    if name == "imagenet100" and not dataset["classes"]:
+        raise ConfigError("config key 'dataset.classes': imagenet100 needs the list of its class wnids")
+    if name != "imagenet100" and dataset["classes"] is not None:
+        raise ConfigError(f"config key 'dataset.classes': only imagenet100 takes a class list, not {name}")
+
+
+def _check_imported(config: dict) -> None:
+    """Imported members: an axis exactly for eq and inv (one of members.axes),
+    and no member defined twice."""
+    members, seen = config["members"], set()
+    trained = {(mode, axis, seed) for mode in ("eq", "inv") for axis in members["axes"]
+               for seed in members["seeds"][mode]}
+    trained |= {(mode, None, seed) for mode in ("base", "sup") for seed in members["seeds"][mode]}
+    for index, entry in enumerate(members["imported"]):
+        key = f"members.imported.{index}"
+        if entry["mode"] in ("eq", "inv") and entry["axis"] not in members["axes"]:
+            raise ConfigError(
+                f"config key '{key}.axis': an imported {entry['mode']} member needs one of "
+                f"members.axes {members['axes']}, got {entry['axis']!r}"
+            )
+        if entry["mode"] in ("base", "sup") and entry["axis"] is not None:
+            raise ConfigError(f"config key '{key}.axis': a {entry['mode']} member has no axis; set it to null")
+        identity = (entry["mode"], entry["axis"], entry["seed"])
+        if identity in trained or identity in seen:
+            raise ConfigError(
+                f"config key '{key}': duplicate member {entry['mode']} {entry['axis'] or ''} seed "
+                f"{entry['seed']}; it is already defined (members.seeds or an earlier import)"
+            )
+        seen.add(identity)
 
 
 def _fill_derived(config: dict) -> None:
@@ -155,8 +203,11 @@ def _fill_derived(config: dict) -> None:
 
 def class_sizes(config: dict) -> dict[str, int]:
     """Members available per hypothesis class (eq and inv: of the ensemble axis)."""
-    seeds = config["members"]["seeds"]
+    seeds, axis = config["members"]["seeds"], config["ensembles"]["axis"]
     sizes = {mode: len(seeds[mode]) for mode in ("eq", "inv", "base", "sup")}
+    for entry in config["members"]["imported"]:
+        if entry["mode"] in ("base", "sup") or entry["axis"] == axis:
+            sizes[entry["mode"]] += 1
     sizes["ssl_ft"] = len(config["finetune"]["seeds"]) if seeds["base"] else 0
     return sizes
 

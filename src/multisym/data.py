@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,36 +61,127 @@ def _load_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
     return images.clamp(0, 1).numpy(), digits.target.astype(np.int64)
 
 
-def stratified_split(labels: np.ndarray, fractions: dict, seed: int) -> dict[str, np.ndarray]:
-    """Seeded stratified split into train / val / test index arrays (sorted)."""
+def hold_out(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split of ``range(len(labels))`` into (kept, held out)."""
     from sklearn.model_selection import train_test_split
 
     indices = np.arange(len(labels))
-    rest, test = train_test_split(indices, test_size=fractions["test"], stratify=labels, random_state=seed)
-    val_share = fractions["val"] / (fractions["train"] + fractions["val"])
-    train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest], random_state=seed + 1)
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    try:
+        kept, held = train_test_split(indices, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError as error:
+        raise DataError(
+            f"cannot hold out {fraction:g} of every class ({error}); every class needs at least two "
+            "images, and the held-out part at least one per class: lower or raise dataset.splits"
+        ) from error
+    return np.sort(kept), np.sort(held)
 
 
-def prepare(dataset: dict, out_data: str | Path, out_manifest: str | Path) -> dict:
-    """Build the dataset file and its manifest from the ``dataset`` config section."""
-    if dataset["name"] != "digits":
-        raise DataError(f"config key 'dataset.name': {dataset['name']!r} is not supported; allowed: ['digits']")
+def stratified_split(labels: np.ndarray, fractions: dict, seed: int) -> dict[str, np.ndarray]:
+    """Seeded stratified train / val / test index arrays (sorted) of one labelled
+    collection: ``test`` of all of it, then ``val`` of all of it from the rest."""
+    rest, test = hold_out(labels, fractions["test"], seed)
+    kept, val = hold_out(labels[rest], fractions["val"] / (1.0 - fractions["test"]), seed + 1)
+    return {"train": rest[kept], "val": rest[val], "test": test}
+
+
+def source_splits(sources: dict, splits: dict) -> dict[str, tuple[str, np.ndarray]]:
+    """Each split as (source name, indices into that source): official splits
+    where the dataset has them, seeded per-class held-out parts of train otherwise."""
+    labels = sources["train"].labels
+    if "test" not in sources:
+        parts = stratified_split(labels, splits, splits["seed"])
+        return {name: ("train", index) for name, index in parts.items()}
+    everything = {"test": ("test", np.arange(len(sources["test"].labels)))}
+    if "val" in sources:
+        everything["val"] = ("val", np.arange(len(sources["val"].labels)))
+        everything["train"] = ("train", np.arange(len(labels)))
+    else:
+        kept, held = hold_out(labels, splits["val"], splits["seed"])
+        everything.update(train=("train", kept), val=("train", held))
+    return everything
+
+
+def files_digest(files: list[Path], full: bool) -> dict:
+    """Hash of the file listing (relative path and size of every file; fast) and,
+    with ``full``, of every file's content too."""
+    listing, content = hashlib.sha256(), hashlib.sha256()
+    common = Path(os.path.commonpath([str(f) for f in files])) if files else Path(".")
+    total = 0
+    for path in sorted(files):
+        size = path.stat().st_size
+        total += size
+        listing.update(f"{path.relative_to(common)}\t{size}\n".encode())
+        if full:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    content.update(block)
+    digest = {"count": len(files), "bytes": total, "listing_sha256": listing.hexdigest()}
+    if full:
+        digest["content_sha256"] = content.hexdigest()
+    return digest
+
+
+# ImageNet statistics, the normalisation of the official code for every dataset
+# read from a root (computing them would decode the whole training set).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _prepare_digits(dataset: dict) -> tuple[dict, dict]:
     images, labels = _load_digits(dataset["image_size"])
     splits = stratified_split(labels, dataset["splits"], dataset["splits"]["seed"])
     train = images[splits["train"]]
     arrays = {"images": images, "labels": labels, **{f"{s}_index": splits[s] for s in SPLITS}}
-    manifest = {
-        "dataset": dataset["name"],
+    facts = {
         "source": "sklearn.datasets.load_digits",
-        "settings": dataset,
         "num_classes": int(labels.max() + 1),
         "channels": int(images.shape[1]),
-        "image_size": int(images.shape[-1]),
         "mean": [float(m) for m in train.mean(axis=(0, 2, 3))],
         "std": [float(s) for s in train.std(axis=(0, 2, 3))],
-        "counts": {s: int(len(splits[s])) for s in SPLITS},
-        "class_counts": {s: np.bincount(labels[splits[s]], minlength=int(labels.max() + 1)).tolist() for s in SPLITS},
+        "class_counts": {s: np.bincount(labels[splits[s]], minlength=10).tolist() for s in SPLITS},
+    }
+    return arrays, facts
+
+
+def _prepare_root(dataset: dict) -> tuple[dict, dict]:
+    from .datasets import open_sources
+
+    sources = open_sources(dataset)
+    parts = source_splits(sources, dataset["splits"])
+    num_classes = sources["train"].num_classes
+    arrays = {}
+    for split, (source, index) in parts.items():
+        arrays[f"{split}_index"] = index
+        arrays[f"{split}_labels"] = sources[source].labels[index].astype(np.int64)
+    files = sorted({Path(f) for src in sources.values() for f in [*src.files, *src.metadata]})
+    facts = {
+        "source": f"torchvision ({', '.join(f'{k}: {type(v.dataset).__name__}' for k, v in sources.items())})",
+        "root": dataset["root"],
+        "split_sources": {split: source for split, (source, _) in parts.items()},
+        "num_classes": int(num_classes),
+        "channels": 3,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "class_counts": {s: np.bincount(arrays[f"{s}_labels"], minlength=num_classes).tolist() for s in SPLITS},
+        "files": files_digest(files, dataset["checksum"] == "full"),
+    }
+    return arrays, facts
+
+
+def prepare(dataset: dict, out_data: str | Path, out_manifest: str | Path) -> dict:
+    """Build the split file and its manifest from the ``dataset`` config section.
+
+    digits: the images themselves, resized, plus split indices. A dataset read
+    from a root: its root and layout are checked here (before any training can
+    start), then split indices and labels are written; images stay in the root.
+    """
+    build = _prepare_digits if dataset["name"] == "digits" else _prepare_root
+    arrays, facts = build(dataset)
+    manifest = {
+        "dataset": dataset["name"],
+        "settings": dataset,
+        "image_size": dataset["image_size"],
+        **facts,
+        "counts": {s: int(len(arrays[f"{s}_index"])) for s in SPLITS},
         "sha256": {key: _sha256(value) for key, value in arrays.items()},
     }
     write_npz(out_data, **arrays)
@@ -140,14 +232,53 @@ def load_arrays(data_path: str | Path, manifest_path: str | Path) -> tuple[dict[
     return arrays, manifest
 
 
+# Decoded images of a dataset read from a root are held in memory; larger
+# datasets need the streaming loader (not built yet), so refuse them clearly.
+IN_MEMORY_LIMIT_BYTES = 8 * 2**30
+
+
 def load_split(data_path: str | Path, manifest_path: str | Path, split: str):
-    """(images, labels) of one split as torch tensors, plus the DatasetInfo."""
+    """(images, labels) of one split as torch tensors, plus the DatasetInfo.
+
+    Images are float32 (N, C, S, S) in [0, 1]. For a dataset read from a root,
+    each image's shorter side is resized to S (bilinear, antialiased) and the
+    centre S x S cropped, decoded through its torchvision class.
+    """
     import torch
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
     arrays, manifest = load_arrays(data_path, manifest_path)
     index = arrays[f"{split}_index"]
-    images = torch.from_numpy(arrays["images"][index])
-    labels = torch.from_numpy(arrays["labels"][index])
-    return images, labels, info(manifest)
+    if manifest["dataset"] == "digits":
+        images = torch.from_numpy(arrays["images"][index])
+        labels = torch.from_numpy(arrays["labels"][index])
+        return images, labels, info(manifest)
+    return _decode_split(manifest, split, index), torch.from_numpy(arrays[f"{split}_labels"]), info(manifest)
+
+
+def _decode_split(manifest: dict, split: str, index: np.ndarray):
+    import torch
+    from torchvision.transforms import v2
+
+    from .datasets import open_sources
+
+    size = manifest["image_size"]
+    needed = len(index) * 3 * size * size * 4
+    if needed > IN_MEMORY_LIMIT_BYTES:
+        raise DataError(
+            f"the {split} split of {manifest['dataset']} needs {needed / 2**30:.1f} GiB decoded in memory "
+            f"(more than {IN_MEMORY_LIMIT_BYTES / 2**30:.0f} GiB); streaming loaders for datasets of this "
+            "size are not built yet: lower dataset.image_size or use a smaller dataset"
+        )
+    sources = open_sources(manifest["settings"])
+    source = sources[manifest["split_sources"][split]]
+    transform = v2.Compose([
+        v2.PILToTensor(), v2.RGB(), v2.Resize(size, antialias=True), v2.CenterCrop(size),
+        v2.ToDtype(torch.float32, scale=True),
+    ])
+    images = torch.empty(len(index), 3, size, size)
+    for row, i in enumerate(index):
+        image, _ = source.dataset[int(i)]
+        images[row] = transform(image)
+    return images

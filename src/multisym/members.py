@@ -51,6 +51,11 @@ class Member:
     def is_ssl(self) -> bool:
         return self.mode != "sup"
 
+    @property
+    def imported(self) -> bool:
+        """Read from an existing checkpoint instead of trained."""
+        return "imported" in self.settings
+
 
 def settings_hash(settings: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of ``settings`` (sorted keys, no spaces)."""
@@ -82,7 +87,8 @@ def member_settings(config: dict, mode: str, seed: int, axis: str | None) -> dic
 
 
 def member_table(config: dict) -> list[Member]:
-    """All members of a resolved config, in a stable order (mode, axis, seed)."""
+    """All members of a resolved config, in a stable order (mode, axis, seed),
+    then the imported ones in config order."""
     seeds = config["members"]["seeds"]
     members = []
     for mode in MODES:
@@ -91,6 +97,15 @@ def member_table(config: dict) -> list[Member]:
             for seed in seeds.get(mode, []):
                 settings = member_settings(config, mode, seed, axis)
                 members.append(Member(mode, seed, axis, settings))
+    for entry in config["members"]["imported"]:
+        settings = {
+            "mode": entry["mode"],
+            "seed": entry["seed"],
+            "axis": entry["axis"],
+            "backbone": config["backbone"],
+            "imported": {"path": entry["path"], "sha256": entry["sha256"]},
+        }
+        members.append(Member(entry["mode"], entry["seed"], entry["axis"], settings))
     return members
 
 
@@ -122,7 +137,7 @@ def finetuned_members(config: dict, members: list[Member]) -> list[FinetunedMemb
     spec = config["finetune"]
     if not spec["seeds"]:
         return []
-    base = next(m for m in members if m.mode == "base" and m.seed == spec["base_seed"])
+    base = next(m for m in members if m.mode == "base" and m.seed == spec["base_seed"] and not m.imported)
     recipe = {k: v for k, v in spec.items() if k not in ("seeds", "base_seed")}
     return [
         FinetunedMember(base, seed, {**recipe, "seed": seed, "base": base.folder,

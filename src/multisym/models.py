@@ -135,3 +135,61 @@ def select_device(requested: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but CUDA is not available; use --device auto or cpu")
     return device
+
+
+# ------------------------------------------------------- importing checkpoints
+PREFIXES = ("module.backbone.", "backbone.", "module.")
+
+
+class CheckpointImportError(RuntimeError):
+    """A checkpoint that cannot be imported as a member."""
+
+
+def _strip_prefix(state: dict) -> dict:
+    """Remove one DDP / wrapper prefix shared by every key (module., backbone.)."""
+    for prefix in PREFIXES:
+        if state and all(key.startswith(prefix) for key in state):
+            return {key[len(prefix):]: value for key, value in state.items()}
+    return state
+
+
+def import_checkpoint(path, backbone_spec: dict, in_channels: int, mode: str) -> dict:
+    """Read an existing checkpoint as a member's parts.
+
+    Accepted: the official release format, a dict whose ``backbone`` entry is a
+    torchvision ResNet state dict (keys possibly prefixed with ``module.``), and
+    a plain torchvision state dict. Loaded with ``weights_only=True`` and loaded
+    strictly into the configured backbone, so a wrong prefix or architecture
+    fails instead of leaving random weights (mse_spec §9-12). A supervised
+    member keeps torchvision's ``fc`` as its classifier; SSL members drop it.
+    """
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointImportError(f"{path}: not a readable weights-only checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(raw, dict):
+        raise CheckpointImportError(f"{path}: holds a {type(raw).__name__}, not a state dict")
+    state = raw["backbone"] if isinstance(raw.get("backbone"), dict) else raw
+    if not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointImportError(
+            f"{path}: neither a state dict nor a dict with a 'backbone' state dict (keys: {sorted(raw)[:8]})"
+        )
+    state = _strip_prefix(dict(state))
+    head = {key[3:]: state.pop(key) for key in list(state) if key.startswith("fc.")}
+    backbone = build_backbone(backbone_spec, in_channels)
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        raise CheckpointImportError(f"{path}: tensor shapes do not match the configured backbone: {error}") from error
+    if missing or unexpected:
+        raise CheckpointImportError(
+            f"{path}: does not match the configured backbone {backbone_spec['arch']!r}: "
+            f"missing keys {missing[:6]}{'...' if len(missing) > 6 else ''}, "
+            f"unexpected keys {unexpected[:6]}{'...' if len(unexpected) > 6 else ''}"
+        )
+    parts = {"backbone": backbone.state_dict()}
+    if mode == "sup":
+        if set(head) != {"weight", "bias"}:
+            raise CheckpointImportError(f"{path}: a supervised member needs its classifier (fc.weight, fc.bias)")
+        parts["classifier"] = head
+    return parts

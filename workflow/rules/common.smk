@@ -27,7 +27,8 @@ def alternatives(names):
 
 
 wildcard_constraints:
-    member=alternatives(MEMBER_BY_FOLDER),
+    member=alternatives(m.folder for m in MEMBERS if not m.imported),
+    imported=alternatives(m.folder for m in MEMBERS if m.imported),
     ssl_member=alternatives(m.folder for m in MEMBERS if m.is_ssl),
     sup_member=alternatives(m.folder for m in MEMBERS if not m.is_ssl),
     finetuned=alternatives(FINETUNED_BY_FOLDER),
@@ -58,7 +59,12 @@ def dataset_json(wildcards):
 
 
 def member_settings_json(wildcards):
-    return json.dumps(MEMBER_BY_FOLDER[wildcards.member].settings, sort_keys=True)
+    folder = wildcards.get("member") or wildcards.get("imported")
+    return json.dumps(MEMBER_BY_FOLDER[folder].settings, sort_keys=True)
+
+
+def imported_checkpoint(wildcards):
+    return MEMBER_BY_FOLDER[wildcards.imported].settings["imported"]["path"]
 
 
 def member_run_dir(wildcards):
@@ -106,7 +112,6 @@ def member_metrics_spec_json(wildcards):
         {
             "members": [m.id for m in members],
             "modes": [m.mode for m in members],
-            "num_classes": DATASET_CLASSES[config["dataset"]["name"]],
             "bootstrap": config["ensembles"]["bootstrap"],
         },
         sort_keys=True,
@@ -137,7 +142,6 @@ def ensemble_results(strategies=STRATEGIES):
 
 
 # ----------------------------------------------------------- tables, figures
-DATASET_CLASSES = {"digits": 10}
 RESULT_INPUTS = {
     "table1": lambda: [LAYOUT.member_metrics],
     "table2": ensemble_results,

@@ -23,3 +23,22 @@ rule pretrain:
         "multisym pretrain --settings-json {params.settings:q} --data {input.data}"
         " --manifest {input.manifest} --run-dir {params.run_dir} --out-model {output.model}"
         " --out-log {output.epochs} --threads {threads} > {log} 2>&1"
+
+
+# A member read from an existing checkpoint (members.imported) instead of trained.
+rule import_member:
+    input:
+        checkpoint=imported_checkpoint,
+        manifest=LAYOUT.manifest,
+    output:
+        model=LAYOUT.member_model("{imported}"),
+        record=f"{LAYOUT.member_dir('{imported}')}/import.json",
+    log:
+        LAYOUT.log("import_member", "{imported}"),
+    conda:
+        env("workflow")
+    params:
+        settings=member_settings_json,
+    shell:
+        "multisym import-member --checkpoint {input.checkpoint} --settings-json {params.settings:q}"
+        " --manifest {input.manifest} --out-model {output.model} --out-record {output.record} > {log} 2>&1"
