@@ -498,3 +498,23 @@ def test_bootstrap_ci_statistic_function():
     manual = percentile_ci(np.array([median(d) for d in bootstrap_indices(len(x), 200, 9)]), 0.95)
     assert ci == manual
     assert ci != bootstrap_ci(median, len(x), samples=200, seed=10, level=0.95)
+
+
+def test_probe_logits_cover_every_class():
+    """A class absent from the probe's training data is never predicted, but
+    every member's logits keep one column per class of the dataset."""
+    from sklearn.linear_model import LogisticRegression
+
+    from multisym.probe import full_logits
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    y = np.repeat([0, 2, 3], 20)
+    x[y == 2] += 3.0
+    model = LogisticRegression().fit(x, y)
+    logits = full_logits(model, x, 5)
+    assert logits.shape == (60, 5)
+    np.testing.assert_allclose(softmax(logits)[:, [0, 2, 3]], model.predict_proba(x), atol=1e-5)
+    assert (logits.argmax(1) != 1).all() and (logits.argmax(1) != 4).all()
+    binary = LogisticRegression().fit(x[:40], y[:40])
+    np.testing.assert_allclose(softmax(full_logits(binary, x[:40], 5))[:, [0, 2]], binary.predict_proba(x[:40]), atol=1e-5)

@@ -75,7 +75,7 @@ def extract_features(model_path, data_path, manifest_path, out_path, device="aut
             size = settings["views"]["size"] if "views" in settings else info.image_size
         arrays[f"{split}_features"] = forward_in_batches(backbone, images, runtime, size).numpy()
         arrays[f"{split}_labels"] = labels.numpy()
-    write_npz(out_path, **arrays)
+    write_npz(out_path, num_classes=np.asarray(info.num_classes), **arrays)
 
 
 # --------------------------------------------------------- supervised logits

@@ -19,6 +19,24 @@ from .files import atomic_write_text
 EVAL_SPLITS = ("val", "test")
 
 
+ABSENT_CLASS_MARGIN = 30.0
+
+
+def full_logits(model, x: np.ndarray, num_classes: int) -> np.ndarray:
+    """Logits over every class of the dataset. Softmax of scikit-learn's
+    decision function gives its probabilities ([0, d] for two classes); a class
+    absent from the training split, which the probe can never predict, gets the
+    sample's lowest logit minus 30 (probability below e^-30 of the others)."""
+    decision = model.decision_function(x)
+    if decision.ndim == 1:
+        decision = np.stack([np.zeros_like(decision), decision], axis=1)
+    if len(model.classes_) == num_classes:
+        return decision.astype(np.float32)
+    logits = np.repeat(decision.min(axis=1, keepdims=True) - ABSENT_CLASS_MARGIN, num_classes, axis=1)
+    logits[:, model.classes_] = decision
+    return logits.astype(np.float32)
+
+
 def fit_probe(features_path, probe_settings: dict, out_logits, out_summary) -> dict:
     """Logistic-regression probe, C chosen on val; writes val/test logits."""
     from sklearn.linear_model import LogisticRegression
@@ -37,9 +55,10 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary) -> d
         val_acc.append(float((model.predict(x["val"]) == y["val"]).mean()))
     best = int(np.argmax(val_acc))  # first maximum = strongest regularisation among ties
     chosen = fits[best]
+    num_classes = int(feats["num_classes"])
     write_npz(
         out_logits,
-        **{f"{s}_logits": chosen.decision_function(x[s]).astype(np.float32) for s in EVAL_SPLITS},
+        **{f"{s}_logits": full_logits(chosen, x[s], num_classes) for s in EVAL_SPLITS},
         **{f"{s}_labels": y[s] for s in EVAL_SPLITS},
     )
     summary = {"C": grid[best], "grid": grid, "val_accuracy": val_acc,

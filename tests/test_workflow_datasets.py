@@ -1,0 +1,74 @@
+"""Every dataset read from a root, through `snakemake figures`, on fixture files
+written in the dataset's own on-disk format."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+import dataset_fixtures as fx
+from conftest import ROOT, SMOKE
+
+pytestmark = pytest.mark.workflow
+RELEASE_MD5 = ROOT / "tests" / "release_md5"
+
+
+def write_fixture(name: str, root: Path) -> dict:
+    """Write the fixture; return the dataset config section naming its root."""
+    section = {"name": name, "root": str(root), "image_size": 8, "splits": {"val": 0.2, "test": None, "seed": 0}}
+    if name == "cifar10":
+        fx.write_cifar10(root, classes=4, per_class=10)
+    elif name == "cifar100":
+        fx.write_cifar100(root, classes=4, per_class=10)
+    elif name == "flowers102":
+        fx.write_flowers102(root, classes=4, per_class=4)
+        section["splits"]["val"] = None
+    elif name == "food101":
+        fx.write_food101(root, classes=4, per_class=10)
+    elif name == "inat2019":
+        fx.write_inat2019(root, classes=4, per_class=14)
+        section["splits"]["test"] = 0.2
+    else:
+        wnids = fx.fake_wnids(5)
+        fx.write_imagenet(root, wnids, per_class=10)
+        if name == "imagenet100":
+            section["classes"] = wnids[:4]
+    return section
+
+
+@pytest.mark.parametrize(
+    "name", ["cifar10", "cifar100", "flowers102", "food101", "inat2019", "imagenet", "imagenet100"]
+)
+def test_dataset_runs_through_figures(workflow_copy, name):
+    config = yaml.safe_load(SMOKE.read_text())
+    config["name"] = f"fixture-{name}"
+    config["dataset"] = write_fixture(name, workflow_copy.folder / "data" / name)
+    # the smallest chain that still feeds every table and figure
+    config["members"]["seeds"] = {"eq": [1], "inv": [1], "sup": [1]}
+    config["finetune"] = {"seeds": []}
+    config["ensembles"] = {**config["ensembles"], "pools": ["eq_inv"], "greedy": {"max_size": 2}}
+    path = workflow_copy.write_config(f"{name}.yaml", config)
+    checks_md5 = name in ("cifar10", "cifar100", "flowers102")
+    saved = dict(os.environ)
+    if checks_md5:
+        os.environ["MULTISYM_TEST_FIXTURE_RELEASES"] = "1"
+        os.environ["PYTHONPATH"] = f"{RELEASE_MD5}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    try:
+        workflow_copy.snakemake(f"--configfile={path.name}", "figures")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    root = workflow_copy.folder / "results" / config["name"]
+    manifest = json.loads((root / "data" / "manifest.json").read_text())
+    assert manifest["files"]["count"] > 0 and len(manifest["files"]["listing_sha256"]) == 64
+    assert manifest["channels"] == 3 and all(manifest["counts"][s] > 0 for s in ("train", "val", "test"))
+    members = json.loads((root / "metrics" / "members.json").read_text())["members"]
+    assert {m["mode"] for m in members} == {"eq", "inv", "sup"}
+    for table in ("table1", "table2", "table3", "table4"):
+        assert (root / "tables" / f"{table}.csv").stat().st_size > 0
+    for figure in ("figure2", "figure3"):
+        assert (root / "figures" / f"{figure}.png").stat().st_size > 1000
