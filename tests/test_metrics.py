@@ -502,19 +502,23 @@ def test_bootstrap_ci_statistic_function():
 
 def test_probe_logits_cover_every_class():
     """A class absent from the probe's training data is never predicted, but
-    every member's logits keep one column per class of the dataset."""
+    every member's logits keep one column per class of the dataset; the stored
+    parameters reproduce the logistic regression's probabilities."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
-    from multisym.probe import full_logits
+    from multisym.probe import probe_logits, probe_parameters
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 4))
     y = np.repeat([0, 2, 3], 20)
     x[y == 2] += 3.0
-    model = LogisticRegression().fit(x, y)
-    logits = full_logits(model, x, 5)
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegression().fit(scaler.transform(x), y)
+    logits = probe_logits(probe_parameters(model, scaler, 5), x)
     assert logits.shape == (60, 5)
-    np.testing.assert_allclose(softmax(logits)[:, [0, 2, 3]], model.predict_proba(x), atol=1e-5)
+    np.testing.assert_allclose(softmax(logits)[:, [0, 2, 3]], model.predict_proba(scaler.transform(x)), atol=1e-5)
     assert (logits.argmax(1) != 1).all() and (logits.argmax(1) != 4).all()
-    binary = LogisticRegression().fit(x[:40], y[:40])
-    np.testing.assert_allclose(softmax(full_logits(binary, x[:40], 5))[:, [0, 2]], binary.predict_proba(x[:40]), atol=1e-5)
+    binary = LogisticRegression().fit(scaler.transform(x[:40]), y[:40])
+    two = probe_logits(probe_parameters(binary, scaler, 5), x[:40])
+    np.testing.assert_allclose(softmax(two)[:, [0, 2]], binary.predict_proba(scaler.transform(x[:40])), atol=1e-5)

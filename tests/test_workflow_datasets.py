@@ -50,6 +50,7 @@ def test_dataset_runs_through_figures(workflow_copy, name):
     # the smallest chain that still feeds every table and figure
     config["members"]["seeds"] = {"eq": [1], "inv": [1], "sup": [1]}
     config["finetune"] = {"seeds": []}
+    config["shift"] = {"enabled": False}
     config["ensembles"] = {**config["ensembles"], "pools": ["eq_inv"], "greedy": {"max_size": 2}}
     path = workflow_copy.write_config(f"{name}.yaml", config)
     checks_md5 = name in ("cifar10", "cifar100", "flowers102")

@@ -137,6 +137,34 @@ def cmd_import_member(args) -> None:
     _write_json({"source": args.checkpoint, "sha256": digest.hexdigest(), "parts": sorted(parts)}, args.out_record)
 
 
+def cmd_prepare_shift(args) -> None:
+    from .shift import prepare
+
+    manifest = prepare(json.loads(args.settings_json), args.data, args.manifest, args.out_data, args.out_manifest)
+    print(f"shift sets: {len(manifest['sets'])} of {manifest['images']} images", file=sys.stderr)
+
+
+def cmd_shift_logits(args) -> None:
+    from .shift import member_logits
+
+    member_logits(args.model, args.probe_params, args.shift_data, args.shift_manifest, args.manifest, args.out,
+                  device=args.device, threads=args.threads)
+
+
+def cmd_shift_metrics(args) -> None:
+    from .shift import evaluate
+
+    spec = json.loads(args.spec_json)
+    members = [m for pool in spec["pools"].values() for m in pool]
+    unique = list(dict.fromkeys(members))
+    if len(unique) != len(args.logits):
+        raise SystemExit(f"error: {len(unique)} pool members but {len(args.logits)} shift logits files")
+    greedy = dict(zip(spec["pools"], args.greedy))
+    result = evaluate(spec["pools"], dict(zip(unique, args.logits)), greedy, args.shift_manifest,
+                      spec["ensemble_size"], spec["bootstrap"])
+    _write_json(result, args.out)
+
+
 def _write_json(payload: dict, path: str) -> None:
     from .files import atomic_write_text
 
@@ -152,7 +180,8 @@ def cmd_features(args) -> None:
 def cmd_probe(args) -> None:
     from .probe import fit_probe
 
-    summary = fit_probe(args.features, json.loads(args.settings_json), args.out_logits, args.out_summary)
+    summary = fit_probe(args.features, json.loads(args.settings_json), args.out_logits, args.out_summary,
+                        args.out_params)
     print(f"probe: C = {summary['C']}, val accuracy {max(summary['val_accuracy']):.4f}", file=sys.stderr)
 
 
@@ -264,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings-json", required=True, help="the resolved `probe` config section as JSON")
     p.add_argument("--out-logits", required=True)
     p.add_argument("--out-summary", required=True)
+    p.add_argument("--out-params", required=True, help="the fitted probe (standardisation, weights, bias)")
 
     p = command("sup-logits", cmd_sup_logits, "a supervised member's val/test logits from its own head")
     p.add_argument("--model", required=True)
@@ -281,6 +311,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-logits", required=True)
     p.add_argument("--out-log", required=True)
     runtime_options(p)
+
+    p = command("prepare-shift", cmd_prepare_shift, "corrupt the test split into the shift sets")
+    p.add_argument("--settings-json", required=True, help="the resolved `shift` config section as JSON")
+    p.add_argument("--data", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out-data", required=True)
+    p.add_argument("--out-manifest", required=True)
+
+    p = command("shift-logits", cmd_shift_logits, "one member's logits on every shift set")
+    p.add_argument("--model", required=True)
+    p.add_argument("--probe-params", help="the fitted probe of an SSL member (none for supervised members)")
+    p.add_argument("--shift-data", required=True)
+    p.add_argument("--shift-manifest", required=True)
+    p.add_argument("--manifest", required=True, help="the prepared dataset's manifest")
+    p.add_argument("--out", required=True)
+    runtime_options(p)
+
+    p = command("shift-metrics", cmd_shift_metrics, "members and greedy ensembles of every pool under shift")
+    p.add_argument("--spec-json", required=True, help="pools (member ids), ensemble size, bootstrap settings")
+    p.add_argument("--logits", nargs="+", required=True, help="shift logits, one per distinct pool member in order")
+    p.add_argument("--greedy", nargs="+", required=True, help="each pool's greedy ensemble result, in pool order")
+    p.add_argument("--shift-manifest", required=True)
+    p.add_argument("--out", required=True)
 
     p = command("member-metrics", cmd_member_metrics, "test metrics of every member alone and class dominance")
     p.add_argument("--spec-json", required=True, help="members, modes and bootstrap settings")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import correct, ensemble_probs, nll_terms, summarise
+from .metrics import auuqc, correct, ensemble_probs, nll_terms, per_class_accuracy, summarise
 
 START_RULES = ("best_val", "random", "fixed")
 
@@ -161,6 +161,8 @@ def greedy_results(ids: list[str], classes: list[str], stacks: dict, settings: d
             "distinct": len(set(chosen)),
             "selection_accuracy": 100.0 * selection_score(select[chosen], select_labels)[0],
             "metrics": summarise(stacks["test_logits"][chosen], stacks["test_labels"], settings["bootstrap"]),
+            "uq_curve": dict(zip(("fraction_removed", "accuracy"),
+                                 (v.tolist() for v in auuqc(stacks["test_logits"][chosen], stacks["test_labels"])[1:]))),
         })
     return {"order": [ids[i] for i in order], "protocol": protocol_notes(greedy_settings), "sizes": sizes}
 
@@ -195,7 +197,9 @@ def member_results(ids: list[str], modes: list[str], stacks: dict, settings: dic
     for i, (member, mode) in enumerate(zip(ids, modes)):
         val_acc = 100.0 * selection_score(stacks["val_logits"][[i]], stacks["val_labels"])[0]
         rows.append({"member": member, "mode": mode, "val_accuracy": val_acc,
-                     "metrics": summarise(stacks["test_logits"][[i]], stacks["test_labels"], settings["bootstrap"])})
+                     "metrics": summarise(stacks["test_logits"][[i]], stacks["test_labels"], settings["bootstrap"]),
+                     "per_class_accuracy": (100.0 * per_class_accuracy(
+                         stacks["test_logits"][i], stacks["test_labels"], num_classes)).tolist()})
     return {"members": rows, "dominance": dominance(ids, modes, stacks, num_classes, settings["bootstrap"])}
 
 

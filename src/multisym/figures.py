@@ -8,6 +8,8 @@ bootstrap 95% CIs as error bars.
 Figure 3: at M = diversity_size, random ensembles of each method: diversity
 (pairwise error inconsistency), ensemble efficiency and accuracy; bars are
 the mean over draws, error bars the std over draws.
+Figure 6: per-class accuracy of single members, Eq vs Inv and Eq vs Eq.
+Figure 7: accuracy vs fraction removed by uncertainty, greedy Eq ensembles.
 """
 
 from __future__ import annotations
@@ -80,7 +82,61 @@ def figure3(results: list[dict], spec: dict):
     return fig
 
 
-BUILDERS = {"figure2": figure2, "figure3": figure3}
+def figure6(results: list[dict], spec: dict):
+    """Per-class test accuracy of two members on up to 10 classes drawn at random
+    (seeded): top, the best-on-val Eq vs the best-on-val Inv member; bottom, the
+    two best-on-val Eq members (the paper's Figure 6, Appendix)."""
+    import numpy as np
+
+    members = next(r for r in results if "members" in r and "dominance" in r)["members"]
+    ranked = {mode: sorted((m for m in members if m["mode"] == mode), key=lambda m: -m["val_accuracy"])
+              for mode in ("eq", "inv")}
+    pairs = [(ranked["eq"][0], ranked["inv"][0], "Eq", "Inv"), (ranked["eq"][0], ranked["eq"][1], "Eq 1", "Eq 2")]
+    classes = len(members[0]["per_class_accuracy"])
+    shown = np.sort(np.random.default_rng(spec.get("seed", 0)).choice(classes, size=min(10, classes), replace=False))
+    fig, axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    for ax, (a, b, label_a, label_b) in zip(axes, pairs):
+        acc_a = np.asarray(a["per_class_accuracy"])[shown]
+        acc_b = np.asarray(b["per_class_accuracy"])[shown]
+        x = np.arange(len(shown))
+        ax.bar(x - 0.2, acc_a, width=0.4, color=PALETTE["eq"], label=f"{label_a}: {a['member']}")
+        other = PALETTE["inv"] if label_b == "Inv" else sns.desaturate(PALETTE["eq"], 0.4)
+        ax.bar(x + 0.2, acc_b, width=0.4, color=other, label=f"{label_b}: {b['member']}")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(max(0.0, min(acc_a.min(), acc_b.min()) - 10.0), 101.0)
+        ax.set_title(f"{label_a} vs {label_b}: mean |difference| {np.abs(acc_a - acc_b).mean():.1f} points", fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[-1].set_xticks(np.arange(len(shown)), [str(c) for c in shown])
+    axes[-1].set_xlabel("class")
+    fig.suptitle(f"Figure 6 ({spec['name']}): per-class accuracy of single members")
+    fig.tight_layout()
+    return fig
+
+
+def figure7(results: list[dict], spec: dict):
+    """Uncertainty-quantification curves (§4.4): accuracy of the samples kept after
+    removing the most uncertain ones (BALD), for greedy Eq ensembles of 2 to 4
+    members (Eq+Inv dashed where it exists); AUUQC in the legend."""
+    ensembles = ensembles_by(results)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    shades = sns.light_palette(PALETTE["eq"], n_colors=5)[2:]
+    for pool, style in (("eq", "-"), ("eq_inv", "--")):
+        result = ensembles.get((pool, "greedy"))
+        if result is None:
+            continue
+        entries = [e for e in result["sizes"] if 2 <= e["size"] <= 4]
+        for shade, entry in zip(shades if pool == "eq" else sns.light_palette(PALETTE["eq_inv"], 5)[2:], entries):
+            curve = entry["uq_curve"]
+            ax.plot(curve["fraction_removed"], curve["accuracy"], style, color=shade,
+                    label=f"{POOL_LABELS[pool]} M={entry['size']} (AUUQC {entry['metrics']['auuqc']['value']:.3f})")
+    ax.set_xlabel("fraction of test samples removed (most uncertain first, BALD)")
+    ax.set_ylabel("accuracy on the rest")
+    ax.set_title(f"Figure 7 ({spec['name']}): uncertainty quantification of greedy ensembles")
+    ax.legend(fontsize=7)
+    return fig
+
+
+BUILDERS = {"figure2": figure2, "figure3": figure3, "figure6": figure6, "figure7": figure7}
 
 
 def write(figure: str, inputs: list[str], spec: dict, out_pdf: str, out_png: str) -> None:

@@ -5,6 +5,7 @@
     results/<name>/features/<folder>.npz                    (SSL members)
     results/<name>/finetune/<folder>/model.pt, epochs.csv    (SSL-FT members)
     results/<name>/logits/<folder>.npz                      (every member; val + test)
+    results/<name>/shift/sets.npz, manifest.json, logits/<folder>.npz, metrics.json
     results/<name>/metrics/members.json
     results/<name>/ensembles/<pool>_<strategy>.json
     results/<name>/tables/<table>.csv, .md
@@ -57,8 +58,26 @@ class Layout:
     def probe_summary(self, folder: str) -> str:
         return f"{self.root}/logits/{folder}.probe.json"
 
+    def probe_params(self, folder: str) -> str:
+        return f"{self.root}/logits/{folder}.probe.npz"
+
     def finetune_dir(self, folder: str) -> str:
         return f"{self.root}/finetune/{folder}"
+
+    @property
+    def shift_data(self) -> str:
+        return f"{self.root}/shift/sets.npz"
+
+    @property
+    def shift_manifest(self) -> str:
+        return f"{self.root}/shift/manifest.json"
+
+    def shift_logits(self, folder: str) -> str:
+        return f"{self.root}/shift/logits/{folder}.npz"
+
+    @property
+    def shift_metrics(self) -> str:
+        return f"{self.root}/shift/metrics.json"
 
     @property
     def member_metrics(self) -> str:

@@ -141,7 +141,8 @@ def finetuned_members(config: dict, members: list[Member]) -> list[FinetunedMemb
     recipe = {k: v for k, v in spec.items() if k not in ("seeds", "base_seed")}
     return [
         FinetunedMember(base, seed, {**recipe, "seed": seed, "base": base.folder,
-                                     "base_settings_hash": base.settings_hash})
+                                     "base_settings_hash": base.settings_hash,
+                                     "backbone": base.settings["backbone"]})
         for seed in spec["seeds"]
     ]
 

@@ -22,23 +22,37 @@ EVAL_SPLITS = ("val", "test")
 ABSENT_CLASS_MARGIN = 30.0
 
 
-def full_logits(model, x: np.ndarray, num_classes: int) -> np.ndarray:
-    """Logits over every class of the dataset. Softmax of scikit-learn's
-    decision function gives its probabilities ([0, d] for two classes); a class
-    absent from the training split, which the probe can never predict, gets the
-    sample's lowest logit minus 30 (probability below e^-30 of the others)."""
-    decision = model.decision_function(x)
-    if decision.ndim == 1:
-        decision = np.stack([np.zeros_like(decision), decision], axis=1)
-    if len(model.classes_) == num_classes:
+def probe_parameters(model, scaler, num_classes: int) -> dict[str, np.ndarray]:
+    """The fitted probe as arrays: standardisation, weights and bias in the
+    multinomial form (two-class fits expanded to [0, d]), and the classes seen."""
+    coef, intercept = model.coef_, model.intercept_
+    if coef.shape[0] == 1 and len(model.classes_) == 2:
+        coef = np.concatenate([np.zeros_like(coef), coef])
+        intercept = np.concatenate([np.zeros_like(intercept), intercept])
+    return {
+        "mean": scaler.mean_, "scale": scaler.scale_, "weight": coef, "bias": intercept,
+        "classes": np.asarray(model.classes_), "num_classes": np.asarray(num_classes),
+    }
+
+
+def probe_logits(params: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """Logits over every class of the dataset from raw features:
+    z = ((f − μ) / σ) Wᵀ + b, whose softmax is the logistic regression's
+    probability. A class absent from the training split, which the probe can
+    never predict, gets the sample's lowest logit minus 30."""
+    x = (features - params["mean"]) / params["scale"]
+    decision = x @ params["weight"].T + params["bias"]
+    num_classes, classes = int(params["num_classes"]), params["classes"]
+    if len(classes) == num_classes:
         return decision.astype(np.float32)
     logits = np.repeat(decision.min(axis=1, keepdims=True) - ABSENT_CLASS_MARGIN, num_classes, axis=1)
-    logits[:, model.classes_] = decision
+    logits[:, classes] = decision
     return logits.astype(np.float32)
 
 
-def fit_probe(features_path, probe_settings: dict, out_logits, out_summary) -> dict:
-    """Logistic-regression probe, C chosen on val; writes val/test logits."""
+def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_params) -> dict:
+    """Logistic-regression probe, C chosen on val; writes val/test logits and
+    the probe's parameters (to apply it to other inputs, e.g. shift sets)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -55,10 +69,11 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary) -> d
         val_acc.append(float((model.predict(x["val"]) == y["val"]).mean()))
     best = int(np.argmax(val_acc))  # first maximum = strongest regularisation among ties
     chosen = fits[best]
-    num_classes = int(feats["num_classes"])
+    params = probe_parameters(chosen, scaler, int(feats["num_classes"]))
+    write_npz(out_params, **params)
     write_npz(
         out_logits,
-        **{f"{s}_logits": full_logits(chosen, x[s], num_classes) for s in EVAL_SPLITS},
+        **{f"{s}_logits": probe_logits(params, feats[f"{s}_features"]) for s in EVAL_SPLITS},
         **{f"{s}_labels": y[s] for s in EVAL_SPLITS},
     )
     summary = {"C": grid[best], "grid": grid, "val_accuracy": val_acc,

@@ -26,6 +26,7 @@ rule probe:
     output:
         logits=LAYOUT.logits("{ssl_member}"),
         summary=LAYOUT.probe_summary("{ssl_member}"),
+        params=LAYOUT.probe_params("{ssl_member}"),
     log:
         LAYOUT.log("probe", "{ssl_member}"),
     conda:
@@ -39,7 +40,8 @@ rule probe:
         code=code_digest("probe"),
     shell:
         "multisym probe --features {input.features} --settings-json {params.settings:q}"
-        " --out-logits {output.logits} --out-summary {output.summary} > {log} 2>&1"
+        " --out-logits {output.logits} --out-summary {output.summary}"
+        " --out-params {output.params} > {log} 2>&1"
 
 
 rule sup_logits:

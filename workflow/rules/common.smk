@@ -18,8 +18,8 @@ POOLS = pools(config, MEMBERS, FINETUNED)
 MEMBER_BY_FOLDER = by_folder(MEMBERS)
 FINETUNED_BY_FOLDER = by_folder(FINETUNED)
 STRATEGIES = ("greedy", "random")
-TABLES = ("table1", "table2", "table3", "table4")
-FIGURES = ("figure2", "figure3")
+TABLES = ("table1", "table2", "table3", "table4", "table_shift")
+FIGURES = ("figure2", "figure3", "figure6", "figure7")
 
 
 def alternatives(names):
@@ -32,6 +32,7 @@ wildcard_constraints:
     ssl_member=alternatives(m.folder for m in MEMBERS if m.is_ssl),
     sup_member=alternatives(m.folder for m in MEMBERS if not m.is_ssl),
     finetuned=alternatives(FINETUNED_BY_FOLDER),
+    evaluated=alternatives([*MEMBER_BY_FOLDER, *FINETUNED_BY_FOLDER]),
     pool=alternatives(POOLS),
     strategy=alternatives(STRATEGIES),
     table=alternatives(TABLES),
@@ -141,6 +142,53 @@ def ensemble_results(strategies=STRATEGIES):
     return [LAYOUT.ensemble(p, s) for p in POOLS for s in strategies]
 
 
+# --------------------------------------------------------------------- shift
+def shift_settings_json(wildcards):
+    return json.dumps(config["shift"], sort_keys=True)
+
+
+def shift_network(wildcards):
+    """The evaluated member's network file, and its fitted probe if it is probed."""
+    folder = wildcards.evaluated
+    if folder in FINETUNED_BY_FOLDER:
+        return {"model": f"{LAYOUT.finetune_dir(folder)}/model.pt"}
+    member = MEMBER_BY_FOLDER[folder]
+    network = {"model": LAYOUT.member_model(folder)}
+    if member.is_ssl:
+        network["probe"] = LAYOUT.probe_params(folder)
+    return network
+
+
+def shift_probe_option(wildcards, input):
+    return f"--probe-params {input.probe}" if "probe" in input.keys() else ""
+
+
+def shift_pool_members():
+    by_id = {m.id: m for m in evaluated_members()}
+    pools = {pool: [m.id for _, m in pool_members(pool)] for pool in POOLS}
+    return pools, by_id
+
+
+def shift_logits_inputs(wildcards):
+    pools, by_id = shift_pool_members()
+    unique = dict.fromkeys(m for members in pools.values() for m in members)
+    return [LAYOUT.shift_logits(by_id[m].folder) for m in unique]
+
+
+def shift_greedy_inputs(wildcards):
+    return [LAYOUT.ensemble(pool, "greedy") for pool in POOLS]
+
+
+def shift_spec_json(wildcards):
+    pools, _ = shift_pool_members()
+    spec = {
+        "pools": pools,
+        "ensemble_size": config["shift"]["ensemble_size"],
+        "bootstrap": config["ensembles"]["bootstrap"],
+    }
+    return json.dumps(spec, sort_keys=True)
+
+
 # ----------------------------------------------------------- tables, figures
 RESULT_INPUTS = {
     "table1": lambda: [LAYOUT.member_metrics],
@@ -149,7 +197,27 @@ RESULT_INPUTS = {
     "table4": ensemble_results,
     "figure2": lambda: ensemble_results(["greedy"]),
     "figure3": lambda: ensemble_results(["random"]),
+    "figure6": lambda: [LAYOUT.member_metrics],
+    "table_shift": lambda: [LAYOUT.shift_metrics],
+    "figure7": lambda: [
+        LAYOUT.ensemble(p, "greedy") for p in ("eq", "eq_inv") if p in POOLS
+    ],
 }
+
+
+def available(target):
+    """Whether the config provides the members a table or figure needs."""
+    eq = sum(m.mode == "eq" and m.axis == config["ensembles"]["axis"] for m in MEMBERS)
+    inv = sum(
+        m.mode == "inv" and m.axis == config["ensembles"]["axis"] for m in MEMBERS
+    )
+    needs = {
+        "table1": bool(MEMBERS),
+        "table_shift": config["shift"]["enabled"] and bool(POOLS),
+        "figure6": eq >= 2 and inv >= 1,
+        "figure7": "eq" in POOLS or "eq_inv" in POOLS,
+    }
+    return needs.get(target, bool(POOLS))
 
 
 def table_inputs(wildcards):
@@ -174,6 +242,16 @@ def report_spec_json(wildcards):
 
 def all_tables_and_figures(wildcards):
     return [
-        *(LAYOUT.table(t, ext) for t in TABLES for ext in ("csv", "md")),
-        *(LAYOUT.figure(f, ext) for f in FIGURES for ext in ("pdf", "png")),
+        *(
+            LAYOUT.table(t, ext)
+            for t in TABLES
+            if available(t)
+            for ext in ("csv", "md")
+        ),
+        *(
+            LAYOUT.figure(f, ext)
+            for f in FIGURES
+            if available(f)
+            for ext in ("pdf", "png")
+        ),
     ]

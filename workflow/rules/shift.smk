@@ -1,0 +1,69 @@
+# Distribution shift generated locally: corrupted copies of the test split, every
+# member's logits on them, and the members and greedy ensembles under shift.
+rule prepare_shift:
+    input:
+        data=LAYOUT.dataset,
+        manifest=LAYOUT.manifest,
+    output:
+        data=LAYOUT.shift_data,
+        manifest=LAYOUT.shift_manifest,
+    log:
+        LAYOUT.log("prepare_shift", "sets"),
+    conda:
+        env("workflow")
+    threads: 1
+    resources:
+        runtime="2h",
+        mem_mb=8000,
+    params:
+        settings=shift_settings_json,
+        code=code_digest("shift", "corruptions"),
+    shell:
+        "multisym prepare-shift --settings-json {params.settings:q} --data {input.data}"
+        " --manifest {input.manifest} --out-data {output.data}"
+        " --out-manifest {output.manifest} > {log} 2>&1"
+
+
+rule shift_logits:
+    input:
+        unpack(shift_network),
+        shift_data=LAYOUT.shift_data,
+        shift_manifest=LAYOUT.shift_manifest,
+        manifest=LAYOUT.manifest,
+    output:
+        logits=LAYOUT.shift_logits("{evaluated}"),
+    log:
+        LAYOUT.log("shift_logits", "{evaluated}"),
+    conda:
+        env("workflow")
+    threads: 1
+    resources:
+        runtime="1h",
+        mem_mb=8000,
+    params:
+        probe=shift_probe_option,
+        code=code_digest("shift", "probe"),
+    shell:
+        "multisym shift-logits --model {input.model} {params.probe}"
+        " --shift-data {input.shift_data} --shift-manifest {input.shift_manifest}"
+        " --manifest {input.manifest} --out {output.logits} --threads {threads} > {log} 2>&1"
+
+
+rule shift_metrics:
+    input:
+        logits=shift_logits_inputs,
+        greedy=shift_greedy_inputs,
+        manifest=LAYOUT.shift_manifest,
+    output:
+        metrics=LAYOUT.shift_metrics,
+    log:
+        LAYOUT.log("shift_metrics", "metrics"),
+    conda:
+        env("workflow")
+    params:
+        spec=shift_spec_json,
+        code=code_digest("shift", "metrics"),
+    shell:
+        "multisym shift-metrics --spec-json {params.spec:q} --logits {input.logits}"
+        " --greedy {input.greedy} --shift-manifest {input.manifest}"
+        " --out {output.metrics} > {log} 2>&1"
