@@ -210,3 +210,11 @@ def test_numpy_integer_severity_is_accepted():
 def test_bad_shapes_raise(shape):
     with pytest.raises(ValueError):
         corrupt(np.zeros(shape, np.float32), "brightness", 1, seed=0)
+
+
+def test_schema_lists_exactly_the_implemented_corruptions():
+    from multisym.config import load_schema
+
+    schema = load_schema()["properties"]["shift"]["properties"]["corruptions"]
+    assert tuple(schema["items"]["enum"]) == NAMES
+    assert tuple(schema["default"]) == NAMES

@@ -107,3 +107,21 @@ def test_imported_members_join_the_table_and_their_pools():
     cfg["members"]["imported"][0]["path"] = "ckpt/other.pth"
     moved = {m.id: m.folder for m in member_table(config_module.resolve(cfg)) if m.imported}
     assert moved["eq-rotation-s69"] != before["eq-rotation-s69"] and moved["base-s69"] == before["base-s69"]
+
+
+def test_adaptation_candidates_follow_each_modes_grid():
+    from multisym.members import adaptation_candidates
+
+    cfg = default_config()
+    cfg["adapt"] = {"mode": "finetune", "finetune": {"lr": {"eq": [0.003, 0.01], "inv": [0.004]}}}
+    resolved = config_module.resolve(cfg)
+    table = member_table(resolved)
+    eq = next(m for m in table if m.mode == "eq")
+    inv = next(m for m in table if m.mode == "inv")
+    base = next(m for m in table if m.mode == "base")
+    assert [c["optimizer"]["lr"] for c in adaptation_candidates(resolved, eq)] == [0.003, 0.01]
+    assert [c["optimizer"]["lr"] for c in adaptation_candidates(resolved, inv)] == [0.004]
+    assert [c["optimizer"]["lr"] for c in adaptation_candidates(resolved, base)] == [0.003]
+    candidate = adaptation_candidates(resolved, eq)[0]
+    assert candidate["seed"] == eq.seed and candidate["member"] == eq.folder
+    assert candidate["selection_split"] == "val" and candidate["epochs"] == 100

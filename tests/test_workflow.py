@@ -162,3 +162,26 @@ def check_numbers_agree(root):
     for cell in table1:
         if "% classes" in cell["column"] and cell["row"] == "Best member on val":
             assert 0 <= float(cell["value"]) <= 100
+
+
+def test_finetune_adaptation_with_the_papers_selection(workflow_copy):
+    """adapt mode finetune: one candidate per learning rate, the one best on the
+    selection split kept; selection on test (the paper's protocol) is marked."""
+    smoke = yaml.safe_load(SMOKE.read_text())
+    smoke["members"]["seeds"] = {"eq": [1, 2], "inv": [1]}
+    smoke["finetune"] = {"seeds": []}
+    smoke["shift"] = {"enabled": False}
+    smoke["ensembles"] = {**smoke["ensembles"], "pools": ["eq", "eq_inv"]}
+    smoke["adapt"] = {"mode": "finetune", "selection_split": "test",
+                      "finetune": {"epochs": 2, "batch_size": 256, "lr": {"eq": [0.01, 0.1], "inv": [0.05]}}}
+    workflow_copy.write_config("ft.yaml", smoke)
+    workflow_copy.snakemake("--configfile=ft.yaml", "figures")
+    root = workflow_copy.folder / "results" / "smoke"
+    for m in member_table(config_module.resolve(smoke)):
+        choice = json.loads(next((root / "adapt").glob(f"{m.id}-*/choice.json")).read_text())
+        expected = 2 if m.mode == "eq" else 1
+        assert len(choice["candidates"]) == expected
+        best = max(c["selection_accuracy"] for c in choice["candidates"])
+        assert choice["chosen"]["selection_accuracy"] == best
+        assert choice["protocol"] and "paper protocol" in choice["protocol"][0]
+    assert not (root / "features").exists()

@@ -199,6 +199,36 @@ def cmd_finetune(args) -> None:
     print(f"fine-tune: kept epoch {result['best_epoch']} (val accuracy {result['val_accuracy']:.4f})", file=sys.stderr)
 
 
+def cmd_adapt_candidate(args) -> None:
+    from .adapt import finetune
+
+    result = finetune(args.model, json.loads(args.settings_json), args.data, args.manifest, args.out_model,
+                      args.out_logits, args.out_log, device=args.device, threads=args.threads,
+                      out_summary=args.out_summary)
+    print(f"adaptation candidate lr {result['lr']}: epoch {result['best_epoch']}, "
+          f"{result['selection_split']} accuracy {result['selection_accuracy']:.4f}", file=sys.stderr)
+
+
+def cmd_adapt_select(args) -> None:
+    from .adapt import choose_adaptation
+    from .files import atomic_write_bytes
+
+    if not len(args.summaries) == len(args.logits) == len(args.models):
+        raise SystemExit("error: give one summary, logits file and model per candidate")
+    best = choose_adaptation(args.summaries)
+    for source, target in ((args.logits[best], args.out_logits), (args.models[best], args.out_model)):
+        with open(source, "rb") as handle:
+            atomic_write_bytes(handle.read(), target)
+    summaries = []
+    for path in args.summaries:
+        with open(path) as handle:
+            summaries.append(json.load(handle))
+    notes = ["paper protocol: epoch and learning rate chosen on the reported (test) split"
+             if summaries[best]["selection_split"] == "test" else ""]
+    _write_json({"chosen": summaries[best], "candidates": summaries, "protocol": [n for n in notes if n]},
+                args.out_choice)
+
+
 def cmd_member_metrics(args) -> None:
     from .ensemble import load_logits, member_results
 
@@ -334,6 +364,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--greedy", nargs="+", required=True, help="each pool's greedy ensemble result, in pool order")
     p.add_argument("--shift-manifest", required=True)
     p.add_argument("--out", required=True)
+
+    p = command("adapt-candidate", cmd_adapt_candidate, "fine-tune an SSL member with one learning rate")
+    p.add_argument("--model", required=True, help="the pretrained member")
+    p.add_argument("--settings-json", required=True, help="the candidate's fine-tuning settings as JSON")
+    p.add_argument("--data", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-logits", required=True)
+    p.add_argument("--out-log", required=True)
+    p.add_argument("--out-summary", required=True)
+    runtime_options(p)
+
+    p = command("adapt-select", cmd_adapt_select, "keep the fine-tuning candidate best on the selection split")
+    p.add_argument("--summaries", nargs="+", required=True)
+    p.add_argument("--logits", nargs="+", required=True)
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--out-logits", required=True)
+    p.add_argument("--out-model", required=True)
+    p.add_argument("--out-choice", required=True)
 
     p = command("member-metrics", cmd_member_metrics, "test metrics of every member alone and class dominance")
     p.add_argument("--spec-json", required=True, help="members, modes and bootstrap settings")

@@ -3,6 +3,7 @@
     results/<name>/data/dataset.npz, manifest.json
     results/<name>/members/<folder>/model.pt, epochs.csv   (+ state.pt, run.json)
     results/<name>/features/<folder>.npz                    (SSL members)
+    results/<name>/adapt/<folder>/lr<lr>/..., model.pt, choice.json  (adapt mode finetune)
     results/<name>/finetune/<folder>/model.pt, epochs.csv    (SSL-FT members)
     results/<name>/logits/<folder>.npz                      (every member; val + test)
     results/<name>/shift/sets.npz, manifest.json, logits/<folder>.npz, metrics.json
@@ -60,6 +61,12 @@ class Layout:
 
     def probe_params(self, folder: str) -> str:
         return f"{self.root}/logits/{folder}.probe.npz"
+
+    def adapt_dir(self, folder: str) -> str:
+        return f"{self.root}/adapt/{folder}"
+
+    def adapt_candidate(self, folder: str, lr: str, name: str) -> str:
+        return f"{self.adapt_dir(folder)}/lr{lr}/{name}"
 
     def finetune_dir(self, folder: str) -> str:
         return f"{self.root}/finetune/{folder}"

@@ -163,3 +163,18 @@ def pools(config: dict, members: list[Member], finetuned: list[FinetunedMember])
 
 def by_folder(members: list) -> dict[str, Any]:
     return {m.folder: m for m in members}
+
+
+def adaptation_candidates(config: dict, member: Member) -> list[dict]:
+    """Fine-tuning settings of each learning rate of an SSL member's grid
+    (adapt mode finetune); the seed is the member's own."""
+    spec = config["adapt"]["finetune"]
+    optimizer = {"name": "sgd", "momentum": spec["momentum"], "weight_decay": spec["weight_decay"],
+                 "warmup_epochs": spec["warmup_epochs"], "final_lr_ratio": spec["final_lr_ratio"],
+                 "lars_eta": 0.001}
+    common = {key: spec[key] for key in ("epochs", "batch_size", "train_augment", "crop_scale", "flip_p")}
+    return [
+        {**common, "optimizer": {**optimizer, "lr": lr}, "seed": member.seed, "member": member.folder,
+         "selection_split": config["adapt"]["selection_split"], "backbone": member.settings["backbone"]}
+        for lr in spec["lr"][member.mode]
+    ]

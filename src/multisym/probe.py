@@ -57,7 +57,7 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
     from sklearn.preprocessing import StandardScaler
 
     with np.load(features_path) as cached:
-        feats = {k: cached[k] for k in cached.files}
+        feats = {k: (cached[k].astype(np.float32) if k.endswith("_features") else cached[k]) for k in cached.files}
     scaler = StandardScaler().fit(feats["train_features"])
     x = {s: scaler.transform(feats[f"{s}_features"]) for s in data.SPLITS}
     y = {s: feats[f"{s}_labels"] for s in data.SPLITS}

@@ -103,6 +103,8 @@ def member_logits(model_path, probe_params, shift_path, shift_manifest, data_man
     outputs = {"labels": labels}
     for name, images in sets.items():
         out = forward_in_batches(network, torch.from_numpy(images), runtime, size).numpy()
+        if probe_params is not None:  # the probe was fit on float16 features
+            out = out.astype(np.float16).astype(np.float32)
         outputs[f"{name}_logits"] = out.astype(np.float32) if probe_params is None else probe_logits(params, out)
     data.write_npz(out_path, **outputs)
 

@@ -1,47 +1,96 @@
 # Turning members into classifiers (§3): cached features and a linear probe for
 # SSL members, their own head for supervised members, and the SSL-FT pool.
-rule features:
-    input:
-        model=LAYOUT.member_model("{ssl_member}"),
-        data=LAYOUT.dataset,
-        manifest=LAYOUT.manifest,
-    output:
-        features=LAYOUT.features("{ssl_member}"),
-    log:
-        LAYOUT.log("features", "{ssl_member}"),
-    conda:
-        env("workflow")
-    threads: 1
-    resources:
-        runtime="1h",
-        mem_mb=4000,
-    shell:
-        "multisym features --model {input.model} --data {input.data}"
-        " --manifest {input.manifest} --out {output.features} --threads {threads} > {log} 2>&1"
+if ADAPT_MODE == "probe":
 
+    rule features:
+        input:
+            model=LAYOUT.member_model("{ssl_member}"),
+            data=LAYOUT.dataset,
+            manifest=LAYOUT.manifest,
+        output:
+            features=LAYOUT.features("{ssl_member}"),
+        log:
+            LAYOUT.log("features", "{ssl_member}"),
+        conda:
+            env("workflow")
+        threads: 1
+        resources:
+            runtime="1h",
+            mem_mb=4000,
+        shell:
+            "multisym features --model {input.model} --data {input.data}"
+            " --manifest {input.manifest} --out {output.features} --threads {threads} > {log} 2>&1"
 
-rule probe:
-    input:
-        features=LAYOUT.features("{ssl_member}"),
-    output:
-        logits=LAYOUT.logits("{ssl_member}"),
-        summary=LAYOUT.probe_summary("{ssl_member}"),
-        params=LAYOUT.probe_params("{ssl_member}"),
-    log:
-        LAYOUT.log("probe", "{ssl_member}"),
-    conda:
-        env("workflow")
-    threads: 1
-    resources:
-        runtime="1h",
-        mem_mb=4000,
-    params:
-        settings=probe_settings_json,
-        code=code_digest("probe"),
-    shell:
-        "multisym probe --features {input.features} --settings-json {params.settings:q}"
-        " --out-logits {output.logits} --out-summary {output.summary}"
-        " --out-params {output.params} > {log} 2>&1"
+    rule probe:
+        input:
+            features=LAYOUT.features("{ssl_member}"),
+        output:
+            logits=LAYOUT.logits("{ssl_member}"),
+            summary=LAYOUT.probe_summary("{ssl_member}"),
+            params=LAYOUT.probe_params("{ssl_member}"),
+        log:
+            LAYOUT.log("probe", "{ssl_member}"),
+        conda:
+            env("workflow")
+        threads: 1
+        resources:
+            runtime="1h",
+            mem_mb=4000,
+        params:
+            settings=probe_settings_json,
+            code=code_digest("probe"),
+        shell:
+            "multisym probe --features {input.features} --settings-json {params.settings:q}"
+            " --out-logits {output.logits} --out-summary {output.summary}"
+            " --out-params {output.params} > {log} 2>&1"
+
+else:
+
+    # Adapt mode finetune (§3.1): each SSL member fine-tuned once per learning rate
+    # of its mode's grid, then the candidate best on the selection split is kept.
+    rule adapt_candidate:
+        input:
+            model=LAYOUT.member_model("{ssl_member}"),
+            data=LAYOUT.dataset,
+            manifest=LAYOUT.manifest,
+        output:
+            model=LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "model.pt"),
+            logits=LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "logits.npz"),
+            epochs=LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "epochs.csv"),
+            summary=LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "summary.json"),
+        log:
+            LAYOUT.log("adapt_candidate", "{ssl_member}-lr{lr}"),
+        conda:
+            env("workflow")
+        threads: 1
+        resources:
+            runtime="12h",
+            mem_mb=8000,
+        params:
+            settings=adapt_candidate_settings_json,
+        shell:
+            "multisym adapt-candidate --model {input.model} --settings-json {params.settings:q}"
+            " --data {input.data} --manifest {input.manifest} --out-model {output.model}"
+            " --out-logits {output.logits} --out-log {output.epochs}"
+            " --out-summary {output.summary} --threads {threads} > {log} 2>&1"
+
+    rule adapted_logits:
+        input:
+            summaries=adapt_candidates("summary.json"),
+            logits=adapt_candidates("logits.npz"),
+            models=adapt_candidates("model.pt"),
+        output:
+            logits=LAYOUT.logits("{ssl_member}"),
+            model=f"{LAYOUT.adapt_dir('{ssl_member}')}/model.pt",
+            choice=f"{LAYOUT.adapt_dir('{ssl_member}')}/choice.json",
+        log:
+            LAYOUT.log("adapted_logits", "{ssl_member}"),
+        conda:
+            env("workflow")
+        shell:
+            "multisym adapt-select --summaries {input.summaries} --logits {input.logits}"
+            " --models {input.models} --out-logits {output.logits} --out-model {output.model}"
+            " --out-choice {output.choice} > {log} 2>&1"
 
 
 rule sup_logits:

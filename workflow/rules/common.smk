@@ -8,7 +8,13 @@ from pathlib import Path
 import multisym
 from multisym.config import resolve
 from multisym.layout import Layout
-from multisym.members import by_folder, finetuned_members, member_table, pools
+from multisym.members import (
+    adaptation_candidates,
+    by_folder,
+    finetuned_members,
+    member_table,
+    pools,
+)
 
 config = resolve(config)
 LAYOUT = Layout(config["name"])
@@ -17,13 +23,17 @@ FINETUNED = finetuned_members(config, MEMBERS)
 POOLS = pools(config, MEMBERS, FINETUNED)
 MEMBER_BY_FOLDER = by_folder(MEMBERS)
 FINETUNED_BY_FOLDER = by_folder(FINETUNED)
+ADAPT_MODE = config["adapt"]["mode"]
 STRATEGIES = ("greedy", "random")
 TABLES = ("table1", "table2", "table3", "table4", "table_shift")
 FIGURES = ("figure2", "figure3", "figure6", "figure7")
 
 
 def alternatives(names):
-    return "|".join(re.escape(name) for name in names)
+    """A wildcard regex matching exactly these names (nothing when there are none:
+    an empty pattern would match every string)."""
+    names = list(names)
+    return "|".join(re.escape(name) for name in names) if names else "(?!)"
 
 
 wildcard_constraints:
@@ -35,6 +45,7 @@ wildcard_constraints:
     evaluated=alternatives([*MEMBER_BY_FOLDER, *FINETUNED_BY_FOLDER]),
     pool=alternatives(POOLS),
     strategy=alternatives(STRATEGIES),
+    lr="[0-9.e+-]+",
     table=alternatives(TABLES),
     figure=alternatives(FIGURES),
 
@@ -87,6 +98,25 @@ def all_member_models(wildcards):
 # ---------------------------------------------------------------- adaptation
 def probe_settings_json(wildcards):
     return json.dumps(config["probe"], sort_keys=True)
+
+
+def candidate_settings(folder):
+    """Fine-tuning candidates of an SSL member, keyed by their learning rate as
+    written in their folder name."""
+    member = MEMBER_BY_FOLDER[folder]
+    return {f"{c['optimizer']['lr']:g}": c for c in adaptation_candidates(config, member)}
+
+
+def adapt_candidate_settings_json(wildcards):
+    return json.dumps(candidate_settings(wildcards.ssl_member)[wildcards.lr], sort_keys=True)
+
+
+def adapt_candidates(name):
+    def paths(wildcards):
+        folder = wildcards.ssl_member
+        return [LAYOUT.adapt_candidate(folder, lr, name) for lr in candidate_settings(folder)]
+
+    return paths
 
 
 def finetune_base_model(wildcards):
@@ -153,6 +183,8 @@ def shift_network(wildcards):
     if folder in FINETUNED_BY_FOLDER:
         return {"model": f"{LAYOUT.finetune_dir(folder)}/model.pt"}
     member = MEMBER_BY_FOLDER[folder]
+    if member.is_ssl and ADAPT_MODE == "finetune":
+        return {"model": f"{LAYOUT.adapt_dir(folder)}/model.pt"}
     network = {"model": LAYOUT.member_model(folder)}
     if member.is_ssl:
         network["probe"] = LAYOUT.probe_params(folder)
