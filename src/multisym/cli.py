@@ -102,11 +102,17 @@ def cmd_pretrain(args) -> None:
     missing = [k for k in ("data", "manifest", "run_dir", "out_model", "out_log") if getattr(args, k) is None]
     if missing:
         raise SystemExit(f"error: missing {', '.join('--' + k.replace('_', '-') for k in missing)}")
-    finished = train_member(
-        settings, args.data, args.manifest, args.run_dir, args.out_model, args.out_log,
-        device=args.device, precision=args.precision, threads=args.threads,
-        stop_after_epochs=args.stop_after_epochs,
-    )
+    from .pretrain import InterruptedRun
+
+    try:
+        finished = train_member(
+            settings, args.data, args.manifest, args.run_dir, args.out_model, args.out_log,
+            device=args.device, precision=args.precision, threads=args.threads,
+            stop_after_epochs=args.stop_after_epochs,
+        )
+    except InterruptedRun as stopped:
+        print(stopped, file=sys.stderr)
+        raise SystemExit(128 + stopped.signum) from None
     if not finished:
         print("stopped early; rerun the same command to resume", file=sys.stderr)
 

@@ -26,8 +26,20 @@ MODES = ("eq", "inv", "base", "sup")
 HASH_LENGTH = 8
 
 
+class _KeyedBySettings:
+    """Run folder = readable id + the first hex digits of the settings' hash."""
+
+    @property
+    def settings_hash(self) -> str:
+        return settings_hash(self.settings)
+
+    @property
+    def folder(self) -> str:
+        return f"{self.id}-{self.settings_hash[:HASH_LENGTH]}"
+
+
 @dataclass(frozen=True)
-class Member:
+class Member(_KeyedBySettings):
     mode: str
     seed: int
     axis: str | None
@@ -37,15 +49,6 @@ class Member:
     def id(self) -> str:
         parts = [self.mode] + ([self.axis] if self.axis else []) + [f"s{self.seed}"]
         return "-".join(parts)
-
-    @property
-    def settings_hash(self) -> str:
-        return settings_hash(self.settings)
-
-    @property
-    def folder(self) -> str:
-        """Run folder name: readable id plus the hash of what defines the run."""
-        return f"{self.id}-{self.settings_hash[:HASH_LENGTH]}"
 
     @property
     def is_ssl(self) -> bool:
@@ -110,7 +113,7 @@ def member_table(config: dict) -> list[Member]:
 
 
 @dataclass(frozen=True)
-class FinetunedMember:
+class FinetunedMember(_KeyedBySettings):
     """One fine-tuning of a Base member's whole network (the SSL-FT pool, §3.1):
     its settings are the fine-tuning recipe, its seed and the base member's
     settings hash, so retraining the base also redoes its fine-tunings."""
@@ -123,14 +126,6 @@ class FinetunedMember:
     @property
     def id(self) -> str:
         return f"ft-{self.base.id}-f{self.seed}"
-
-    @property
-    def settings_hash(self) -> str:
-        return settings_hash(self.settings)
-
-    @property
-    def folder(self) -> str:
-        return f"{self.id}-{self.settings_hash[:HASH_LENGTH]}"
 
 
 def finetuned_members(config: dict, members: list[Member]) -> list[FinetunedMember]:

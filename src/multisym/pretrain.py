@@ -16,7 +16,9 @@ import csv
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -202,6 +204,41 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+class InterruptedRun(RuntimeError):
+    """Training stopped on a signal after saving its state mid-epoch."""
+
+    def __init__(self, signum: int, member: str, epoch: int, batch: int):
+        self.signum = signum
+        super().__init__(
+            f"{member}: stopped by {signal.Signals(signum).name} in epoch {epoch + 1} after batch {batch}; "
+            "its state is saved, rerun the same command (or the workflow) to resume"
+        )
+
+
+class StopSignal:
+    """Records SIGTERM and SIGUSR2 (what SLURM sends ahead of a time limit or a
+    preemption) instead of dying, so the loop can save its state at the next
+    step and exit; the previous handlers are restored on exit."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def __enter__(self) -> "StopSignal":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
 # --------------------------------------------------------------------- main
 def train_member(
     settings: dict,
@@ -246,7 +283,7 @@ def train_member(
         scaler = torch.amp.GradScaler(target.type, enabled=precision == "fp16")
         # ---------------------------------------------------------- resume
         state_path = run_dir / STATE_FILE
-        epoch, step, history = 0, 0, []
+        epoch, step, history, resume = 0, 0, [], None
         if state_path.exists():
             state = checkpoint.load(state_path, expected_hash=digest)
             model.load_state_dict(state["model"], strict=True)
@@ -254,7 +291,10 @@ def train_member(
             scaler.load_state_dict(state["scaler"])
             restore_rng(state["rng"], generator)
             epoch, step, history = state["epoch"], state["step"], list(state["history"])
-            print(f"resumed {run_dir.name} from epoch {epoch}", file=sys.stderr)
+            if "batch" in state:
+                resume = {key: state[key] for key in ("batch", "order", "sums")}
+            position = f", batch {resume['batch']}" if resume else ""
+            print(f"resumed {run_dir.name} from epoch {epoch}{position}", file=sys.stderr)
         else:
             checkpoint.atomic_write_text(
                 json.dumps(provenance.record(settings=settings, settings_hash=digest, threads=threads,
@@ -262,37 +302,7 @@ def train_member(
                 run_dir / "run.json",
             )
         # ------------------------------------------------------------ loop
-        epochs_this_run = 0
-        started = time.perf_counter()
-        while epoch < recipe["epochs"]:
-            if stop_after_epochs is not None and epochs_this_run >= stop_after_epochs:
-                return False
-            tick = time.perf_counter()
-            model.train()
-            sums: dict[str, float] = {}
-            order = torch.randperm(len(images), generator=generator).to(target)
-            for index in range(steps_per_epoch):
-                batch = order[index * batch_size:(index + 1) * batch_size]
-                lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
-                optim.set_learning_rate(optimizer, lr)
-                terms = step_fn(images[batch], labels[batch], generator)
-                loss = terms["loss"]
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"member {run_dir.name}: loss is {loss.item()} at epoch {epoch + 1}, step {index}; stopping"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach())
-            epoch += 1
-            epochs_this_run += 1
-            seconds = time.perf_counter() - tick
-            row = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()}, "lr": lr, "seconds": seconds}
-            history.append(row)
+        def save_state(**partial) -> None:
             checkpoint.save(
                 {
                     "settings_hash": digest,
@@ -303,15 +313,56 @@ def train_member(
                     "scaler": scaler.state_dict(),
                     "rng": rng_state(generator),
                     "history": history,
+                    **partial,
                 },
                 state_path,
             )
-            checkpoint.atomic_write_text(history_csv(history), out_log)
-            elapsed = time.perf_counter() - started
-            eta = elapsed / epochs_this_run * (recipe["epochs"] - epoch)
-            terms_text = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
-            print(f"{run_dir.name} epoch {epoch}/{recipe['epochs']} {terms_text} {seconds:.2f}s eta {format_seconds(eta)}",
-                  file=sys.stderr, flush=True)
+
+        epochs_this_run = 0
+        started = time.perf_counter()
+        with StopSignal() as stop:
+            while epoch < recipe["epochs"]:
+                if stop_after_epochs is not None and epochs_this_run >= stop_after_epochs:
+                    return False
+                tick = time.perf_counter()
+                model.train()
+                if resume is not None:  # continue the epoch a signal interrupted
+                    order, first, sums = resume["order"].to(target), resume["batch"], dict(resume["sums"])
+                    resume = None
+                else:
+                    order, first, sums = torch.randperm(len(images), generator=generator).to(target), 0, {}
+                for index in range(first, steps_per_epoch):
+                    batch = order[index * batch_size:(index + 1) * batch_size]
+                    lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
+                    optim.set_learning_rate(optimizer, lr)
+                    terms = step_fn(images[batch], labels[batch], generator)
+                    loss = terms["loss"]
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"member {run_dir.name}: loss is {loss.item()} at epoch {epoch + 1}, step {index}; stopping"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    step += 1
+                    for key, value in terms.items():
+                        sums[key] = sums.get(key, 0.0) + float(value.detach())
+                    if stop.received is not None:
+                        save_state(batch=index + 1, order=order.cpu(), sums=sums)
+                        raise InterruptedRun(stop.received, run_dir.name, epoch, index + 1)
+                epoch += 1
+                epochs_this_run += 1
+                seconds = time.perf_counter() - tick
+                row = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()}, "lr": lr, "seconds": seconds}
+                history.append(row)
+                save_state()
+                checkpoint.atomic_write_text(history_csv(history), out_log)
+                elapsed = time.perf_counter() - started
+                eta = elapsed / epochs_this_run * (recipe["epochs"] - epoch)
+                terms_text = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
+                print(f"{run_dir.name} epoch {epoch}/{recipe['epochs']} {terms_text} {seconds:.2f}s "
+                      f"eta {format_seconds(eta)}", file=sys.stderr, flush=True)
         # ---------------------------------------------------------- export
         checkpoint.atomic_write_text(history_csv(history), out_log)
         export(model, settings, digest, history, out_model)

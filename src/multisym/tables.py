@@ -104,23 +104,28 @@ def table1(results: list[dict], spec: dict) -> list[Cell]:
     return cells
 
 
-def table2(results: list[dict], spec: dict) -> list[Cell]:
-    ensembles = ensembles_by(results)
+def _size_cells(table: str, ensembles: dict, strategies: tuple[str, ...], metric: str, label: str) -> list[Cell]:
+    """One row per strategy and pool, one column per ensemble size M: random as
+    mean ± std over draws, greedy as value [95% CI] (with its protocol note)."""
     cells = []
-    for strategy in ("random", "greedy"):
+    for strategy in strategies:
         for pool in _ordered_pools(ensembles):
             result = ensembles.get((pool, strategy))
             if result is None:
                 continue
-            row = f"{strategy.capitalize()} {POOL_LABELS[pool]}"
+            row = " ".join(part for part in (strategy.capitalize(), label, POOL_LABELS[pool]) if part)
             for entry in result["sizes"]:
                 column = f"M={entry['size']}"
                 if strategy == "random":
-                    cells.append(_draws_cell("table2", row, column, entry, "accuracy"))
+                    cells.append(_draws_cell(table, row, column, entry, metric))
                 else:
-                    note = "; ".join(result["protocol"])
-                    cells.append(_metric_cell("table2", row, column, entry["metrics"]["accuracy"], note=note))
+                    cells.append(_metric_cell(table, row, column, entry["metrics"][metric],
+                                              note="; ".join(result["protocol"])))
     return cells
+
+
+def table2(results: list[dict], spec: dict) -> list[Cell]:
+    return _size_cells("table2", ensembles_by(results), ("random", "greedy"), "accuracy", "")
 
 
 DIVERSITY_COLUMNS = (
@@ -151,22 +156,8 @@ UNCERTAINTY_METRICS = (("nll", "NLL"), ("ece", "ECE"), ("brier", "Brier"), ("auu
 
 def table4(results: list[dict], spec: dict) -> list[Cell]:
     ensembles = ensembles_by(results)
-    cells = []
-    for metric, label in UNCERTAINTY_METRICS:
-        for strategy in ("greedy", "random"):
-            for pool in _ordered_pools(ensembles):
-                result = ensembles.get((pool, strategy))
-                if result is None:
-                    continue
-                row = f"{strategy.capitalize()} {label} {POOL_LABELS[pool]}"
-                for entry in result["sizes"]:
-                    column = f"M={entry['size']}"
-                    if strategy == "random":
-                        cells.append(_draws_cell("table4", row, column, entry, metric))
-                    else:
-                        cells.append(_metric_cell("table4", row, column, entry["metrics"][metric],
-                                                  note="; ".join(result["protocol"])))
-    return cells
+    return [cell for metric, label in UNCERTAINTY_METRICS
+            for cell in _size_cells("table4", ensembles, ("greedy", "random"), metric, label)]
 
 
 def table_shift(results: list[dict], spec: dict) -> list[Cell]:
