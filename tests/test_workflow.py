@@ -114,6 +114,7 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
         for ext in ("pdf", "png"):
             assert (root / "figures" / f"{figure}.{ext}").stat().st_size > 1000
     check_numbers_agree(root)
+    check_shift_agrees(root)
 
     again = workflow_copy.snakemake("figures", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -139,6 +140,26 @@ def write_official_checkpoint(path, backbone):
     state = build_backbone({**backbone, "arch": "small_resnet"}, 1).state_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"backbone": {f"module.{k}": v for k, v in state.items()}}, path)
+
+
+def check_shift_agrees(root):
+    """Each pool's clean 'members (mean)' under shift is the mean accuracy of
+    exactly its members' own shift logits (member order cannot get mixed up)."""
+    import numpy as np
+
+    shift = json.loads((root / "shift" / "metrics.json").read_text())
+    members = json.loads((root / "metrics" / "members.json").read_text())["members"]
+    files = {p.stem: p for p in (root / "shift" / "logits").glob("*.npz")}
+    for pool, entry in shift["pools"].items():
+        pool_members = json.loads((root / "ensembles" / f"{pool}_greedy.json").read_text())["members"]
+        accuracies = []
+        for member in pool_members:
+            path = next(p for stem, p in files.items() if stem.rsplit("-", 1)[0] == member)
+            with np.load(path) as stored:
+                accuracies.append(100.0 * (stored["clean_logits"].argmax(1) == stored["labels"]).mean())
+        assert entry["sets"]["clean"]["members_mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
+    assert shift["stand_in"] is True and {m["member"] for m in members} >= {
+        m for e in shift["pools"].values() for m in e["greedy_members"]}
 
 
 def check_numbers_agree(root):

@@ -161,12 +161,13 @@ def cmd_shift_metrics(args) -> None:
     from .shift import evaluate
 
     spec = json.loads(args.spec_json)
-    members = [m for pool in spec["pools"].values() for m in pool]
-    unique = list(dict.fromkeys(members))
-    if len(unique) != len(args.logits):
-        raise SystemExit(f"error: {len(unique)} pool members but {len(args.logits)} shift logits files")
-    greedy = dict(zip(spec["pools"], args.greedy))
-    result = evaluate(spec["pools"], dict(zip(unique, args.logits)), greedy, args.shift_manifest,
+    if len(spec["members"]) != len(args.logits) or len(spec["pools"]) != len(args.greedy):
+        raise SystemExit("error: give one shift logits file per spec member and one greedy result per pool, in order")
+    greedy = {}
+    for path in args.greedy:
+        with open(path) as handle:
+            greedy[json.load(handle)["pool"]] = path
+    result = evaluate(spec["pools"], dict(zip(spec["members"], args.logits)), greedy, args.shift_manifest,
                       spec["ensemble_size"], spec["bootstrap"])
     _write_json(result, args.out)
 
@@ -366,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("shift-metrics", cmd_shift_metrics, "members and greedy ensembles of every pool under shift")
     p.add_argument("--spec-json", required=True, help="pools (member ids), ensemble size, bootstrap settings")
-    p.add_argument("--logits", nargs="+", required=True, help="shift logits, one per distinct pool member in order")
-    p.add_argument("--greedy", nargs="+", required=True, help="each pool's greedy ensemble result, in pool order")
+    p.add_argument("--logits", nargs="+", required=True, help="shift logits, one per spec member, in its order")
+    p.add_argument("--greedy", nargs="+", required=True, help="each pool's greedy ensemble result")
     p.add_argument("--shift-manifest", required=True)
     p.add_argument("--out", required=True)
 

@@ -201,10 +201,14 @@ def shift_pool_members():
     return pools, by_id
 
 
-def shift_logits_inputs(wildcards):
+def shift_unique_members():
+    """Every pool member once, in a fixed order shared by inputs and spec."""
     pools, by_id = shift_pool_members()
-    unique = dict.fromkeys(m for members in pools.values() for m in members)
-    return [LAYOUT.shift_logits(by_id[m].folder) for m in unique]
+    return [by_id[m] for m in dict.fromkeys(m for members in pools.values() for m in members)]
+
+
+def shift_logits_inputs(wildcards):
+    return [LAYOUT.shift_logits(m.folder) for m in shift_unique_members()]
 
 
 def shift_greedy_inputs(wildcards):
@@ -215,6 +219,7 @@ def shift_spec_json(wildcards):
     pools, _ = shift_pool_members()
     spec = {
         "pools": pools,
+        "members": [m.id for m in shift_unique_members()],
         "ensemble_size": config["shift"]["ensemble_size"],
         "bootstrap": config["ensembles"]["bootstrap"],
     }
