@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
 from .files import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used (corrupt, foreign or from other settings)."""
 
 

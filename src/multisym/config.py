@@ -16,6 +16,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from .errors import UserError
+
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 # Each ensemble pool and the hypothesis classes it draws from (in the order of
@@ -30,7 +32,7 @@ POOL_CLASSES = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that does not satisfy the schema or the workflow's rules."""
 
 

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
 from .files import atomic_write_bytes, atomic_write_text
 
 SPLITS = ("train", "val", "test")
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """Prepared data that is missing, corrupt or does not match its manifest."""
 
 

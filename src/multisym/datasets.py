@@ -38,10 +38,12 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tv
 from torchvision.datasets.folder import default_loader
 
+from .errors import UserError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
 
 
-class DatasetRootError(FileNotFoundError):
+class DatasetRootError(UserError, FileNotFoundError):
     """A configured dataset root that is missing or not in the expected layout."""
 
 

@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 from torchvision.models.resnet import BasicBlock
 
+from .errors import UserError
+
 
 class SmallResNet(nn.Module):
     """CIFAR-style ResNet for small images: a 3x3 stem without pooling, one
@@ -141,7 +143,7 @@ def select_device(requested: str = "auto") -> torch.device:
 PREFIXES = ("module.backbone.", "backbone.", "module.")
 
 
-class CheckpointImportError(RuntimeError):
+class CheckpointImportError(UserError, RuntimeError):
     """A checkpoint that cannot be imported as a member."""
 
 
