@@ -16,7 +16,6 @@ Logits files (``.npz``): ``val_logits``, ``test_logits`` (N, C) float32 and
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import time

@@ -13,7 +13,6 @@ in for ImageNet-C-style shift and every output says so.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
