@@ -104,17 +104,24 @@ def candidate_settings(folder):
     """Fine-tuning candidates of an SSL member, keyed by their learning rate as
     written in their folder name."""
     member = MEMBER_BY_FOLDER[folder]
-    return {f"{c['optimizer']['lr']:g}": c for c in adaptation_candidates(config, member)}
+    return {
+        f"{c['optimizer']['lr']:g}": c for c in adaptation_candidates(config, member)
+    }
 
 
 def adapt_candidate_settings_json(wildcards):
-    return json.dumps(candidate_settings(wildcards.ssl_member)[wildcards.lr], sort_keys=True)
+    return json.dumps(
+        candidate_settings(wildcards.ssl_member)[wildcards.lr], sort_keys=True
+    )
 
 
 def adapt_candidates(name):
     def paths(wildcards):
         folder = wildcards.ssl_member
-        return [LAYOUT.adapt_candidate(folder, lr, name) for lr in candidate_settings(folder)]
+        return [
+            LAYOUT.adapt_candidate(folder, lr, name)
+            for lr in candidate_settings(folder)
+        ]
 
     return paths
 
@@ -204,7 +211,10 @@ def shift_pool_members():
 def shift_unique_members():
     """Every pool member once, in a fixed order shared by inputs and spec."""
     pools, by_id = shift_pool_members()
-    return [by_id[m] for m in dict.fromkeys(m for members in pools.values() for m in members)]
+    return [
+        by_id[m]
+        for m in dict.fromkeys(m for members in pools.values() for m in members)
+    ]
 
 
 def shift_logits_inputs(wildcards):
