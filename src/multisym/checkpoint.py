@@ -88,6 +88,10 @@ class RunLock:
         handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
         handle.flush()
         self._handle = handle
+        # Temporary files of a writer killed mid-write (the lock proves it is gone):
+        # never visible as checkpoints, but a checkpoint's size each.
+        for stale in self.path.parent.glob(".*.tmp-*"):
+            stale.unlink(missing_ok=True)
         return self
 
     def __exit__(self, *exc) -> None:
