@@ -216,21 +216,27 @@ def info(manifest: dict) -> DatasetInfo:
     )
 
 
-def load_arrays(data_path: str | Path, manifest_path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
-    """Load every array and verify it against the manifest's sha256."""
-    manifest = read_manifest(manifest_path)
+def read_verified(path: str | Path, manifest: dict, manifest_path: str | Path, step: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz, each checked against the manifest's sha256
+    (``step`` is the rule that rebuilds the file, named in the error)."""
     try:
-        with np.load(data_path) as archive:
+        with np.load(path) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except Exception as error:
-        raise DataError(f"{data_path}: cannot read the prepared data ({error}); rerun the prepare_data step") from error
+        raise DataError(f"{path}: cannot read it ({error}); rerun the {step} step") from error
     for key, expected in manifest["sha256"].items():
         if key not in arrays or _sha256(arrays[key]) != expected:
             raise DataError(
-                f"{data_path}: array {key!r} does not match the sha256 in {manifest_path}; "
-                "the file is corrupt or was changed. Delete both and rerun the prepare_data step"
+                f"{path}: array {key!r} does not match the sha256 in {manifest_path}; "
+                f"the file is corrupt or was changed. Delete both and rerun the {step} step"
             )
-    return arrays, manifest
+    return arrays
+
+
+def load_arrays(data_path: str | Path, manifest_path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Load every array and verify it against the manifest's sha256."""
+    manifest = read_manifest(manifest_path)
+    return read_verified(data_path, manifest, manifest_path, "prepare_data"), manifest
 
 
 # Decoded images of a dataset read from a root are held in memory; larger
@@ -238,8 +244,9 @@ def load_arrays(data_path: str | Path, manifest_path: str | Path) -> tuple[dict[
 IN_MEMORY_LIMIT_BYTES = 8 * 2**30
 
 
-def load_split(data_path: str | Path, manifest_path: str | Path, split: str):
-    """(images, labels) of one split as torch tensors, plus the DatasetInfo.
+def load_splits(data_path: str | Path, manifest_path: str | Path, splits=SPLITS):
+    """{split: (images, labels)} as torch tensors from one verified read, plus
+    the DatasetInfo.
 
     Images are float32 (N, C, S, S) in [0, 1]. For a dataset read from a root,
     each image's shorter side is resized to S (bilinear, antialiased) and the
@@ -247,15 +254,24 @@ def load_split(data_path: str | Path, manifest_path: str | Path, split: str):
     """
     import torch
 
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; known: {SPLITS}")
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; known: {SPLITS}")
     arrays, manifest = load_arrays(data_path, manifest_path)
-    index = arrays[f"{split}_index"]
-    if manifest["dataset"] == "digits":
-        images = torch.from_numpy(arrays["images"][index])
-        labels = torch.from_numpy(arrays["labels"][index])
-        return images, labels, info(manifest)
-    return _decode_split(manifest, split, index), torch.from_numpy(arrays[f"{split}_labels"]), info(manifest)
+    loaded = {}
+    for split in splits:
+        index = arrays[f"{split}_index"]
+        if manifest["dataset"] == "digits":
+            loaded[split] = torch.from_numpy(arrays["images"][index]), torch.from_numpy(arrays["labels"][index])
+        else:
+            loaded[split] = _decode_split(manifest, split, index), torch.from_numpy(arrays[f"{split}_labels"])
+    return loaded, info(manifest)
+
+
+def load_split(data_path: str | Path, manifest_path: str | Path, split: str):
+    """(images, labels) of one split as torch tensors, plus the DatasetInfo."""
+    loaded, dataset_info = load_splits(data_path, manifest_path, (split,))
+    return (*loaded[split], dataset_info)
 
 
 def _decode_split(manifest: dict, split: str, index: np.ndarray):

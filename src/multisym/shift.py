@@ -61,13 +61,7 @@ def load_sets(shift_path, shift_manifest) -> tuple[dict[str, np.ndarray], np.nda
     """Every shift set as float32 images in [0, 1], the labels, the manifest
     (arrays checked against its sha256 first)."""
     manifest = data.read_manifest(shift_manifest)
-    with np.load(shift_path) as stored:
-        arrays = {key: stored[key] for key in stored.files}
-    for key, expected in manifest["sha256"].items():
-        if key not in arrays or data._sha256(arrays[key]) != expected:
-            raise data.DataError(
-                f"{shift_path}: array {key!r} does not match {shift_manifest}; delete both and rerun prepare_shift"
-            )
+    arrays = data.read_verified(shift_path, manifest, shift_manifest, "prepare_shift")
     sets = {name: arrays[name].astype(np.float32) / 255.0 for name in manifest["sets"]}
     return sets, arrays["labels"], manifest
 
@@ -77,22 +71,16 @@ def member_logits(model_path, probe_params, shift_path, shift_manifest, data_man
     """One member's logits on every shift set (SSL members need ``probe_params``)."""
     import torch
 
-    from .adapt import forward_in_batches, load_member
-    from .models import SupervisedModel, build_backbone, select_device
+    from .adapt import forward_in_batches, load_network
+    from .models import select_device
     from .pretrain import make_runtime, set_threads
     from .probe import probe_logits
 
     set_threads(threads)
     target = select_device(device)
     info = data.info(data.read_manifest(data_manifest))
-    exported, settings = load_member(model_path)
-    backbone = build_backbone(settings["backbone"], info.channels)
-    backbone.load_state_dict(exported["backbone"], strict=True)
-    if probe_params is None:
-        network = SupervisedModel(backbone, info.num_classes)
-        network.classifier.load_state_dict(exported["classifier"], strict=True)
-    else:
-        network = backbone
+    network, settings = load_network(model_path, info, classifier=probe_params is None)
+    if probe_params is not None:
         with np.load(probe_params) as stored:
             params = {k: stored[k] for k in stored.files}
     network = network.to(target)
