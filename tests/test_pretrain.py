@@ -99,3 +99,17 @@ def test_non_finite_loss_stops_with_member_and_epoch(tmp_path, smoke, prepared):
     settings = {**settings, "supervised": {**settings["supervised"], "optimizer": {**settings["supervised"]["optimizer"], "lr": 1e30}}}
     with pytest.raises(FloatingPointError, match=r"epoch \d+"):
         run(settings, prepared, tmp_path)
+
+
+def test_loss_monitor_sums_like_python_floats_and_names_the_bad_step():
+    from multisym.pretrain import LossMonitor
+
+    values = torch.rand(20, generator=torch.Generator().manual_seed(0))
+    monitor = LossMonitor("eq-rotation-s1", torch.device("cpu"), {"loss": 0.5})
+    expected = 0.5
+    for index, value in enumerate(values):
+        monitor.record({"loss": value}, epoch=2, index=index)
+        expected += float(value)
+    assert monitor.totals() == {"loss": expected}  # exact: a resumed epoch's log must not drift
+    with pytest.raises(FloatingPointError, match=r"eq-rotation-s1: loss is nan at epoch 3, step 7"):
+        monitor.record({"loss": torch.tensor(float("nan"))}, epoch=2, index=7)

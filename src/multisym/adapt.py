@@ -131,6 +131,7 @@ def finetune(
         raise ValueError(f"selection_split must be val or test, got {select!r}")
     recipe = settings["optimizer"]
     optimizer = optim.build_optimizer(model, recipe, target)
+    scaler = torch.amp.GradScaler(target.type, enabled=runtime.precision == "fp16")
     images, labels = images.to(target), labels.to(target)
     batch = min(settings["batch_size"], len(images))
     steps_per_epoch = len(images) // batch
@@ -152,8 +153,9 @@ def finetune(
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"fine-tune {Path(out_model).parent.name}: loss {loss.item()} at epoch {epoch}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             losses.append(loss.item())
             step += 1
         select_images, select_labels = (val_images, val_labels) if select == "val" else (test_images, test_labels)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 class LARS(torch.optim.Optimizer):
@@ -22,34 +22,59 @@ class LARS(torch.optim.Optimizer):
       1. g <- g + wd · w
       2. g <- g · η ||w|| / ||g||   (when both norms are > 0)
       3. m <- μ m + g;  w <- w - lr · m
+
+    ``foreach=True`` (the default) updates each group with a few multi-tensor
+    kernels and never reads a norm back to the host; ``foreach=False`` is the
+    per-parameter loop of the official code, kept as the baseline of
+    ``benchmarks/pretrain_step.py``. Both compute the same update.
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0, eta: float = 0.001):
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 eta: float = 0.001, foreach: bool = True):
         if lr <= 0 or eta <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
             raise ValueError(f"LARS: need lr > 0, eta > 0, 0 <= momentum < 1, weight_decay >= 0; got {lr}, {eta}, {momentum}, {weight_decay}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
         super().__init__(params, defaults)
+        self.foreach = foreach
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if not group["lars_exclude"]:
-                    grad = grad.add(p, alpha=group["weight_decay"])
-                    w_norm, g_norm = torch.linalg.norm(p), torch.linalg.norm(grad)
-                    trust = torch.where(
-                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, torch.ones_like(w_norm)
-                    )
-                    grad = grad.mul(trust)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            buffers = []
+            for p in params:
                 state = self.state[p]
                 if "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.mul_(group["momentum"]).add_(grad)
-                p.add_(buf, alpha=-group["lr"])
+                buffers.append(state["momentum_buffer"])
+            update = self._update_foreach if self.foreach else self._update_loop
+            update(group, params, [p.grad for p in params], buffers)
+
+    @staticmethod
+    def _trust(group: dict, w_norm: Tensor, g_norm: Tensor) -> Tensor:
+        """η ||w|| / ||g|| where both norms are positive, else 1."""
+        ok = (w_norm > 0) & (g_norm > 0)
+        return torch.where(ok, group["eta"] * w_norm / torch.where(ok, g_norm, 1.0), 1.0)
+
+    def _update_foreach(self, group: dict, params: list, grads: list, buffers: list) -> None:
+        if not group["lars_exclude"]:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            trust = self._trust(group, torch.stack(torch._foreach_norm(params)),
+                                torch.stack(torch._foreach_norm(grads)))
+            torch._foreach_mul_(grads, list(trust.to(grads[0].dtype).unbind()))
+        torch._foreach_mul_(buffers, group["momentum"])
+        torch._foreach_add_(buffers, grads)
+        torch._foreach_add_(params, buffers, alpha=-group["lr"])
+
+    def _update_loop(self, group: dict, params: list, grads: list, buffers: list) -> None:
+        for p, grad, buf in zip(params, grads, buffers):
+            if not group["lars_exclude"]:
+                grad = grad.add(p, alpha=group["weight_decay"])
+                grad = grad.mul(self._trust(group, torch.linalg.norm(p), torch.linalg.norm(grad)))
+            buf.mul_(group["momentum"]).add_(grad)
+            p.add_(buf, alpha=-group["lr"])
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -72,6 +72,7 @@ def supervised_view_spec(size: int, supervised: dict) -> ViewSpec:
 @dataclass
 class Runtime:
     device: torch.device
+    precision: str
     autocast: torch.autocast | None
     channels_last: bool
     mean: Tensor
@@ -88,7 +89,11 @@ class Runtime:
 
 class ContrastiveStep:
     """Loss of one batch for base / eq / inv members:
-    L = L_CL(z1, z2) + λ · L_eq (eq only), §2.3-§2.5."""
+    L = L_CL(z1, z2) + λ · L_eq (eq only), §2.3-§2.5.
+
+    ``draw`` makes the batch's views from the CPU generator; ``loss`` runs the
+    networks on them. Calling the step does both; the benchmark times ``loss``
+    alone on fixed views."""
 
     def __init__(self, settings: dict, model: ContrastiveModel, runtime: Runtime):
         self.mode = settings["mode"]
@@ -102,24 +107,32 @@ class ContrastiveStep:
         if self.mode == "inv":
             self.p = settings["p"]
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    def draw(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         views = [make_views(images, spec, generator) for spec in self.specs]
         if self.mode == "inv":
             views = [self.group.act(v, self.group.sample_non_identity(len(v), self.p, generator)) for v in views]
+        batch = {"view1": views[0], "view2": views[1]}
+        if self.mode == "eq":
+            batch["orbit"], batch["elements"] = self.group.orbit(make_views(images, self.small_spec, generator))
+        return batch
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        prepare, model = self.runtime.prepare, self.model
         with self.runtime.amp():
-            z1, z2 = (self.model.projector(self.model.backbone(self.runtime.prepare(v))) for v in views)
+            z1, z2 = (model.projector(model.backbone(prepare(batch[v]))) for v in ("view1", "view2"))
         terms = {"loss_cl": cross_view_info_nce(z1, z2, self.temperature)}
         loss = terms["loss_cl"]
         if self.mode == "eq":
-            small = make_views(images, self.small_spec, generator)
-            orbit, elements = self.group.orbit(small)
             with self.runtime.amp():
-                logits = self.model.eq_head(self.model.backbone(self.runtime.prepare(orbit)))
-            terms["loss_eq"] = equivariance_loss(logits, elements)
-            terms["eq_acc"] = (logits.argmax(1) == elements).float().mean()
+                logits = model.eq_head(model.backbone(prepare(batch["orbit"])))
+            terms["loss_eq"] = equivariance_loss(logits, batch["elements"])
+            terms["eq_acc"] = (logits.argmax(1) == batch["elements"]).float().mean()
             loss = loss + self.weight * terms["loss_eq"]
         terms["loss"] = loss
         return terms
+
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        return self.loss(self.draw(images, labels, generator))
 
 
 class SupervisedStep:
@@ -129,12 +142,68 @@ class SupervisedStep:
         self.model, self.runtime = model, runtime
         self.spec = supervised_view_spec(size, settings["supervised"])
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        views = make_views(images, self.spec, generator)
+    def draw(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        return {"view": make_views(images, self.spec, generator), "labels": labels}
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         with self.runtime.amp():
-            logits = self.model(self.runtime.prepare(views))
-        loss = F.cross_entropy(logits.float(), labels)
-        return {"loss": loss, "train_acc": (logits.argmax(1) == labels).float().mean()}
+            logits = self.model(self.runtime.prepare(batch["view"]))
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        return {"loss": loss, "train_acc": (logits.argmax(1) == batch["labels"]).float().mean()}
+
+    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        return self.loss(self.draw(images, labels, generator))
+
+
+class LossMonitor:
+    """Running sums of an epoch's loss terms, kept on the device, and the
+    non-finite-loss check.
+
+    On the CPU a step's loss is checked before its backward pass. On CUDA the
+    check reads a flag copied to pinned memory behind the loss and is made when
+    the next step is recorded (or the sums are read), so the host never waits
+    for the step in flight; a NaN step's update is then never saved, because
+    every checkpoint reads the sums first.
+    """
+
+    def __init__(self, member: str, device: torch.device, sums: dict[str, float] | None = None):
+        self.member, self.device = member, device
+        self.sums = {k: torch.tensor(v, dtype=torch.float64, device=device) for k, v in (sums or {}).items()}
+        self._pending: tuple | None = None
+        if device.type == "cuda":
+            self._flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+            self._event = torch.cuda.Event()
+
+    def record(self, terms: dict[str, Tensor], epoch: int, index: int) -> None:
+        self.check()
+        loss = terms["loss"].detach()
+        for key, value in terms.items():
+            value = value.detach().to(torch.float64)
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        if self.device.type == "cuda":
+            self._flag.copy_(torch.isfinite(loss), non_blocking=True)
+            self._event.record()
+            self._pending = (self._flag, loss, epoch, index)
+        else:
+            self._pending = (torch.isfinite(loss), loss, epoch, index)
+            self.check()
+
+    def check(self) -> None:
+        if self._pending is None:
+            return
+        flag, loss, epoch, index = self._pending
+        self._pending = None
+        if self.device.type == "cuda":
+            self._event.synchronize()
+        if not bool(flag):
+            raise FloatingPointError(
+                f"member {self.member}: loss is {loss.item()} at epoch {epoch + 1}, step {index}; stopping"
+            )
+
+    def totals(self) -> dict[str, float]:
+        """The sums as floats (one host read per epoch)."""
+        self.check()
+        return {key: float(value) for key, value in self.sums.items()}
 
 
 # ------------------------------------------------------------------ helpers
@@ -150,14 +219,18 @@ def build_model(settings: dict, info: data.DatasetInfo) -> nn.Module:
 
 
 def make_runtime(device: torch.device, precision: str, info: data.DatasetInfo) -> Runtime:
-    """bf16 autocast and channels_last on CUDA by default; fp32 on the CPU."""
+    """bf16 autocast and channels_last on CUDA by default (fp16 with a loss
+    scaler on GPUs without bf16); fp32 on the CPU."""
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+        precision = "fp32"
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else None
     shape = (1, info.channels, 1, 1)
     return Runtime(
         device=device,
+        precision=precision,
         autocast=autocast,
         channels_last=device.type == "cuda",
         mean=torch.tensor(info.mean, device=device).view(shape),
@@ -280,7 +353,7 @@ def train_member(
             step_fn = ContrastiveStep(settings, model, runtime)
         # ------------------------------------------- optimizer and schedule
         optimizer = optim.build_optimizer(model, recipe["optimizer"], target)
-        scaler = torch.amp.GradScaler(target.type, enabled=precision == "fp16")
+        scaler = torch.amp.GradScaler(target.type, enabled=runtime.precision == "fp16")
         # ---------------------------------------------------------- resume
         state_path = run_dir / STATE_FILE
         epoch, step, history, resume = 0, 0, [], None
@@ -331,26 +404,22 @@ def train_member(
                     resume = None
                 else:
                     order, first, sums = torch.randperm(len(images), generator=generator).to(target), 0, {}
+                monitor = LossMonitor(run_dir.name, target, sums)
                 for index in range(first, steps_per_epoch):
                     batch = order[index * batch_size:(index + 1) * batch_size]
                     lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
                     optim.set_learning_rate(optimizer, lr)
                     terms = step_fn(images[batch], labels[batch], generator)
-                    loss = terms["loss"]
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"member {run_dir.name}: loss is {loss.item()} at epoch {epoch + 1}, step {index}; stopping"
-                        )
+                    monitor.record(terms, epoch, index)
                     optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
+                    scaler.scale(terms["loss"]).backward()
                     scaler.step(optimizer)
                     scaler.update()
                     step += 1
-                    for key, value in terms.items():
-                        sums[key] = sums.get(key, 0.0) + float(value.detach())
                     if stop.received is not None:
-                        save_state(batch=index + 1, order=order.cpu(), sums=sums)
+                        save_state(batch=index + 1, order=order.cpu(), sums=monitor.totals())
                         raise InterruptedRun(stop.received, run_dir.name, epoch, index + 1)
+                sums = monitor.totals()
                 epoch += 1
                 epochs_this_run += 1
                 seconds = time.perf_counter() - tick

@@ -41,12 +41,13 @@ class SymmetryGroup:
             raise ValueError(
                 f"need one element per image: {tuple(elements.shape)} vs batch {images.shape[0]}"
             )
-        elements = elements.to(images.device)
         out = images.clone()
         for g in range(1, self.order):
-            mask = elements == g
-            if mask.any():
-                out[mask] = self._apply_element(images[mask], g)
+            # Draws live on the CPU, so finding each element's samples never waits for the device.
+            index = (elements == g).nonzero().squeeze(1)
+            if index.numel():
+                index = index.to(images.device, non_blocking=True)
+                out[index] = self._apply_element(images[index], g)
         return out
 
     def orbit(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,7 +55,8 @@ class SymmetryGroup:
         ordered element-major, and their element labels (the Eq targets)."""
         batch = images.shape[0]
         labels = torch.arange(self.order, device=images.device).repeat_interleave(batch)
-        return self.act(images.repeat(self.order, 1, 1, 1), labels), labels
+        copies = [images] + [self._apply_element(images, g) for g in range(1, self.order)]
+        return torch.cat(copies), labels
 
     def sample_non_identity(
         self, batch: int, p: float, generator: torch.Generator

@@ -158,13 +158,16 @@ def _apply_to_subset(
 ) -> Tensor:
     """Return images with ``fn(images[mask], *(p[mask] for p in params))`` written back.
 
-    Samples outside the mask are returned bit-for-bit unchanged (and not computed).
+    Samples outside the mask are returned bit-for-bit unchanged (and not
+    computed). ``mask`` is the CPU draw, so choosing the subset never waits
+    for the device.
     """
-    idx = mask.nonzero().squeeze(1)
+    idx = mask.cpu().nonzero().squeeze(1)
     if idx.numel() == 0:
         return images
     if idx.numel() == images.shape[0]:
         return fn(images, *params)
+    idx = idx.to(images.device, non_blocking=True)
     out = images.clone()
     out[idx] = fn(images[idx], *(p[idx] for p in params))
     return out
@@ -241,7 +244,7 @@ def crop_resize(images: Tensor, boxes: Tensor, size: int) -> Tensor:
     which averages when downscaling and samples exactly at bin centres otherwise.
     """
     idx = torch.arange(images.shape[0], dtype=images.dtype, device=images.device)
-    rois = torch.cat([idx[:, None], boxes.to(images.device, images.dtype)], dim=1)
+    rois = torch.cat([idx[:, None], boxes.to(images.device, images.dtype, non_blocking=True)], dim=1)
     out = roi_align(
         images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True
     )
@@ -378,7 +381,7 @@ def gaussian_blur(images: Tensor, sigma: Tensor, ksize: int) -> Tensor:
     b, c, hgt, wid = images.shape
     if ksize <= 1:
         return images
-    kernels = gaussian_kernels(sigma.to(images.device, images.dtype), ksize)
+    kernels = gaussian_kernels(sigma.to(images.device, images.dtype, non_blocking=True), ksize)
     weight = kernels.repeat_interleave(c, dim=0)  # (B C, k)
     pad = ksize // 2
     x = images.reshape(1, b * c, hgt, wid)
@@ -430,10 +433,10 @@ def make_views(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> Te
 
     boxes = sample_crop_boxes(batch, height, width, spec.crop_scale, spec.crop_ratio, generator)
     u = torch.rand(batch, _N_UNIFORMS, generator=generator, dtype=torch.float64)
-    factors = _jitter_factors(u, spec).to(device, torch.float32)
-    sigma = _uniform(u[:, _U_SIGMA], *spec.blur_sigma).to(device, torch.float32)
-    draws = {
-        name: (u[:, col] < p).to(device)
+    factors = _jitter_factors(u, spec).to(device, torch.float32, non_blocking=True)
+    sigma = _uniform(u[:, _U_SIGMA], *spec.blur_sigma).to(device, torch.float32, non_blocking=True)
+    draws = {  # kept on the CPU: _apply_to_subset picks its samples there
+        name: u[:, col] < p
         for name, col, p in (
             ("flip", _U_FLIP, spec.flip_p),
             ("jitter", _U_JITTER, spec.jitter_p),
@@ -444,7 +447,7 @@ def make_views(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> Te
     }
 
     x = crop_resize(images, boxes, spec.size)
-    x = hflip(x, draws["flip"])
+    x = hflip(x, draws["flip"].to(device, non_blocking=True))
     use_hue = channels == 3 and spec.hue > 0
     x = _apply_to_subset(x, draws["jitter"], lambda y, f: _color_jitter(y, f, use_hue), factors)
     if channels == 3:

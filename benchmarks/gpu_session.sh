@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (see benchmarks/README.md): install the project
+# over the machine's own torch, run the CUDA tests, then both GPU benchmarks.
+# Wheels the machine lacks travel in .whl/ (jsonschema and its dependencies, lightly).
+set -o pipefail
+OUT=${OUT:-/tmp/bench-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+timeout -k 10 150 python3 -m pytest -q -p no:cacheprovider tests/test_views.py tests/test_optim.py \
+    tests/test_symmetries.py 2>&1 | tail -4
+timeout -k 10 240 python3 benchmarks/pretrain_step.py --out "$OUT/pretrain_step.json" 2>&1 | tee "$OUT/pretrain_step.log"
+timeout -k 10 240 python3 benchmarks/paper_path.py --out "$OUT/paper_path.json" 2>&1 | tee "$OUT/paper_path.log" | tail -6
