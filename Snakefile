@@ -19,6 +19,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/adapt.smk"
 include: "workflow/rules/ensemble.smk"
+include: "workflow/rules/transfer.smk"
 include: "workflow/rules/shift.smk"
 include: "workflow/rules/figures.smk"
 

@@ -100,6 +100,19 @@ def test_resolving_twice_is_stable():
         (lambda c: c.update(backbone={"widths": [8, 16], "blocks": [1]}), "backbone.blocks", "one entry per stage"),
         (lambda c: c.update(views={"crop_scale": [0.9, 0.2]}), "views.crop_scale", "exceeds"),
         (lambda c: c["members"].update(axes=[]), "members.axes", "at least one axis"),
+        (lambda c: c.update(transfer={"datasets": [{"key": "c100", "dataset": {"name": "cifar100"}}]}),
+         "transfer.datasets.0.dataset.splits.test", "official test split"),
+        (lambda c: c.update(transfer={"datasets": [{"key": "a", "dataset": {"name": "digits_rotated"}}] * 2}),
+         "transfer.datasets.1.key", "used by two"),
+        (lambda c: c.update(transfer={"datasets": [{"key": "A b", "dataset": {"name": "digits_rotated"}}]}),
+         "transfer.datasets.0.key", "does not match"),
+        (lambda c: c.update(transfer={"datasets": [{"key": "a", "dataset": {"name": "digits_rotated"}, "mode": "lp"}]}),
+         "transfer.datasets.0.mode", "allowed values"),
+        (lambda c: c.update(transfer={"datasets": [{"key": "a", "dataset": {"name": "digits_rotated", "channels": 2}}]}),
+         "transfer.datasets.0.dataset.channels", "allowed values"),
+        (lambda c: c.update(members={"seeds": {"base": [1, 2, 3, 4, 5]}}, ensembles={"pools": ["base"]},
+                            transfer={"datasets": [{"key": "a", "dataset": {"name": "digits_rotated"}}]}),
+         "transfer.datasets", "Eq and Inv members"),
     ],
 )
 def test_invalid_configs_name_the_key(mutate, key, fragment):
@@ -110,6 +123,21 @@ def test_invalid_configs_name_the_key(mutate, key, fragment):
     message = str(error.value)
     assert f"'{key}'" in message
     assert fragment in message
+
+
+def test_transfer_datasets_take_the_pretraining_format_unless_given():
+    raw = minimal()
+    raw["dataset"]["image_size"] = 24
+    raw["transfer"] = {"datasets": [
+        {"key": "inherits", "dataset": {"name": "cifar100", "root": "c", "splits": {"test": None}}},
+        {"key": "own", "dataset": {"name": "cifar100", "root": "c", "splits": {"test": None}, "image_size": 32,
+                                   "channels": 3}, "mode": "finetune", "finetune": {"epochs": 5}},
+    ]}
+    inherits, own = resolve(raw)["transfer"]["datasets"]
+    assert (inherits["dataset"]["image_size"], inherits["dataset"]["channels"]) == (24, 1)  # digits: grey
+    assert inherits["mode"] == "probe" and inherits["finetune"]["epochs"] == 100
+    assert (own["dataset"]["image_size"], own["dataset"]["channels"]) == (32, 3)
+    assert own["finetune"]["epochs"] == 5 and own["finetune"]["lr"]["inv"] == [0.004]
 
 
 def test_all_violations_are_reported_at_once():

@@ -228,3 +228,50 @@ def test_reshaped_array_fails_the_manifest_check(prepared, tmp_path):
     np.savez(bad, **changed)
     with pytest.raises(DataError, match="reshaped.npz"):
         load_arrays(bad, manifest_path)
+
+
+def test_digits_rotated_turns_every_image_by_quarter_turns(prepared, tmp_path):
+    """The stand-in transfer set: each image is one of the four rotations of the
+    same digit, with a seeded spread of turns, and the same labels and splits."""
+    _, _, manifest, arrays = prepared
+    rotated = {**dataset_section(), "name": "digits_rotated"}
+    rotated_manifest = prepare(rotated, tmp_path / "r.npz", tmp_path / "r.json")
+    with np.load(tmp_path / "r.npz") as archive:
+        turned = {key: archive[key] for key in archive.files}
+    assert np.array_equal(turned["labels"], arrays["labels"])
+    assert np.array_equal(turned["test_index"], arrays["test_index"])
+    turns = []
+    for original, image in zip(arrays["images"], turned["images"]):
+        matches = [k for k in range(4) if np.array_equal(np.rot90(original, k, axes=(1, 2)), image)]
+        assert matches, "an image is not a quarter-turn of its digit"
+        turns.append(matches[0])
+    counts = np.bincount(turns, minlength=4)
+    assert counts.min() > 0.2 * len(turns)  # all four turns, roughly uniform
+    assert "turned" in rotated_manifest["source"] and rotated_manifest["channels"] == 1
+
+
+def test_channels_three_repeats_grey_digits(tmp_path):
+    manifest = prepare({**dataset_section(), "channels": 3}, tmp_path / "c.npz", tmp_path / "c.json")
+    images, _, info = load_split(tmp_path / "c.npz", tmp_path / "c.json", "train")
+    assert manifest["channels"] == info.channels == 3 and images.shape[1] == 3
+    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 0], images[:, 2])
+    assert len(info.mean) == 3
+
+
+def test_root_dataset_in_one_channel_is_its_luma(tmp_path):
+    """A transfer set read from a root, given to grey members: ITU-R 601 luma of
+    its RGB decode (within uint8 rounding)."""
+    import dataset_fixtures as fx
+
+    root = fx.write_food101(tmp_path / "food", classes=2, per_class=4)
+    section = {"name": "food101", "root": str(root), "image_size": 12, "checksum": "listing",
+               "classes": None, "splits": {"val": 0.25, "test": None, "seed": 0}}
+    decoded = {}
+    for channels in (3, 1):
+        folder = tmp_path / f"c{channels}"
+        prepare({**section, "channels": channels}, folder / "d.npz", folder / "m.json")
+        decoded[channels], _, info = load_split(folder / "d.npz", folder / "m.json", "train")
+        assert info.channels == channels and len(info.mean) == channels
+    luma = (torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1) * decoded[3]).sum(1, keepdim=True)
+    assert decoded[1].shape == luma.shape
+    assert (decoded[1] - luma).abs().max() <= 1.5 / 255

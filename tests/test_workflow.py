@@ -115,6 +115,7 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
             assert (root / "figures" / f"{figure}.{ext}").stat().st_size > 1000
     check_numbers_agree(root)
     check_shift_agrees(root)
+    check_transfer_agrees(root, cfg)
 
     again = workflow_copy.snakemake("figures", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -124,6 +125,8 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     workflow_copy.write_config("config.yaml", changed)
     counts = planned_jobs(workflow_copy.snakemake("figures", "-n").stdout)
     assert counts["pretrain"] == 1 and counts["features"] == 1 and counts["probe"] == 1
+    assert counts["transfer_features"] == 1 and counts["transfer_probe"] == 1
+    assert "prepare_transfer_data" not in counts
     assert "sup_logits" not in counts and "finetune" not in counts and "prepare_data" not in counts
     # only the pools holding Eq members are rebuilt
     assert counts["ensemble"] == 4
@@ -160,6 +163,30 @@ def check_shift_agrees(root):
         assert entry["sets"]["clean"]["members_mean"]["accuracy"] == pytest.approx(np.mean(accuracies))
     assert shift["stand_in"] is True and {m["member"] for m in members} >= {
         m for e in shift["pools"].values() for m in e["greedy_members"]}
+
+
+def check_transfer_agrees(root, cfg):
+    """Every Eq and Inv member has logits on the stand-in transfer set; the
+    transfer tables repeat its ensembles' numbers and say they are a stand-in."""
+    transfer = root / "transfer" / "rotated"
+    members = [m for m in member_table(cfg) if m.mode in ("eq", "inv")]
+    assert sorted(p.stem for p in (transfer / "logits").glob("*.npz") if "." not in p.stem) == sorted(
+        m.folder for m in members)
+    manifest = json.loads((transfer / "data" / "manifest.json").read_text())
+    assert manifest["dataset"] == "digits_rotated" and manifest["image_size"] == cfg["dataset"]["image_size"]
+    greedy = json.loads((transfer / "ensembles" / "eq_inv_greedy.json").read_text())
+    table5 = list(csv.DictReader(open(root / "tables" / "table5.csv")))
+    cell = next(r for r in table5 if r["row"] == "Greedy M=2 Eq+Inv" and r["column"] == "rotated top-1")
+    assert float(cell["value"]) == pytest.approx(greedy["sizes"][1]["metrics"]["accuracy"]["value"])
+    assert "stand-in" in (root / "tables" / "table5.md").read_text()
+    table9 = list(csv.DictReader(open(root / "tables" / "table9.csv")))
+    assert list(dict.fromkeys(r["column"] for r in table9)) == ["digits", "rotated"]
+    dominance = json.loads((root / "metrics" / "members.json").read_text())["dominance"]
+    cell = next(r for r in table9 if r["row"] == "Eq>Inv (% classes)" and r["column"] == "digits")
+    assert float(cell["value"]) == pytest.approx(dominance["best_pair"]["eq_better"])
+    for name in ("table8.csv", "table9.md"):
+        assert (root / "tables" / name).stat().st_size > 0
+    assert (root / "figures" / "figure4.png").stat().st_size > 1000
 
 
 def check_numbers_agree(root):

@@ -258,6 +258,12 @@ def cmd_ensemble(args) -> None:
                  "classes": spec["classes"], **result}, args.out)
 
 
+def cmd_dataset_summary(args) -> None:
+    from .transfer import write_summary
+
+    write_summary(json.loads(args.spec_json), args.members, args.ensembles, args.out)
+
+
 def cmd_table(args) -> None:
     from . import tables
 
@@ -399,6 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", required=True, choices=("greedy", "random"))
     p.add_argument("--spec-json", required=True, help="pool, members, classes and the ensembles settings")
     p.add_argument("--logits", nargs="+", required=True, help="logits files, in the order of the spec's members")
+    p.add_argument("--out", required=True)
+
+    p = command("dataset-summary", cmd_dataset_summary,
+                "one dataset's singles, ensembles, dominance and Δ for the transfer tables")
+    p.add_argument("--spec-json", required=True, help="key, label, dataset name and delta_size as JSON")
+    p.add_argument("--members", required=True, help="the dataset's member metrics JSON")
+    p.add_argument("--ensembles", nargs="+", required=True, help="its Eq / Inv / Eq+Inv ensemble JSONs")
     p.add_argument("--out", required=True)
 
     p = command("table", cmd_table, "write one of the paper's tables (CSV and Markdown) from result files")

@@ -88,6 +88,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     Raises :class:`ConfigError` listing every violation, each naming its key.
     """
     resolved = copy.deepcopy(dict(config))
+    _inherit_transfer_format(resolved)
     validator = _validator_filling_defaults()(load_schema())
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path))
     if errors:
@@ -96,12 +97,60 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     _fill_derived(resolved)
     _check_consistency(resolved)
     _check_ensembles(resolved)
+    _check_transfer(resolved)
     return resolved
+
+
+EMBEDDED_DATASETS = ("digits", "digits_rotated")
+
+
+def is_embedded(name: str) -> bool:
+    """Whether a dataset ships with the package (scikit-learn's digits) rather
+    than being read from a root."""
+    return name in EMBEDDED_DATASETS
+
+
+def own_channels(dataset: dict) -> int:
+    """Channels of a dataset's images before any conversion."""
+    return 1 if is_embedded(dataset["name"]) else 3
+
+
+def _inherit_transfer_format(config: dict) -> None:
+    """Transfer datasets take the pretraining dataset's image size and channels
+    where they leave them out, so the members' networks fit them (§5: CIFAR-100
+    resized to 224). Runs before validation, on whatever was given."""
+    primary, transfer = config.get("dataset"), config.get("transfer")
+    if not isinstance(primary, dict) or not isinstance(transfer, dict):
+        return
+    for entry in transfer.get("datasets") or []:
+        dataset = entry.get("dataset") if isinstance(entry, dict) else None
+        if not isinstance(dataset, dict):
+            continue
+        if "image_size" not in dataset and "image_size" in primary:
+            dataset["image_size"] = primary["image_size"]
+        if "channels" not in dataset and isinstance(primary.get("name"), str):
+            dataset["channels"] = primary.get("channels") or own_channels(primary)
+
+
+def _check_transfer(config: dict) -> None:
+    """Unique keys, valid splits, and Eq or Inv members to transfer."""
+    keys = [entry["key"] for entry in config["transfer"]["datasets"]]
+    for index, entry in enumerate(config["transfer"]["datasets"]):
+        prefix = f"transfer.datasets.{index}"
+        if entry["key"] in keys[:index]:
+            raise ConfigError(f"config key '{prefix}.key': {entry['key']!r} is used by two transfer datasets")
+        _check_splits(entry["dataset"], f"{prefix}.dataset")
+    sizes = class_sizes(config)
+    if keys and not (sizes["eq"] or sizes["inv"]):
+        raise ConfigError(
+            "config key 'transfer.datasets': transfer adapts the Eq and Inv members of ensembles.axis, "
+            "but there are none; add members.seeds.eq or .inv, or remove the transfer datasets"
+        )
 
 
 def _check_consistency(config: dict) -> None:
     """Rules that a JSON schema cannot express."""
-    _check_splits(config["dataset"])
+    _check_splits(config["dataset"], "dataset")
     backbone = config["backbone"]
     if backbone["arch"] == "small_resnet" and len(backbone["widths"]) != len(
         backbone["blocks"]
@@ -133,28 +182,28 @@ OFFICIAL_TEST = ("cifar10", "cifar100", "flowers102", "food101", "imagenet", "im
 OFFICIAL_VAL = ("flowers102",)
 
 
-def _check_splits(dataset: dict) -> None:
+def _check_splits(dataset: dict, key: str) -> None:
     """Held-out fractions exist exactly where the dataset lacks an official split."""
     name, splits = dataset["name"], dataset["splits"]
     if name in OFFICIAL_TEST and splits["test"] is not None:
         raise ConfigError(
-            f"config key 'dataset.splits.test': {name} has an official test split; set it to null"
+            f"config key '{key}.splits.test': {name} has an official test split; set it to null"
         )
     if name not in OFFICIAL_TEST and splits["test"] is None:
         raise ConfigError(
-            f"config key 'dataset.splits.test': {name} has no labelled test split; give the fraction to hold out"
+            f"config key '{key}.splits.test': {name} has no labelled test split; give the fraction to hold out"
         )
     if name in OFFICIAL_VAL and splits["val"] is not None:
-        raise ConfigError(f"config key 'dataset.splits.val': {name} has an official val split; set it to null")
+        raise ConfigError(f"config key '{key}.splits.val': {name} has an official val split; set it to null")
     if name not in OFFICIAL_VAL and splits["val"] is None:
-        raise ConfigError(f"config key 'dataset.splits.val': give the fraction of {name}'s training data to hold out")
+        raise ConfigError(f"config key '{key}.splits.val': give the fraction of {name}'s training data to hold out")
     held_out = (splits["val"] or 0) + (splits["test"] or 0)
     if held_out >= 1:
-        raise ConfigError(f"config key 'dataset.splits': val + test = {held_out:g} leaves nothing to train on")
+        raise ConfigError(f"config key '{key}.splits': val + test = {held_out:g} leaves nothing to train on")
     if name == "imagenet100" and not dataset["classes"]:
-        raise ConfigError("config key 'dataset.classes': imagenet100 needs the list of its class wnids")
+        raise ConfigError(f"config key '{key}.classes': imagenet100 needs the list of its class wnids")
     if name != "imagenet100" and dataset["classes"] is not None:
-        raise ConfigError(f"config key 'dataset.classes': only imagenet100 takes a class list, not {name}")
+        raise ConfigError(f"config key '{key}.classes': only imagenet100 takes a class list, not {name}")
 
 
 def _check_imported(config: dict) -> None:

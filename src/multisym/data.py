@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import is_embedded, own_channels
 from .errors import UserError
 from .files import atomic_write_bytes, atomic_write_text
 
@@ -47,6 +48,12 @@ def _sha256(array: np.ndarray) -> str:
     digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
     digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
+
+
+def channels_of(dataset: dict) -> int:
+    """Channels a dataset section's images are given in (``dataset.channels``,
+    else the dataset's own)."""
+    return dataset.get("channels") or own_channels(dataset)
 
 
 def _load_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,11 +136,18 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def _prepare_digits(dataset: dict) -> tuple[dict, dict]:
     images, labels = _load_digits(dataset["image_size"])
+    if dataset["name"] == "digits_rotated":
+        # The stand-in transfer set: a domain where rotation is a symmetry of the data.
+        turns = np.random.default_rng(dataset["splits"]["seed"]).integers(0, 4, len(images))
+        images = np.stack([np.rot90(image, k, axes=(1, 2)) for image, k in zip(images, turns)])
+    if channels_of(dataset) == 3:
+        images = np.repeat(images, 3, axis=1)
     splits = stratified_split(labels, dataset["splits"], dataset["splits"]["seed"])
     train = images[splits["train"]]
     arrays = {"images": images, "labels": labels, **{f"{s}_index": splits[s] for s in SPLITS}}
     facts = {
-        "source": "sklearn.datasets.load_digits",
+        "source": "sklearn.datasets.load_digits" + (
+            ", each image turned by a seeded random multiple of 90 degrees" if dataset["name"] == "digits_rotated" else ""),
         "num_classes": int(labels.max() + 1),
         "channels": int(images.shape[1]),
         "mean": [float(m) for m in train.mean(axis=(0, 2, 3))],
@@ -159,9 +173,9 @@ def _prepare_root(dataset: dict) -> tuple[dict, dict]:
         "root": dataset["root"],
         "split_sources": {split: source for split, (source, _) in parts.items()},
         "num_classes": int(num_classes),
-        "channels": 3,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "channels": channels_of(dataset),
+        "mean": list(IMAGENET_MEAN) if channels_of(dataset) == 3 else [float(np.mean(IMAGENET_MEAN))],
+        "std": list(IMAGENET_STD) if channels_of(dataset) == 3 else [float(np.mean(IMAGENET_STD))],
         "class_counts": {s: np.bincount(arrays[f"{s}_labels"], minlength=num_classes).tolist() for s in SPLITS},
         "files": files_digest(files, dataset["checksum"] == "full"),
     }
@@ -175,7 +189,7 @@ def prepare(dataset: dict, out_data: str | Path, out_manifest: str | Path) -> di
     from a root: its root and layout are checked here (before any training can
     start), then split indices and labels are written; images stay in the root.
     """
-    build = _prepare_digits if dataset["name"] == "digits" else _prepare_root
+    build = _prepare_digits if is_embedded(dataset["name"]) else _prepare_root
     arrays, facts = build(dataset)
     manifest = {
         "dataset": dataset["name"],
@@ -261,7 +275,7 @@ def load_splits(data_path: str | Path, manifest_path: str | Path, splits=SPLITS)
     loaded = {}
     for split in splits:
         index = arrays[f"{split}_index"]
-        if manifest["dataset"] == "digits":
+        if is_embedded(manifest["dataset"]):
             loaded[split] = torch.from_numpy(arrays["images"][index]), torch.from_numpy(arrays["labels"][index])
         else:
             loaded[split] = _decode_split(manifest, split, index), torch.from_numpy(arrays[f"{split}_labels"])
@@ -280,8 +294,8 @@ def _decode_split(manifest: dict, split: str, index: np.ndarray):
 
     from .datasets import open_sources
 
-    size = manifest["image_size"]
-    needed = len(index) * 3 * size * size * 4
+    size, channels = manifest["image_size"], manifest["channels"]
+    needed = len(index) * channels * size * size * 4
     if needed > IN_MEMORY_LIMIT_BYTES:
         raise DataError(
             f"the {split} split of {manifest['dataset']} needs {needed / 2**30:.1f} GiB decoded in memory "
@@ -292,9 +306,9 @@ def _decode_split(manifest: dict, split: str, index: np.ndarray):
     source = sources[manifest["split_sources"][split]]
     transform = v2.Compose([
         v2.PILToTensor(), v2.RGB(), v2.Resize(size, antialias=True), v2.CenterCrop(size),
-        v2.ToDtype(torch.float32, scale=True),
+        *([v2.Grayscale(1)] if channels == 1 else []), v2.ToDtype(torch.float32, scale=True),
     ])
-    images = torch.empty(len(index), 3, size, size)
+    images = torch.empty(len(index), channels, size, size)
     for row, i in enumerate(index):
         image, _ = source.dataset[int(i)]
         images[row] = transform(image)

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets as tv
 from torchvision.datasets.folder import default_loader
 
+from .config import is_embedded
 from .errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
@@ -244,4 +245,4 @@ def open_sources(spec: dict) -> dict[str, Source]:
 
 
 def has_official_test(name: str) -> bool:
-    return name not in ("digits", "inat2019")
+    return not is_embedded(name) and name != "inat2019"

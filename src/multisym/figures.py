@@ -8,6 +8,7 @@ bootstrap 95% CIs as error bars.
 Figure 3: at M = diversity_size, random ensembles of each method: diversity
 (pairwise error inconsistency), ensemble efficiency and accuracy; bars are
 the mean over draws, error bars the std over draws.
+Figure 4: class dominance of Eq vs Inv and the Eq+Inv gain per dataset.
 Figure 6: per-class accuracy of single members, Eq vs Inv and Eq vs Eq.
 Figure 7: accuracy vs fraction removed by uncertainty, greedy Eq ensembles.
 """
@@ -136,7 +137,38 @@ def figure7(results: list[dict], spec: dict):
     return fig
 
 
-BUILDERS = {"figure2": figure2, "figure3": figure3, "figure6": figure6, "figure7": figure7}
+def figure4(results: list[dict], spec: dict):
+    """Per dataset (pretraining dataset first): % of classes where the best-on-val
+    Eq member beats the best-on-val Inv member and the reverse, with bootstrap
+    95% CIs; above each pair, Δ top-1 / Δ efficiency of greedy Eq+Inv minus Eq."""
+    import numpy as np
+
+    summaries = [r for r in results if r["dominance"]]
+    fig, ax = plt.subplots(figsize=(1.6 * len(summaries) + 2.5, 4))
+    x = np.arange(len(summaries))
+    for offset, key, pool, label in ((-0.2, "eq_better", "eq", "Eq > Inv"), (0.2, "inv_better", "inv", "Inv > Eq")):
+        values = np.array([s["dominance"][key] for s in summaries])
+        low = values - np.array([s["dominance"]["ci"][key][0] for s in summaries])
+        high = np.array([s["dominance"]["ci"][key][1] for s in summaries]) - values
+        ax.bar(x + offset, values, width=0.4, yerr=[low, high], capsize=3, color=PALETTE[pool], label=label)
+    top = max(s["dominance"]["ci"][k][1] for s in summaries for k in ("eq_better", "inv_better"))
+    for index, summary in enumerate(summaries):
+        delta = summary["delta"]
+        if delta:
+            ax.text(index, top + 3, f"Δacc {delta['accuracy']:+.1f}\nΔeff {delta['efficiency']:+.1f}",
+                    ha="center", va="bottom", fontsize=7)
+    labels = [s["label"] + (" (stand-in)" if s["stand_in"] else "") for s in summaries]
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0, min(110.0, top + 18))
+    ax.set_ylabel("% of classes")
+    size = next((s["delta"]["size"] for s in summaries if s["delta"]), None)
+    ax.set_title(f"Figure 4 ({spec['name']}): class dominance of Eq vs Inv; Δ = greedy Eq+Inv − Eq at M={size}",
+                 fontsize=9)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
+    return fig
+
+
+BUILDERS = {"figure2": figure2, "figure3": figure3, "figure4": figure4, "figure6": figure6, "figure7": figure7}
 
 
 def write(figure: str, inputs: list[str], spec: dict, out_pdf: str, out_png: str) -> None:

@@ -7,10 +7,12 @@
     results/<name>/finetune/<folder>/model.pt, epochs.csv    (SSL-FT members)
     results/<name>/logits/<folder>.npz                      (every member; val + test)
     results/<name>/shift/sets.npz, manifest.json, logits/<folder>.npz, metrics.json
-    results/<name>/metrics/members.json
+    results/<name>/metrics/members.json, dataset_summary.json
     results/<name>/ensembles/<pool>_<strategy>.json
     results/<name>/tables/<table>.csv, .md
     results/<name>/figures/<figure>.pdf, .png
+    results/<name>/transfer/<key>/...   (a transfer dataset: data, features, adapt,
+                                         logits, metrics, ensembles as above)
     logs/<name>/<step>/<thing>.log
 """
 
@@ -90,6 +92,10 @@ class Layout:
     def member_metrics(self) -> str:
         return f"{self.root}/metrics/members.json"
 
+    @property
+    def dataset_summary(self) -> str:
+        return f"{self.root}/metrics/dataset_summary.json"
+
     def ensemble(self, pool: str, strategy: str) -> str:
         return f"{self.root}/ensembles/{pool}_{strategy}.json"
 
@@ -98,6 +104,11 @@ class Layout:
 
     def figure(self, figure: str, ext: str) -> str:
         return f"{self.root}/figures/{figure}.{ext}"
+
+    def transfer(self, key: str) -> "Layout":
+        """The same layout for a transfer dataset, under results/<name>/transfer/<key>
+        (``key`` may be a wildcard pattern such as ``{tdata}``)."""
+        return Layout(f"{self.name}/transfer/{key}", self.results, self.logs)
 
     def log(self, step: str, thing: str) -> str:
         return f"{self.logs}/{self.name}/{step}/{thing}.log"

@@ -156,14 +156,22 @@ def pools(config: dict, members: list[Member], finetuned: list[FinetunedMember])
     return {pool: {cls: by_class[cls] for cls in POOL_CLASSES[pool]} for pool in config["ensembles"]["pools"]}
 
 
+def transfer_members(config: dict, members: list[Member]) -> list[Member]:
+    """The members adapted to every transfer dataset: Eq and Inv of the
+    ensembles axis (§5), trained or imported."""
+    axis = config["ensembles"]["axis"]
+    return [m for m in members if m.mode in ("eq", "inv") and m.axis == axis]
+
+
 def by_folder(members: list) -> dict[str, Any]:
     return {m.folder: m for m in members}
 
 
-def adaptation_candidates(config: dict, member: Member) -> list[dict]:
+def adaptation_candidates(config: dict, member: Member, protocol: dict | None = None) -> list[dict]:
     """Fine-tuning settings of each learning rate of an SSL member's grid
-    (adapt mode finetune); the seed is the member's own."""
-    spec = config["adapt"]["finetune"]
+    (adapt mode finetune, or a transfer dataset's ``protocol``); the seed is
+    the member's own."""
+    spec = protocol or config["adapt"]["finetune"]
     optimizer = {"name": "sgd", "momentum": spec["momentum"], "weight_decay": spec["weight_decay"],
                  "warmup_epochs": spec["warmup_epochs"], "final_lr_ratio": spec["final_lr_ratio"],
                  "lars_eta": 0.001}

@@ -17,6 +17,7 @@ import json
 import numpy as np
 
 from . import data
+from .config import is_embedded
 from .files import atomic_write_text
 
 CLEAN = "clean"
@@ -42,7 +43,7 @@ def prepare(settings: dict, data_path, manifest_path, out_data, out_manifest) ->
             arrays[set_name(corruption, severity)] = to_uint8(corrupt(clean, corruption, severity, seed))
     manifest = {
         "dataset": info.name,
-        "stand_in": info.name == "digits",
+        "stand_in": is_embedded(info.name),
         "settings": settings,
         "images": int(count),
         "sets": [CLEAN] + [set_name(c, s) for c in settings["corruptions"] for s in settings["severities"]],

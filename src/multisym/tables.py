@@ -31,6 +31,9 @@ TITLES = {
     "table2": "Table 2: ensemble test top-1 (%) vs ensemble size M, random (mean ± std over draws) and greedy (value [95% CI])",
     "table3": "Table 3: diversity of random ensembles at M = {m} (mean ± std over draws)",
     "table4": "Table 4: NLL, ECE, Brier and AUUQC of ensembles vs size M (greedy: value [95% CI]; random: mean ± std)",
+    "table5": "Table 5: transfer, test top-1 (%) of single members and greedy ensembles, with ensemble efficiency (points)",
+    "table8": "Table 8: transfer, test top-1 (%) of random ensembles (mean ± std over draws), with ensemble efficiency (points)",
+    "table9": "Table 9: class dominance of Eq vs Inv (% classes, best-on-val members) and greedy Eq+Inv minus Eq per dataset",
     "table_shift": "Shift table: members and greedy ensembles on locally corrupted test images (mean over corruption types per severity)",
 }
 
@@ -179,7 +182,77 @@ def table_shift(results: list[dict], spec: dict) -> list[Cell]:
     return cells
 
 
-BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table_shift": table_shift}
+def _stand_in_note(summary: dict) -> str:
+    return f"stand-in: {summary['label']} is {summary['stand_in']}" if summary["stand_in"] else ""
+
+
+TRANSFER_POOLS = (("eq", "Eq"), ("eq_inv", "Eq+Inv"))
+
+
+def _transfer_cells(table: str, summaries: list[dict], strategy: str) -> list[Cell]:
+    """Rows as the paper's Tables 5 and 8: single Eq and Inv, then each size
+    for Eq and Eq+Inv; one top-1 and one efficiency column per dataset."""
+    cells = []
+    for summary in summaries:
+        column, note = summary["label"], _stand_in_note(summary)
+        for mode, label in (("eq", "Eq"), ("inv", "Inv")):
+            single = summary["singles"].get(mode)
+            if single:
+                cells.append(Cell(table, f"Single {label}", f"{column} top-1", single["mean"], std=single["std"],
+                                  n=single["n"], note=note))
+        sizes = sorted({e["size"] for pool, _ in TRANSFER_POOLS for e in summary[strategy].get(pool, [])
+                        if e["size"] >= 2})
+        for size in sizes:
+            for pool, label in TRANSFER_POOLS:
+                entry = next((e for e in summary[strategy].get(pool, []) if e["size"] == size), None)
+                if entry is None:
+                    continue
+                row = f"{strategy.capitalize()} M={size} {label}"
+                if strategy == "greedy":
+                    low, high = entry["accuracy_ci"]
+                    cells.append(Cell(table, row, f"{column} top-1", entry["accuracy"], ci_low=low, ci_high=high,
+                                      note=note))
+                    cells.append(Cell(table, row, f"{column} efficiency", entry["efficiency"], note=note))
+                else:
+                    cells.append(Cell(table, row, f"{column} top-1", entry["accuracy"], std=entry["accuracy_std"],
+                                      n=entry["draws"], note=note))
+                    cells.append(Cell(table, row, f"{column} efficiency", entry["efficiency"],
+                                      std=entry["efficiency_std"], n=entry["draws"], note=note))
+    return cells
+
+
+def table5(results: list[dict], spec: dict) -> list[Cell]:
+    return _transfer_cells("table5", results, "greedy")
+
+
+def table8(results: list[dict], spec: dict) -> list[Cell]:
+    return _transfer_cells("table8", results, "random")
+
+
+def table9(results: list[dict], spec: dict) -> list[Cell]:
+    """Per dataset (the pretraining dataset first): % classes Eq > Inv and
+    Eq < Inv (best-on-val members, with bootstrap CIs), and Δ top-1 and Δ
+    efficiency of greedy Eq+Inv minus greedy Eq at M = transfer.ensemble_size."""
+    cells = []
+    for summary in results:
+        column, note = summary["label"], _stand_in_note(summary)
+        dominance = summary["dominance"]
+        if dominance:
+            pair = f"{dominance['eq']} vs {dominance['inv']}"
+            for key, row in (("eq_better", "Eq>Inv (% classes)"), ("inv_better", "Eq<Inv (% classes)")):
+                low, high = dominance["ci"][key]
+                cells.append(Cell("table9", row, column, dominance[key], ci_low=low, ci_high=high,
+                                  note="; ".join(n for n in (pair, note) if n)))
+        delta = summary["delta"]
+        if delta:
+            cells.append(Cell("table9", f"Δ top-1 (EI−EE, greedy M={delta['size']})", column, delta["accuracy"], note=note))
+            cells.append(Cell("table9", f"Δ efficiency (EI−EE, greedy M={delta['size']})", column,
+                              delta["efficiency"], note=note))
+    return cells
+
+
+BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table5": table5,
+            "table8": table8, "table9": table9, "table_shift": table_shift}
 
 
 # ----------------------------------------------------------------- writers
@@ -211,7 +284,7 @@ def to_markdown(cells: list[Cell], title: str) -> str:
     lines = [f"**{title}**", "", "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
         lines.append(f"| {row} | " + " | ".join(grid.get((row, c), "–") for c in columns) + " |")
-    notes = sorted({c.note for c in cells if c.note and ("paper" in c.note or "stand-in" in c.note)})
+    notes = sorted({part for c in cells for part in c.note.split("; ") if "paper" in part or "stand-in" in part})
     lines += [""] + [f"Note: {n}" for n in notes]
     return "\n".join(lines).rstrip() + "\n"
 

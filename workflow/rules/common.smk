@@ -14,6 +14,7 @@ from multisym.members import (
     finetuned_members,
     member_table,
     pools,
+    transfer_members,
 )
 
 config = resolve(config)
@@ -25,8 +26,20 @@ MEMBER_BY_FOLDER = by_folder(MEMBERS)
 FINETUNED_BY_FOLDER = by_folder(FINETUNED)
 ADAPT_MODE = config["adapt"]["mode"]
 STRATEGIES = ("greedy", "random")
-TABLES = ("table1", "table2", "table3", "table4", "table_shift")
-FIGURES = ("figure2", "figure3", "figure6", "figure7")
+TABLES = (
+    "table1",
+    "table2",
+    "table3",
+    "table4",
+    "table5",
+    "table8",
+    "table9",
+    "table_shift",
+)
+FIGURES = ("figure2", "figure3", "figure4", "figure6", "figure7")
+TRANSFER = {entry["key"]: entry for entry in config["transfer"]["datasets"]}
+TRANSFER_MEMBERS = transfer_members(config, MEMBERS)
+TRANSFER_POOLS = [pool for pool in ("eq", "inv", "eq_inv") if pool in POOLS]
 
 
 def alternatives(names):
@@ -46,6 +59,10 @@ wildcard_constraints:
     pool=alternatives(POOLS),
     strategy=alternatives(STRATEGIES),
     lr="[0-9.e+-]+",
+    tdata=alternatives(TRANSFER),
+    tprobe=alternatives(k for k, t in TRANSFER.items() if t["mode"] == "probe"),
+    tfine=alternatives(k for k, t in TRANSFER.items() if t["mode"] == "finetune"),
+    tmember=alternatives(m.folder for m in TRANSFER_MEMBERS),
     table=alternatives(TABLES),
     figure=alternatives(FIGURES),
 
@@ -236,6 +253,81 @@ def shift_spec_json(wildcards):
     return json.dumps(spec, sort_keys=True)
 
 
+# ------------------------------------------------------------------ transfer
+def transfer_dataset_json(wildcards):
+    return json.dumps(TRANSFER[wildcards.tdata]["dataset"], sort_keys=True)
+
+
+def transfer_candidate_settings(key, folder):
+    member = MEMBER_BY_FOLDER[folder]
+    protocol = TRANSFER[key]["finetune"]
+    return {
+        f"{c['optimizer']['lr']:g}": c
+        for c in adaptation_candidates(config, member, protocol)
+    }
+
+
+def transfer_candidate_settings_json(wildcards):
+    settings = transfer_candidate_settings(wildcards.tfine, wildcards.tmember)
+    return json.dumps(settings[wildcards.lr], sort_keys=True)
+
+
+def transfer_candidates(name):
+    def paths(wildcards):
+        layout = LAYOUT.transfer(wildcards.tfine)
+        return [
+            layout.adapt_candidate(wildcards.tmember, lr, name)
+            for lr in transfer_candidate_settings(wildcards.tfine, wildcards.tmember)
+        ]
+
+    return paths
+
+
+def transfer_member_logits(wildcards):
+    layout = LAYOUT.transfer(wildcards.tdata)
+    return [layout.logits(m.folder) for m in TRANSFER_MEMBERS]
+
+
+def transfer_member_metrics_spec_json(wildcards):
+    return json.dumps(
+        {
+            "members": [m.id for m in TRANSFER_MEMBERS],
+            "modes": [m.mode for m in TRANSFER_MEMBERS],
+            "bootstrap": config["ensembles"]["bootstrap"],
+        },
+        sort_keys=True,
+    )
+
+
+def transfer_pool_logits(wildcards):
+    layout = LAYOUT.transfer(wildcards.tdata)
+    return [layout.logits(m.folder) for _, m in pool_members(wildcards.pool)]
+
+
+def summary_ensembles(layout):
+    return [layout.ensemble(p, s) for p in TRANSFER_POOLS for s in STRATEGIES]
+
+
+def dataset_summary_spec(key, dataset):
+    return json.dumps(
+        {
+            "key": key,
+            "label": key,
+            "dataset": dataset["name"],
+            "delta_size": config["transfer"]["ensemble_size"],
+        },
+        sort_keys=True,
+    )
+
+
+def dataset_summaries():
+    """The pretraining dataset's summary, then each transfer dataset's."""
+    return [
+        LAYOUT.dataset_summary,
+        *(LAYOUT.transfer(key).dataset_summary for key in TRANSFER),
+    ]
+
+
 # ----------------------------------------------------------- tables, figures
 RESULT_INPUTS = {
     "table1": lambda: [LAYOUT.member_metrics],
@@ -249,6 +341,10 @@ RESULT_INPUTS = {
     "figure7": lambda: [
         LAYOUT.ensemble(p, "greedy") for p in ("eq", "eq_inv") if p in POOLS
     ],
+    "table5": lambda: dataset_summaries()[1:],
+    "table8": lambda: dataset_summaries()[1:],
+    "table9": dataset_summaries,
+    "figure4": dataset_summaries,
 }
 
 
@@ -263,6 +359,10 @@ def available(target):
         "table_shift": config["shift"]["enabled"] and bool(POOLS),
         "figure6": eq >= 2 and inv >= 1,
         "figure7": "eq" in POOLS or "eq_inv" in POOLS,
+        "table5": bool(TRANSFER) and "eq" in TRANSFER_POOLS,
+        "table8": bool(TRANSFER) and "eq" in TRANSFER_POOLS,
+        "table9": bool(TRANSFER) and {"eq", "eq_inv"} <= set(TRANSFER_POOLS),
+        "figure4": bool(TRANSFER) and {"eq", "eq_inv"} <= set(TRANSFER_POOLS),
     }
     return needs.get(target, bool(POOLS))
 

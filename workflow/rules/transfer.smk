@@ -1,0 +1,164 @@
+# Transfer (§5): every Eq and Inv member of the ensembles axis adapted to each
+# transfer dataset (a probe on cached features, or fine-tuned), its Eq / Inv /
+# Eq+Inv ensembles, and one summary per dataset for Tables 5, 8, 9 and Figure 4.
+TLAYOUT = LAYOUT.transfer("{tdata}")
+
+
+rule dataset_summary:
+    input:
+        members=LAYOUT.member_metrics,
+        ensembles=summary_ensembles(LAYOUT),
+    output:
+        summary=LAYOUT.dataset_summary,
+    log:
+        LAYOUT.log("dataset_summary", config["dataset"]["name"]),
+    conda:
+        env("workflow")
+    params:
+        spec=dataset_summary_spec(config["dataset"]["name"], config["dataset"]),
+        code=code_digest("transfer"),
+    shell:
+        "multisym dataset-summary --spec-json {params.spec:q} --members {input.members}"
+        " --ensembles {input.ensembles} --out {output.summary} > {log} 2>&1"
+
+
+use rule prepare_data as prepare_transfer_data with:
+    output:
+        data=TLAYOUT.dataset,
+        manifest=TLAYOUT.manifest,
+    log:
+        TLAYOUT.log("prepare_data", "{tdata}"),
+    params:
+        dataset=transfer_dataset_json,
+
+
+rule transfer_features:
+    input:
+        model=LAYOUT.member_model("{tmember}"),
+        data=LAYOUT.transfer("{tprobe}").dataset,
+        manifest=LAYOUT.transfer("{tprobe}").manifest,
+    output:
+        features=LAYOUT.transfer("{tprobe}").features("{tmember}"),
+    log:
+        LAYOUT.transfer("{tprobe}").log("features", "{tmember}"),
+    conda:
+        env("workflow")
+    threads: 1
+    resources:
+        runtime="1h",
+        mem_mb=4000,
+    shell:
+        "multisym features --model {input.model} --data {input.data}"
+        " --manifest {input.manifest} --out {output.features} --threads {threads} > {log} 2>&1"
+
+
+rule transfer_probe:
+    input:
+        features=LAYOUT.transfer("{tprobe}").features("{tmember}"),
+    output:
+        logits=LAYOUT.transfer("{tprobe}").logits("{tmember}"),
+        summary=LAYOUT.transfer("{tprobe}").probe_summary("{tmember}"),
+        params=LAYOUT.transfer("{tprobe}").probe_params("{tmember}"),
+    log:
+        LAYOUT.transfer("{tprobe}").log("probe", "{tmember}"),
+    conda:
+        env("workflow")
+    threads: 1
+    resources:
+        runtime="1h",
+        mem_mb=4000,
+    params:
+        settings=probe_settings_json,
+        code=code_digest("probe"),
+    shell:
+        "multisym probe --features {input.features} --settings-json {params.settings:q}"
+        " --out-logits {output.logits} --out-summary {output.summary}"
+        " --out-params {output.params} > {log} 2>&1"
+
+
+rule transfer_candidate:
+    input:
+        model=LAYOUT.member_model("{tmember}"),
+        data=LAYOUT.transfer("{tfine}").dataset,
+        manifest=LAYOUT.transfer("{tfine}").manifest,
+    output:
+        model=LAYOUT.transfer("{tfine}").adapt_candidate(
+            "{tmember}", "{lr}", "model.pt"
+        ),
+        logits=LAYOUT.transfer("{tfine}").adapt_candidate(
+            "{tmember}", "{lr}", "logits.npz"
+        ),
+        epochs=LAYOUT.transfer("{tfine}").adapt_candidate(
+            "{tmember}", "{lr}", "epochs.csv"
+        ),
+        summary=LAYOUT.transfer("{tfine}").adapt_candidate(
+            "{tmember}", "{lr}", "summary.json"
+        ),
+    log:
+        LAYOUT.transfer("{tfine}").log("adapt_candidate", "{tmember}-lr{lr}"),
+    conda:
+        env("workflow")
+    threads: 1
+    resources:
+        runtime="12h",
+        mem_mb=8000,
+    params:
+        settings=transfer_candidate_settings_json,
+    shell:
+        "multisym adapt-candidate --model {input.model} --settings-json {params.settings:q}"
+        " --data {input.data} --manifest {input.manifest} --out-model {output.model}"
+        " --out-logits {output.logits} --out-log {output.epochs}"
+        " --out-summary {output.summary} --threads {threads} > {log} 2>&1"
+
+
+rule transfer_adapted_logits:
+    input:
+        summaries=transfer_candidates("summary.json"),
+        logits=transfer_candidates("logits.npz"),
+        models=transfer_candidates("model.pt"),
+    output:
+        logits=LAYOUT.transfer("{tfine}").logits("{tmember}"),
+        model=f"{LAYOUT.transfer('{tfine}').adapt_dir('{tmember}')}/model.pt",
+        choice=f"{LAYOUT.transfer('{tfine}').adapt_dir('{tmember}')}/choice.json",
+    log:
+        LAYOUT.transfer("{tfine}").log("adapted_logits", "{tmember}"),
+    conda:
+        env("workflow")
+    shell:
+        "multisym adapt-select --summaries {input.summaries} --logits {input.logits}"
+        " --models {input.models} --out-logits {output.logits} --out-model {output.model}"
+        " --out-choice {output.choice} > {log} 2>&1"
+
+
+use rule member_metrics as transfer_member_metrics with:
+    input:
+        logits=transfer_member_logits,
+    output:
+        metrics=TLAYOUT.member_metrics,
+    log:
+        TLAYOUT.log("member_metrics", "members"),
+    params:
+        spec=transfer_member_metrics_spec_json,
+        code=code_digest("ensemble", "metrics"),
+
+
+use rule ensemble as transfer_ensemble with:
+    input:
+        logits=transfer_pool_logits,
+    output:
+        result=TLAYOUT.ensemble("{pool}", "{strategy}"),
+    log:
+        TLAYOUT.log("ensemble", "{pool}_{strategy}"),
+
+
+use rule dataset_summary as transfer_dataset_summary with:
+    input:
+        members=TLAYOUT.member_metrics,
+        ensembles=summary_ensembles(TLAYOUT),
+    output:
+        summary=TLAYOUT.dataset_summary,
+    log:
+        TLAYOUT.log("dataset_summary", "{tdata}"),
+    params:
+        spec=lambda w: dataset_summary_spec(w.tdata, TRANSFER[w.tdata]["dataset"]),
+        code=code_digest("transfer"),
