@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "config" / "smoke.yaml"
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "config")
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "profiles", "slurm", "envs", "config")
 
 
 @pytest.fixture
@@ -48,9 +48,13 @@ class WorkflowCopy:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
 
-    def snakemake(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    def snakemake(self, *args: str, check: bool = True, timeout: float = 900,
+                  hard_timeout: float | None = None) -> subprocess.CompletedProcess:
+        """``hard_timeout`` runs it under ``timeout -k``: a hung run (a SLURM
+        status poll that never returns) is killed, and the test fails."""
+        prefix = ["timeout", "-k", "10", str(int(hard_timeout))] if hard_timeout else []
         result = subprocess.run(
-            [sys.executable, "-m", "snakemake", *args],
+            [*prefix, sys.executable, "-m", "snakemake", *args],
             cwd=self.folder, env=tool_env(), capture_output=True, text=True, timeout=timeout,
         )
         if check and result.returncode != 0:

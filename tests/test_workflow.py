@@ -119,6 +119,10 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
 
     again = workflow_copy.snakemake("figures", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # moving to a cluster, or changing what a GPU job asks for, retrains nothing
+    moved = workflow_copy.snakemake("figures", "-n", "--config", "cluster={executor: slurm, partition: gpu}",
+                                    "gpu_jobs={pretrain: {time_limit_min: 30, mem_gb: 8}}")
+    assert "Nothing to be done" in moved.stdout + moved.stderr
 
     changed = copy.deepcopy(smoke)
     changed["members"]["seeds"]["eq"][0] = 7

@@ -85,8 +85,6 @@ def cmd_prepare_data(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from .pretrain import train_member
-
     settings = _settings_from(args, "settings_json")
     if settings is None:
         cfg = _load_config(args)
@@ -101,19 +99,41 @@ def cmd_pretrain(args) -> None:
     missing = [k for k in ("data", "manifest", "run_dir", "out_model", "out_log") if getattr(args, k) is None]
     if missing:
         raise SystemExit(f"error: missing {', '.join('--' + k.replace('_', '-') for k in missing)}")
-    from .pretrain import InterruptedRun
+    from .launch import Call, run
+    from .stopping import InterruptedRun
 
+    kwargs = dict(
+        settings=settings, data_path=args.data, manifest_path=args.manifest, run_dir=args.run_dir,
+        out_model=args.out_model, out_log=args.out_log, device=args.device, precision=args.precision,
+        threads=args.threads, stop_after_epochs=args.stop_after_epochs,
+    )
+    job = _gpu_job(args, "pretrain", kwargs)
     try:
-        finished = train_member(
-            settings, args.data, args.manifest, args.run_dir, args.out_model, args.out_log,
-            device=args.device, precision=args.precision, threads=args.threads,
-            stop_after_epochs=args.stop_after_epochs,
-        )
+        finished = run(Call("multisym.pretrain:train_member", kwargs), args.run_dir, *job)
     except InterruptedRun as stopped:
         print(stopped, file=sys.stderr)
         raise SystemExit(128 + stopped.signum) from None
     if not finished:
         print("stopped early; rerun the same command to resume", file=sys.stderr)
+
+
+GPU_JOB_OPTIONS = (("--gpu-nodes", "nodes"), ("--gpus-per-node", "gpus_per_node"),
+                   ("--gpu-cpus-per-task", "cpus_per_task"), ("--gpu-mem-gb", "mem_gb"),
+                   ("--gpu-time-limit-min", "time_limit_min"))
+
+
+def _gpu_job(args, step: str, kwargs: dict) -> tuple[dict, dict]:
+    """The job request and the site settings (``gpu_jobs.<step>`` and
+    ``cluster``); without them the run stays in this process. A SLURM job
+    takes its thread count from its allocation, not from the submitting rule."""
+    from .config import section_defaults
+
+    job = section_defaults("gpu_jobs")[step]
+    job.update({key: getattr(args, f"gpu_{key}") for _, key in GPU_JOB_OPTIONS if getattr(args, f"gpu_{key}") is not None})
+    cluster = json.loads(args.cluster_json) if args.cluster_json else section_defaults("cluster")
+    if cluster["executor"] == "slurm":
+        kwargs["threads"] = None
+    return job, cluster
 
 
 def cmd_import_member(args) -> None:
@@ -197,20 +217,27 @@ def cmd_sup_logits(args) -> None:
     supervised_logits(args.model, args.data, args.manifest, args.out_logits, device=args.device, threads=args.threads)
 
 
-def cmd_finetune(args) -> None:
-    from .adapt import finetune
+def _finetune(args, model: str, **extra) -> dict:
+    from pathlib import Path
 
-    result = finetune(args.base_model, json.loads(args.settings_json), args.data, args.manifest, args.out_model,
-                      args.out_logits, args.out_log, device=args.device, threads=args.threads)
+    from .launch import Call, run
+
+    kwargs = dict(
+        base_model_path=model, settings=json.loads(args.settings_json), data_path=args.data,
+        manifest_path=args.manifest, out_model=args.out_model, out_logits=args.out_logits, out_log=args.out_log,
+        device=args.device, threads=args.threads, **extra,
+    )
+    job = _gpu_job(args, "adapt", kwargs)
+    return run(Call("multisym.adapt:finetune", kwargs), Path(args.out_model).parent, *job)
+
+
+def cmd_finetune(args) -> None:
+    result = _finetune(args, args.base_model)
     print(f"fine-tune: kept epoch {result['best_epoch']} (val accuracy {result['val_accuracy']:.4f})", file=sys.stderr)
 
 
 def cmd_adapt_candidate(args) -> None:
-    from .adapt import finetune
-
-    result = finetune(args.model, json.loads(args.settings_json), args.data, args.manifest, args.out_model,
-                      args.out_logits, args.out_log, device=args.device, threads=args.threads,
-                      out_summary=args.out_summary)
+    result = _finetune(args, args.model, out_summary=args.out_summary)
     print(f"adaptation candidate lr {result['lr']}: epoch {result['best_epoch']}, "
           f"{result['selection_split']} accuracy {result['selection_accuracy']:.4f}", file=sys.stderr)
 
@@ -293,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the resolved config here (default: standard output)")
     command("members", cmd_members, "list the member table: id, mode, axis, seed, run folder")
 
+    def gpu_job_options(p):
+        """What a SLURM job asks for (gpu_jobs.<step>; schema defaults when left out)."""
+        for option, key in GPU_JOB_OPTIONS:
+            p.add_argument(option, type=int, dest=f"gpu_{key}", help=f"gpu_jobs.<step>.{key} of a SLURM job")
+        p.add_argument("--cluster-json", help="the cluster section: executor local runs here, slurm submits (JSON)")
+
     p = command("prepare-data", cmd_prepare_data, "build the dataset file, its splits and manifest")
     p.add_argument("--dataset-json", help="the resolved `dataset` config section as JSON")
     p.add_argument("--out-data")
@@ -312,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: $SLURM_CPUS_PER_TASK, else torch's)")
     p.add_argument("--stop-after-epochs", type=int,
                    help="train at most this many epochs in this invocation, then save and exit")
+    gpu_job_options(p)
+
     def runtime_options(p):
         p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:i]")
         p.add_argument("--threads", type=int, help="CPU threads (default: $SLURM_CPUS_PER_TASK, else torch's)")
@@ -353,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-logits", required=True)
     p.add_argument("--out-log", required=True)
     runtime_options(p)
+    gpu_job_options(p)
 
     p = command("prepare-shift", cmd_prepare_shift, "corrupt the test split into the shift sets")
     p.add_argument("--settings-json", required=True, help="the resolved `shift` config section as JSON")
@@ -387,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-log", required=True)
     p.add_argument("--out-summary", required=True)
     runtime_options(p)
+    gpu_job_options(p)
 
     p = command("adapt-select", cmd_adapt_select, "keep the fine-tuning candidate best on the selection split")
     p.add_argument("--summaries", nargs="+", required=True)

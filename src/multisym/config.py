@@ -89,6 +89,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """
     resolved = copy.deepcopy(dict(config))
     _inherit_transfer_format(resolved)
+    _parse_command_line_scalars(resolved)
     validator = _validator_filling_defaults()(load_schema())
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path))
     if errors:
@@ -113,6 +114,20 @@ def is_embedded(name: str) -> bool:
 def own_channels(dataset: dict) -> int:
     """Channels of a dataset's images before any conversion."""
     return 1 if is_embedded(dataset["name"]) else 3
+
+
+def _parse_command_line_scalars(config: dict) -> None:
+    """Snakemake reads nested ``--config`` values (and a profile's ``config:``
+    entries) as strings; the site sections hold only numbers, null and names,
+    so their strings are read as YAML scalars ("120" -> 120, "null" -> None)."""
+    def parse(node):
+        if isinstance(node, dict):
+            return {key: parse(value) for key, value in node.items()}
+        return yaml.safe_load(node) if isinstance(node, str) and node.strip() else node
+
+    for section in ("cluster", "gpu_jobs"):
+        if isinstance(config.get(section), dict):
+            config[section] = parse(config[section])
 
 
 def _inherit_transfer_format(config: dict) -> None:
@@ -146,6 +161,14 @@ def _check_transfer(config: dict) -> None:
             "config key 'transfer.datasets': transfer adapts the Eq and Inv members of ensembles.axis, "
             "but there are none; add members.seeds.eq or .inv, or remove the transfer datasets"
         )
+
+
+def section_defaults(section: str) -> dict:
+    """A top-level section as the schema's defaults alone make it."""
+    schema = load_schema()
+    instance: dict = {}
+    _validator_filling_defaults()({"$defs": schema["$defs"], **schema["properties"][section]}).validate(instance)
+    return instance
 
 
 def _check_consistency(config: dict) -> None:

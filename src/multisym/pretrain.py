@@ -16,9 +16,7 @@ import csv
 import io
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from .losses import cross_view_info_nce, equivariance_loss
 from .members import settings_hash
 from .models import ContrastiveModel, SupervisedModel, build_backbone, equivariance_head, select_device
 from .symmetries import get_group
+from .stopping import InterruptedRun, StopSignal
 from .views import ViewSpec, make_views
 
 STATE_FILE = "state.pt"
@@ -275,41 +274,6 @@ def set_threads(threads: int | None) -> int:
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
-
-
-class InterruptedRun(RuntimeError):
-    """Training stopped on a signal after saving its state mid-epoch."""
-
-    def __init__(self, signum: int, member: str, epoch: int, batch: int):
-        self.signum = signum
-        super().__init__(
-            f"{member}: stopped by {signal.Signals(signum).name} in epoch {epoch + 1} after batch {batch}; "
-            "its state is saved, rerun the same command (or the workflow) to resume"
-        )
-
-
-class StopSignal:
-    """Records SIGTERM and SIGUSR2 (what SLURM sends ahead of a time limit or a
-    preemption) instead of dying, so the loop can save its state at the next
-    step and exit; the previous handlers are restored on exit."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous = {}
-
-    def _handle(self, signum, frame) -> None:
-        self.received = signum
-
-    def __enter__(self) -> "StopSignal":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
 
 
 # --------------------------------------------------------------------- main

@@ -60,19 +60,21 @@ else:
             summary=LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "summary.json"),
         log:
             LAYOUT.log("adapt_candidate", "{ssl_member}-lr{lr}"),
+        localrule: True
         conda:
             env("workflow")
         threads: 1
         resources:
-            runtime="12h",
-            mem_mb=8000,
+            **gpu_job_resources("adapt"),
         params:
             settings=adapt_candidate_settings_json,
         shell:
             "multisym adapt-candidate --model {input.model} --settings-json {params.settings:q}"
             " --data {input.data} --manifest {input.manifest} --out-model {output.model}"
             " --out-logits {output.logits} --out-log {output.epochs}"
-            " --out-summary {output.summary} --threads {threads} > {log} 2>&1"
+            " --out-summary {output.summary} --threads {threads}"
+            + GPU_JOB_SHELL
+            + " > {log} 2>&1"
 
     rule adapted_logits:
         input:
@@ -124,15 +126,17 @@ rule finetune:
         logits=LAYOUT.logits("{finetuned}"),
     log:
         LAYOUT.log("finetune", "{finetuned}"),
+    localrule: True
     conda:
         env("workflow")
     threads: 1
     resources:
-        runtime="2h",
-        mem_mb=4000,
+        **gpu_job_resources("adapt"),
     params:
         settings=finetune_settings_json,
     shell:
         "multisym finetune --base-model {input.base} --settings-json {params.settings:q}"
         " --data {input.data} --manifest {input.manifest} --out-model {output.model}"
-        " --out-logits {output.logits} --out-log {output.epochs} --threads {threads} > {log} 2>&1"
+        " --out-logits {output.logits} --out-log {output.epochs} --threads {threads}"
+        + GPU_JOB_SHELL
+        + " > {log} 2>&1"

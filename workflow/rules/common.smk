@@ -78,6 +78,28 @@ def code_digest(*modules):
     return digest.hexdigest()[:16]
 
 
+def gpu_job_resources(step):
+    """What one training job of ``step`` asks a cluster for (shown by a dry-run)
+    and the site settings its waiter submits with. Resources, unlike params,
+    never trigger a rerun: moving to a cluster must not retrain anything."""
+    job = config["gpu_jobs"][step]
+    return {
+        "gpu_nodes": job["nodes"],
+        "gpus_per_node": job["gpus_per_node"],
+        "gpu_cpus_per_task": job["cpus_per_task"],
+        "gpu_mem_gb": job["mem_gb"],
+        "gpu_time_limit_min": job["time_limit_min"],
+        "gpu_site": json.dumps(config["cluster"], sort_keys=True),
+    }
+
+
+GPU_JOB_SHELL = (
+    " --gpu-nodes {resources.gpu_nodes} --gpus-per-node {resources.gpus_per_node}"
+    " --gpu-cpus-per-task {resources.gpu_cpus_per_task} --gpu-mem-gb {resources.gpu_mem_gb}"
+    " --gpu-time-limit-min {resources.gpu_time_limit_min} --cluster-json {resources.gpu_site:q}"
+)
+
+
 def env(name):
     """Conda environment file for a rule (paths in rules are relative to rules/)."""
     return f"../../envs/{name}.yaml"

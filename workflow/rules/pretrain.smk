@@ -10,19 +10,21 @@ rule pretrain:
         epochs=LAYOUT.member_epochs("{member}"),
     log:
         LAYOUT.log("pretrain", "{member}"),
+    localrule: True
     conda:
         env("workflow")
     threads: 1
     resources:
-        runtime="2h",
-        mem_mb=4000,
+        **gpu_job_resources("pretrain"),
     params:
         settings=member_settings_json,
         run_dir=member_run_dir,
     shell:
         "multisym pretrain --settings-json {params.settings:q} --data {input.data}"
         " --manifest {input.manifest} --run-dir {params.run_dir} --out-model {output.model}"
-        " --out-log {output.epochs} --threads {threads} > {log} 2>&1"
+        " --out-log {output.epochs} --threads {threads}"
+        + GPU_JOB_SHELL
+        + " > {log} 2>&1"
 
 
 # A member read from an existing checkpoint (members.imported) instead of trained.

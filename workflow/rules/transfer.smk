@@ -96,19 +96,21 @@ rule transfer_candidate:
         ),
     log:
         LAYOUT.transfer("{tfine}").log("adapt_candidate", "{tmember}-lr{lr}"),
+    localrule: True
     conda:
         env("workflow")
     threads: 1
     resources:
-        runtime="12h",
-        mem_mb=8000,
+        **gpu_job_resources("adapt"),
     params:
         settings=transfer_candidate_settings_json,
     shell:
         "multisym adapt-candidate --model {input.model} --settings-json {params.settings:q}"
         " --data {input.data} --manifest {input.manifest} --out-model {output.model}"
         " --out-logits {output.logits} --out-log {output.epochs}"
-        " --out-summary {output.summary} --threads {threads} > {log} 2>&1"
+        " --out-summary {output.summary} --threads {threads}"
+        + GPU_JOB_SHELL
+        + " > {log} 2>&1"
 
 
 rule transfer_adapted_logits:
