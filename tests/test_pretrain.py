@@ -113,3 +113,36 @@ def test_loss_monitor_sums_like_python_floats_and_names_the_bad_step():
     assert monitor.totals() == {"loss": expected}  # exact: a resumed epoch's log must not drift
     with pytest.raises(FloatingPointError, match=r"eq-rotation-s1: loss is nan at epoch 3, step 7"):
         monitor.record({"loss": torch.tensor(float("nan"))}, epoch=2, index=7)
+
+
+def test_signal_on_an_epochs_last_step_resumes_into_the_next_epoch(tmp_path, smoke, prepared, monkeypatch):
+    """SIGUSR2 during the last step of an epoch saves a state whose epoch has
+    no step left; the resumed run ends exactly like an uninterrupted one."""
+    import os
+    import signal
+
+    from multisym import optim
+    from multisym.pretrain import InterruptedRun
+
+    settings = member(smoke, "base").settings
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run(settings, prepared, straight)
+    real = optim.set_learning_rate
+    calls = {"n": 0}
+    steps_per_epoch = 1257 // min(settings["pretrain"]["batch_size"], 1257)
+
+    def signal_on_last_step(optimizer, lr):
+        calls["n"] += 1
+        if calls["n"] == steps_per_epoch:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        real(optimizer, lr)
+
+    monkeypatch.setattr(optim, "set_learning_rate", signal_on_last_step)
+    with pytest.raises(InterruptedRun):
+        run(settings, prepared, resumed)
+    assert checkpoint.load(resumed / STATE_FILE)["batch"] == steps_per_epoch
+    monkeypatch.setattr(optim, "set_learning_rate", real)
+    assert run(settings, prepared, resumed)
+    a, b = (torch.load(d / "model.pt", weights_only=True) for d in (straight, resumed))
+    assert all(torch.equal(a["backbone"][k], b["backbone"][k]) for k in a["backbone"])
+    assert read_rows(straight / "epochs.csv") == read_rows(resumed / "epochs.csv")

@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from conftest import SMOKE, planned_jobs
+from conftest import SMOKE, planned_jobs, tool_env
 from local_slurm import LocalSlurm
+from multisym.config import resolve
+from multisym.members import member_table
 
 pytestmark = pytest.mark.workflow
 
@@ -95,3 +103,129 @@ def test_paper_plan_with_the_slurm_profile(cluster, workflow_copy):
     assert '"executor": "slurm"' in pretrain
     probe_like = next(b for b in blocks if "rule prepare_data:" in b)
     assert "cpus_per_task=1" in probe_like and "mem_mb=4000" in probe_like and "runtime=60" in probe_like
+
+
+# ------------------------------------------------------- kills and restarts
+def long_member(workflow_copy, name: str, epochs: int):
+    """A config whose first Eq member trains long enough to be hit mid-run."""
+    config = small_smoke()
+    config["name"] = name
+    config["pretrain"] = {**config["pretrain"], "epochs": epochs}
+    path = workflow_copy.write_config(f"{name}.yaml", config)
+    member = next(m for m in member_table(resolve(config)) if m.mode == "eq")
+    run_dir = workflow_copy.folder / "results" / name / "members" / member.folder
+    return path, member, run_dir
+
+
+def epochs_done(run_dir: Path) -> int:
+    log = run_dir / "epochs.csv"
+    return max(0, len(log.read_text().splitlines()) - 1) if log.exists() else 0
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+
+
+def start_snakemake(workflow_copy, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["timeout", "-k", "10", "600", sys.executable, "-m", "snakemake", *args], cwd=workflow_copy.folder,
+        env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def uninterrupted_weights(workflow_copy, member, path: Path, tmp: Path) -> dict:
+    """The same member trained in one piece, in this process's executor (local)."""
+    data = workflow_copy.folder / "results" / path.stem / "data"
+    subprocess.run(
+        [sys.executable, "-m", "multisym.cli", "pretrain", "--settings-json", json.dumps(member.settings),
+         "--data", str(data / "dataset.npz"), "--manifest", str(data / "manifest.json"), "--run-dir", str(tmp),
+         "--out-model", str(tmp / "model.pt"), "--out-log", str(tmp / "epochs.csv"), "--threads", "1"],
+        check=True, env=tool_env(), capture_output=True,
+    )
+    return torch.load(tmp / "model.pt", weights_only=True)
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    parts = [k for k, v in a.items() if isinstance(v, dict)]
+    return all(torch.equal(a[p][k], b[p][k]) for p in parts for k in a[p])
+
+
+def test_hard_kill_resumes_from_the_last_epoch(cluster, workflow_copy, tmp_path):
+    """(c) scancel --signal=KILL of a running pretraining job (no warning, no
+    state saved then): Snakemake fails; run again, the new job resumes from the
+    last epoch's checkpoint and ends with an uninterrupted run's weights."""
+    path, member, run_dir = long_member(workflow_copy, "killed", epochs=150)
+    target = str(run_dir.relative_to(workflow_copy.folder) / "model.pt")
+    first = start_snakemake(workflow_copy, f"--configfile={path.name}", target, *slurm_args())
+    wait_until(lambda: epochs_done(run_dir) >= 10, 300, "10 epochs in the SLURM job")
+    killed = json.loads((run_dir / "slurm_job.json").read_text())["job_id"]
+    subprocess.run(["scancel", "--signal=KILL", killed], check=True)
+    output = first.communicate(timeout=300)[0]
+    assert first.returncode != 0, output
+    assert not (run_dir / "model.pt").exists()
+    workflow_copy.snakemake(f"--configfile={path.name}", target, *slurm_args(), hard_timeout=600)
+    again = json.loads((run_dir / "slurm_job.json").read_text())
+    assert again["job_id"] != killed
+    resumed = (Path(again["folder"]) / f"{again['job_id']}_0_log.err").read_text()
+    assert re.search(r"resumed \S+ from epoch (\d+)", resumed) and int(
+        re.search(r"from epoch (\d+)", resumed).group(1)) >= 10
+    final = torch.load(run_dir / "model.pt", weights_only=True)
+    assert same_weights(final, uninterrupted_weights(workflow_copy, member, path, tmp_path))
+
+
+def test_restarted_snakemake_reattaches_to_its_job(cluster, workflow_copy):
+    """(d) Snakemake killed while a GPU job runs, then --unlock and the same
+    command: the waiter reattaches to the running job; no second job."""
+    path, member, run_dir = long_member(workflow_copy, "reattach", epochs=150)
+    target = str(run_dir.relative_to(workflow_copy.folder) / "model.pt")
+    first = start_snakemake(workflow_copy, f"--configfile={path.name}", target, *slurm_args())
+    wait_until(lambda: epochs_done(run_dir) >= 3, 300, "3 epochs in the SLURM job")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    job = json.loads((run_dir / "slurm_job.json").read_text())["job_id"]
+    workflow_copy.snakemake("--unlock", f"--configfile={path.name}", *slurm_args(), hard_timeout=120)
+    workflow_copy.snakemake(f"--configfile={path.name}", target, *slurm_args(), hard_timeout=600)
+    assert json.loads((run_dir / "slurm_job.json").read_text())["job_id"] == job
+    jobs = subprocess.run(["sacct", "-X", "-n", "-P", "--name", run_dir.name, "--format=JobID"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert jobs == [job]  # one SLURM job for this run folder, ever
+    log = (workflow_copy.folder / "logs" / "reattach" / "pretrain" / f"{member.folder}.log").read_text()
+    assert f"reattached to SLURM job {job}" in log
+    assert (run_dir / "model.pt").is_file() and epochs_done(run_dir) == 150
+
+
+def test_time_limit_checkpoints_requeues_and_resumes(cluster, workflow_copy, tmp_path_factory):
+    """(b) A pretraining job longer than its 2-minute SLURM time limit: SIGUSR2
+    arrives signal_delay_s ahead, the job saves its state mid-epoch and
+    requeues itself, the requeued job resumes, and the final weights equal an
+    uninterrupted run's (trained meanwhile on the node's other CPU)."""
+    path, member, run_dir = long_member(workflow_copy, "limited", epochs=900)
+    target = str(run_dir.relative_to(workflow_copy.folder) / "model.pt")
+    data = workflow_copy.folder / "results" / "limited" / "data" / "dataset.npz"
+    tmp_path = tmp_path_factory.mktemp("reference")
+    workflow_copy.snakemake(f"--configfile={path.name}", str(data.relative_to(workflow_copy.folder)), *slurm_args(),
+                            hard_timeout=300)
+    reference = subprocess.Popen(
+        [sys.executable, "-m", "multisym.cli", "pretrain", "--settings-json", json.dumps(member.settings),
+         "--data", str(data), "--manifest", str(data.with_name("manifest.json")), "--run-dir", str(tmp_path),
+         "--out-model", str(tmp_path / "model.pt"), "--out-log", str(tmp_path / "epochs.csv"), "--threads", "1"],
+        env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    limited = json.dumps({"pretrain": {**SMALL_JOBS, "time_limit_min": 2}, "adapt": SMALL_JOBS})
+    workflow_copy.snakemake(
+        f"--configfile={path.name}", target, "--profile", "slurm", *FAST, "--config", f"gpu_jobs={limited}",
+        'cluster={"executor": "slurm", "poll_s": 2, "signal_delay_s": 30}', hard_timeout=900,
+    )
+    assert reference.wait(timeout=600) == 0
+    record = json.loads((run_dir / "slurm_job.json").read_text())
+    log = (Path(record["folder"]) / f"{record['job_id']}_0_log.err").read_text()
+    assert "stopped by SIGUSR2" in log and "DUE TO JOB REQUEUE" in log
+    assert re.search(r"resumed \S+ from epoch \d+, batch \d+", log)
+    final = torch.load(run_dir / "model.pt", weights_only=True)
+    assert same_weights(final, torch.load(tmp_path / "model.pt", weights_only=True))
+    assert epochs_done(run_dir) == 900

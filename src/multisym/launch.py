@@ -14,10 +14,10 @@ runs on the submitting host and calls :func:`run`, which
 3. returns the job's result, or raises with the job's own traceback and log.
 
 Inside the job, training stops at a step boundary on SLURM's warning signal
-(SIGUSR2, ``cluster.signal_delay_s`` before the time limit) or on SIGTERM,
+(SIGUSR2, ``cluster.signal_delay_s`` before the time limit or on preemption),
 saves its full state, and hands the signal to submitit, which requeues the
 job (at most ``cluster.max_requeues`` times for time limits); the requeued job
-resumes from that state. A job killed without warning leaves the last epoch's
+resumes from that state. On SIGTERM (a cancel) it saves its state and ends. A job killed without warning leaves the last epoch's
 checkpoint, and the next run resumes from it. The run folder's lock keeps two
 trainers out of one folder.
 """
@@ -62,9 +62,12 @@ def _checkpointable():
     import submitit
 
     class TrainingJob(submitit.helpers.Checkpointable):
-        """The submitted job. When training stops on a signal (its state saved),
-        the signal goes back to submitit, whose handler calls ``checkpoint``
-        (inherited: resubmit this same call, which resumes) and requeues."""
+        """The submitted job. When training stops on SIGUSR2 (the time-limit or
+        preemption warning; its state saved), the signal goes back to
+        submitit, whose handler calls ``checkpoint`` (inherited: resubmit this
+        same call, which resumes) and requeues the job. SIGTERM (scancel, or
+        SLURM ending the job) saves the state too but requeues nothing: the
+        job ends, and the next run resumes."""
 
         def __init__(self, call: Call):
             self.call = call
@@ -76,7 +79,8 @@ def _checkpointable():
                 return self.call()
             except InterruptedRun as stopped:
                 print(stopped, file=sys.stderr, flush=True)
-                signal.raise_signal(signal.SIGUSR2)
+                if stopped.signum == signal.SIGUSR2:
+                    signal.raise_signal(signal.SIGUSR2)
                 raise
 
     return TrainingJob
@@ -157,10 +161,12 @@ def _reattach(run_dir: Path):
     if record is None:
         return None
     state = slurm_state(record["job_id"])
-    handle = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"])
-    finished = state == "COMPLETED" and handle.paths.result_pickle.exists()
-    if state not in LIVE_STATES and not finished:
+    # Only a live job is reattached. A finished one may have written outputs
+    # that Snakemake has since removed as incomplete; a new job re-exports them
+    # from the run's final state in seconds.
+    if state not in LIVE_STATES:
         return None
+    handle = submitit.SlurmJob(folder=record["folder"], job_id=record["job_id"])
     print(f"{run_dir.name}: reattached to SLURM job {record['job_id']} ({state})", file=sys.stderr, flush=True)
     return handle
 

@@ -369,6 +369,8 @@ def train_member(
                 else:
                     order, first, sums = torch.randperm(len(images), generator=generator).to(target), 0, {}
                 monitor = LossMonitor(run_dir.name, target, sums)
+                # the rate of the epoch's last step, also when a resumed epoch has no step left
+                lr = optim.learning_rate(max(step - 1, 0), total_steps, steps_per_epoch, recipe["optimizer"])
                 for index in range(first, steps_per_epoch):
                     batch = order[index * batch_size:(index + 1) * batch_size]
                     lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
