@@ -181,7 +181,8 @@ def test_hard_kill_resumes_from_the_last_epoch(cluster, workflow_copy, tmp_path)
 def test_restarted_snakemake_reattaches_to_its_job(cluster, workflow_copy):
     """(d) Snakemake killed while a GPU job runs, then --unlock and the same
     command: the waiter reattaches to the running job; no second job."""
-    path, member, run_dir = long_member(workflow_copy, "reattach", epochs=150)
+    # 160 epochs: a member of its own (the kill test's has 150), so sacct's history by name is this test's
+    path, member, run_dir = long_member(workflow_copy, "reattach", epochs=160)
     target = str(run_dir.relative_to(workflow_copy.folder) / "model.pt")
     first = start_snakemake(workflow_copy, f"--configfile={path.name}", target, *slurm_args())
     wait_until(lambda: epochs_done(run_dir) >= 3, 300, "3 epochs in the SLURM job")
@@ -196,7 +197,7 @@ def test_restarted_snakemake_reattaches_to_its_job(cluster, workflow_copy):
     assert jobs == [job]  # one SLURM job for this run folder, ever
     log = (workflow_copy.folder / "logs" / "reattach" / "pretrain" / f"{member.folder}.log").read_text()
     assert f"reattached to SLURM job {job}" in log
-    assert (run_dir / "model.pt").is_file() and epochs_done(run_dir) == 150
+    assert (run_dir / "model.pt").is_file() and epochs_done(run_dir) == 160
 
 
 def test_time_limit_checkpoints_requeues_and_resumes(cluster, workflow_copy, tmp_path_factory):

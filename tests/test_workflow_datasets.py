@@ -41,6 +41,20 @@ def write_fixture(name: str, root: Path) -> dict:
     return section
 
 
+def run_figures(workflow_copy, config_path: Path, patch_md5: bool) -> None:
+    """`snakemake figures` on a scale file; ``patch_md5`` lets torchvision accept
+    fixture release files (whose md5 are not the release's) in its subprocesses."""
+    saved = dict(os.environ)
+    if patch_md5:
+        os.environ["MULTISYM_TEST_FIXTURE_RELEASES"] = "1"
+        os.environ["PYTHONPATH"] = f"{RELEASE_MD5}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    try:
+        workflow_copy.snakemake(f"--configfile={config_path.name}", "figures")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.mark.parametrize(
     "name", ["cifar10", "cifar100", "flowers102", "food101", "inat2019", "imagenet", "imagenet100"]
 )
@@ -55,16 +69,7 @@ def test_dataset_runs_through_figures(workflow_copy, name):
     config["transfer"] = {"datasets": []}
     config["ensembles"] = {**config["ensembles"], "pools": ["eq_inv"], "greedy": {"max_size": 2}}
     path = workflow_copy.write_config(f"{name}.yaml", config)
-    checks_md5 = name in ("cifar10", "cifar100", "flowers102")
-    saved = dict(os.environ)
-    if checks_md5:
-        os.environ["MULTISYM_TEST_FIXTURE_RELEASES"] = "1"
-        os.environ["PYTHONPATH"] = f"{RELEASE_MD5}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    try:
-        workflow_copy.snakemake(f"--configfile={path.name}", "figures")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    run_figures(workflow_copy, path, patch_md5=name in ("cifar10", "cifar100", "flowers102"))
     root = workflow_copy.folder / "results" / config["name"]
     manifest = json.loads((root / "data" / "manifest.json").read_text())
     assert manifest["files"]["count"] > 0 and len(manifest["files"]["listing_sha256"]) == 64
@@ -96,14 +101,7 @@ def test_transfer_datasets_from_roots(workflow_copy):
         {"key": "food", "dataset": food},
     ]}
     path = workflow_copy.write_config("transfer.yaml", config)
-    saved = dict(os.environ)
-    os.environ["MULTISYM_TEST_FIXTURE_RELEASES"] = "1"
-    os.environ["PYTHONPATH"] = f"{RELEASE_MD5}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    try:
-        workflow_copy.snakemake(f"--configfile={path.name}", "figures")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    run_figures(workflow_copy, path, patch_md5=True)
     root = workflow_copy.folder / "results" / config["name"]
     for key in ("c100", "food"):
         manifest = json.loads((root / "transfer" / key / "data" / "manifest.json").read_text())

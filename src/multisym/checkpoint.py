@@ -59,6 +59,10 @@ def load(path: str | Path, expected_hash: str | None = None, map_location="cpu")
     return state
 
 
+class RunLockedError(UserError, RuntimeError):
+    """A run folder that another training process holds."""
+
+
 class RunLock:
     """An exclusive lock on a run folder, so two training processes never
     write the same run. Released on exit (and by the OS if the process dies)."""
@@ -79,7 +83,7 @@ class RunLock:
             handle.seek(0)
             owner = handle.read().strip() or "another process"
             handle.close()
-            raise RuntimeError(
+            raise RunLockedError(
                 f"run folder {self.path.parent} is locked by {owner}; "
                 "another training process is using it. Wait for it to finish or stop it"
             ) from None

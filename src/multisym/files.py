@@ -8,6 +8,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UserError
+
+
+class WriteError(UserError, OSError):
+    """A result that could not be written (a full disk, a read-only folder);
+    whatever the target held before is unchanged."""
+
 
 def atomic_write_bytes(data: bytes, path: str | Path) -> None:
     """Write ``data`` to ``path`` through a fsynced temporary file and a rename."""
@@ -21,7 +28,11 @@ def atomic_write_bytes(data: bytes, path: str | Path) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as error:
-        raise OSError(error.errno, f"could not write {path}: {error.strerror}") from error
+        raise WriteError(
+            error.errno,
+            f"could not write {path}: {error.strerror}; what it held before is unchanged. "
+            "Free space (or fix the folder's permissions) and rerun",
+        ) from error
     finally:
         tmp.unlink(missing_ok=True)
     directory = os.open(path.parent, os.O_RDONLY)

@@ -1,0 +1,159 @@
+"""Faults injected for real (issue 16): a disk that fills up under a training
+run and under a results write, a second Snakemake on the same folder, and a
+member whose loss turns NaN under --keep-going."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import SMOKE, tool_env
+from multisym import checkpoint, data
+from multisym import config as config_module
+from multisym.data import write_npz
+from multisym.files import WriteError
+from multisym.members import member_table
+from multisym.pretrain import STATE_FILE, train_member
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs, mounted for the test and unmounted after it."""
+    if os.geteuid() != 0:
+        pytest.fail("the full-disk tests mount a tmpfs and need root (CI runs as root)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Leave about ``leave`` bytes free on ``disk``."""
+    stats = os.statvfs(disk)
+    filler = disk / "filler"
+    with open(filler, "wb") as handle:
+        handle.write(b"\0" * max(0, stats.f_bavail * stats.f_frsize - leave))
+    return filler
+
+
+@pytest.fixture(scope="module")
+def smoke_member(tmp_path_factory):
+    cfg = config_module.load(SMOKE)
+    folder = tmp_path_factory.mktemp("data")
+    data.prepare(cfg["dataset"], folder / "dataset.npz", folder / "manifest.json")
+    member = next(m for m in member_table(cfg) if m.mode == "eq")
+    return member.settings, (folder / "dataset.npz", folder / "manifest.json")
+
+
+def train(settings, prepared, run_dir: Path, out: Path, **kwargs) -> bool:
+    return train_member(settings, *prepared, run_dir, out / "model.pt", out / "epochs.csv", device="cpu",
+                        threads=1, **kwargs)
+
+
+def test_full_disk_during_training_keeps_the_last_checkpoint(small_disk, smoke_member, tmp_path):
+    """The checkpoint of epoch 2 cannot be written: a clear error naming the
+    file; epoch 1's checkpoint is intact and loadable, no temporary file is
+    left; with space freed, the rerun ends like an uninterrupted run."""
+    settings, prepared = smoke_member
+    run_dir, out = small_disk / "run", tmp_path / "out"
+    assert not train(settings, prepared, run_dir, out, stop_after_epochs=1)
+    size = (run_dir / STATE_FILE).stat().st_size
+    filler = fill(small_disk, leave=size // 2)
+    with pytest.raises(WriteError, match=rf"could not write {run_dir / STATE_FILE}: No space left on device"):
+        train(settings, prepared, run_dir, out)
+    assert checkpoint.load(run_dir / STATE_FILE)["epoch"] == 1
+    assert sorted(p.name for p in run_dir.iterdir() if p.name != ".lock") == ["run.json", STATE_FILE]
+    filler.unlink()
+    assert train(settings, prepared, run_dir, out)
+    straight = tmp_path / "straight"
+    assert train(settings, prepared, straight, straight)
+    a, b = (torch.load(d / "model.pt", weights_only=True) for d in (out, straight))
+    assert all(torch.equal(a["backbone"][k], b["backbone"][k]) for k in a["backbone"])
+
+
+def test_full_disk_never_replaces_stored_logits(small_disk):
+    path = small_disk / "logits.npz"
+    first = np.arange(10, dtype=np.float32)
+    write_npz(path, test_logits=first)
+    fill(small_disk, leave=4096)
+    with pytest.raises(WriteError, match=rf"could not write {path}"):
+        write_npz(path, test_logits=np.zeros(1_000_000, dtype=np.float32))
+    with np.load(path) as stored:
+        assert np.array_equal(stored["test_logits"], first)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "logits.npz"]
+
+
+def test_write_error_reaches_the_user_without_a_traceback(small_disk, tmp_path):
+    """Through the CLI: exit 2 and one line naming the file."""
+    fill(small_disk, leave=0)
+    out = small_disk / "config.json"
+    result = subprocess.run([sys.executable, "-m", "multisym.cli", "validate", "--config", str(SMOKE), "--out", str(out)],
+                            capture_output=True, text=True, env=tool_env())
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"could not write {out}" in result.stderr and not out.exists()
+
+
+# ------------------------------------------------------------- the workflow
+def long_config(workflow_copy, name: str, **changes) -> tuple[Path, dict]:
+    config = yaml.safe_load(SMOKE.read_text())
+    config["name"] = name
+    config["members"]["seeds"] = {"eq": [1, 2], "sup": [1]}
+    config["finetune"] = {"seeds": []}
+    config["ensembles"] = {**config["ensembles"], "pools": ["eq"]}
+    config["transfer"] = {"datasets": []}
+    for key, value in changes.items():
+        config[key] = {**config.get(key, {}), **value}
+    return workflow_copy.write_config(f"{name}.yaml", config), config
+
+
+def test_second_snakemake_on_the_same_folder_is_refused(workflow_copy):
+    """While one Snakemake trains a member, a second one that needs the same
+    files is refused; the first finishes untouched."""
+    path, config = long_config(workflow_copy, "busy", pretrain={"epochs": 120})
+    member = next(m for m in member_table(config_module.resolve(config)) if m.mode == "eq")
+    run_dir = workflow_copy.folder / "results" / "busy" / "members" / member.folder
+    target = str((run_dir / "model.pt").relative_to(workflow_copy.folder))
+    first = subprocess.Popen(["timeout", "-k", "10", "600", sys.executable, "-m", "snakemake", f"--configfile={path.name}",
+                              target], cwd=workflow_copy.folder, env=tool_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "epochs.csv").exists():
+        assert time.monotonic() < deadline and first.poll() is None, "the first run did not start training"
+        time.sleep(0.2)
+    second = workflow_copy.snakemake(f"--configfile={path.name}", "members", check=False, hard_timeout=120)
+    assert second.returncode != 0 and "Incomplete files" in second.stdout + second.stderr
+    # told to redo incomplete files (as the slurm profile is), it meets the lock
+    third = workflow_copy.snakemake(f"--configfile={path.name}", "members", "--rerun-incomplete", check=False,
+                                    hard_timeout=120)
+    assert third.returncode != 0 and "cannot be locked" in third.stdout + third.stderr
+    output = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, output
+    assert len((run_dir / "epochs.csv").read_text().splitlines()) == 121
+
+
+def test_nan_member_stops_and_keep_going_finishes_the_others(workflow_copy):
+    """A supervised member whose loss turns NaN stops at once with its id and
+    epoch; under --keep-going every other member still finishes."""
+    path, config = long_config(workflow_copy, "nan", supervised={"optimizer": {"lr": 1.0e30}})
+    result = workflow_copy.snakemake(f"--configfile={path.name}", "members", "--keep-going", check=False,
+                                     hard_timeout=600)
+    assert result.returncode != 0
+    members = member_table(config_module.resolve(config))
+    root = workflow_copy.folder / "results" / "nan" / "members"
+    sup = next(m for m in members if m.mode == "sup")
+    for member in members:
+        assert (root / member.folder / "model.pt").exists() == (member is not sup)
+    log = (workflow_copy.folder / "logs" / "nan" / "pretrain" / f"{sup.folder}.log").read_text()
+    assert f"member {sup.folder}: loss is" in log and "at epoch 1" in log
+    kept = json.loads((root / sup.folder / "run.json").read_text())
+    assert kept["settings_hash"] == sup.settings_hash  # the failed run's record stays for inspection
