@@ -146,3 +146,44 @@ def test_signal_on_an_epochs_last_step_resumes_into_the_next_epoch(tmp_path, smo
     a, b = (torch.load(d / "model.pt", weights_only=True) for d in (straight, resumed))
     assert all(torch.equal(a["backbone"][k], b["backbone"][k]) for k in a["backbone"])
     assert read_rows(straight / "epochs.csv") == read_rows(resumed / "epochs.csv")
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+
+
+@cuda
+def test_non_finite_loss_on_cuda_stops_before_any_save(tmp_path, smoke, prepared):
+    """On CUDA the NaN check is read one step late; it still fires in the
+    epoch it happens, names the member, and no state of it is ever saved."""
+    settings = member(smoke, "sup").settings
+    settings = {**settings, "supervised": {**settings["supervised"], "optimizer": {**settings["supervised"]["optimizer"], "lr": 1e30}}}
+    with pytest.raises(FloatingPointError, match=rf"member {tmp_path.name}: loss is \S+ at epoch 1, step \d"):
+        train_member(settings, *prepared, tmp_path, tmp_path / "model.pt", tmp_path / "epochs.csv", device="cuda")
+    assert not (tmp_path / STATE_FILE).exists()
+
+
+@cuda
+def test_signal_on_cuda_saves_device_sums_and_resumes(tmp_path, smoke, prepared, monkeypatch):
+    import os
+    import signal
+
+    from multisym import optim
+    from multisym.pretrain import InterruptedRun
+
+    settings = member(smoke, "eq").settings
+    real, calls = optim.set_learning_rate, {"n": 0}
+
+    def signal_on_second_step(optimizer, lr):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        real(optimizer, lr)
+
+    monkeypatch.setattr(optim, "set_learning_rate", signal_on_second_step)
+    with pytest.raises(InterruptedRun):
+        train_member(settings, *prepared, tmp_path, tmp_path / "model.pt", tmp_path / "epochs.csv", device="cuda")
+    state = checkpoint.load(tmp_path / STATE_FILE)
+    assert state["batch"] == 2 and all(isinstance(v, float) for v in state["sums"].values())
+    monkeypatch.setattr(optim, "set_learning_rate", real)
+    assert train_member(settings, *prepared, tmp_path, tmp_path / "model.pt", tmp_path / "epochs.csv", device="cuda")
+    assert len(read_rows(tmp_path / "epochs.csv")) == settings["pretrain"]["epochs"]
