@@ -24,6 +24,7 @@ import subprocess
 import time
 from pathlib import Path
 
+MARKER = "# written by tests/local_slurm.py"
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server")
 DB_PORT = 13306
 DB_PASSWORD = "slurmdbpass"
@@ -111,7 +112,7 @@ class LocalSlurm:
         for path in (self.dir / "run", self.dir / "log"):
             path.chmod(0o777)
         self.etc.mkdir(exist_ok=True)
-        self._write("slurm.conf", f"""# written by tests/local_slurm.py
+        self._write("slurm.conf", f"""{MARKER}
 ClusterName=multisym
 SlurmctldHost={host}(127.0.0.1)
 SlurmUser=slurm
@@ -200,8 +201,26 @@ StorageLoc=slurm_acct_db
         self.started.append((name, self._pid_file(name)))
         self._wait_for(name, lambda: self._alive(name))
 
+    def _stop_leftovers(self) -> None:
+        """Daemons of an earlier test cluster whose run was killed before it
+        could stop them (its marker is still in /etc/slurm/slurm.conf): they
+        hold the ports a new cluster needs."""
+        if not self.conf.exists() or MARKER not in self.conf.read_text():
+            return
+        for name in ("slurmd", "slurmctld", "slurmdbd"):
+            run("pkill", "-x", name, check=False)
+        run("pkill", "-f", "mariadbd.*multisym-slurm-", check=False)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(
+            run("pgrep", "-x", name, check=False).returncode == 0 for name in ("slurmd", "slurmctld", "slurmdbd")
+        ):
+            time.sleep(0.2)
+        for name in ("slurm.conf", "gres.conf", "slurmdbd.conf"):
+            (self.etc / name).unlink(missing_ok=True)
+
     def start(self) -> "LocalSlurm":
         install()
+        self._stop_leftovers()
         self._write_config()
         self._start_munge()
         self._start_mariadb()
