@@ -80,7 +80,15 @@ def _checkpointable():
             except InterruptedRun as stopped:
                 print(stopped, file=sys.stderr, flush=True)
                 if stopped.signum == signal.SIGUSR2:
-                    signal.raise_signal(signal.SIGUSR2)
+                    try:
+                        signal.raise_signal(signal.SIGUSR2)  # submitit: checkpoint, requeue, exit
+                    except subprocess.CalledProcessError as error:
+                        # SLURM tears the step down as soon as it accepts the requeue, and
+                        # its SIGTERM can reach `scontrol requeue` before it returns: the job
+                        # is requeued, so leave without a result (which would end the wait)
+                        if error.returncode < 0 and "requeue" in error.cmd:
+                            raise SystemExit(0) from None
+                        raise
                 raise
 
     return TrainingJob
