@@ -34,6 +34,16 @@ def run(*command: str, check: bool = True, **kwargs) -> subprocess.CompletedProc
     return subprocess.run(command, check=check, capture_output=True, text=True, **kwargs)
 
 
+def wait_until(condition, seconds: float, what: str) -> None:
+    """Poll ``condition`` until it holds; TimeoutError naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what}: not reached after {seconds:.0f} s")
+
+
 def missing_packages() -> list[str]:
     missing = []
     for package in PACKAGES:
@@ -89,12 +99,7 @@ class LocalSlurm:
             return False
 
     def _wait_for(self, what: str, condition, seconds: float = 30.0) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"local SLURM: {what} not ready after {seconds:.0f} s; logs in {self.dir / 'log'}")
+        wait_until(condition, seconds, f"local SLURM: {what} (logs in {self.dir / 'log'})")
 
     # -------------------------------------------------------------- config
     def _write_config(self) -> None:

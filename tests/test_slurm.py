@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ import torch
 import yaml
 
 from conftest import SMOKE, planned_jobs, tool_env
-from local_slurm import LocalSlurm
+from local_slurm import LocalSlurm, wait_until
 from multisym.config import resolve
 from multisym.members import member_table
 
@@ -122,15 +121,6 @@ def epochs_done(run_dir: Path) -> int:
     return max(0, len(log.read_text().splitlines()) - 1) if log.exists() else 0
 
 
-def wait_until(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-
-
 def start_snakemake(workflow_copy, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         ["timeout", "-k", "10", "600", sys.executable, "-m", "snakemake", *args], cwd=workflow_copy.folder,
@@ -138,15 +128,18 @@ def start_snakemake(workflow_copy, *args: str) -> subprocess.Popen:
     )
 
 
+def local_pretrain(member, data: Path, out: Path) -> list[str]:
+    """The command that trains ``member`` in one piece, in-process (executor local),
+    on the prepared data folder ``data``, into ``out``."""
+    return [sys.executable, "-m", "multisym.cli", "pretrain", "--settings-json", json.dumps(member.settings),
+            "--data", str(data / "dataset.npz"), "--manifest", str(data / "manifest.json"), "--run-dir", str(out),
+            "--out-model", str(out / "model.pt"), "--out-log", str(out / "epochs.csv"), "--threads", "1"]
+
+
 def uninterrupted_weights(workflow_copy, member, path: Path, tmp: Path) -> dict:
     """The same member trained in one piece, in this process's executor (local)."""
     data = workflow_copy.folder / "results" / path.stem / "data"
-    subprocess.run(
-        [sys.executable, "-m", "multisym.cli", "pretrain", "--settings-json", json.dumps(member.settings),
-         "--data", str(data / "dataset.npz"), "--manifest", str(data / "manifest.json"), "--run-dir", str(tmp),
-         "--out-model", str(tmp / "model.pt"), "--out-log", str(tmp / "epochs.csv"), "--threads", "1"],
-        check=True, env=tool_env(), capture_output=True,
-    )
+    subprocess.run(local_pretrain(member, data, tmp), check=True, env=tool_env(), capture_output=True)
     return torch.load(tmp / "model.pt", weights_only=True)
 
 
@@ -211,12 +204,8 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster, workflow_copy, tmp
     tmp_path = tmp_path_factory.mktemp("reference")
     workflow_copy.snakemake(f"--configfile={path.name}", str(data.relative_to(workflow_copy.folder)), *slurm_args(),
                             hard_timeout=300)
-    reference = subprocess.Popen(
-        [sys.executable, "-m", "multisym.cli", "pretrain", "--settings-json", json.dumps(member.settings),
-         "--data", str(data), "--manifest", str(data.with_name("manifest.json")), "--run-dir", str(tmp_path),
-         "--out-model", str(tmp_path / "model.pt"), "--out-log", str(tmp_path / "epochs.csv"), "--threads", "1"],
-        env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    reference = subprocess.Popen(local_pretrain(member, data.parent, tmp_path), env=tool_env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     limited = json.dumps({"pretrain": {**SMALL_JOBS, "time_limit_min": 2}, "adapt": SMALL_JOBS})
     workflow_copy.snakemake(
         f"--configfile={path.name}", target, "--profile", "slurm", *FAST, "--config", f"gpu_jobs={limited}",
