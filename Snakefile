@@ -21,6 +21,7 @@ include: "workflow/rules/adapt.smk"
 include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/shift.smk"
+include: "workflow/rules/audit.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -49,13 +49,14 @@ class WorkflowCopy:
         return path
 
     def snakemake(self, *args: str, check: bool = True, timeout: float = 900,
-                  hard_timeout: float | None = None) -> subprocess.CompletedProcess:
+                  hard_timeout: float | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
         """``hard_timeout`` runs it under ``timeout -k``: a hung run (a SLURM
-        status poll that never returns) is killed, and the test fails."""
+        status poll that never returns) is killed, and the test fails.
+        ``env`` adds variables to the environment."""
         prefix = ["timeout", "-k", "10", str(int(hard_timeout))] if hard_timeout else []
         result = subprocess.run(
             [*prefix, sys.executable, "-m", "snakemake", *args],
-            cwd=self.folder, env=tool_env(), capture_output=True, text=True, timeout=timeout,
+            cwd=self.folder, env={**tool_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(

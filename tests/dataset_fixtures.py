@@ -170,6 +170,30 @@ def write_cifar100(root: Path, classes: int = 4, per_class: int = 3, seed: int =
     return root
 
 
+# ------------------------------------------------------ MNIST, FashionMNIST
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """The idx format of the MNIST releases: a big-endian magic (0, 0, type
+    0x08 = uint8, number of dimensions), each dimension as a big-endian int32,
+    then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def write_mnist(root: Path, folder: str = "MNIST", classes: int = 3, per_class: int = 4, size: int = 8,
+                seed: int = 0) -> Path:
+    """<root>/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte, grey
+    images whose class pattern is :func:`class_image`'s bright channel-0 block."""
+    rng = np.random.default_rng(seed)
+    for prefix in ("train", "t10k"):
+        labels = np.repeat(np.arange(classes), per_class)
+        rng.shuffle(labels)
+        images = np.stack([class_image(rng, int(label) % (GRID * GRID), size)[..., 0] for label in labels])
+        _write_idx(root / folder / "raw" / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(root / folder / "raw" / f"{prefix}-labels-idx1-ubyte", labels.astype(np.uint8))
+    return root
+
+
 # ------------------------------------------------------------- Flowers
 FLOWERS_CLASSES = 102
 

@@ -80,7 +80,7 @@ def test_resolving_twice_is_stable():
         (lambda c: c["dataset"].update(name="inat2019", splits={"test": None}), "dataset.splits.test", "no labelled test"),
         (lambda c: c["dataset"].update(name="imagenet100", splits={"test": None}), "dataset.classes", "wnids"),
         (lambda c: c["dataset"].update(classes=["n01440764"]), "dataset.classes", "only imagenet100"),
-        (lambda c: c["dataset"].update(name="mnist"), "dataset.name", "allowed values"),
+        (lambda c: c["dataset"].update(name="svhn"), "dataset.name", "allowed values"),
         (lambda c: c["dataset"].update(checksum="md5"), "dataset.checksum", "allowed values"),
         (lambda c: c.update(adapt={"mode": "tune"}), "adapt.mode", "allowed values"),
         (lambda c: c.update(adapt={"finetune": {"lr": {"eq": []}}}), "adapt.finetune.lr.eq", "should be non-empty"),

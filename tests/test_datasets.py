@@ -16,7 +16,8 @@ import dataset_fixtures as fx
 from multisym import datasets as ds
 from multisym.datasets import DatasetRootError, imagenet_classes, imagenet_r, imagenet_v2, open_sources
 
-PRIMARY = ("cifar10", "cifar100", "flowers102", "food101", "inat2019", "imagenet", "imagenet100")
+PRIMARY = ("cifar10", "cifar100", "mnist", "fashion_mnist", "flowers102", "food101", "inat2019", "imagenet",
+           "imagenet100")
 SHIFT = ("imagenet_v2", "imagenet_r")
 V2_KEY, R_KEY = "shift.imagenet_v2", "shift.imagenet_r"
 
@@ -24,6 +25,8 @@ V2_KEY, R_KEY = "shift.imagenet_v2", "shift.imagenet_r"
 LAYOUT_TEXT = {
     "cifar10": "cifar-10-batches-py",
     "cifar100": "cifar-100-python",
+    "mnist": "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte",
+    "fashion_mnist": "FashionMNIST/raw/{train,t10k}",
     "flowers102": "flowers-102/{jpg/image_00001.jpg",
     "food101": "food-101/{images/<class>/<id>.jpg",
     "inat2019": "2019/<super category>/<category id>",
@@ -139,6 +142,48 @@ def test_cifar_missing_batch(tmp_path, integrity):
     with pytest.raises(DatasetRootError) as error:
         open_sources({"name": "cifar10", "root": str(root)})
     assert "'dataset.root'" in str(error.value) and "data_batch_3" in str(error.value)
+
+
+# ------------------------------------------------------ MNIST, FashionMNIST
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_idx_files(tmp_path, name, folder):
+    root = fx.write_mnist(tmp_path, folder=folder, classes=3, per_class=4, seed=2)
+    sources = open_sources({"name": name, "root": str(root)})
+    assert set(sources) == {"train", "test"}
+    for split, source in sources.items():
+        check_source(source, 12, 10)
+        prefix = "train" if split == "train" else "t10k"
+        assert [Path(f).name for f in source.files] == [f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"]
+        assert counts(source.labels, range(3)) == {c: 4 for c in range(3)}
+        image, label = source.dataset[0]
+        assert image.mode == "L" and image.size == (8, 8)
+        # the bright block sits in the cell of the class written with the image
+        cells = np.asarray(image, dtype=float).reshape(4, 2, 4, 2).mean(axis=(1, 3))
+        assert int(np.argmax(cells)) == label
+
+
+def test_mnist_missing_labels_file(tmp_path):
+    root = fx.write_mnist(tmp_path)
+    (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DatasetRootError, match="t10k-labels-idx1-ubyte"):
+        open_sources({"name": "mnist", "root": str(root)})
+
+
+def test_a_grey_dataset_is_prepared_with_one_channel(tmp_path):
+    import yaml
+
+    from conftest import SMOKE
+    from multisym.config import resolve
+    from multisym.data import load_split, prepare
+
+    root = fx.write_mnist(tmp_path / "fm", folder="FashionMNIST", classes=3, per_class=6)
+    scale = yaml.safe_load(SMOKE.read_text())
+    scale["dataset"] = {"name": "fashion_mnist", "root": str(root), "image_size": 8,
+                        "splits": {"val": 0.2, "test": None}}
+    manifest = prepare(resolve(scale)["dataset"], tmp_path / "d.npz", tmp_path / "d.json")
+    assert manifest["channels"] == 1 and manifest["counts"]["test"] == 18
+    images, labels, info = load_split(tmp_path / "d.npz", tmp_path / "d.json", "test")
+    assert tuple(images.shape) == (18, 1, 8, 8) and info.num_classes == 10
 
 
 # ------------------------------------------------------------- Flowers

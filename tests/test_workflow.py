@@ -8,6 +8,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -108,14 +109,18 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
         step = "import_member" if m.imported else "pretrain"
         assert (workflow_copy.folder / f"logs/smoke/{step}/{m.folder}.log").is_file()
     for table in ("table1", "table2", "table3", "table4"):
-        for ext in ("csv", "md"):
+        for ext in ("csv", "md", "tex"):
             assert (root / "tables" / f"{table}.{ext}").stat().st_size > 0
+    for tex in (root / "tables").glob("*.tex"):
+        text = tex.read_text()
+        assert text.isascii() and "\\toprule" in text and "\\bottomrule" in text, tex.name
     for figure in ("figure2", "figure3"):
         for ext in ("pdf", "png"):
             assert (root / "figures" / f"{figure}.{ext}").stat().st_size > 1000
     check_numbers_agree(root)
     check_shift_agrees(root)
     check_transfer_agrees(root, cfg)
+    check_audit_agrees(root, cfg)
 
     again = workflow_copy.snakemake("figures", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -123,6 +128,7 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     moved = workflow_copy.snakemake("figures", "-n", "--config", "cluster={executor: slurm, partition: gpu}",
                                     "gpu_jobs={pretrain: {time_limit_min: 30, mem_gb: 8}}")
     assert "Nothing to be done" in moved.stdout + moved.stderr
+    check_stage_versions(workflow_copy)
 
     changed = copy.deepcopy(smoke)
     changed["members"]["seeds"]["eq"][0] = 7
@@ -134,6 +140,31 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     assert "sup_logits" not in counts and "finetune" not in counts and "prepare_data" not in counts
     # only the pools holding Eq members are rebuilt
     assert counts["ensemble"] == 4
+    assert counts["audit_outputs"] == 1 and counts["audit_metrics"] == 1
+    assert "emergence" not in counts and "prepare_audit" not in counts
+
+
+def check_stage_versions(workflow_copy):
+    """Planned with a copy of the package first on the path: editing a comment
+    reruns nothing; bumping one stage's version reruns that stage and what
+    depends on it, and nothing upstream."""
+    import shutil
+
+    import multisym
+
+    package = workflow_copy.folder / "patched" / "multisym"
+    shutil.copytree(Path(multisym.__file__).parent, package)
+    env = {"PYTHONPATH": str(package.parent)}
+    audit_module = package / "audit.py"
+    audit_module.write_text(audit_module.read_text() + "\n# a comment changes no result\n")
+    quiet = workflow_copy.snakemake("figures", "-n", env=env)
+    assert "Nothing to be done" in quiet.stdout + quiet.stderr
+    stages = package / "stages.py"
+    stages.write_text(stages.read_text().replace('"audit_metrics": 1,', '"audit_metrics": 2,'))
+    counts = planned_jobs(workflow_copy.snakemake("figures", "-n", env=env).stdout)
+    assert counts.pop("audit_metrics") == 1 and counts.pop("table") == 1 and counts.pop("figure") == 1
+    assert set(counts) <= {"figures", "total"}, counts
+    shutil.rmtree(package.parent)
 
 
 def write_official_checkpoint(path, backbone):
@@ -191,6 +222,27 @@ def check_transfer_agrees(root, cfg):
     for name in ("table8.csv", "table9.md"):
         assert (root / "tables" / name).stat().st_size > 0
     assert (root / "figures" / "figure4.png").stat().st_size > 1000
+
+
+def check_audit_agrees(root, cfg):
+    """Every member is audited; the audit table repeats the audit's numbers;
+    Eq members' heads are audited; the emergence figures exist."""
+    from multisym.members import finetuned_members
+
+    result = json.loads((root / "audit" / "metrics.json").read_text())
+    members = member_table(cfg)
+    expected = [m.id for m in members] + [m.id for m in finetuned_members(cfg, members)]
+    assert list(result["members"]) == expected
+    assert list(result["sets"]) == ["test", "noise", "photos"] and result["stand_in"] is True
+    for member in members:
+        head = result["members"][member.id]["eq_head_accuracy"]
+        assert (head is not None) == (member.mode == "eq" and not member.imported)
+    table = list(csv.DictReader(open(root / "tables" / "table_audit.csv")))
+    cell = next(r for r in table if r["row"] == "inv-rotation-s1" and r["column"] == "OSP noise")
+    assert float(cell["value"]) == pytest.approx(result["members"]["inv-rotation-s1"]["sets"]["noise"]["rotation"]["osp"]["value"])
+    assert any(r["row"] == "Eq+Inv (MSE) whole pool, logit mean" for r in table)
+    for figure in ("figure_audit", "figure_emergence", "figure_emergence_size"):
+        assert (root / "figures" / f"{figure}.png").stat().st_size > 1000
 
 
 def check_numbers_agree(root):

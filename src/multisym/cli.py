@@ -182,13 +182,66 @@ def cmd_shift_metrics(args) -> None:
     spec = json.loads(args.spec_json)
     if len(spec["members"]) != len(args.logits) or len(spec["pools"]) != len(args.greedy):
         raise SystemExit("error: give one shift logits file per spec member and one greedy result per pool, in order")
+    result = evaluate(spec["pools"], dict(zip(spec["members"], args.logits)), _greedy_by_pool(args.greedy),
+                      args.shift_manifest, spec["ensemble_size"], spec["bootstrap"])
+    _write_json(result, args.out)
+
+
+def _greedy_by_pool(paths: list[str]) -> dict[str, str]:
+    """Greedy result files keyed by the pool each one names."""
     greedy = {}
-    for path in args.greedy:
+    for path in paths:
         with open(path) as handle:
             greedy[json.load(handle)["pool"]] = path
-    result = evaluate(spec["pools"], dict(zip(spec["members"], args.logits)), greedy, args.shift_manifest,
-                      spec["ensemble_size"], spec["bootstrap"])
+    return greedy
+
+
+def cmd_prepare_audit(args) -> None:
+    from .audit import prepare_sets
+
+    ood = {}
+    for item in args.ood or []:
+        key, _, paths = item.partition("=")
+        data_path, _, manifest_path = paths.partition(",")
+        ood[key] = (data_path, manifest_path)
+    manifest = prepare_sets(json.loads(args.settings_json), args.data, args.manifest, ood, args.out_data,
+                            args.out_manifest)
+    print("audit sets: " + ", ".join(f"{k} ({v['images']})" for k, v in manifest["sets"].items()), file=sys.stderr)
+
+
+def cmd_audit_outputs(args) -> None:
+    from .audit import member_outputs
+
+    member_outputs(args.model, args.probe_params, args.member_model, args.sets, args.sets_manifest, args.manifest,
+                   args.groups, args.out, device=args.device, threads=args.threads)
+
+
+def cmd_audit_metrics(args) -> None:
+    from .audit import evaluate
+
+    spec = json.loads(args.spec_json)
+    if len(spec["members"]) != len(args.outputs) or len(spec["pools"]) != len(args.greedy):
+        raise SystemExit("error: give one audit outputs file per spec member and one greedy result per pool, in order")
+    result = evaluate(spec, dict(zip(spec["members"], args.outputs)), _greedy_by_pool(args.greedy),
+                      args.sets_manifest)
     _write_json(result, args.out)
+
+
+def cmd_emergence(args) -> None:
+    from .emergence import train
+
+    summary = train(json.loads(args.settings_json), args.run, args.data, args.manifest, args.sets,
+                    args.sets_manifest, args.out, device=args.device, threads=args.threads)
+    print(f"emergence {summary['run']}: {summary['members']} members, {summary['epochs']} epochs, "
+          f"final member test accuracy {summary['final_member_test_accuracy']:.1f}%", file=sys.stderr)
+
+
+def cmd_emergence_metrics(args) -> None:
+    from .emergence import write_metrics
+
+    if len(args.runs) != len(args.logits):
+        raise SystemExit("error: give one logits file per run, in the order of --runs")
+    write_metrics(json.loads(args.settings_json), dict(zip(args.runs, args.logits)), args.sets_manifest, args.out)
 
 
 def _write_json(payload: dict, path: str) -> None:
@@ -294,7 +347,7 @@ def cmd_dataset_summary(args) -> None:
 def cmd_table(args) -> None:
     from . import tables
 
-    tables.write(args.table, args.inputs, json.loads(args.spec_json), args.out_csv, args.out_md)
+    tables.write(args.table, args.inputs, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_tex)
 
 
 def cmd_figure(args) -> None:
@@ -413,6 +466,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift-manifest", required=True)
     p.add_argument("--out", required=True)
 
+    p = command("prepare-audit", cmd_prepare_audit, "write the audit sets: test subset, noise, photo patches, OOD")
+    p.add_argument("--settings-json", required=True, help="the resolved `audit` config section as JSON")
+    p.add_argument("--data", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--ood", nargs="*", help="KEY=DATA,MANIFEST of each prepared OOD dataset")
+    p.add_argument("--out-data", required=True)
+    p.add_argument("--out-manifest", required=True)
+
+    p = command("audit-outputs", cmd_audit_outputs, "one member's orbit logits, feature cosines and Eq-head output")
+    p.add_argument("--model", required=True, help="the evaluated network")
+    p.add_argument("--probe-params", help="the fitted probe of a probed SSL member")
+    p.add_argument("--member-model", required=True, help="the pretrained member (its Eq head)")
+    p.add_argument("--sets", required=True)
+    p.add_argument("--sets-manifest", required=True)
+    p.add_argument("--manifest", required=True, help="the prepared dataset's manifest")
+    p.add_argument("--groups", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    runtime_options(p)
+
+    p = command("audit-metrics", cmd_audit_metrics, "OSP, orbit consistency, feature invariance of members and ensembles")
+    p.add_argument("--spec-json", required=True, help="members, modes, pools, groups, ensemble size, bootstrap")
+    p.add_argument("--outputs", nargs="+", required=True, help="audit outputs, one per spec member, in its order")
+    p.add_argument("--greedy", nargs="*", default=[], help="each pool's greedy ensemble result")
+    p.add_argument("--sets-manifest", required=True)
+    p.add_argument("--out", required=True)
+
+    p = command("emergence", cmd_emergence, "train one run of the emergent-invariance experiment")
+    p.add_argument("--run", required=True, choices=("augmented", "control"))
+    p.add_argument("--settings-json", required=True, help="the resolved `emergence` config section as JSON")
+    p.add_argument("--data", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--sets", required=True)
+    p.add_argument("--sets-manifest", required=True)
+    p.add_argument("--out", required=True)
+    runtime_options(p)
+
+    p = command("emergence-metrics", cmd_emergence_metrics, "OSP curves of the emergent-invariance runs")
+    p.add_argument("--settings-json", required=True)
+    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--logits", nargs="+", required=True)
+    p.add_argument("--sets-manifest", required=True)
+    p.add_argument("--out", required=True)
+
     p = command("adapt-candidate", cmd_adapt_candidate, "fine-tune an SSL member with one learning rate")
     p.add_argument("--model", required=True, help="the pretrained member")
     p.add_argument("--settings-json", required=True, help="the candidate's fine-tuning settings as JSON")
@@ -457,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", nargs="+", required=True)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
+    p.add_argument("--out-tex", help="the same table in LaTeX (booktabs)")
 
     p = command("figure", cmd_figure, "draw one of the paper's figures (PDF and PNG) from result files")
     p.add_argument("--figure", required=True)

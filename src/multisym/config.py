@@ -111,9 +111,12 @@ def is_embedded(name: str) -> bool:
     return name in EMBEDDED_DATASETS
 
 
+GREY_DATASETS = ("digits", "digits_rotated", "mnist", "fashion_mnist")
+
+
 def own_channels(dataset: dict) -> int:
     """Channels of a dataset's images before any conversion."""
-    return 1 if is_embedded(dataset["name"]) else 3
+    return 1 if dataset["name"] in GREY_DATASETS else 3
 
 
 def _parse_command_line_scalars(config: dict) -> None:
@@ -131,13 +134,17 @@ def _parse_command_line_scalars(config: dict) -> None:
 
 
 def _inherit_transfer_format(config: dict) -> None:
-    """Transfer datasets take the pretraining dataset's image size and channels
-    where they leave them out, so the members' networks fit them (§5: CIFAR-100
-    resized to 224). Runs before validation, on whatever was given."""
-    primary, transfer = config.get("dataset"), config.get("transfer")
-    if not isinstance(primary, dict) or not isinstance(transfer, dict):
+    """Transfer and audit OOD datasets take the pretraining dataset's image size
+    and channels where they leave them out, so the members' networks fit them
+    (§5: CIFAR-100 resized to 224). Runs before validation, on whatever was given."""
+    primary = config.get("dataset")
+    if not isinstance(primary, dict):
         return
-    for entry in transfer.get("datasets") or []:
+    entries = []
+    for section, key in (("transfer", "datasets"), ("audit", "ood_datasets")):
+        if isinstance(config.get(section), dict):
+            entries += config[section].get(key) or []
+    for entry in entries:
         dataset = entry.get("dataset") if isinstance(entry, dict) else None
         if not isinstance(dataset, dict):
             continue
@@ -147,14 +154,21 @@ def _inherit_transfer_format(config: dict) -> None:
             dataset["channels"] = primary.get("channels") or own_channels(primary)
 
 
+def _check_dataset_list(entries: list[dict], key: str) -> None:
+    """Unique keys and valid splits in a list of keyed datasets."""
+    keys = [entry["key"] for entry in entries]
+    for index, entry in enumerate(entries):
+        prefix = f"{key}.{index}"
+        if entry["key"] in keys[:index]:
+            raise ConfigError(f"config key '{prefix}.key': {entry['key']!r} is used by two datasets of {key}")
+        _check_splits(entry["dataset"], f"{prefix}.dataset")
+
+
 def _check_transfer(config: dict) -> None:
     """Unique keys, valid splits, and Eq or Inv members to transfer."""
     keys = [entry["key"] for entry in config["transfer"]["datasets"]]
-    for index, entry in enumerate(config["transfer"]["datasets"]):
-        prefix = f"transfer.datasets.{index}"
-        if entry["key"] in keys[:index]:
-            raise ConfigError(f"config key '{prefix}.key': {entry['key']!r} is used by two transfer datasets")
-        _check_splits(entry["dataset"], f"{prefix}.dataset")
+    _check_dataset_list(config["transfer"]["datasets"], "transfer.datasets")
+    _check_dataset_list(config["audit"]["ood_datasets"], "audit.ood_datasets")
     sizes = class_sizes(config)
     if keys and not (sizes["eq"] or sizes["inv"]):
         raise ConfigError(
@@ -201,7 +215,7 @@ def _check_consistency(config: dict) -> None:
     _check_imported(config)
 
 
-OFFICIAL_TEST = ("cifar10", "cifar100", "flowers102", "food101", "imagenet", "imagenet100")
+OFFICIAL_TEST = ("cifar10", "cifar100", "mnist", "fashion_mnist", "flowers102", "food101", "imagenet", "imagenet100")
 OFFICIAL_VAL = ("flowers102",)
 
 
@@ -263,6 +277,8 @@ def _fill_derived(config: dict) -> None:
     small = config["small_crop"]
     if small["size"] is None:
         small["size"] = max(2, 2 * round(views["size"] * 3 / 7 / 2))
+    if config["audit"]["groups"] is None:
+        config["audit"]["groups"] = list(config["members"]["axes"]) or ["rotation"]
     if config["ensembles"]["axis"] is None and config["members"]["axes"]:
         config["ensembles"]["axis"] = config["members"]["axes"][0]
     base_seeds = config["members"]["seeds"]["base"]

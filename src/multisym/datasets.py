@@ -13,6 +13,8 @@ Primary datasets (``dataset.name``) and what their splits come from:
 name           torchvision class, split used               test split
 =============  ==========================================  ===================
 cifar10/100    CIFAR10 / CIFAR100, train=True              train=False
+mnist,         MNIST / FashionMNIST (grey), train=True     train=False
+fashion_mnist
 flowers102     Flowers102 'train' (val: the official 'val')  'test'
 food101        Food101 'train'                             'test'
 inat2019       INaturalist version 2019, 1010 classes      seeded per-class 10 % of train
@@ -63,6 +65,8 @@ class Source:
 LAYOUTS = {
     "cifar10": "<root>/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta} (the python release)",
     "cifar100": "<root>/cifar-100-python/{train, test, meta} (the python release)",
+    "mnist": "<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (the idx files, unzipped)",
+    "fashion_mnist": "<root>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (the idx files, unzipped)",
     "flowers102": "<root>/flowers-102/{jpg/image_00001.jpg ..., imagelabels.mat, setid.mat}",
     "food101": "<root>/food-101/{images/<class>/<id>.jpg, meta/train.json, meta/test.json}",
     "inat2019": "<root>/2019/<super category>/<category id>/<image>.jpg (train_val2019 release)",
@@ -105,6 +109,22 @@ def _cifar(spec: dict, train: bool) -> Source:
     names = [name for name, _ in (cls.train_list if train else cls.test_list)]
     return Source(dataset, np.asarray(dataset.targets), [folder / n for n in names], len(dataset.classes),
                   [folder / cls.meta["filename"]])
+
+
+# ------------------------------------------------------ MNIST, FashionMNIST
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _mnist(spec: dict, train: bool) -> Source:
+    root = _root(spec)
+    cls = tv.MNIST if spec["name"] == "mnist" else tv.FashionMNIST
+    raw = root / cls.__name__ / "raw"
+    missing = [name for name in IDX_FILES if not (raw / name).is_file()]
+    _require(not missing, spec["name"], "dataset.root", root, f"lacks {cls.__name__}/raw/{missing}")
+    dataset = cls(str(root), train=train, download=False)
+    prefix = "train" if train else "t10k"
+    files = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+    return Source(dataset, dataset.targets.numpy(), files, len(cls.classes))
 
 
 # ------------------------------------------------------------- Flowers
@@ -233,6 +253,8 @@ def open_sources(spec: dict) -> dict[str, Source]:
     name = spec["name"]
     if name in ("cifar10", "cifar100"):
         return {"train": _cifar(spec, True), "test": _cifar(spec, False)}
+    if name in ("mnist", "fashion_mnist"):
+        return {"train": _mnist(spec, True), "test": _mnist(spec, False)}
     if name == "flowers102":
         return {"train": _flowers(spec, "train"), "val": _flowers(spec, "val"), "test": _flowers(spec, "test")}
     if name == "food101":

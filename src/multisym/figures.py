@@ -11,6 +11,11 @@ the mean over draws, error bars the std over draws.
 Figure 4: class dominance of Eq vs Inv and the Eq+Inv gain per dataset.
 Figure 6: per-class accuracy of single members, Eq vs Inv and Eq vs Eq.
 Figure 7: accuracy vs fraction removed by uncertainty, greedy Eq ensembles.
+Audit figure: OSP of each pool's members and greedy ensemble per audit set,
+and feature invariance per mode.
+Emergence figures (metrics.md A.6): OSP vs epoch (members' quantile bands and
+median, the ensemble) and OSP vs ensemble size (random sub-ensembles), for the
+augmented and the control run, one panel per audit set.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .tables import POOL_LABELS, ensembles_by, load_results  # noqa: E402
+from .tables import MODE_LABELS, POOL_LABELS, ensembles_by, load_results  # noqa: E402
 
 POOL_ORDER = ("sup", "ssl_ft", "base", "inv", "eq", "eq_inv")
 PALETTE = dict(zip(("eq", "inv", "eq_inv", "base", "sup", "ssl_ft"), sns.color_palette("colorblind", 6)))
@@ -168,7 +173,114 @@ def figure4(results: list[dict], spec: dict):
     return fig
 
 
-BUILDERS = {"figure2": figure2, "figure3": figure3, "figure4": figure4, "figure6": figure6, "figure7": figure7}
+def figure_audit(results: list[dict], spec: dict):
+    """The symmetry audit (first group): per audit set, the OSP of every pool's
+    members (dots) and of its greedy ensemble (diamonds: filled, logit mean;
+    open, probability mean); last panel, the feature cosine cos(f(x), f(g·x))
+    of each mode's members on test."""
+    import numpy as np
+
+    audit = results[0]
+    group, sets = audit["groups"][0], list(audit["sets"])
+    members = audit["members"]
+    pools = [p for p in POOL_ORDER if p in audit["ensembles"]]
+    modes = [m for m in ("sup", "ssl_ft", "base", "inv", "eq") if any(e["mode"] == m for e in members.values())]
+    fig, axes = plt.subplots(1, len(sets) + 1, figsize=(3.3 * (len(sets) + 1), 3.6))
+    rng = np.random.default_rng(0)
+    for ax, name in zip(axes, sets):
+        for x, pool in enumerate(pools):
+            ensemble = audit["ensembles"][pool]
+            values = [members[m]["sets"][name][group]["osp"]["value"] for m in dict.fromkeys(ensemble["pool_members"])]
+            ax.scatter(x + rng.uniform(-0.15, 0.15, len(values)), values, s=14, color=PALETTE[pool], alpha=0.7)
+            for how, face in (("logit", PALETTE[pool]), ("prob", "white")):
+                ax.scatter([x + 0.3], [ensemble["greedy"][how][name][group]["osp"]["value"]], marker="D", s=40,
+                           facecolor=face, edgecolor=PALETTE[pool], linewidth=1.2, zorder=3)
+        order = next(iter(members.values()))["sets"][name][group]["order"]
+        ax.set_ylim(0.9, order + 0.1)
+        ax.set_xticks(range(len(pools)), [POOL_LABELS[p] for p in pools], rotation=35, ha="right", fontsize=7)
+        ax.set_title(f"OSP on {name}", fontsize=9)
+    axes[0].set_ylabel(f"OSP (of {order}); dots: members, diamonds: greedy M={audit['ensemble_size']}", fontsize=8)
+    ax = axes[-1]
+    for x, mode in enumerate(modes):
+        values = [e["sets"]["test"][group]["feature_cosine"]["value"] for e in members.values() if e["mode"] == mode]
+        ax.scatter(x + rng.uniform(-0.15, 0.15, len(values)), values, s=14, color=PALETTE[mode], alpha=0.8)
+        ax.hlines(np.mean(values), x - 0.25, x + 0.25, color=PALETTE[mode])
+    ax.set_xticks(range(len(modes)), [MODE_LABELS[m] for m in modes], fontsize=8)
+    ax.set_title("feature cosine f(x)·f(g·x) on test", fontsize=9)
+    stand_in = "; embedded digits, a stand-in" if audit["stand_in"] else ""
+    fig.suptitle(f"Symmetry audit (scale {spec['name']}, group {group}{stand_in})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# the colour-blind palette's colours not taken by the pools (pink, sky blue)
+RUN_COLOURS = dict(zip(("augmented", "control"), [sns.color_palette("colorblind", 10)[i] for i in (6, 9)]))
+
+
+def _emergence_title(result: dict, what: str, spec: dict) -> str:
+    settings = result["settings"]
+    stand_in = " (inputs: embedded digits, a stand-in for FashionMNIST/MNIST)" if result["stand_in"] else ""
+    return (f"{what} ({spec['name']}): {settings['members']} CNNs, {settings['group']} group{stand_in}")
+
+
+def figure_emergence(results: list[dict], spec: dict):
+    """OSP (mean over inputs, out of |G|) vs epoch, epoch 0 = initialisation:
+    members' 5-95 % and 25-75 % quantile bands and median, and the ensemble
+    (logit mean solid, probability mean dashed); rows: augmented, control."""
+    result = results[0]
+    runs = [r for r in ("augmented", "control") if r in result["runs"]]
+    sets = list(result["sets"])
+    fig, axes = plt.subplots(len(runs), len(sets), figsize=(3.4 * len(sets), 2.8 * len(runs)),
+                             sharex=True, sharey=True, squeeze=False)
+    for row, run in enumerate(runs):
+        for col, name in enumerate(sets):
+            ax, entry = axes[row][col], result["runs"][run][name]
+            quantiles, epochs = entry["member_quantiles"], entry["epochs"]
+            colour = RUN_COLOURS[run]
+            ax.fill_between(epochs, quantiles["5"], quantiles["95"], color="0.85", label="members 5-95 %")
+            ax.fill_between(epochs, quantiles["25"], quantiles["75"], color="0.65", label="members 25-75 %")
+            ax.plot(epochs, quantiles["50"], color="0.3", lw=1, label="member median")
+            ax.plot(epochs, entry["ensemble_osp"]["logit"], color=colour, lw=2, label="ensemble, logit mean")
+            ax.plot(epochs, entry["ensemble_osp"]["prob"], "--", color=colour, lw=1.5, label="ensemble, prob. mean")
+            ax.set_ylim(0.9, entry["order"] + 0.1)
+            ax.set_title(f"{run}: {name}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(f"OSP (of {entry['order']})")
+            if row == len(runs) - 1:
+                ax.set_xlabel("epoch (0 = initialisation)")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(_emergence_title(result, "OSP vs epoch", spec), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure_emergence_size(results: list[dict], spec: dict):
+    """OSP of random sub-ensembles vs their size at the last epoch: mean over
+    draws with the 5-95 % band, per run (logit mean solid, probability mean dashed)."""
+    result = results[0]
+    sets = list(result["sets"])
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.4 * len(sets), 3.2), sharey=True, squeeze=False)
+    for ax, name in zip(axes[0], sets):
+        for run, entry in result["runs"].items():
+            curve, colour = entry[name]["by_size"], RUN_COLOURS[run]
+            ax.fill_between(curve["sizes"], curve["logit"]["low"], curve["logit"]["high"], color=colour, alpha=0.2)
+            ax.plot(curve["sizes"], curve["logit"]["mean"], color=colour, lw=2, label=f"{run}, logit mean")
+            ax.plot(curve["sizes"], curve["prob"]["mean"], "--", color=colour, lw=1.5, label=f"{run}, prob. mean")
+        order = next(iter(result["runs"].values()))[name]["order"]
+        ax.set_ylim(0.9, order + 0.1)
+        ax.set_xlabel("ensemble size (random sub-ensembles)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(name, fontsize=9)
+    axes[0][0].set_ylabel(f"OSP at the last epoch (of {order})")
+    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(_emergence_title(result, "OSP vs ensemble size", spec), fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+BUILDERS = {"figure2": figure2, "figure3": figure3, "figure4": figure4, "figure6": figure6, "figure7": figure7,
+            "figure_audit": figure_audit, "figure_emergence": figure_emergence, "figure_emergence_size": figure_emergence_size}
 
 
 def write(figure: str, inputs: list[str], spec: dict, out_pdf: str, out_png: str) -> None:

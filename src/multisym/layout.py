@@ -8,6 +8,9 @@
     results/<name>/logits/<folder>.npz                      (every member; val + test)
     results/<name>/shift/sets.npz, manifest.json, logits/<folder>.npz, metrics.json
     results/<name>/metrics/members.json, dataset_summary.json
+    results/<name>/audit/sets.npz, manifest.json, outputs/<folder>.npz, metrics.json,
+                         ood/<key>/dataset.npz, manifest.json (audit.ood_datasets)
+    results/<name>/emergence/<run>.npz, metrics.json
     results/<name>/ensembles/<pool>_<strategy>.json
     results/<name>/tables/<table>.csv, .md
     results/<name>/figures/<figure>.pdf, .png
@@ -87,6 +90,31 @@ class Layout:
     @property
     def shift_metrics(self) -> str:
         return f"{self.root}/shift/metrics.json"
+
+    @property
+    def audit_sets(self) -> str:
+        return f"{self.root}/audit/sets.npz"
+
+    @property
+    def audit_manifest(self) -> str:
+        return f"{self.root}/audit/manifest.json"
+
+    def audit_ood(self, key: str, name: str) -> str:
+        return f"{self.root}/audit/ood/{key}/{name}"
+
+    def audit_outputs(self, folder: str) -> str:
+        return f"{self.root}/audit/outputs/{folder}.npz"
+
+    @property
+    def audit_metrics(self) -> str:
+        return f"{self.root}/audit/metrics.json"
+
+    def emergence_logits(self, run: str) -> str:
+        return f"{self.root}/emergence/{run}.npz"
+
+    @property
+    def emergence_metrics(self) -> str:
+        return f"{self.root}/emergence/metrics.json"
 
     @property
     def member_metrics(self) -> str:

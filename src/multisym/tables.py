@@ -1,11 +1,11 @@
-"""The paper's tables from small result files (JSON), as CSV and Markdown.
+"""The paper's tables from small result files (JSON), as CSV, Markdown and LaTeX.
 
 Every table's CSV has the same long form, one cell per line:
 ``table, row, column, value, std, ci_low, ci_high, n, note`` — ``std`` is the
 spread over random draws or members (ddof 0), ``ci_*`` a bootstrap 95% CI
 over test samples, ``n`` how many draws or members the value averages. The
-Markdown file renders the same cells as the paper's grid. Tables never open
-checkpoints or logits.
+Markdown file renders the same cells as the paper's grid, the LaTeX file the
+same grid as a booktabs table. Tables never open checkpoints or logits.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ TITLES = {
     "table8": "Table 8: transfer, test top-1 (%) of random ensembles (mean ± std over draws), with ensemble efficiency (points)",
     "table9": "Table 9: class dominance of Eq vs Inv (% classes, best-on-val members) and greedy Eq+Inv minus Eq per dataset",
     "table_shift": "Shift table: members and greedy ensembles on locally corrupted test images (mean over corruption types per severity)",
+    "table_audit": "Symmetry audit: OSP (of |G|), orbit-consistent inputs (%), test accuracy over the orbit (%), "
+                   "feature cosine cos(f(x), f(g·x)) and Eq-head accuracy (%), value [95% CI] over inputs; "
+                   "mode rows: mean ± std over members",
 }
 
 
@@ -251,8 +254,71 @@ def table9(results: list[dict], spec: dict) -> list[Cell]:
     return cells
 
 
+AUDIT_MODES = ("eq", "inv", "base", "sup", "ssl_ft")
+
+
+def _audit_columns(sets: dict, group: str, prefix: str) -> list[tuple[str, str, str]]:
+    """(set, metric, column label) of one group, test set first."""
+    columns = []
+    for name in sets:
+        columns.append((name, "osp", f"{prefix}OSP {name}"))
+        columns.append((name, "consistent", f"{prefix}consistent % {name}"))
+        if name == "test":
+            columns.append((name, "orbit_accuracy", f"{prefix}orbit top-1 % test"))
+    return columns
+
+
+def table_audit(results: list[dict], spec: dict) -> list[Cell]:
+    """One row per member, per mode (mean ± std over its members) and per
+    ensemble (each pool's greedy ensemble and whole pool, logit and probability
+    mean); OSP columns per group and audit set, feature cosine on test, and the
+    Eq head's accuracy on the test orbit."""
+    audit = results[0]
+    note = "stand-in: audit of members trained on the embedded digits" if audit["stand_in"] else ""
+    multi = len(audit["groups"]) > 1
+    cells: list[Cell] = []
+
+    def member_cells(row: str, entry: dict) -> list[Cell]:
+        out = []
+        for group in audit["groups"]:
+            prefix = f"{group}: " if multi else ""
+            for name, metric, column in _audit_columns(audit["sets"], group, prefix):
+                if metric in entry["sets"][name][group]:
+                    out.append(_metric_cell("table_audit", row, column, entry["sets"][name][group][metric], note=note))
+            if "feature_cosine" in entry["sets"]["test"][group]:
+                out.append(_metric_cell("table_audit", row, f"{prefix}feature cosine test",
+                                        entry["sets"]["test"][group]["feature_cosine"], note=note))
+        if entry.get("eq_head_accuracy"):
+            out.append(_metric_cell("table_audit", row, "Eq-head top-1 % test", entry["eq_head_accuracy"], note=note))
+        return out
+
+    members = audit["members"]
+    for member, entry in members.items():
+        cells += member_cells(member, entry)
+    for mode in AUDIT_MODES:
+        rows = [c for m, e in members.items() if e["mode"] == mode for c in member_cells(m, e)]
+        for column in dict.fromkeys(c.column for c in rows):
+            values = [c.value for c in rows if c.column == column]
+            cells.append(Cell("table_audit", f"{MODE_LABELS[mode]} members (mean)", column,
+                              sum(values) / len(values), std=_std(values), n=len(values), note=note))
+    for pool in POOL_LABELS:
+        if pool not in audit["ensembles"]:
+            continue
+        ensemble = audit["ensembles"][pool]
+        for kind, label in (("greedy", f"greedy M={audit['ensemble_size']}"), ("pool", "whole pool")):
+            for how in ("logit", "prob"):
+                row = f"{POOL_LABELS[pool]} {label}, {how} mean"
+                cells += member_cells(row, {"sets": ensemble[kind][how]})
+    return cells
+
+
+def _std(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
 BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table5": table5,
-            "table8": table8, "table9": table9, "table_shift": table_shift}
+            "table8": table8, "table9": table9, "table_shift": table_shift, "table_audit": table_audit}
 
 
 # ----------------------------------------------------------------- writers
@@ -275,12 +341,17 @@ def format_cell(cell: Cell) -> str:
     return text
 
 
-def to_markdown(cells: list[Cell], title: str) -> str:
+def _grid(cells: list[Cell]) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
+    """Rows and columns in first-seen order (ensemble sizes sorted), and each cell's text."""
     rows = list(dict.fromkeys(c.row for c in cells))
     columns = list(dict.fromkeys(c.column for c in cells))
     if all(c.startswith("M=") for c in columns):
         columns.sort(key=lambda c: int(c[2:]))
-    grid = {(c.row, c.column): format_cell(c) for c in cells}
+    return rows, columns, {(c.row, c.column): format_cell(c) for c in cells}
+
+
+def to_markdown(cells: list[Cell], title: str) -> str:
+    rows, columns, grid = _grid(cells)
     lines = [f"**{title}**", "", "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
         lines.append(f"| {row} | " + " | ".join(grid.get((row, c), "–") for c in columns) + " |")
@@ -289,7 +360,30 @@ def to_markdown(cells: list[Cell], title: str) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write(table: str, inputs: list[str], spec: dict, out_csv: str, out_md: str) -> None:
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "Δ": r"$\Delta$", "−": "-", "·": r"$\cdot$", "≥": r"$\geq$", "≤": r"$\leq$",
+                  "×": r"$\times$", "—": "---", "–": "--", "λ": r"$\lambda$", "|": r"$|$", "<": r"$<$", ">": r"$>$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+def to_latex(cells: list[Cell], title: str) -> str:
+    """The Markdown grid as a booktabs table (needs \\usepackage{booktabs})."""
+    rows, columns, grid = _grid(cells)
+    lines = [r"\begin{table}[ht]", r"\centering", r"\small", f"\\caption{{{latex_escape(title)}}}",
+             r"\begin{tabular}{l" + "r" * len(columns) + "}", r"\toprule",
+             " & ".join([""] + [latex_escape(c) for c in columns]) + r" \\", r"\midrule"]
+    for row in rows:
+        values = [latex_escape(grid.get((row, c), "--")) for c in columns]
+        lines.append(" & ".join([latex_escape(row)] + values) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write(table: str, inputs: list[str], spec: dict, out_csv: str, out_md: str, out_tex: str | None = None) -> None:
     if table not in BUILDERS:
         raise ValueError(f"unknown table {table!r}; known: {sorted(BUILDERS)}")
     cells = BUILDERS[table](load_results(inputs), spec)
@@ -297,3 +391,5 @@ def write(table: str, inputs: list[str], spec: dict, out_csv: str, out_md: str) 
     title += f" — scale {spec['name']} ({spec['dataset']}; selection on {spec['selection_split']})"
     atomic_write_text(to_csv(cells), out_csv)
     atomic_write_text(to_markdown(cells, title), out_md)
+    if out_tex is not None:
+        atomic_write_text(to_latex(cells, title), out_tex)

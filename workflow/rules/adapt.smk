@@ -38,7 +38,7 @@ if ADAPT_MODE == "probe":
             mem_mb=4000,
         params:
             settings=probe_settings_json,
-            code=code_digest("probe"),
+            version=stage_version("probe"),
         shell:
             "multisym probe --features {input.features} --settings-json {params.settings:q}"
             " --out-logits {output.logits} --out-summary {output.summary}"

@@ -1,13 +1,11 @@
 # Shared logic: the validated config, the member table, wildcard constraints and
 # every input function. Stage files hold rules only.
-import hashlib
 import json
 import re
-from pathlib import Path
 
-import multisym
 from multisym.config import resolve
 from multisym.layout import Layout
+from multisym.stages import stage_version
 from multisym.members import (
     adaptation_candidates,
     by_folder,
@@ -35,8 +33,18 @@ TABLES = (
     "table8",
     "table9",
     "table_shift",
+    "table_audit",
 )
-FIGURES = ("figure2", "figure3", "figure4", "figure6", "figure7")
+FIGURES = (
+    "figure2",
+    "figure3",
+    "figure4",
+    "figure6",
+    "figure7",
+    "figure_audit",
+    "figure_emergence",
+    "figure_emergence_size",
+)
 TRANSFER = {entry["key"]: entry for entry in config["transfer"]["datasets"]}
 TRANSFER_MEMBERS = transfer_members(config, MEMBERS)
 TRANSFER_POOLS = [pool for pool in ("eq", "inv", "eq_inv") if pool in POOLS]
@@ -63,19 +71,10 @@ wildcard_constraints:
     tprobe=alternatives(k for k, t in TRANSFER.items() if t["mode"] == "probe"),
     tfine=alternatives(k for k, t in TRANSFER.items() if t["mode"] == "finetune"),
     tmember=alternatives(m.folder for m in TRANSFER_MEMBERS),
+    ood=alternatives(k["key"] for k in config["audit"]["ood_datasets"]),
+    run="augmented|control",
     table=alternatives(TABLES),
     figure=alternatives(FIGURES),
-
-
-def code_digest(*modules):
-    """sha256 of package modules, as a param of the cheap analysis rules, so that
-    a change to their code reruns them (Snakemake does not track imported code).
-    Training rules leave it out on purpose: a refactor must not silently retrain
-    weeks of GPU work; their code version is recorded in each run's run.json."""
-    digest = hashlib.sha256()
-    for module in modules:
-        digest.update((Path(multisym.__file__).parent / f"{module}.py").read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def gpu_job_resources(step):
@@ -223,7 +222,7 @@ def shift_settings_json(wildcards):
     return json.dumps(config["shift"], sort_keys=True)
 
 
-def shift_network(wildcards):
+def evaluated_network(wildcards):
     """The evaluated member's network file, and its fitted probe if it is probed."""
     folder = wildcards.evaluated
     if folder in FINETUNED_BY_FOLDER:
@@ -237,8 +236,12 @@ def shift_network(wildcards):
     return network
 
 
-def shift_probe_option(wildcards, input):
+def probe_option(wildcards, input):
     return f"--probe-params {input.probe}" if "probe" in input.keys() else ""
+
+
+def greedy_inputs(wildcards):
+    return [LAYOUT.ensemble(pool, "greedy") for pool in POOLS]
 
 
 def shift_pool_members():
@@ -260,10 +263,6 @@ def shift_logits_inputs(wildcards):
     return [LAYOUT.shift_logits(m.folder) for m in shift_unique_members()]
 
 
-def shift_greedy_inputs(wildcards):
-    return [LAYOUT.ensemble(pool, "greedy") for pool in POOLS]
-
-
 def shift_spec_json(wildcards):
     pools, _ = shift_pool_members()
     spec = {
@@ -273,6 +272,66 @@ def shift_spec_json(wildcards):
         "bootstrap": config["ensembles"]["bootstrap"],
     }
     return json.dumps(spec, sort_keys=True)
+
+
+# --------------------------------------------------------------------- audit
+AUDIT_OOD = {entry["key"]: entry for entry in config["audit"]["ood_datasets"]}
+EMERGENCE_RUNS = ("augmented", "control")
+
+
+def audit_settings_json(wildcards):
+    settings = {k: v for k, v in config["audit"].items() if k != "ood_datasets"}
+    return json.dumps(settings, sort_keys=True)
+
+
+def audit_ood_dataset_json(wildcards):
+    return json.dumps(AUDIT_OOD[wildcards.ood]["dataset"], sort_keys=True)
+
+
+def audit_sets_inputs(wildcards):
+    inputs = {"data": LAYOUT.dataset, "manifest": LAYOUT.manifest}
+    for key in AUDIT_OOD:
+        inputs[f"ood_{key}_data"] = LAYOUT.audit_ood(key, "dataset.npz")
+        inputs[f"ood_{key}_manifest"] = LAYOUT.audit_ood(key, "manifest.json")
+    return inputs
+
+
+def audit_ood_option(wildcards, input):
+    pairs = [
+        f"{key}={input[f'ood_{key}_data']},{input[f'ood_{key}_manifest']}"
+        for key in AUDIT_OOD
+    ]
+    return f"--ood {' '.join(pairs)}" if pairs else ""
+
+
+def audited_member_model(wildcards):
+    """The pretrained member behind an evaluated network (its Eq head is audited)."""
+    folder = wildcards.evaluated
+    if folder in FINETUNED_BY_FOLDER:
+        return LAYOUT.member_model(FINETUNED_BY_FOLDER[folder].base.folder)
+    return LAYOUT.member_model(folder)
+
+
+def audit_outputs_inputs(wildcards):
+    return [LAYOUT.audit_outputs(m.folder) for m in evaluated_members()]
+
+
+def audit_spec_json(wildcards):
+    pools, _ = shift_pool_members()
+    members = evaluated_members()
+    spec = {
+        "members": [m.id for m in members],
+        "modes": {m.id: m.mode for m in members},
+        "pools": pools,
+        "groups": config["audit"]["groups"],
+        "ensemble_size": config["audit"]["ensemble_size"],
+        "bootstrap": config["ensembles"]["bootstrap"],
+    }
+    return json.dumps(spec, sort_keys=True)
+
+
+def emergence_settings_json(wildcards):
+    return json.dumps(config["emergence"], sort_keys=True)
 
 
 # ------------------------------------------------------------------ transfer
@@ -367,6 +426,10 @@ RESULT_INPUTS = {
     "table8": lambda: dataset_summaries()[1:],
     "table9": dataset_summaries,
     "figure4": dataset_summaries,
+    "table_audit": lambda: [LAYOUT.audit_metrics],
+    "figure_audit": lambda: [LAYOUT.audit_metrics],
+    "figure_emergence": lambda: [LAYOUT.emergence_metrics],
+    "figure_emergence_size": lambda: [LAYOUT.emergence_metrics],
 }
 
 
@@ -379,6 +442,10 @@ def available(target):
     needs = {
         "table1": bool(MEMBERS),
         "table_shift": config["shift"]["enabled"] and bool(POOLS),
+        "table_audit": config["audit"]["enabled"],
+        "figure_audit": config["audit"]["enabled"],
+        "figure_emergence": config["emergence"]["enabled"],
+        "figure_emergence_size": config["emergence"]["enabled"],
         "figure6": eq >= 2 and inv >= 1,
         "figure7": "eq" in POOLS or "eq_inv" in POOLS,
         "table5": bool(TRANSFER) and "eq" in TRANSFER_POOLS,
@@ -415,7 +482,7 @@ def all_tables_and_figures(wildcards):
             LAYOUT.table(t, ext)
             for t in TABLES
             if available(t)
-            for ext in ("csv", "md")
+            for ext in ("csv", "md", "tex")
         ),
         *(
             LAYOUT.figure(f, ext)

@@ -11,7 +11,7 @@ rule member_metrics:
         env("workflow")
     params:
         spec=member_metrics_spec_json,
-        code=code_digest("ensemble", "metrics"),
+        version=stage_version("member_metrics"),
     shell:
         "multisym member-metrics --spec-json {params.spec:q} --logits {input.logits}"
         " --out {output.metrics} > {log} 2>&1"
@@ -28,7 +28,7 @@ rule ensemble:
         env("workflow")
     params:
         spec=ensemble_spec_json,
-        code=code_digest("ensemble", "metrics"),
+        version=stage_version("ensemble"),
     shell:
         "multisym ensemble --strategy {wildcards.strategy} --spec-json {params.spec:q}"
         " --logits {input.logits} --out {output.result} > {log} 2>&1"

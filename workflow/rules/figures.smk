@@ -5,6 +5,7 @@ rule table:
     output:
         csv=LAYOUT.table("{table}", "csv"),
         md=LAYOUT.table("{table}", "md"),
+        tex=LAYOUT.table("{table}", "tex"),
     log:
         LAYOUT.log("table", "{table}"),
     localrule: True
@@ -12,10 +13,11 @@ rule table:
         env("workflow")
     params:
         spec=report_spec_json,
-        code=code_digest("tables"),
+        version=stage_version("table"),
     shell:
         "multisym table --table {wildcards.table} --spec-json {params.spec:q}"
-        " --inputs {input.results} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " --inputs {input.results} --out-csv {output.csv} --out-md {output.md}"
+        " --out-tex {output.tex} > {log} 2>&1"
 
 
 rule figure:
@@ -31,7 +33,7 @@ rule figure:
         env("workflow")
     params:
         spec=report_spec_json,
-        code=code_digest("figures", "tables"),
+        version=stage_version("figure"),
     shell:
         "multisym figure --figure {wildcards.figure} --spec-json {params.spec:q}"
         " --inputs {input.results} --out-pdf {output.pdf} --out-png {output.png} > {log} 2>&1"

@@ -17,7 +17,7 @@ rule prepare_shift:
         mem_mb=8000,
     params:
         settings=shift_settings_json,
-        code=code_digest("shift", "corruptions"),
+        version=stage_version("shift_sets"),
     shell:
         "multisym prepare-shift --settings-json {params.settings:q} --data {input.data}"
         " --manifest {input.manifest} --out-data {output.data}"
@@ -26,7 +26,7 @@ rule prepare_shift:
 
 rule shift_logits:
     input:
-        unpack(shift_network),
+        unpack(evaluated_network),
         shift_data=LAYOUT.shift_data,
         shift_manifest=LAYOUT.shift_manifest,
         manifest=LAYOUT.manifest,
@@ -41,8 +41,8 @@ rule shift_logits:
         runtime="1h",
         mem_mb=8000,
     params:
-        probe=shift_probe_option,
-        code=code_digest("shift", "probe"),
+        probe=probe_option,
+        version=stage_version("shift_logits"),
     shell:
         "multisym shift-logits --model {input.model} {params.probe}"
         " --shift-data {input.shift_data} --shift-manifest {input.shift_manifest}"
@@ -52,7 +52,7 @@ rule shift_logits:
 rule shift_metrics:
     input:
         logits=shift_logits_inputs,
-        greedy=shift_greedy_inputs,
+        greedy=greedy_inputs,
         manifest=LAYOUT.shift_manifest,
     output:
         metrics=LAYOUT.shift_metrics,
@@ -62,7 +62,7 @@ rule shift_metrics:
         env("workflow")
     params:
         spec=shift_spec_json,
-        code=code_digest("shift", "metrics"),
+        version=stage_version("shift_metrics"),
     shell:
         "multisym shift-metrics --spec-json {params.spec:q} --logits {input.logits}"
         " --greedy {input.greedy} --shift-manifest {input.manifest}"

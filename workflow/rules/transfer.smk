@@ -16,7 +16,7 @@ rule dataset_summary:
         env("workflow")
     params:
         spec=dataset_summary_spec(config["dataset"]["name"], config["dataset"]),
-        code=code_digest("transfer"),
+        version=stage_version("dataset_summary"),
     shell:
         "multisym dataset-summary --spec-json {params.spec:q} --members {input.members}"
         " --ensembles {input.ensembles} --out {output.summary} > {log} 2>&1"
@@ -69,7 +69,7 @@ rule transfer_probe:
         mem_mb=4000,
     params:
         settings=probe_settings_json,
-        code=code_digest("probe"),
+        version=stage_version("probe"),
     shell:
         "multisym probe --features {input.features} --settings-json {params.settings:q}"
         " --out-logits {output.logits} --out-summary {output.summary}"
@@ -141,7 +141,7 @@ use rule member_metrics as transfer_member_metrics with:
         TLAYOUT.log("member_metrics", "members"),
     params:
         spec=transfer_member_metrics_spec_json,
-        code=code_digest("ensemble", "metrics"),
+        version=stage_version("member_metrics"),
 
 
 use rule ensemble as transfer_ensemble with:
@@ -163,4 +163,4 @@ use rule dataset_summary as transfer_dataset_summary with:
         TLAYOUT.log("dataset_summary", "{tdata}"),
     params:
         spec=lambda w: dataset_summary_spec(w.tdata, TRANSFER[w.tdata]["dataset"]),
-        code=code_digest("transfer"),
+        version=stage_version("dataset_summary"),

@@ -1,0 +1,39 @@
+"""How each analysis stage computes, as a version number.
+
+Every analysis rule carries its stage's version in its ``params``, so
+Snakemake reruns exactly that stage and what depends on it when the number
+changes, and nothing when a module is edited without changing any result (a
+comment, a refactor). Bump a stage's number in the same commit that changes
+what it computes. Training stages (pretrain, fine-tuning) are not listed:
+their outputs are keyed by the hash of their settings, and a code change must
+never silently retrain weeks of GPU work; each run records the package
+version in its run.json instead.
+
+Imported by the Snakefile while planning, so it imports nothing (no torch).
+"""
+
+from __future__ import annotations
+
+VERSIONS: dict[str, int] = {
+    "probe": 1,
+    "member_metrics": 1,
+    "ensemble": 1,
+    "dataset_summary": 1,
+    "shift_sets": 1,
+    "shift_logits": 1,
+    "shift_metrics": 1,
+    "audit_sets": 1,
+    "audit_outputs": 1,
+    "audit_metrics": 1,
+    "emergence": 1,
+    "emergence_metrics": 1,
+    "table": 1,
+    "figure": 1,
+}
+
+
+def stage_version(stage: str) -> int:
+    try:
+        return VERSIONS[stage]
+    except KeyError:
+        raise KeyError(f"no version for stage {stage!r}; known stages: {sorted(VERSIONS)}") from None

@@ -1,0 +1,236 @@
+"""Symmetry audit (OSP, orbit consistency, ensembles) and the emergent-invariance experiment."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from multisym import audit, config, data, emergence, invariance
+from multisym.symmetries import get_group
+
+ROTATION = get_group("rotation")
+BOOTSTRAP = {"samples": 50, "level": 0.95, "seed": 0}
+
+
+def orbit_logits(model, images: torch.Tensor, group=ROTATION) -> np.ndarray:
+    """(|G|, N, C) logits of ``model`` on every element applied to every image."""
+    with torch.no_grad():
+        return np.stack([model(group.act(images, torch.full((len(images),), g))).numpy()
+                         for g in range(group.order)])
+
+
+def quadrant_model(images: torch.Tensor) -> torch.Tensor:
+    """Logit c = the mass of quadrant c, quadrants in the cyclic order that a
+    quarter turn permutes: its prediction turns with the image."""
+    h = images.shape[-1] // 2
+    quadrants = [images[..., :h, :h], images[..., h:, :h], images[..., h:, h:], images[..., :h, h:]]
+    return torch.stack([q.sum(dim=(1, 2, 3)) for q in quadrants], dim=1)
+
+
+@pytest.fixture
+def noise_images():
+    return torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_osp_of_an_orbit_averaged_model_is_the_group_order_everywhere(noise_images):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    def invariant(x):
+        return torch.stack([net(ROTATION.act(x, torch.full((len(x),), g))) for g in range(4)]).mean(0)
+
+    logits = orbit_logits(invariant, noise_images)
+    assert (invariance.osp(logits) == 4).all()
+    assert invariance.orbit_consistent(logits).all()
+    assert invariance.osp_histogram(invariance.osp(logits), 4) == [0.0, 0.0, 0.0, 1.0]
+    # the bare network is not invariant on noise
+    assert invariance.osp(orbit_logits(net, noise_images)).mean() < 4
+
+
+def test_osp_is_one_when_the_prediction_follows_the_rotation(noise_images):
+    logits = orbit_logits(quadrant_model, noise_images)
+    predicted = invariance.predictions(logits)
+    # a quarter turn moves the heaviest quadrant to the next one
+    assert ((predicted[1] - predicted[0]) % 4 != 0).all()
+    assert (invariance.osp(logits) == 1).all()
+    assert not invariance.orbit_consistent(logits).any()
+
+
+def test_an_ensembles_osp_comes_from_its_averaged_output():
+    """Two members that each change their mind under the group, but whose
+    average does not: the ensemble's OSP is |G|, not the members' mean OSP."""
+    n = 5
+    a = np.zeros((2, n, 3))
+    b = np.zeros((2, n, 3))
+    a[0, :, 0], a[1, :, 1] = 2.0, 2.0  # member a: class 0, then 1 after the flip
+    b[0, :, 1], b[1, :, 0] = 2.0, 2.0  # member b: the reverse
+    a[..., 2] = b[..., 2] = 1.5  # class 2 is every member's runner-up
+    members = np.stack([a, b])
+    assert invariance.mean_osp(members).tolist() == [1.0, 1.0]
+    for how in invariance.COMBINATIONS:
+        assert (invariance.osp(invariance.combine(members, how)) == 2).all()
+    # logit and probability means are different ensembles and can disagree
+    probs_argmax = invariance.predictions(invariance.combine(members, "prob"))
+    logits_argmax = invariance.predictions(members.mean(axis=0))
+    assert probs_argmax.shape == logits_argmax.shape == (2, n)
+    with pytest.raises(ValueError, match="unknown combination"):
+        invariance.combine(members, "median")
+
+
+def write_outputs(path, logits: np.ndarray, labels: np.ndarray, cosine: float, eq_head=None):
+    arrays = {"test_labels": labels, "test/rotation/logits": logits,
+              "test/rotation/cosine": np.full(logits.shape[:2], cosine, dtype=np.float32)}
+    if eq_head is not None:
+        arrays["test/rotation/eq_head"] = eq_head
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_audit_metrics_of_members_and_ensembles(tmp_path):
+    rng = np.random.default_rng(0)
+    n, classes = 40, 5
+    labels = rng.integers(0, classes, n)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"dataset": "digits", "stand_in": True,
+                                    "sets": {"test": {"kind": "in-distribution", "images": n}}}))
+    member_logits = rng.normal(size=(3, 4, n, classes))
+    # member c is exactly invariant: the same logits on the whole orbit
+    member_logits[2] = member_logits[2, :1]
+    eq_head = np.stack([np.full(n, g) for g in range(4)])
+    eq_head[3, : n // 2] = 0  # half of the quarter-turn-3 images misread as the identity
+    paths = {m: write_outputs(tmp_path / f"{m}.npz", member_logits[i], labels, 0.5 + 0.2 * i,
+                              eq_head if m == "a" else None) for i, m in enumerate("abc")}
+    greedy = tmp_path / "greedy.json"
+    greedy.write_text(json.dumps({"pool": "p", "sizes": [{"size": 1, "members": ["c"]},
+                                                         {"size": 2, "members": ["a", "a"]}]}))
+    spec = {"members": list("abc"), "modes": {"a": "eq", "b": "inv", "c": "inv"}, "pools": {"p": list("abc")},
+            "groups": ["rotation"], "ensemble_size": 2, "bootstrap": BOOTSTRAP}
+    result = audit.evaluate(spec, paths, {"p": str(greedy)}, manifest)
+
+    members = result["members"]
+    assert members["c"]["sets"]["test"]["rotation"]["osp"]["value"] == 4
+    assert members["c"]["sets"]["test"]["rotation"]["consistent"]["value"] == 100
+    for i, m in enumerate("abc"):
+        entry = members[m]["sets"]["test"]["rotation"]
+        assert entry["osp"]["value"] == pytest.approx(invariance.osp(member_logits[i]).mean())
+        low, high = entry["osp"]["ci"]
+        assert low <= entry["osp"]["value"] <= high
+        hits = invariance.predictions(member_logits[i]) == labels
+        assert entry["orbit_accuracy"]["value"] == pytest.approx(100 * hits.mean())
+        assert entry["feature_cosine"]["value"] == pytest.approx(0.5 + 0.2 * i)
+    assert members["a"]["eq_head_accuracy"]["value"] == pytest.approx(100 * (1 - 0.5 / 4))
+    assert members["b"]["eq_head_accuracy"] is None
+
+    pool = result["ensembles"]["p"]
+    assert pool["greedy_members"] == ["a", "a"]
+    for how in invariance.COMBINATIONS:
+        expected = invariance.osp(invariance.combine(member_logits, how)).mean()
+        assert pool["pool"][how]["test"]["rotation"]["osp"]["value"] == pytest.approx(expected)
+        # a greedy ensemble of one member repeated is that member
+        assert pool["greedy"][how]["test"]["rotation"]["osp"]["value"] == pytest.approx(
+            members["a"]["sets"]["test"]["rotation"]["osp"]["value"])
+
+
+def test_photo_patches_are_natural_images_in_range():
+    rng = np.random.default_rng(0)
+    gray = audit.photo_patches(6, 12, 1, rng)
+    colour = audit.photo_patches(4, 12, 3, rng)
+    assert gray.shape == (6, 1, 12, 12) and colour.shape == (4, 3, 12, 12)
+    for patches in (gray, colour):
+        assert patches.min() >= 0 and patches.max() <= 1
+        assert patches.std(axis=(1, 2, 3)).min() > 0  # not blank
+    # natural images are smooth: neighbouring pixels correlate, unlike noise
+    a, b = gray[:, 0, :, :-1].ravel(), gray[:, 0, :, 1:].ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.5
+
+
+@pytest.fixture(scope="module")
+def digits_sets(tmp_path_factory):
+    """The smoke scale's prepared digits and its audit sets, with the rotated
+    digits as a configured OOD dataset."""
+    root = tmp_path_factory.mktemp("audit")
+    cfg = config.resolve({**_smoke(), "audit": {"max_images": 60, "noise": 20, "photos": 20,
+                                                "ood_datasets": [{"key": "turned",
+                                                                  "dataset": {"name": "digits_rotated"}}]}})
+    data.prepare(cfg["dataset"], root / "d.npz", root / "d.json")
+    data.prepare(cfg["audit"]["ood_datasets"][0]["dataset"], root / "o.npz", root / "o.json")
+    settings = {k: v for k, v in cfg["audit"].items() if k != "ood_datasets"}
+    audit.prepare_sets(settings, root / "d.npz", root / "d.json", {"turned": (root / "o.npz", root / "o.json")},
+                       root / "s.npz", root / "s.json")
+    return root, cfg
+
+
+def _smoke() -> dict:
+    import yaml
+
+    from conftest import SMOKE
+
+    return yaml.safe_load(SMOKE.read_text())
+
+
+def test_audit_sets_hold_test_noise_photos_and_ood(digits_sets):
+    root, cfg = digits_sets
+    sets, labels, manifest = audit.load_sets(root / "s.npz", root / "s.json")
+    assert list(sets) == ["test", "noise", "photos", "turned"]
+    assert [manifest["sets"][k]["images"] for k in sets] == [60, 20, 20, 60]
+    assert manifest["stand_in"] is True and len(labels) == 60
+    size = cfg["dataset"]["image_size"]
+    assert all(x.shape[1:] == (1, size, size) for x in sets.values())
+
+
+def test_an_ood_key_may_not_shadow_a_built_in_set():
+    bad = {**_smoke(), "audit": {"ood_datasets": [{"key": "noise", "dataset": {"name": "digits_rotated"}}]}}
+    with pytest.raises(config.ConfigError, match="audit.ood_datasets.0.key"):
+        config.resolve(bad)
+
+
+def run_emergence(root, members: int, epochs: int = 2) -> tuple[dict, str]:
+    settings = {**config.section_defaults("emergence"), "members": members, "epochs": epochs, "widths": [4],
+                "hidden": 8, "train_images": 200, "subensemble_draws": 4}
+    out = root / f"aug-{members}.npz"
+    emergence.train(settings, "augmented", root / "d.npz", root / "d.json", root / "s.npz", root / "s.json", out)
+    return settings, str(out)
+
+
+def test_emergence_members_train_independently_of_each_other(digits_sets):
+    """Stacked training is M separate runs: a member's logits do not depend on
+    how many members are trained beside it."""
+    root, _ = digits_sets
+    _, two = run_emergence(root, 2, epochs=1)
+    _, three = run_emergence(root, 3, epochs=1)
+    with np.load(two) as a, np.load(three) as b:
+        assert a["test_logits"].shape[:3] == (2, 2, 4)
+        np.testing.assert_allclose(a["test_logits"], b["test_logits"][:, :2], atol=1e-4)
+        assert not np.allclose(b["test_logits"][:, 1], b["test_logits"][:, 2])
+
+
+def test_emergence_stored_logits_reproduce_the_figure(digits_sets, tmp_path):
+    root, _ = digits_sets
+    settings, path = run_emergence(root, 4)
+    result = emergence.write_metrics(settings, {"augmented": path}, root / "s.json", tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text()) == json.loads(json.dumps(result))
+    with np.load(path) as stored:
+        logits = {k: stored[k] for k in stored.files}
+    for name in ("test", "noise", "photos", "turned"):
+        curve = result["runs"]["augmented"][name]
+        z = logits[f"{name}_logits"]  # (epochs + 1, members, |G|, N, C)
+        assert curve["epochs"] == [0, 1, 2]
+        for epoch in curve["epochs"]:
+            members = [invariance.osp(z[epoch, m]).mean() for m in range(4)]
+            assert curve["member_osp"][epoch] == pytest.approx(members)
+            assert curve["member_quantiles"]["50"][epoch] == pytest.approx(np.median(members))
+            ensemble = invariance.osp(z[epoch].mean(axis=0)).mean()
+            assert curve["ensemble_osp"]["logit"][epoch] == pytest.approx(ensemble)
+        full = curve["by_size"]
+        assert full["sizes"] == [1, 2, 3, 4]
+        assert full["logit"]["mean"][-1] == pytest.approx(curve["ensemble_osp"]["logit"][-1])
+    figure = tmp_path / "f.png"
+    from multisym import figures
+
+    for name in ("figure_emergence", "figure_emergence_size"):
+        figures.write(name, [str(tmp_path / "m.json")], {"name": "test"}, str(tmp_path / f"{name}.pdf"),
+                      str(figure))
+        assert figure.stat().st_size > 1000

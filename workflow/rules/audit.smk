@@ -1,0 +1,128 @@
+# Symmetry audit (metrics.md A.3): every member's and every ensemble's
+# predictions on group orbits of test and out-of-distribution inputs; and the
+# emergent-invariance experiment (metrics.md A.6) on the same inputs.
+use rule prepare_data as prepare_audit_ood with:
+    output:
+        data=LAYOUT.audit_ood("{ood}", "dataset.npz"),
+        manifest=LAYOUT.audit_ood("{ood}", "manifest.json"),
+    log:
+        LAYOUT.log("prepare_audit_ood", "{ood}"),
+    params:
+        dataset=audit_ood_dataset_json,
+
+
+rule prepare_audit:
+    input:
+        unpack(audit_sets_inputs),
+    output:
+        data=LAYOUT.audit_sets,
+        manifest=LAYOUT.audit_manifest,
+    log:
+        LAYOUT.log("prepare_audit", "sets"),
+    conda:
+        env("workflow")
+    threads: 1
+    resources:
+        runtime="1h",
+        mem_mb=8000,
+    params:
+        settings=audit_settings_json,
+        ood=audit_ood_option,
+        version=stage_version("audit_sets"),
+    shell:
+        "multisym prepare-audit --settings-json {params.settings:q} --data {input.data}"
+        " --manifest {input.manifest} {params.ood} --out-data {output.data}"
+        " --out-manifest {output.manifest} > {log} 2>&1"
+
+
+rule audit_outputs:
+    input:
+        unpack(evaluated_network),
+        member=audited_member_model,
+        sets=LAYOUT.audit_sets,
+        sets_manifest=LAYOUT.audit_manifest,
+        manifest=LAYOUT.manifest,
+    output:
+        outputs=LAYOUT.audit_outputs("{evaluated}"),
+    log:
+        LAYOUT.log("audit_outputs", "{evaluated}"),
+    conda:
+        env("workflow")
+    threads: 1
+    resources:
+        runtime="1h",
+        mem_mb=8000,
+    params:
+        probe=probe_option,
+        groups=" ".join(config["audit"]["groups"]),
+        version=stage_version("audit_outputs"),
+    shell:
+        "multisym audit-outputs --model {input.model} {params.probe} --member-model {input.member}"
+        " --sets {input.sets} --sets-manifest {input.sets_manifest} --manifest {input.manifest}"
+        " --groups {params.groups} --out {output.outputs} --threads {threads} > {log} 2>&1"
+
+
+rule audit_metrics:
+    input:
+        outputs=audit_outputs_inputs,
+        greedy=greedy_inputs,
+        manifest=LAYOUT.audit_manifest,
+    output:
+        metrics=LAYOUT.audit_metrics,
+    log:
+        LAYOUT.log("audit_metrics", "metrics"),
+    conda:
+        env("workflow")
+    params:
+        spec=audit_spec_json,
+        version=stage_version("audit_metrics"),
+    shell:
+        "multisym audit-metrics --spec-json {params.spec:q} --outputs {input.outputs}"
+        " --greedy {input.greedy} --sets-manifest {input.manifest}"
+        " --out {output.metrics} > {log} 2>&1"
+
+
+rule emergence:
+    input:
+        data=LAYOUT.dataset,
+        manifest=LAYOUT.manifest,
+        sets=LAYOUT.audit_sets,
+        sets_manifest=LAYOUT.audit_manifest,
+    output:
+        logits=LAYOUT.emergence_logits("{run}"),
+    log:
+        LAYOUT.log("emergence", "{run}"),
+    conda:
+        env("workflow")
+    threads: 1
+    resources:
+        runtime="2h",
+        mem_mb=8000,
+    params:
+        settings=emergence_settings_json,
+        version=stage_version("emergence"),
+    shell:
+        "multisym emergence --run {wildcards.run} --settings-json {params.settings:q}"
+        " --data {input.data} --manifest {input.manifest} --sets {input.sets}"
+        " --sets-manifest {input.sets_manifest} --out {output.logits}"
+        " --threads {threads} > {log} 2>&1"
+
+
+rule emergence_metrics:
+    input:
+        logits=[LAYOUT.emergence_logits(run) for run in EMERGENCE_RUNS],
+        manifest=LAYOUT.audit_manifest,
+    output:
+        metrics=LAYOUT.emergence_metrics,
+    log:
+        LAYOUT.log("emergence_metrics", "metrics"),
+    conda:
+        env("workflow")
+    params:
+        settings=emergence_settings_json,
+        runs=" ".join(EMERGENCE_RUNS),
+        version=stage_version("emergence_metrics"),
+    shell:
+        "multisym emergence-metrics --settings-json {params.settings:q} --runs {params.runs}"
+        " --logits {input.logits} --sets-manifest {input.manifest}"
+        " --out {output.metrics} > {log} 2>&1"
