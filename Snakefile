@@ -30,12 +30,14 @@ rule all:
     input:
         LAYOUT.resolved_config,
         all_tables_and_figures,
+        LAYOUT.checksums,
     localrule: True
 
 
 rule figures:
     input:
         all_tables_and_figures,
+        LAYOUT.checksums,
     localrule: True
 
 

@@ -121,6 +121,9 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     check_shift_agrees(root)
     check_transfer_agrees(root, cfg)
     check_audit_agrees(root, cfg)
+    comparison = list(csv.DictReader(open(root / "tables" / "paper_comparison.csv")))
+    assert {r["status"] for r in comparison} == {"not comparable", "not reproduced"}
+    assert any(r["target"] == "table2" and r["reproduced"] for r in comparison)
 
     again = workflow_copy.snakemake("figures", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -130,9 +133,17 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     assert "Nothing to be done" in moved.stdout + moved.stderr
     check_stage_versions(workflow_copy)
 
+    check_verify(workflow_copy, root)
+
     changed = copy.deepcopy(smoke)
     changed["members"]["seeds"]["eq"][0] = 7
     workflow_copy.write_config("config.yaml", changed)
+    # review tier "results": the new member would need pretraining, so the run refuses
+    refused = workflow_copy.snakemake("figures", "--config", "review={tier: results}", check=False)
+    assert refused.returncode != 0
+    log = next((workflow_copy.folder / "logs" / "smoke" / "pretrain").glob("eq-rotation-s7-*.log")).read_text()
+    assert "review tier 'results'" in log and "Nothing was trained" in log
+    assert not list((root / "members").glob("eq-rotation-s7-*/model.pt"))
     counts = planned_jobs(workflow_copy.snakemake("figures", "-n").stdout)
     assert counts["pretrain"] == 1 and counts["features"] == 1 and counts["probe"] == 1
     assert counts["transfer_features"] == 1 and counts["transfer_probe"] == 1
@@ -142,6 +153,22 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     assert counts["ensemble"] == 4
     assert counts["audit_outputs"] == 1 and counts["audit_metrics"] == 1
     assert "emergence" not in counts and "prepare_audit" not in counts
+
+
+def check_verify(workflow_copy, root):
+    """The run's ledger verifies; a changed result file is named; restored, it verifies again."""
+    def verify():
+        return subprocess.run(["multisym", "verify", str(root)], cwd=workflow_copy.folder, env=tool_env(),
+                              capture_output=True, text=True)
+
+    assert verify().returncode == 0
+    logits = next((root / "logits").glob("eq-*.npz"))
+    original = logits.read_bytes()
+    logits.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    result = verify()
+    assert result.returncode != 0 and f"{logits.relative_to(workflow_copy.folder)}: changed" in result.stdout
+    logits.write_bytes(original)
+    assert verify().returncode == 0
 
 
 def check_stage_versions(workflow_copy):
@@ -163,7 +190,7 @@ def check_stage_versions(workflow_copy):
     stages.write_text(stages.read_text().replace('"audit_metrics": 1,', '"audit_metrics": 2,'))
     counts = planned_jobs(workflow_copy.snakemake("figures", "-n", env=env).stdout)
     assert counts.pop("audit_metrics") == 1 and counts.pop("table") == 1 and counts.pop("figure") == 1
-    assert set(counts) <= {"figures", "total"}, counts
+    assert set(counts) <= {"comparison", "checksums", "figures", "total"}, counts
     shutil.rmtree(package.parent)
 
 

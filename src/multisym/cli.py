@@ -128,12 +128,33 @@ def _gpu_job(args, step: str, kwargs: dict) -> tuple[dict, dict]:
     takes its thread count from its allocation, not from the submitting rule."""
     from .config import section_defaults
 
+    _check_review_tier(args.review_tier, step, kwargs.get("out_model"))
     job = section_defaults("gpu_jobs")[step]
     job.update({key: getattr(args, f"gpu_{key}") for _, key in GPU_JOB_OPTIONS if getattr(args, f"gpu_{key}") is not None})
     cluster = json.loads(args.cluster_json) if args.cluster_json else section_defaults("cluster")
     if cluster["executor"] == "slurm":
         kwargs["threads"] = None
     return job, cluster
+
+
+# Review tiers (README "Reviewing"): which training steps each one allows.
+TIER_ALLOWS = {"scratch": ("pretrain", "adapt"), "checkpoints": ("adapt",), "results": ()}
+
+
+def _check_review_tier(tier: str, step: str, output) -> None:
+    """Refuse a training step the review tier forbids, before it starts."""
+    from .errors import UserError
+
+    if step in TIER_ALLOWS[tier]:
+        return
+    what = {"pretrain": "pretrain a member", "adapt": "fine-tune a member"}[step]
+    fix = ("put the existing results (with their .snakemake metadata) in place, or run `snakemake --touch` if they "
+           "are only older than their inputs" if tier == "results" else
+           "declare every member under members.imported")
+    raise UserError(
+        f"review tier {tier!r} (config key review.tier) forbids training, but this run would {what} "
+        f"({output}: missing, or older than its inputs). Nothing was trained; {fix}, or set review.tier: scratch"
+    )
 
 
 def cmd_import_member(args) -> None:
@@ -350,6 +371,32 @@ def cmd_table(args) -> None:
     tables.write(args.table, args.inputs, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_tex)
 
 
+def cmd_compare(args) -> None:
+    from .comparison import write
+
+    rows = write(args.tables, json.loads(args.spec_json), args.out_csv, args.out_md)
+    statuses = sorted({r.status for r in rows})
+    print("paper comparison: " + ", ".join(f"{sum(r.status == s for r in rows)} {s}" for s in statuses),
+          file=sys.stderr)
+
+
+def cmd_checksums(args) -> None:
+    from .checksums import write_ledger
+
+    print(f"checksums: {write_ledger(args.folder, args.out)} files", file=sys.stderr)
+
+
+def cmd_verify(args) -> None:
+    from .checksums import verify
+
+    problems = verify(args.folder)
+    for problem in problems:
+        print(problem)
+    if problems:
+        raise SystemExit(f"{args.folder}: {len(problems)} problem(s); rebuild what they name before reviewing")
+    print(f"{args.folder}: every result, prepared array, dataset root and imported checkpoint verifies")
+
+
 def cmd_figure(args) -> None:
     from . import figures
 
@@ -378,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
         for option, key in GPU_JOB_OPTIONS:
             p.add_argument(option, type=int, dest=f"gpu_{key}", help=f"gpu_jobs.<step>.{key} of a SLURM job")
         p.add_argument("--cluster-json", help="the cluster section: executor local runs here, slurm submits (JSON)")
+        p.add_argument("--review-tier", choices=sorted(TIER_ALLOWS), default="scratch",
+                       help="review.tier: checkpoints refuses pretraining, results refuses all training")
 
     p = command("prepare-data", cmd_prepare_data, "build the dataset file, its splits and manifest")
     p.add_argument("--dataset-json", help="the resolved `dataset` config section as JSON")
@@ -554,6 +603,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-tex", help="the same table in LaTeX (booktabs)")
+
+    p = command("checksums", cmd_checksums, "record the sha256 of every result file of a run")
+    p.add_argument("folder", help="the run folder, results/<name>")
+    p.add_argument("--out", required=True)
+
+    p = command("verify", cmd_verify, "check a run's files, prepared data, dataset roots and imported checkpoints")
+    p.add_argument("folder", help="the run folder, results/<name>")
+
+    p = command("compare", cmd_compare, "every paper number beside the value this run reproduced for it")
+    p.add_argument("--spec-json", required=True, help="scale name, dataset, backbone, transfer datasets, protocol")
+    p.add_argument("--tables", nargs="*", default=[], help="the table CSVs of this run")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
 
     p = command("figure", cmd_figure, "draw one of the paper's figures (PDF and PNG) from result files")
     p.add_argument("--figure", required=True)

@@ -12,7 +12,8 @@
                          ood/<key>/dataset.npz, manifest.json (audit.ood_datasets)
     results/<name>/emergence/<run>.npz, metrics.json
     results/<name>/ensembles/<pool>_<strategy>.json
-    results/<name>/tables/<table>.csv, .md
+    results/<name>/tables/<table>.csv, .md, .tex; paper_comparison.csv, .md
+    results/<name>/checksums.json  (sha256 of every result file, for `multisym verify`)
     results/<name>/figures/<figure>.pdf, .png
     results/<name>/transfer/<key>/...   (a transfer dataset: data, features, adapt,
                                          logits, metrics, ensembles as above)
@@ -129,6 +130,13 @@ class Layout:
 
     def table(self, table: str, ext: str) -> str:
         return f"{self.root}/tables/{table}.{ext}"
+
+    @property
+    def checksums(self) -> str:
+        return f"{self.root}/checksums.json"
+
+    def comparison(self, ext: str) -> str:
+        return f"{self.root}/tables/paper_comparison.{ext}"
 
     def figure(self, figure: str, ext: str) -> str:
         return f"{self.root}/figures/{figure}.{ext}"

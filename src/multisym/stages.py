@@ -29,6 +29,7 @@ VERSIONS: dict[str, int] = {
     "emergence_metrics": 1,
     "table": 1,
     "figure": 1,
+    "comparison": 1,
 }
 
 

@@ -1,6 +1,7 @@
 # Shared logic: the validated config, the member table, wildcard constraints and
 # every input function. Stage files hold rules only.
 import json
+import os
 import re
 
 from multisym.config import resolve
@@ -78,9 +79,10 @@ wildcard_constraints:
 
 
 def gpu_job_resources(step):
-    """What one training job of ``step`` asks a cluster for (shown by a dry-run)
-    and the site settings its waiter submits with. Resources, unlike params,
-    never trigger a rerun: moving to a cluster must not retrain anything."""
+    """What one training job of ``step`` asks a cluster for (shown by a dry-run),
+    the site settings its waiter submits with, and the review tier that may
+    forbid it. Resources, unlike params, never trigger a rerun: moving to a
+    cluster or reviewing must not retrain anything."""
     job = config["gpu_jobs"][step]
     return {
         "gpu_nodes": job["nodes"],
@@ -89,6 +91,7 @@ def gpu_job_resources(step):
         "gpu_mem_gb": job["mem_gb"],
         "gpu_time_limit_min": job["time_limit_min"],
         "gpu_site": json.dumps(config["cluster"], sort_keys=True),
+        "review_tier": config["review"]["tier"],
     }
 
 
@@ -96,6 +99,7 @@ GPU_JOB_SHELL = (
     " --gpu-nodes {resources.gpu_nodes} --gpus-per-node {resources.gpus_per_node}"
     " --gpu-cpus-per-task {resources.gpu_cpus_per_task} --gpu-mem-gb {resources.gpu_mem_gb}"
     " --gpu-time-limit-min {resources.gpu_time_limit_min} --cluster-json {resources.gpu_site:q}"
+    " --review-tier {resources.review_tier}"
 )
 
 
@@ -476,8 +480,30 @@ def report_spec_json(wildcards):
     )
 
 
+def comparison_inputs(wildcards):
+    """Every table this config feeds (CSV), for the paper-vs-reproduction table."""
+    return [LAYOUT.table(t, "csv") for t in TABLES if available(t)]
+
+
+def comparison_spec_json(wildcards):
+    return json.dumps(
+        {
+            "name": config["name"],
+            "dataset": config["dataset"]["name"],
+            "arch": config["backbone"]["arch"],
+            "transfer": {k: t["dataset"]["name"] for k, t in TRANSFER.items()},
+            "selection_split": config["ensembles"]["greedy"]["selection_split"],
+            "diversity_size": config["ensembles"]["diversity_size"],
+            "delta_size": config["transfer"]["ensemble_size"],
+        },
+        sort_keys=True,
+    )
+
+
 def all_tables_and_figures(wildcards):
     return [
+        LAYOUT.comparison("csv"),
+        LAYOUT.comparison("md"),
         *(
             LAYOUT.table(t, ext)
             for t in TABLES

@@ -37,3 +37,40 @@ rule figure:
     shell:
         "multisym figure --figure {wildcards.figure} --spec-json {params.spec:q}"
         " --inputs {input.results} --out-pdf {output.pdf} --out-png {output.png} > {log} 2>&1"
+
+
+rule comparison:
+    input:
+        tables=comparison_inputs,
+    output:
+        csv=LAYOUT.comparison("csv"),
+        md=LAYOUT.comparison("md"),
+    log:
+        LAYOUT.log("comparison", "paper"),
+    localrule: True
+    conda:
+        env("workflow")
+    params:
+        spec=comparison_spec_json,
+        version=stage_version("comparison"),
+    shell:
+        "multisym compare --spec-json {params.spec:q} --tables {input.tables}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+# The sha256 of every result file, written last, so a reviewer can check a run
+# with `multisym verify results/<name>` before rebuilding from it.
+rule checksums:
+    input:
+        all_tables_and_figures,
+    output:
+        ledger=LAYOUT.checksums,
+    log:
+        LAYOUT.log("checksums", "ledger"),
+    localrule: True
+    conda:
+        env("workflow")
+    params:
+        root=lambda wildcards, output: os.path.dirname(output.ledger),
+    shell:
+        "multisym checksums {params.root} --out {output.ledger} > {log} 2>&1"
