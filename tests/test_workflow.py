@@ -109,7 +109,7 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
         step = "import_member" if m.imported else "pretrain"
         assert (workflow_copy.folder / f"logs/smoke/{step}/{m.folder}.log").is_file()
     for table in ("table1", "table2", "table3", "table4"):
-        for ext in ("csv", "md", "tex"):
+        for ext in ("csv", "md", "tex", "html"):
             assert (root / "tables" / f"{table}.{ext}").stat().st_size > 0
     for tex in (root / "tables").glob("*.tex"):
         text = tex.read_text()

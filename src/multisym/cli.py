@@ -368,16 +368,23 @@ def cmd_dataset_summary(args) -> None:
 def cmd_table(args) -> None:
     from . import tables
 
-    tables.write(args.table, args.inputs, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_tex)
+    tables.write(args.table, args.inputs, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_tex,
+                 args.out_html)
 
 
 def cmd_compare(args) -> None:
     from .comparison import write
 
-    rows = write(args.tables, json.loads(args.spec_json), args.out_csv, args.out_md)
+    rows = write(args.tables, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_html)
     statuses = sorted({r.status for r in rows})
     print("paper comparison: " + ", ".join(f"{sum(r.status == s for r in rows)} {s}" for s in statuses),
           file=sys.stderr)
+
+
+def cmd_provenance(args) -> None:
+    from .report_page import write
+
+    write(json.loads(args.spec_json), json.loads(args.members_json), args.resolved_config, args.out)
 
 
 def cmd_checksums(args) -> None:
@@ -603,6 +610,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
     p.add_argument("--out-tex", help="the same table in LaTeX (booktabs)")
+    p.add_argument("--out-html", help="the same table as an HTML page (for the report)")
+
+    p = command("provenance", cmd_provenance, "write the report's provenance page")
+    p.add_argument("--spec-json", required=True, help="scale name and every target's status")
+    p.add_argument("--members-json", required=True, help="member id -> run folder")
+    p.add_argument("--resolved-config", required=True, help="the resolved config (config.json)")
+    p.add_argument("--out", required=True)
 
     p = command("checksums", cmd_checksums, "record the sha256 of every result file of a run")
     p.add_argument("folder", help="the run folder, results/<name>")
@@ -616,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", nargs="*", default=[], help="the table CSVs of this run")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", help="the comparison as an HTML page (for the report)")
 
     p = command("figure", cmd_figure, "draw one of the paper's figures (PDF and PNG) from result files")
     p.add_argument("--figure", required=True)

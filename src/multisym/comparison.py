@@ -213,9 +213,19 @@ def to_markdown(rows: list[Comparison], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(table_paths: list[str], spec: dict, out_csv: str, out_md: str) -> list[Comparison]:
+def to_html(rows: list[Comparison], title: str) -> str:
+    from . import pages
+
+    header = [f.name for f in fields(Comparison)]
+    return pages.page(title, pages.table(header, [list(asdict(row).values()) for row in rows]))
+
+
+def write(table_paths: list[str], spec: dict, out_csv: str, out_md: str, out_html: str | None = None
+          ) -> list[Comparison]:
     rows = compare(load_cells(table_paths), spec)
     title = f"Paper vs reproduction — scale {spec['name']} ({spec['dataset']}, {spec['arch']})"
     atomic_write_text(to_csv(rows), out_csv)
     atomic_write_text(to_markdown(rows, title), out_md)
+    if out_html is not None:
+        atomic_write_text(to_html(rows, title), out_html)
     return rows

@@ -13,6 +13,7 @@
     results/<name>/emergence/<run>.npz, metrics.json
     results/<name>/ensembles/<pool>_<strategy>.json
     results/<name>/tables/<table>.csv, .md, .tex; paper_comparison.csv, .md
+    results/<name>/provenance.html (commit, versions, targets, member manifest: the report's page)
     results/<name>/checksums.json  (sha256 of every result file, for `multisym verify`)
     results/<name>/figures/<figure>.pdf, .png
     results/<name>/transfer/<key>/...   (a transfer dataset: data, features, adapt,
@@ -130,6 +131,10 @@ class Layout:
 
     def table(self, table: str, ext: str) -> str:
         return f"{self.root}/tables/{table}.{ext}"
+
+    @property
+    def provenance_page(self) -> str:
+        return f"{self.root}/provenance.html"
 
     @property
     def checksums(self) -> str:

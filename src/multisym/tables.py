@@ -1,4 +1,4 @@
-"""The paper's tables from small result files (JSON), as CSV, Markdown and LaTeX.
+"""The paper's tables from small result files (JSON), as CSV, Markdown, LaTeX and HTML.
 
 Every table's CSV has the same long form, one cell per line:
 ``table, row, column, value, std, ci_low, ci_high, n, note`` — ``std`` is the
@@ -383,7 +383,19 @@ def to_latex(cells: list[Cell], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(table: str, inputs: list[str], spec: dict, out_csv: str, out_md: str, out_tex: str | None = None) -> None:
+def to_html(cells: list[Cell], title: str) -> str:
+    """The grid as a self-contained HTML page (the report shows it)."""
+    from . import pages
+
+    rows, columns, grid = _grid(cells)
+    body = [[row, *(grid.get((row, c), "–") for c in columns)] for row in rows]
+    notes = sorted({part for c in cells for part in c.note.split("; ") if "paper" in part or "stand-in" in part})
+    return pages.page(title, pages.table(["", *columns], body, row_headers=True),
+                      *(pages.paragraph(f"Note: {n}") for n in notes))
+
+
+def write(table: str, inputs: list[str], spec: dict, out_csv: str, out_md: str, out_tex: str | None = None,
+          out_html: str | None = None) -> None:
     if table not in BUILDERS:
         raise ValueError(f"unknown table {table!r}; known: {sorted(BUILDERS)}")
     cells = BUILDERS[table](load_results(inputs), spec)
@@ -393,3 +405,5 @@ def write(table: str, inputs: list[str], spec: dict, out_csv: str, out_md: str, 
     atomic_write_text(to_markdown(cells, title), out_md)
     if out_tex is not None:
         atomic_write_text(to_latex(cells, title), out_tex)
+    if out_html is not None:
+        atomic_write_text(to_html(cells, title), out_html)

@@ -437,6 +437,29 @@ RESULT_INPUTS = {
 }
 
 
+NEEDS = {
+    "table1": "at least one member",
+    "table_shift": "shift.enabled and at least one ensemble pool",
+    "table_audit": "audit.enabled",
+    "figure_audit": "audit.enabled",
+    "figure_emergence": "emergence.enabled",
+    "figure_emergence_size": "emergence.enabled",
+    "figure6": "two Eq members and one Inv member of ensembles.axis",
+    "figure7": "the eq or eq_inv pool in ensembles.pools",
+    "table5": "a transfer dataset and the eq pool",
+    "table8": "a transfer dataset and the eq pool",
+    "table9": "a transfer dataset and the eq and eq_inv pools",
+    "figure4": "a transfer dataset and the eq and eq_inv pools",
+}
+NOT_BUILT = {
+    "table6": "three symmetry axes on ImageNet-100 (mse_spec 6.7): not built yet",
+    "table7": "its random and greedy NLL and AUUQC rows are part of table4",
+    "table10": "three symmetry axes on ImageNet-100 (mse_spec 6.7): not built yet",
+    "figure1": "the method schematic, a drawing without data: omitted",
+    "figure5": "qualitative examples without numbers: omitted",
+}
+
+
 def available(target):
     """Whether the config provides the members a table or figure needs."""
     eq = sum(m.mode == "eq" and m.axis == config["ensembles"]["axis"] for m in MEMBERS)
@@ -458,6 +481,36 @@ def available(target):
         "figure4": bool(TRANSFER) and {"eq", "eq_inv"} <= set(TRANSFER_POOLS),
     }
     return needs.get(target, bool(POOLS))
+
+
+def target_statuses():
+    """Every table and figure of the paper (and of this workflow) with its
+    status at this scale: built, or why not."""
+    statuses = []
+    for target in (*TABLES, *FIGURES):
+        if available(target):
+            statuses.append({"target": target, "status": "built", "reason": ""})
+        else:
+            need = NEEDS.get(target, "at least one ensemble pool (ensembles.pools)")
+            reason = f"the config does not feed it: it needs {need}"
+            statuses.append(
+                {"target": target, "status": "unavailable", "reason": reason}
+            )
+    for target, reason in NOT_BUILT.items():
+        statuses.append({"target": target, "status": "not built", "reason": reason})
+    return statuses
+
+
+def provenance_spec_json(wildcards):
+    return json.dumps(
+        {"name": config["name"], "targets": target_statuses()}, sort_keys=True
+    )
+
+
+def provenance_members_json(wildcards):
+    folders = {m.id: LAYOUT.member_dir(m.folder) for m in MEMBERS}
+    folders.update({m.id: LAYOUT.finetune_dir(m.folder) for m in FINETUNED})
+    return json.dumps(folders, sort_keys=True)
 
 
 def table_inputs(wildcards):
@@ -504,11 +557,12 @@ def all_tables_and_figures(wildcards):
     return [
         LAYOUT.comparison("csv"),
         LAYOUT.comparison("md"),
+        LAYOUT.comparison("html"),
         *(
             LAYOUT.table(t, ext)
             for t in TABLES
             if available(t)
-            for ext in ("csv", "md", "tex")
+            for ext in ("csv", "md", "tex", "html")
         ),
         *(
             LAYOUT.figure(f, ext)

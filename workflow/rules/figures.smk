@@ -6,6 +6,12 @@ rule table:
         csv=LAYOUT.table("{table}", "csv"),
         md=LAYOUT.table("{table}", "md"),
         tex=LAYOUT.table("{table}", "tex"),
+        html=report(
+            LAYOUT.table("{table}", "html"),
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
     log:
         LAYOUT.log("table", "{table}"),
     localrule: True
@@ -17,7 +23,7 @@ rule table:
     shell:
         "multisym table --table {wildcards.table} --spec-json {params.spec:q}"
         " --inputs {input.results} --out-csv {output.csv} --out-md {output.md}"
-        " --out-tex {output.tex} > {log} 2>&1"
+        " --out-tex {output.tex} --out-html {output.html} > {log} 2>&1"
 
 
 rule figure:
@@ -25,7 +31,12 @@ rule figure:
         results=figure_inputs,
     output:
         pdf=LAYOUT.figure("{figure}", "pdf"),
-        png=LAYOUT.figure("{figure}", "png"),
+        png=report(
+            LAYOUT.figure("{figure}", "png"),
+            caption="../report/figure.rst",
+            category="Figures",
+            labels={"figure": "{figure}"},
+        ),
     log:
         LAYOUT.log("figure", "{figure}"),
     localrule: True
@@ -45,6 +56,12 @@ rule comparison:
     output:
         csv=LAYOUT.comparison("csv"),
         md=LAYOUT.comparison("md"),
+        html=report(
+            LAYOUT.comparison("html"),
+            caption="../report/comparison.rst",
+            category="Paper vs reproduction",
+            labels={"table": "paper comparison"},
+        ),
     log:
         LAYOUT.log("comparison", "paper"),
     localrule: True
@@ -55,7 +72,34 @@ rule comparison:
         version=stage_version("comparison"),
     shell:
         "multisym compare --spec-json {params.spec:q} --tables {input.tables}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
+
+
+# The report's provenance page: commit, versions, every target's status, the
+# member manifest and the resolved config.
+rule provenance:
+    input:
+        all_tables_and_figures,
+        models=all_member_models,
+        config=LAYOUT.resolved_config,
+    output:
+        page=report(
+            LAYOUT.provenance_page,
+            caption="../report/provenance.rst",
+            category="Provenance",
+            labels={"page": "provenance"},
+        ),
+    log:
+        LAYOUT.log("provenance", "page"),
+    localrule: True
+    conda:
+        env("workflow")
+    params:
+        spec=provenance_spec_json,
+        members=provenance_members_json,
+    shell:
+        "multisym provenance --spec-json {params.spec:q} --members-json {params.members:q}"
+        " --resolved-config {input.config} --out {output.page} > {log} 2>&1"
 
 
 # The sha256 of every result file, written last, so a reviewer can check a run
@@ -63,6 +107,7 @@ rule comparison:
 rule checksums:
     input:
         all_tables_and_figures,
+        LAYOUT.provenance_page,
     output:
         ledger=LAYOUT.checksums,
     log:

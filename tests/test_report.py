@@ -1,0 +1,112 @@
+"""`snakemake --report` after a smoke run, opened in a real headless browser
+(Debian's chromium through chromium-driver, driven by selenium): every table
+and figure is listed in the report and opens. The report is a JavaScript app,
+so the test clicks through it as a reader would. A screenshot of every opened
+result is kept under test-artifacts/report/."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+
+from conftest import ROOT, SMOKE
+
+pytestmark = pytest.mark.workflow
+ARTIFACTS = ROOT / "test-artifacts" / "report"
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    for path in (CHROMIUM, DRIVER):
+        assert shutil.which(path), f"{path} is missing: apt-get install chromium chromium-driver (README test command)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.set_page_load_timeout(120)
+    yield driver
+    driver.quit()
+
+
+def click_text(driver, text: str):
+    """Click the innermost visible element whose own text is ``text``."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    xpath = f"//*[normalize-space(text())='{text}']"
+    element = WebDriverWait(driver, 30).until(ec.element_to_be_clickable((By.XPATH, xpath)))
+    element.click()
+    return element
+
+
+def open_result(driver, label: str, filename: str) -> None:
+    """In the open category, click the view button of the row labelled
+    ``label`` and wait until the content pane shows ``filename`` (an image, or
+    an HTML page in a frame)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    row = WebDriverWait(driver, 30).until(ec.presence_of_element_located(
+        (By.XPATH, f"//tr[td[normalize-space(.)='{label}']]")))
+    row.find_element(By.XPATH, ".//a").click()
+    tag, mime = ("img", "data:image/png") if filename.endswith(".png") else ("iframe", "data:text/html")
+    shown = WebDriverWait(driver, 30).until(ec.visibility_of_element_located(
+        (By.XPATH, f"//{tag}[starts-with(@src, '{mime}') and contains(@src, 'filename={filename};')]")))
+    assert shown.size["height"] > 50 and shown.size["width"] > 50
+    if tag == "iframe":  # the page inside the frame holds its table
+        driver.switch_to.frame(shown)
+        assert driver.find_elements(By.TAG_NAME, "td"), f"{filename} shows no table"
+        driver.switch_to.default_content()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{filename.rsplit('.', 1)[0]}.png"))
+
+
+def open_category(driver, name: str) -> None:
+    """Back to the list of result categories, then into ``name``."""
+    from selenium.webdriver.common.by import By
+
+    if not driver.find_elements(By.XPATH, f"//*[normalize-space(text())='{name}']"):
+        click_text(driver, "Results")
+    click_text(driver, name)
+
+
+def test_report_lists_and_opens_every_table_and_figure(workflow_copy, browser):
+    from selenium.webdriver.common.by import By
+
+    workflow_copy.write_config("config.yaml", yaml.safe_load(SMOKE.read_text()))
+    workflow_copy.snakemake("figures")
+    workflow_copy.snakemake("--report", "report.html")
+    report = workflow_copy.folder / "report.html"
+    assert report.stat().st_size > 100_000
+    root = workflow_copy.folder / "results" / "smoke"
+    tables = sorted(p.stem for p in (root / "tables").glob("table*.html"))
+    figures = sorted(p.stem for p in (root / "figures").glob("*.png"))
+    assert len(tables) >= 9 and len(figures) >= 8
+
+    browser.get(report.as_uri())
+    open_category(browser, "Tables")
+    for table in tables:
+        open_result(browser, table, f"{table}.html")
+    open_category(browser, "Figures")
+    for figure in figures:
+        open_result(browser, figure, f"{figure}.png")
+    open_category(browser, "Paper vs reproduction")
+    open_result(browser, "paper comparison", "paper_comparison.html")
+    open_category(browser, "Provenance")
+    open_result(browser, "provenance", "provenance.html")
+    browser.switch_to.frame(browser.find_element(By.XPATH, "//iframe[contains(@src, 'filename=provenance.html;')]"))
+    page = browser.find_element(By.TAG_NAME, "body").text
+    for text in ("git commit", "torchvision", "sha256 of model.pt", "eq-rotation-s1", "table_audit built",
+                 "figure1 not built", "Resolved config"):
+        assert text in page, text
+    browser.switch_to.default_content()
+    browser.save_screenshot(str(ARTIFACTS / "report.png"))
