@@ -18,6 +18,7 @@ def table_files(tmp_path) -> list[str]:
         "table2": [Cell("table2", "Greedy Eq (DE)", "M=3", 78.9, ci_low=78.5, ci_high=79.3),
                    Cell("table2", "Random Eq (DE)", "M=2", 70.0, std=0.1, n=5)],
         "table4": [Cell("table4", "Greedy NLL Eq (DE)", "M=3", 0.9, ci_low=0.815, ci_high=0.95)],
+        "table7": [Cell("table7", "Greedy NLL Eq (DE)", "M=3", 0.9, ci_low=0.815, ci_high=0.95)],
         "table5": [Cell("table5", "Greedy M=2 Eq+Inv", "inat top-1", 59.7, ci_low=59.0, ci_high=60.5)],
         "table9": [Cell("table9", "Eq>Inv (% classes)", "imagenet", 47.5)],
     }

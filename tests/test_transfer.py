@@ -123,3 +123,15 @@ def test_figure4_draws_every_dataset(summaries, tmp_path):
     inputs = [str(tmp_path / f"{s['key']}-summary.json") for s in summaries]
     figures.write("figure4", inputs, {"name": "t"}, str(tmp_path / "f4.pdf"), str(tmp_path / "f4.png"))
     assert (tmp_path / "f4.png").stat().st_size > 5000 and (tmp_path / "f4.pdf").stat().st_size > 1000
+
+
+def test_table4_is_greedy_and_table7_random_and_greedy_nll_auuqc(tmp_path):
+    _, ensembles = dataset_results(tmp_path, 0)
+    table4 = tables.table4(ensembles, {})
+    table7 = tables.table7(ensembles, {})
+    assert {c.row.split()[0] for c in table4} == {"Greedy"}
+    assert {c.row.split()[1] for c in table4} == {"NLL", "ECE", "Brier", "AUUQC"}
+    assert {tuple(c.row.split()[:2]) for c in table7} == {
+        (s, m) for s in ("Random", "Greedy") for m in ("NLL", "AUUQC")}
+    greedy = {(c.row, c.column): c.value for c in table4}
+    assert all(greedy[(c.row, c.column)] == c.value for c in table7 if c.row.startswith("Greedy"))

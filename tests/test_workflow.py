@@ -108,7 +108,7 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
         assert (root / "members" / m.folder / "model.pt").is_file()
         step = "import_member" if m.imported else "pretrain"
         assert (workflow_copy.folder / f"logs/smoke/{step}/{m.folder}.log").is_file()
-    for table in ("table1", "table2", "table3", "table4"):
+    for table in ("table1", "table2", "table3", "table4", "table7"):
         for ext in ("csv", "md", "tex", "html"):
             assert (root / "tables" / f"{table}.{ext}").stat().st_size > 0
     for tex in (root / "tables").glob("*.tex"):

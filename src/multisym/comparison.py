@@ -103,7 +103,7 @@ def locate(value: dict, spec: dict) -> Lookup | str:
     if target in ("table4", "table7") and match and column in UNCERTAINTY:
         strategy, size, method = match.groups()
         label, scale = UNCERTAINTY[column]
-        return Lookup("table4", f"{strategy} {label} {METHODS[method]}", f"M={size}", primary, scale)
+        return Lookup(target, f"{strategy} {label} {METHODS[method]}", f"M={size}", primary, scale)
     if target in ("table5", "table8"):
         dataset_label, _, metric = column.rpartition(" ")
         found = _dataset_column(dataset_label, spec)
