@@ -10,7 +10,7 @@ from multisym import comparison
 from multisym.tables import Cell, to_csv
 
 IMAGENET = {"name": "paper", "dataset": "imagenet", "arch": "resnet50", "transfer": {"inat": "inat2019"},
-            "selection_split": "val", "diversity_size": 3, "delta_size": 3}
+            "selection_split": "val", "diversity_size": 3, "delta_size": 3, "axes_size": 6}
 
 
 def table_files(tmp_path) -> list[str]:
@@ -57,7 +57,9 @@ def test_other_scales_are_not_comparable_and_missing_cells_are_named(tmp_path):
     cell = keyed[("table2", "Greedy M=3 Eq", "top-1")]
     assert cell.status == "not comparable" and "digits" in cell.reason and cell.reproduced == 78.9
     assert keyed[("table5", "Greedy M=2 Eq+Inv", "iNat-1k top-1")].reason == "no transfer dataset of this run is iNat-1k"
-    assert keyed[("table6", "M=6 Eq+Inv", "Rotate top-1")].reason == "table6 has no target in this workflow yet"
+    assert "table6 of this run has no cell" in keyed[("table6", "M=6 Eq+Inv", "Rotate top-1")].reason
+    assert "M = 3 here" in by_key(comparison.compare({}, {**digits, "axes_size": 3}))[
+        ("table10", "M=6 Eq+Inv minus Eq", "Rotate delta top-1")].reason
     assert "notebook" in keyed[("table1", "Single Eq (eq69)", "top-1")].reason
     assert "no cell" in keyed[("table2", "Greedy M=5 Inv", "top-1")].reason
     assert {r.status for r in rows} == {"not comparable", "not reproduced"}

@@ -358,3 +358,19 @@ def test_dominance_empty_without_both_classes(pool_files):
     out = member_results(IDS[:2], ["eq", "eq"], {k: (v[:2] if k.endswith("logits") else v)
                                                    for k, v in stacks.items()}, settings(), NUM_CLASSES)
     assert out["dominance"] == {} and len(out["members"]) == 2
+
+
+def test_dominance_pairs_eq_and_inv_of_the_same_axis(pool_files):
+    """With members of two axes, Table 1's dominance uses the ensembles axis only,
+    and each axis gets its own (Table 10): eq0 pairs with inv1, eq1 with inv0."""
+    stacks = load_logits(pool_files)
+    axes = ["halfswap", "rotation", "rotation", "halfswap"]
+    out = member_results(IDS, CLASSES, stacks, settings(), NUM_CLASSES, axes, "rotation")
+    assert (out["dominance"]["eq"], out["dominance"]["inv"]) == ("eq1", "inv0")
+    assert out["dominance"]["pairs"] == 1
+    by_axis = out["dominance_by_axis"]
+    assert set(by_axis) == {"rotation", "halfswap"}
+    assert (by_axis["halfswap"]["eq"], by_axis["halfswap"]["inv"]) == ("eq0", "inv1")
+    assert by_axis["rotation"] == out["dominance"]
+    expected = class_dominance(stacks["test_logits"][0], stacks["test_logits"][3], stacks["test_labels"], NUM_CLASSES)
+    assert by_axis["halfswap"]["best_pair"]["eq_better"] == expected["a_better"]

@@ -316,3 +316,38 @@ def test_finetune_adaptation_with_the_papers_selection(workflow_copy):
         assert choice["chosen"]["selection_accuracy"] == best
         assert choice["protocol"] and "paper protocol" in choice["protocol"][0]
     assert not (root / "features").exists()
+
+
+def test_tables_6_and_10_from_two_symmetry_axes(workflow_copy):
+    """Eq and Inv members of two axes: per-axis and all-axes greedy Eq+Inv
+    ensembles (Table 6) and per-axis dominance and Δ (Table 10), each built by its target."""
+    smoke = yaml.safe_load(SMOKE.read_text())
+    smoke["members"] = {"axes": ["rotation", "halfswap"], "seeds": {"eq": [1, 2], "inv": [1, 2]}}
+    smoke["finetune"] = {"seeds": []}
+    smoke["transfer"] = {"datasets": []}
+    smoke["ensembles"]["axes_size"] = 2
+    workflow_copy.write_config("config.yaml", smoke)
+    workflow_copy.snakemake("results/smoke/tables/table6.md", "results/smoke/tables/table10.md")
+    root = workflow_copy.folder / "results" / "smoke"
+    greedy = {p.stem[: -len("_greedy")]: json.loads(p.read_text()) for p in (root / "ensembles").glob("*_greedy.json")}
+    assert {"eq_rotation", "eq_halfswap", "eq_inv_rotation", "eq_inv_halfswap", "eq_inv_all"} <= set(greedy)
+    assert len(greedy["eq_inv_all"]["members"]) == 8 and len(greedy["eq_inv_rotation"]["members"]) == 4
+    whole = json.loads((root / "ensembles" / "eq_inv_halfswap_all.json").read_text())
+    assert whole["sizes"][0]["size"] == 4 and sorted(whole["sizes"][0]["members"]) == sorted(
+        greedy["eq_inv_halfswap"]["members"])
+    table6 = {(r["row"], r["column"]): float(r["value"]) for r in csv.DictReader(open(root / "tables" / "table6.csv"))}
+    assert table6[("Eq+Inv, every member of the axis", "halfswap top-1")] == pytest.approx(
+        whole["sizes"][0]["metrics"]["accuracy"]["value"])
+    assert table6[("Greedy M=2 Eq+Inv over all axes", "all axes top-1")] == pytest.approx(
+        greedy["eq_inv_all"]["sizes"][1]["metrics"]["accuracy"]["value"])
+    table10 = {(r["row"], r["column"]): float(r["value"]) for r in csv.DictReader(open(root / "tables" / "table10.csv"))}
+    members = json.loads((root / "metrics" / "members.json").read_text())
+    for axis in ("rotation", "halfswap"):
+        dominance = members["dominance_by_axis"][axis]
+        assert dominance["eq"].startswith(f"eq-{axis}") and dominance["inv"].startswith(f"inv-{axis}")
+        assert table10[("Eq>Inv (% classes)", axis)] == pytest.approx(dominance["best_pair"]["eq_better"])
+        delta = (greedy[f"eq_inv_{axis}"]["sizes"][1]["metrics"]["accuracy"]["value"]
+                 - greedy[f"eq_{axis}"]["sizes"][1]["metrics"]["accuracy"]["value"])
+        assert table10[("Δ top-1 (EI−EE, greedy M=2)", axis)] == pytest.approx(delta)
+    # Table 1's dominance pairs members of the ensembles axis (the first one) only
+    assert members["dominance"] == members["dominance_by_axis"]["rotation"]

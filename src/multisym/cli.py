@@ -343,17 +343,18 @@ def cmd_member_metrics(args) -> None:
     if len(spec["members"]) != len(args.logits):
         raise SystemExit(f"error: {len(spec['members'])} members but {len(args.logits)} logits files")
     stacks = load_logits(args.logits)
-    result = member_results(spec["members"], spec["modes"], stacks, spec, stacks["test_logits"].shape[-1])
+    result = member_results(spec["members"], spec["modes"], stacks, spec, stacks["test_logits"].shape[-1],
+                            spec.get("axes"), spec.get("axis"))
     _write_json(result, args.out)
 
 
 def cmd_ensemble(args) -> None:
-    from .ensemble import greedy_results, load_logits, random_results
+    from .ensemble import greedy_results, load_logits, random_results, whole_pool_results
 
     spec = json.loads(args.spec_json)
     if len(spec["members"]) != len(args.logits):
         raise SystemExit(f"error: {len(spec['members'])} members but {len(args.logits)} logits files")
-    runner = {"greedy": greedy_results, "random": random_results}[args.strategy]
+    runner = {"greedy": greedy_results, "random": random_results, "all": whole_pool_results}[args.strategy]
     result = runner(spec["members"], spec["classes"], load_logits(args.logits), spec)
     _write_json({"pool": spec["pool"], "strategy": args.strategy, "members": spec["members"],
                  "classes": spec["classes"], **result}, args.out)
@@ -591,7 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = command("ensemble", cmd_ensemble, "build a pool's greedy or random ensembles and their test metrics")
-    p.add_argument("--strategy", required=True, choices=("greedy", "random"))
+    p.add_argument("--strategy", required=True, choices=("greedy", "random", "all"),
+                   help="all: the whole pool, each member once")
     p.add_argument("--spec-json", required=True, help="pool, members, classes and the ensembles settings")
     p.add_argument("--logits", nargs="+", required=True, help="logits files, in the order of the spec's members")
     p.add_argument("--out", required=True)

@@ -34,6 +34,8 @@ METHODS = {"Eq": "Eq (DE)", "Inv": "Inv", "Eq+Inv": "Eq+Inv (MSE)", "Base": "Bas
 PAPER_DATASETS = {"ImageNet": "imagenet", "iNat-1k": "inat2019", "Flowers-102": "flowers102",
                   "CIFAR-100": "cifar100", "Food-101": "food101", "ImageNet-V2": "imagenet_v2",
                   "ImageNet-R": "imagenet_r"}
+PAPER_AXES = {"Rotate": "rotation", "Halfswap": "halfswap", "ColorInvert": "invert"}
+PAPER_PRIMARY = {"table6": ("ImageNet-100", "imagenet100"), "table10": ("ImageNet-100", "imagenet100")}
 DIVERSITY = {"inconsistency": "Incons. (%)", "KL": "KL"}
 UNCERTAINTY = {"NLL x1e-1": ("NLL", 10.0), "AUUQC": ("AUUQC", 1.0)}
 ENSEMBLE_ROW = re.compile(r"^(Greedy|Random) M=(\d+) (Eq\+Inv|Eq|Inv|Base)$")
@@ -83,7 +85,7 @@ def locate(value: dict, spec: dict) -> Lookup | str:
     """Where this run holds a paper number, or why it holds none."""
     target, row, column = value["target"], value["row"], value["column"]
     primary = spec["dataset"]
-    if "(" in row or target in ("nb1", "essl"):
+    if (target == "table1" and "(" in row) or target in ("nb1", "essl"):
         return "archived notebook or E-SSL number, not a paper table cell"
     match = ENSEMBLE_ROW.match(row)
     if target == "table1" and row.startswith("Single ") and column == "top-1":
@@ -111,6 +113,23 @@ def locate(value: dict, spec: dict) -> Lookup | str:
             return f"no transfer dataset of this run is {dataset_label}"
         key, name = found
         return Lookup(target, row, f"{key} {metric}", name)
+    if target in ("table6", "table10"):
+        axis_label, _, measure = column.partition(" ")
+        if axis_label == "all":
+            if column != "all three top-1":
+                return "defined here against the best single axis, not against Halfswap"
+            return Lookup("table6", f"Greedy M={spec['axes_size']} Eq+Inv over all axes", "all axes top-1", primary)
+        if axis_label not in PAPER_AXES or row.startswith("Greedy M=6 Eq+Inv minus"):
+            return f"{column!r} has no counterpart here"
+        axis, size = PAPER_AXES[axis_label], spec["axes_size"]
+        if size != 6:
+            return f"Tables 6 and 10 use M = {size} here (ensembles.axes_size), 6 in the paper"
+        if target == "table6":
+            return Lookup("table6", "Eq+Inv, every member of the axis", f"{axis} top-1", primary)
+        if measure.startswith("% classes"):
+            return Lookup("table10", f"{measure.replace('% classes ', '')} (% classes)", axis, primary)
+        metric = "top-1" if measure == "delta top-1" else "efficiency"
+        return Lookup("table10", f"Δ {metric} (EI−EE, greedy M=6)", axis, primary)
     if target == "table9":
         for label in sorted(PAPER_DATASETS, key=len, reverse=True):
             if column.startswith(label + " "):
@@ -164,11 +183,15 @@ def compare(cells: dict, spec: dict) -> list[Comparison]:
         if low is not None:
             row.ci_low, row.ci_high = low * where.scale, high * where.scale
         row.difference = row.reproduced - row.paper
-        paper_dataset = _paper_dataset(value)
-        if (spec["dataset"], spec["arch"], where.dataset) != ("imagenet", "resnet50", PAPER_DATASETS[paper_dataset]):
+        paper_dataset, paper_name = PAPER_PRIMARY.get(value["target"], (None, None))
+        if paper_dataset is None:
+            paper_dataset = _paper_dataset(value)
+            paper_name = PAPER_DATASETS[paper_dataset]
+        primary = "imagenet100" if value["target"] in PAPER_PRIMARY else "imagenet"
+        if (spec["dataset"], spec["arch"], where.dataset) != (primary, "resnet50", paper_name):
             row.status = "not comparable"
             row.reason = (f"members pretrained on {spec['dataset']} with a {spec['arch']} backbone (scale "
-                          f"{spec['name']}), measured on {where.dataset}; the paper: ImageNet, ResNet-50, "
+                          f"{spec['name']}), measured on {where.dataset}; the paper: {primary}, ResNet-50, "
                           f"measured on {paper_dataset}")
         else:
             within_ci = row.ci_low is not None and row.ci_low <= row.paper <= row.ci_high

@@ -334,6 +334,11 @@ def _check_ensembles(config: dict) -> None:
             f"ensembles.random.sizes {ens['random']['sizes']}"
         )
     greedy = ens["greedy"]
+    if len(config["members"]["axes"]) > 1 and ens["axes_size"] > greedy["max_size"]:
+        raise ConfigError(
+            f"config key 'ensembles.axes_size': {ens['axes_size']} exceeds ensembles.greedy.max_size "
+            f"{greedy['max_size']}; the greedy ensembles of Tables 6 and 10 are prefixes of one greedy sequence"
+        )
     if greedy["start"] == "fixed" and not greedy["start_member"]:
         raise ConfigError("config key 'ensembles.greedy.start_member': start 'fixed' needs a member id")
     base_seed = config["finetune"]["base_seed"]

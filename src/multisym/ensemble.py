@@ -191,8 +191,20 @@ def random_results(ids: list[str], classes: list[str], stacks: dict, settings: d
     return {"protocol": [], "sizes": sizes}
 
 
-def member_results(ids: list[str], modes: list[str], stacks: dict, settings: dict, num_classes: int) -> dict:
-    """Every member alone (an ensemble of one) plus class dominance of Eq vs Inv."""
+def whole_pool_results(ids: list[str], classes: list[str], stacks: dict, settings: dict) -> dict:
+    """The ensemble of every member of the pool, each once (Table 6's single-axis
+    rows: all six models of an axis)."""
+    return {"protocol": [], "sizes": [{
+        "size": len(ids), "members": list(ids), "distinct": len(set(ids)),
+        "metrics": summarise(stacks["test_logits"], stacks["test_labels"], settings["bootstrap"]),
+    }]}
+
+
+def member_results(ids: list[str], modes: list[str], stacks: dict, settings: dict, num_classes: int,
+                   axes: list[str | None] | None = None, axis: str | None = None) -> dict:
+    """Every member alone (an ensemble of one) plus class dominance of Eq vs Inv
+    members of ``axis`` (every Eq and Inv member when no axes are given), and
+    of every axis that has both (Table 10)."""
     rows = []
     for i, (member, mode) in enumerate(zip(ids, modes)):
         val_acc = 100.0 * selection_score(stacks["val_logits"][[i]], stacks["val_labels"])[0]
@@ -200,7 +212,13 @@ def member_results(ids: list[str], modes: list[str], stacks: dict, settings: dic
                      "metrics": summarise(stacks["test_logits"][[i]], stacks["test_labels"], settings["bootstrap"]),
                      "per_class_accuracy": (100.0 * per_class_accuracy(
                          stacks["test_logits"][i], stacks["test_labels"], num_classes)).tolist()})
-    return {"members": rows, "dominance": dominance(ids, modes, stacks, num_classes, settings["bootstrap"])}
+    def of_axis(name):
+        return [m if axes is None or axes[i] == name else "other" for i, m in enumerate(modes)]
+
+    by_axis = {name: dominance(ids, of_axis(name), stacks, num_classes, settings["bootstrap"])
+               for name in dict.fromkeys(a for a in (axes or []) if a)}
+    return {"members": rows, "dominance": dominance(ids, of_axis(axis), stacks, num_classes, settings["bootstrap"]),
+            "dominance_by_axis": {name: d for name, d in by_axis.items() if d}}
 
 
 def dominance(ids: list[str], modes: list[str], stacks: dict, num_classes: int, bootstrap: dict) -> dict:

@@ -156,6 +156,25 @@ def pools(config: dict, members: list[Member], finetuned: list[FinetunedMember])
     return {pool: {cls: by_class[cls] for cls in POOL_CLASSES[pool]} for pool in config["ensembles"]["pools"]}
 
 
+def axis_pools(config: dict, members: list[Member]) -> dict[str, dict[str, list]]:
+    """With several symmetry axes (Tables 6 and 10): per axis with Eq and Inv
+    members, its Eq pool ``eq_<axis>`` and Eq+Inv pool ``eq_inv_<axis>``, and
+    ``eq_inv_all``, the Eq+Inv pool over every axis (greedy only)."""
+    axes = config["members"]["axes"]
+    if len(axes) < 2:
+        return {}
+    by_axis = {a: {mode: [m for m in members if m.mode == mode and m.axis == a] for mode in ("eq", "inv")}
+               for a in axes}
+    complete = [a for a in axes if by_axis[a]["eq"] and by_axis[a]["inv"]]
+    out: dict[str, dict[str, list]] = {}
+    for a in complete:
+        out[f"eq_{a}"] = {"eq": by_axis[a]["eq"]}
+        out[f"eq_inv_{a}"] = {"eq": by_axis[a]["eq"], "inv": by_axis[a]["inv"]}
+    if len(complete) >= 2:
+        out["eq_inv_all"] = {mode: [m for a in complete for m in by_axis[a][mode]] for mode in ("eq", "inv")}
+    return out
+
+
 def transfer_members(config: dict, members: list[Member]) -> list[Member]:
     """The members adapted to every transfer dataset: Eq and Inv of the
     ensembles axis (§5), trained or imported."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 VERSIONS: dict[str, int] = {
     "probe": 1,
-    "member_metrics": 1,
+    "member_metrics": 2,
     "ensemble": 1,
     "dataset_summary": 1,
     "shift_sets": 1,
@@ -27,7 +27,7 @@ VERSIONS: dict[str, int] = {
     "audit_metrics": 1,
     "emergence": 1,
     "emergence_metrics": 1,
-    "table": 1,
+    "table": 2,
     "figure": 1,
     "comparison": 1,
 }

@@ -35,6 +35,8 @@ TITLES = {
     "table5": "Table 5: transfer, test top-1 (%) of single members and greedy ensembles, with ensemble efficiency (points)",
     "table8": "Table 8: transfer, test top-1 (%) of random ensembles (mean ± std over draws), with ensemble efficiency (points)",
     "table9": "Table 9: class dominance of Eq vs Inv (% classes, best-on-val members) and greedy Eq+Inv minus Eq per dataset",
+    "table6": "Table 6: test top-1 (%) of the ensemble of every Eq and Inv member of each symmetry axis, and of the greedy Eq+Inv ensemble of M = {axes_size} over all axes",
+    "table10": "Table 10: class dominance of Eq vs Inv per symmetry axis (% classes, best-on-val members) and greedy Eq+Inv minus Eq at M = {axes_size}",
     "table_shift": "Shift table: members and greedy ensembles on locally corrupted test images (mean over corruption types per severity)",
     "table_audit": "Symmetry audit: OSP (of |G|), orbit-consistent inputs (%), test accuracy over the orbit (%), "
                    "feature cosine cos(f(x), f(g·x)) and Eq-head accuracy (%), value [95% CI] over inputs; "
@@ -263,6 +265,59 @@ def table9(results: list[dict], spec: dict) -> list[Cell]:
     return cells
 
 
+def _greedy_entry(result: dict, size: int) -> dict:
+    """The greedy ensemble of ``size`` members (the largest there is when the sequence is shorter)."""
+    return result["sizes"][min(size, len(result["sizes"])) - 1]
+
+
+def _axis_of(pool: str) -> str:
+    return pool.rsplit("_", 1)[1]
+
+
+def table6(results: list[dict], spec: dict) -> list[Cell]:
+    """Per axis, the ensemble of all its Eq and Inv members (the paper's M = 6:
+    3 Eq + 3 Inv); over every axis, the greedy Eq+Inv ensemble of axes_size
+    members; and the gain of the latter over the best single axis."""
+    cells, singles = [], {}
+    for result in results:
+        if result["pool"] == "eq_inv_all":
+            continue
+        entry, axis = result["sizes"][0], _axis_of(result["pool"])
+        cells.append(_metric_cell("table6", "Eq+Inv, every member of the axis", f"{axis} top-1",
+                                  entry["metrics"]["accuracy"], note=f"M={entry['size']}"))
+        singles[axis] = entry["metrics"]["accuracy"]["value"]
+    combined = next((r for r in results if r["pool"] == "eq_inv_all"), None)
+    if combined is not None:
+        entry = _greedy_entry(combined, spec["axes_size"])
+        row = f"Greedy M={entry['size']} Eq+Inv over all axes"
+        cells.append(_metric_cell("table6", row, "all axes top-1", entry["metrics"]["accuracy"]))
+        if singles:
+            best = max(singles, key=singles.get)
+            cells.append(Cell("table6", row, f"gain over the best axis ({best})",
+                              entry["metrics"]["accuracy"]["value"] - singles[best]))
+    return cells
+
+
+def table10(results: list[dict], spec: dict) -> list[Cell]:
+    """Per axis: class dominance of its best-on-val Eq vs Inv member (with
+    bootstrap CIs), and greedy eq_inv_<axis> minus eq_<axis> at M = axes_size."""
+    size, cells = spec["axes_size"], []
+    members = next(r for r in results if "dominance_by_axis" in r)
+    greedy = {r["pool"]: _greedy_entry(r, size) for r in results if "pool" in r}
+    for axis, dominance in members["dominance_by_axis"].items():
+        pair = f"{dominance['eq']} vs {dominance['inv']}"
+        for key, row in (("eq_better", "Eq>Inv (% classes)"), ("inv_better", "Eq<Inv (% classes)"),
+                         ("tie", "Eq==Inv (% classes)")):
+            low, high = dominance["best_pair_ci"][key]
+            cells.append(Cell("table10", row, axis, dominance["best_pair"][key], ci_low=low, ci_high=high, note=pair))
+        both, eq = greedy.get(f"eq_inv_{axis}"), greedy.get(f"eq_{axis}")
+        if both and eq:
+            for metric, label in (("accuracy", "top-1"), ("efficiency", "efficiency")):
+                delta = both["metrics"][metric]["value"] - eq["metrics"][metric]["value"]
+                cells.append(Cell("table10", f"Δ {label} (EI−EE, greedy M={size})", axis, delta))
+    return cells
+
+
 AUDIT_MODES = ("eq", "inv", "base", "sup", "ssl_ft")
 
 
@@ -326,7 +381,8 @@ def _std(values: list[float]) -> float:
     return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
-BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table7": table7, "table5": table5,
+BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table6": table6,
+            "table7": table7, "table10": table10, "table5": table5,
             "table8": table8, "table9": table9, "table_shift": table_shift, "table_audit": table_audit}
 
 
@@ -408,7 +464,7 @@ def write(table: str, inputs: list[str], spec: dict, out_csv: str, out_md: str, 
     if table not in BUILDERS:
         raise ValueError(f"unknown table {table!r}; known: {sorted(BUILDERS)}")
     cells = BUILDERS[table](load_results(inputs), spec)
-    title = TITLES[table].format(m=spec.get("diversity_size"))
+    title = TITLES[table].format(m=spec.get("diversity_size"), axes_size=spec.get("axes_size"))
     title += f" — scale {spec['name']} ({spec['dataset']}; selection on {spec['selection_split']})"
     atomic_write_text(to_csv(cells), out_csv)
     atomic_write_text(to_markdown(cells, title), out_md)

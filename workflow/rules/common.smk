@@ -12,6 +12,7 @@ from multisym.members import (
     by_folder,
     finetuned_members,
     member_table,
+    axis_pools,
     pools,
     transfer_members,
 )
@@ -21,6 +22,8 @@ LAYOUT = Layout(config["name"])
 MEMBERS = member_table(config)
 FINETUNED = finetuned_members(config, MEMBERS)
 POOLS = pools(config, MEMBERS, FINETUNED)
+AXIS_POOLS = axis_pools(config, MEMBERS)
+ALL_POOLS = {**POOLS, **AXIS_POOLS}
 MEMBER_BY_FOLDER = by_folder(MEMBERS)
 FINETUNED_BY_FOLDER = by_folder(FINETUNED)
 ADAPT_MODE = config["adapt"]["mode"]
@@ -30,10 +33,12 @@ TABLES = (
     "table2",
     "table3",
     "table4",
+    "table6",
     "table7",
     "table5",
     "table8",
     "table9",
+    "table10",
     "table_shift",
     "table_audit",
 )
@@ -66,8 +71,8 @@ wildcard_constraints:
     sup_member=alternatives(m.folder for m in MEMBERS if not m.is_ssl),
     finetuned=alternatives(FINETUNED_BY_FOLDER),
     evaluated=alternatives([*MEMBER_BY_FOLDER, *FINETUNED_BY_FOLDER]),
-    pool=alternatives(POOLS),
-    strategy=alternatives(STRATEGIES),
+    pool=alternatives(ALL_POOLS),
+    strategy=alternatives((*STRATEGIES, "all")),
     lr="[0-9.e+-]+",
     tdata=alternatives(TRANSFER),
     tprobe=alternatives(k for k, t in TRANSFER.items() if t["mode"] == "probe"),
@@ -193,6 +198,8 @@ def member_metrics_spec_json(wildcards):
         {
             "members": [m.id for m in members],
             "modes": [m.mode for m in members],
+            "axes": [getattr(m, "axis", None) for m in members],
+            "axis": config["ensembles"]["axis"],
             "bootstrap": config["ensembles"]["bootstrap"],
         },
         sort_keys=True,
@@ -200,7 +207,7 @@ def member_metrics_spec_json(wildcards):
 
 
 def pool_members(pool):
-    return [(cls, m) for cls, members in POOLS[pool].items() for m in members]
+    return [(cls, m) for cls, members in ALL_POOLS[pool].items() for m in members]
 
 
 def pool_logits(wildcards):
@@ -401,6 +408,7 @@ def dataset_summary_spec(key, dataset):
             "label": key,
             "dataset": dataset["name"],
             "delta_size": config["transfer"]["ensemble_size"],
+            "axes_size": config["ensembles"]["axes_size"],
         },
         sort_keys=True,
     )
@@ -433,6 +441,18 @@ RESULT_INPUTS = {
     "table9": dataset_summaries,
     "figure4": dataset_summaries,
     "table_audit": lambda: [LAYOUT.audit_metrics],
+    "table6": lambda: [
+        *(
+            LAYOUT.ensemble(p, "all")
+            for p in AXIS_POOLS
+            if p.startswith("eq_inv_") and p != "eq_inv_all"
+        ),
+        LAYOUT.ensemble("eq_inv_all", "greedy"),
+    ],
+    "table10": lambda: [
+        LAYOUT.member_metrics,
+        *(LAYOUT.ensemble(p, "greedy") for p in AXIS_POOLS if p != "eq_inv_all"),
+    ],
     "figure_audit": lambda: [LAYOUT.audit_metrics],
     "figure_emergence": lambda: [LAYOUT.emergence_metrics],
     "figure_emergence_size": lambda: [LAYOUT.emergence_metrics],
@@ -443,6 +463,8 @@ NEEDS = {
     "table1": "at least one member",
     "table_shift": "shift.enabled and at least one ensemble pool",
     "table_audit": "audit.enabled",
+    "table6": "Eq and Inv members of at least two members.axes",
+    "table10": "Eq and Inv members of at least two members.axes",
     "figure_audit": "audit.enabled",
     "figure_emergence": "emergence.enabled",
     "figure_emergence_size": "emergence.enabled",
@@ -454,8 +476,6 @@ NEEDS = {
     "figure4": "a transfer dataset and the eq and eq_inv pools",
 }
 NOT_BUILT = {
-    "table6": "three symmetry axes on ImageNet-100 (mse_spec 6.7): not built yet",
-    "table10": "three symmetry axes on ImageNet-100 (mse_spec 6.7): not built yet",
     "figure1": "the method schematic, a drawing without data: omitted",
     "figure5": "qualitative examples without numbers: omitted",
 }
@@ -471,6 +491,8 @@ def available(target):
         "table1": bool(MEMBERS),
         "table_shift": config["shift"]["enabled"] and bool(POOLS),
         "table_audit": config["audit"]["enabled"],
+        "table6": "eq_inv_all" in AXIS_POOLS,
+        "table10": "eq_inv_all" in AXIS_POOLS,
         "figure_audit": config["audit"]["enabled"],
         "figure_emergence": config["emergence"]["enabled"],
         "figure_emergence_size": config["emergence"]["enabled"],
@@ -529,6 +551,7 @@ def report_spec_json(wildcards):
             "dataset": config["dataset"]["name"],
             "diversity_size": config["ensembles"]["diversity_size"],
             "selection_split": config["ensembles"]["greedy"]["selection_split"],
+            "axes_size": config["ensembles"]["axes_size"],
         },
         sort_keys=True,
     )
@@ -549,6 +572,7 @@ def comparison_spec_json(wildcards):
             "selection_split": config["ensembles"]["greedy"]["selection_split"],
             "diversity_size": config["ensembles"]["diversity_size"],
             "delta_size": config["transfer"]["ensemble_size"],
+            "axes_size": config["ensembles"]["axes_size"],
         },
         sort_keys=True,
     )
