@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SMOKE, planned_jobs, tool_env
+from report_browser import check_report
 from multisym import config as config_module
 from multisym.members import member_table
 
@@ -90,7 +91,8 @@ def test_invalid_config_fails_before_any_job(workflow_copy):
 
 def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_copy):
     """`snakemake figures` exactly as typed (the workflow profile gives the core
-    count), on the smoke scale put in place of config.yaml."""
+    count), on the smoke scale put in place of config.yaml; then what a
+    reviewer does with the run: verify it, read its report in a browser."""
     smoke = yaml.safe_load(SMOKE.read_text())
     # one more Base member, imported from a checkpoint in the official release format
     smoke["members"]["imported"] = [{"mode": "base", "seed": 9, "path": "ckpt/base9.pth"}]
@@ -134,6 +136,7 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     check_stage_versions(workflow_copy)
 
     check_verify(workflow_copy, root)
+    check_report(workflow_copy, root)
 
     changed = copy.deepcopy(smoke)
     changed["members"]["seeds"]["eq"][0] = 7
@@ -190,7 +193,12 @@ def check_stage_versions(workflow_copy):
     stages.write_text(stages.read_text().replace('"audit_metrics": 1,', '"audit_metrics": 2,'))
     counts = planned_jobs(workflow_copy.snakemake("figures", "-n", env=env).stdout)
     assert counts.pop("audit_metrics") == 1 and counts.pop("table") == 1 and counts.pop("figure") == 1
-    assert set(counts) <= {"comparison", "checksums", "figures", "total"}, counts
+    assert set(counts) <= {"comparison", "checksums", "provenance", "figures", "total"}, counts
+    # a new pretraining version trains every trained member again, in new run folders
+    stages.write_text(stages.read_text().replace('"pretrain": 1,', '"pretrain": 2,'))
+    counts = planned_jobs(workflow_copy.snakemake("figures", "-n", env=env).stdout)
+    trained = [m for m in member_table(config_module.load(workflow_copy.folder / "config.yaml")) if not m.imported]
+    assert counts["pretrain"] == len(trained) and "prepare_data" not in counts
     shutil.rmtree(package.parent)
 
 

@@ -385,7 +385,7 @@ def cmd_compare(args) -> None:
 def cmd_provenance(args) -> None:
     from .report_page import write
 
-    write(json.loads(args.spec_json), json.loads(args.members_json), args.resolved_config, args.out)
+    write(json.loads(args.spec_json), json.loads(args.members_json), json.loads(args.config_json), args.out)
 
 
 def cmd_checksums(args) -> None:
@@ -617,7 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("provenance", cmd_provenance, "write the report's provenance page")
     p.add_argument("--spec-json", required=True, help="scale name and every target's status")
     p.add_argument("--members-json", required=True, help="member id -> run folder")
-    p.add_argument("--resolved-config", required=True, help="the resolved config (config.json)")
+    p.add_argument("--config-json", required=True, help="the resolved config, without its site sections, as JSON")
     p.add_argument("--out", required=True)
 
     p = command("checksums", cmd_checksums, "record the sha256 of every result file of a run")

@@ -22,7 +22,6 @@ held-out val; the paper selected on the split it reports
 from __future__ import annotations
 
 import csv
-import io
 import re
 from dataclasses import asdict, dataclass, fields
 
@@ -210,12 +209,9 @@ def _paper_dataset(value: dict) -> str:
 
 
 def to_csv(rows: list[Comparison]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(Comparison)], lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in asdict(row).items()})
-    return buffer.getvalue()
+    from .tables import to_csv as records_csv
+
+    return records_csv(rows, Comparison)
 
 
 def to_markdown(rows: list[Comparison], title: str) -> str:

@@ -8,9 +8,11 @@ A member is one pretrained (or supervised) network. Its mode is one of
 - ``sup``: supervised from scratch (the paper's supervised deep ensemble).
 
 Each member's settings are exactly the resolved config keys that change its
-training, so its run folder ``<id>-<hash>`` (a readable id plus the first
-hex digits of the settings' sha256) changes whenever one of them does, and two
-different runs never share a folder. Nothing here imports torch.
+training, plus the version of the training stage (``stages.py``), so its run
+folder ``<id>-<hash>`` (a readable id plus the first hex digits of the
+settings' sha256) changes whenever one of them does, and two different runs
+never share a folder: a new training version trains new members beside the
+old ones instead of overwriting them. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import POOL_CLASSES
+from .stages import stage_version
 
 MODES = ("eq", "inv", "base", "sup")
 HASH_LENGTH = 8
@@ -73,6 +76,7 @@ def member_settings(config: dict, mode: str, seed: int, axis: str | None) -> dic
         "seed": seed,
         "dataset": config["dataset"],
         "backbone": config["backbone"],
+        "stage_version": stage_version("pretrain"),
     }
     if mode == "sup":
         settings["supervised"] = config["supervised"]
@@ -136,6 +140,7 @@ def finetuned_members(config: dict, members: list[Member]) -> list[FinetunedMemb
     recipe = {k: v for k, v in spec.items() if k not in ("seeds", "base_seed")}
     return [
         FinetunedMember(base, seed, {**recipe, "seed": seed, "base": base.folder,
+                                     "stage_version": stage_version("finetune"),
                                      "base_settings_hash": base.settings_hash,
                                      "backbone": base.settings["backbone"]})
         for seed in spec["seeds"]
@@ -197,6 +202,7 @@ def adaptation_candidates(config: dict, member: Member, protocol: dict | None = 
     common = {key: spec[key] for key in ("epochs", "batch_size", "train_augment", "crop_scale", "flip_p")}
     return [
         {**common, "optimizer": {**optimizer, "lr": lr}, "seed": member.seed, "member": member.folder,
+         "stage_version": stage_version("finetune"),
          "selection_split": config["adapt"]["selection_split"], "backbone": member.settings["backbone"]}
         for lr in spec["lr"][member.mode]
     ]

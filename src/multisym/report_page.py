@@ -41,10 +41,10 @@ def member_row(member_id: str, folder: Path) -> list:
             _training_seconds(folder / "epochs.csv")]
 
 
-def write(spec: dict, members: dict[str, str], config_path: str, out: str) -> None:
-    """``spec``: scale name and the targets with their status; ``members``: id -> run folder."""
+def write(spec: dict, members: dict[str, str], config: dict, out: str) -> None:
+    """``spec``: scale name and the targets with their status; ``members``: id -> run folder;
+    ``config``: the resolved config (without its site sections)."""
     git, versions = provenance.git_state(), provenance.versions()
-    config = json.loads(Path(config_path).read_text())
     member_rows = [member_row(m, Path(f)) for m, f in members.items()]
     atomic_write_text(pages.page(
         f"Provenance of scale {spec['name']}",
@@ -56,6 +56,6 @@ def write(spec: dict, members: dict[str, str], config_path: str, out: str) -> No
         pages.heading("Members"),
         pages.table(["member", "run folder", "sha256 of model.pt", "git commit", "SLURM job", "device", "started",
                      "training seconds"], member_rows),
-        pages.heading("Resolved config"),
+        pages.heading("Resolved config (site sections left out: cluster, gpu_jobs, review)"),
         pages.preformatted(json.dumps(config, indent=2, sort_keys=True)),
     ), out)

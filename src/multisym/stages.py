@@ -1,13 +1,12 @@
-"""How each analysis stage computes, as a version number.
+"""How each stage computes, as a version number.
 
 Every analysis rule carries its stage's version in its ``params``, so
 Snakemake reruns exactly that stage and what depends on it when the number
 changes, and nothing when a module is edited without changing any result (a
-comment, a refactor). Bump a stage's number in the same commit that changes
-what it computes. Training stages (pretrain, fine-tuning) are not listed:
-their outputs are keyed by the hash of their settings, and a code change must
-never silently retrain weeks of GPU work; each run records the package
-version in its run.json instead.
+comment, a refactor). The training stages' versions (pretrain, finetune) are
+part of each member's settings instead, so a new version trains new members
+in new run folders beside the old ones, never over them. Bump a stage's
+number in the same commit that changes what it computes.
 
 Imported by the Snakefile while planning, so it imports nothing (no torch).
 """
@@ -15,6 +14,8 @@ Imported by the Snakefile while planning, so it imports nothing (no torch).
 from __future__ import annotations
 
 VERSIONS: dict[str, int] = {
+    "pretrain": 1,
+    "finetune": 1,
     "probe": 1,
     "member_metrics": 2,
     "ensemble": 1,

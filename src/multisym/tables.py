@@ -387,12 +387,13 @@ BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": tabl
 
 
 # ----------------------------------------------------------------- writers
-def to_csv(cells: list[Cell]) -> str:
+def to_csv(records: list, kind: type = Cell) -> str:
+    """Dataclass records (cells by default) as CSV, one column per field; None is empty."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(Cell)], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[f.name for f in fields(kind)], lineterminator="\n")
     writer.writeheader()
-    for cell in cells:
-        writer.writerow({k: ("" if v is None else v) for k, v in asdict(cell).items()})
+    for record in records:
+        writer.writerow({k: ("" if v is None else v) for k, v in asdict(record).items()})
     return buffer.getvalue()
 
 

@@ -530,6 +530,15 @@ def provenance_spec_json(wildcards):
     )
 
 
+def provenance_config_json(wildcards):
+    """The resolved config without where and how it runs (cluster, GPU job
+    resources, review tier): moving a run elsewhere changes no result."""
+    site = ("cluster", "gpu_jobs", "review")
+    return json.dumps(
+        {k: v for k, v in config.items() if k not in site}, sort_keys=True
+    )
+
+
 def provenance_members_json(wildcards):
     folders = {m.id: LAYOUT.member_dir(m.folder) for m in MEMBERS}
     folders.update({m.id: LAYOUT.finetune_dir(m.folder) for m in FINETUNED})

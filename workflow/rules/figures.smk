@@ -81,7 +81,6 @@ rule provenance:
     input:
         all_tables_and_figures,
         models=all_member_models,
-        config=LAYOUT.resolved_config,
     output:
         page=report(
             LAYOUT.provenance_page,
@@ -97,9 +96,10 @@ rule provenance:
     params:
         spec=provenance_spec_json,
         members=provenance_members_json,
+        config=provenance_config_json,
     shell:
         "multisym provenance --spec-json {params.spec:q} --members-json {params.members:q}"
-        " --resolved-config {input.config} --out {output.page} > {log} 2>&1"
+        " --config-json {params.config:q} --out {output.page} > {log} 2>&1"
 
 
 # The sha256 of every result file, written last, so a reviewer can check a run

@@ -1,24 +1,22 @@
-"""`snakemake --report` after a smoke run, opened in a real headless browser
-(Debian's chromium through chromium-driver, driven by selenium): every table
-and figure is listed in the report and opens. The report is a JavaScript app,
-so the test clicks through it as a reader would. A screenshot of every opened
-result is kept under test-artifacts/report/."""
+"""Reading the HTML report as a reader would: `snakemake --report` opened in
+a real headless browser (Debian's chromium through chromium-driver, driven by
+selenium). The report is a JavaScript app, so :func:`check_report` clicks
+through it: every table and figure is listed and opens. A screenshot of every
+opened result is kept under test-artifacts/report/. Called by the smoke
+workflow test, which has the run the report is built from."""
 
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 
-import pytest
-import yaml
+from conftest import ROOT
 
-from conftest import ROOT, SMOKE
-
-pytestmark = pytest.mark.workflow
 ARTIFACTS = ROOT / "test-artifacts" / "report"
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-@pytest.fixture(scope="module")
+@contextmanager
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -31,8 +29,10 @@ def browser():
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     driver.set_page_load_timeout(120)
-    yield driver
-    driver.quit()
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 def click_text(driver, text: str):
@@ -79,34 +79,32 @@ def open_category(driver, name: str) -> None:
     click_text(driver, name)
 
 
-def test_report_lists_and_opens_every_table_and_figure(workflow_copy, browser):
+def check_report(workflow_copy, root) -> None:
+    """Build the report of the run in ``workflow_copy`` and open every item."""
     from selenium.webdriver.common.by import By
 
-    workflow_copy.write_config("config.yaml", yaml.safe_load(SMOKE.read_text()))
-    workflow_copy.snakemake("figures")
     workflow_copy.snakemake("--report", "report.html")
     report = workflow_copy.folder / "report.html"
     assert report.stat().st_size > 100_000
-    root = workflow_copy.folder / "results" / "smoke"
     tables = sorted(p.stem for p in (root / "tables").glob("table*.html"))
     figures = sorted(p.stem for p in (root / "figures").glob("*.png"))
     assert len(tables) >= 9 and len(figures) >= 8
-
-    browser.get(report.as_uri())
-    open_category(browser, "Tables")
-    for table in tables:
-        open_result(browser, table, f"{table}.html")
-    open_category(browser, "Figures")
-    for figure in figures:
-        open_result(browser, figure, f"{figure}.png")
-    open_category(browser, "Paper vs reproduction")
-    open_result(browser, "paper comparison", "paper_comparison.html")
-    open_category(browser, "Provenance")
-    open_result(browser, "provenance", "provenance.html")
-    browser.switch_to.frame(browser.find_element(By.XPATH, "//iframe[contains(@src, 'filename=provenance.html;')]"))
-    page = browser.find_element(By.TAG_NAME, "body").text
-    for text in ("git commit", "torchvision", "sha256 of model.pt", "eq-rotation-s1", "table_audit built",
-                 "figure1 not built", "Resolved config"):
-        assert text in page, text
-    browser.switch_to.default_content()
-    browser.save_screenshot(str(ARTIFACTS / "report.png"))
+    with browser() as driver:
+        driver.get(report.as_uri())
+        open_category(driver, "Tables")
+        for table in tables:
+            open_result(driver, table, f"{table}.html")
+        open_category(driver, "Figures")
+        for figure in figures:
+            open_result(driver, figure, f"{figure}.png")
+        open_category(driver, "Paper vs reproduction")
+        open_result(driver, "paper comparison", "paper_comparison.html")
+        open_category(driver, "Provenance")
+        open_result(driver, "provenance", "provenance.html")
+        driver.switch_to.frame(driver.find_element(By.XPATH, "//iframe[contains(@src, 'filename=provenance.html;')]"))
+        page = driver.find_element(By.TAG_NAME, "body").text
+        for text in ("git commit", "torchvision", "sha256 of model.pt", "eq-rotation-s1", "table_audit built",
+                     "figure1 not built", "Resolved config"):
+            assert text in page, text
+        driver.switch_to.default_content()
+        driver.save_screenshot(str(ARTIFACTS / "report.png"))
