@@ -122,8 +122,8 @@ def member_outputs(model_path, probe_params, member_path, sets_path, sets_manife
     whose Eq head is audited even when ``model_path`` is its fine-tuned network."""
     import torch
 
-    from .adapt import load_member, load_network
-    from .models import equivariance_head, select_device
+    from .adapt import forward_in_batches, load_member, load_network
+    from .models import build_backbone, equivariance_head, select_device
     from .pretrain import make_runtime, set_threads
     from .probe import probe_logits
     from .symmetries import get_group
@@ -154,7 +154,7 @@ def member_outputs(model_path, probe_params, member_path, sets_path, sets_manife
         images = torch.from_numpy(images)
         for group_name in groups:
             group = get_group(group_name)
-            features = [_features(backbone, group.act(images, torch.full((len(images),), g)), runtime, size)
+            features = [forward_in_batches(backbone, group.act(images, torch.full((len(images),), g)), runtime, size)
                         for g in range(group.order)]
             outputs[f"{name}/{group_name}/logits"] = np.stack([head(f) for f in features]).astype(np.float32)
             outputs[f"{name}/{group_name}/cosine"] = np.stack(
@@ -164,22 +164,17 @@ def member_outputs(model_path, probe_params, member_path, sets_path, sets_manife
     axis = member_settings.get("axis")
     if member_settings["mode"] == "eq" and "eq_head" in exported and axis in groups:
         group = get_group(axis)
-        eq_backbone, _ = load_network(member_path, info, classifier=False)
+        eq_backbone = build_backbone(member_settings["backbone"], info.channels)
+        eq_backbone.load_state_dict(exported["backbone"], strict=True)
         eq_head = equivariance_head(eq_backbone.out_dim, member_settings["pretrain"]["eq_head"], group.order)
         eq_head.load_state_dict(exported["eq_head"], strict=True)
         model = torch.nn.Sequential(eq_backbone, eq_head).to(target)
         eq_size = member_settings["views"]["size"]
         test = torch.from_numpy(sets[TEST])
         outputs[f"{TEST}/{axis}/eq_head"] = np.stack([
-            _features(model, group.act(test, torch.full((len(test),), g)), runtime, eq_size).argmax(1).numpy()
+            forward_in_batches(model, group.act(test, torch.full((len(test),), g)), runtime, eq_size).argmax(1).numpy()
             for g in range(group.order)])
     data.write_npz(out_path, **outputs)
-
-
-def _features(model, images, runtime, size):
-    from .adapt import forward_in_batches
-
-    return forward_in_batches(model, images, runtime, size)
 
 
 # ----------------------------------------------------------------- metrics

@@ -92,7 +92,7 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
 
     batched = vmap(forward)
     optimizer = torch.optim.Adam(list(params.values()), lr=settings["lr"])
-    sets, _, manifest = load_sets(sets_path, sets_manifest)
+    sets, test_labels, manifest = load_sets(sets_path, sets_manifest)
     orbits = {name: ((group.orbit(torch.from_numpy(x))[0] - mean) / std).to(target) for name, x in sets.items()}
 
     @torch.no_grad()
@@ -121,16 +121,11 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
             optimizer.step()
         history.append(evaluate())
     arrays = {f"{name}_logits": np.stack([h[name] for h in history]).astype(np.float32) for name in orbits}
-    data.write_npz(out_path, test_labels=_labels(sets_path), **arrays)
+    data.write_npz(out_path, test_labels=test_labels, **arrays)
     final = arrays["test_logits"][-1]
-    accuracy = float((final[:, 0].argmax(-1) == _labels(sets_path)[None]).mean()) * 100.0
+    accuracy = float((final[:, 0].argmax(-1) == test_labels[None]).mean()) * 100.0
     return {"run": run, "members": count, "epochs": settings["epochs"], "sets": list(manifest["sets"]),
             "final_member_test_accuracy": accuracy}
-
-
-def _labels(sets_path) -> np.ndarray:
-    with np.load(sets_path) as stored:
-        return stored["test_labels"]
 
 
 # ----------------------------------------------------------------- metrics

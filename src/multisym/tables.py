@@ -416,13 +416,17 @@ def _grid(cells: list[Cell]) -> tuple[list[str], list[str], dict[tuple[str, str]
     return rows, columns, {(c.row, c.column): format_cell(c) for c in cells}
 
 
+def _notes(cells: list[Cell]) -> list[str]:
+    """The notes shown under a table: protocol variants and stand-ins."""
+    return sorted({part for c in cells for part in c.note.split("; ") if "paper" in part or "stand-in" in part})
+
+
 def to_markdown(cells: list[Cell], title: str) -> str:
     rows, columns, grid = _grid(cells)
     lines = [f"**{title}**", "", "| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for row in rows:
         lines.append(f"| {row} | " + " | ".join(grid.get((row, c), "–") for c in columns) + " |")
-    notes = sorted({part for c in cells for part in c.note.split("; ") if "paper" in part or "stand-in" in part})
-    lines += [""] + [f"Note: {n}" for n in notes]
+    lines += [""] + [f"Note: {n}" for n in _notes(cells)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -455,9 +459,8 @@ def to_html(cells: list[Cell], title: str) -> str:
 
     rows, columns, grid = _grid(cells)
     body = [[row, *(grid.get((row, c), "–") for c in columns)] for row in rows]
-    notes = sorted({part for c in cells for part in c.note.split("; ") if "paper" in part or "stand-in" in part})
     return pages.page(title, pages.table(["", *columns], body, row_headers=True),
-                      *(pages.paragraph(f"Note: {n}") for n in notes))
+                      *(pages.paragraph(f"Note: {n}") for n in _notes(cells)))
 
 
 def write(table: str, inputs: list[str], spec: dict, out_csv: str, out_md: str, out_tex: str | None = None,

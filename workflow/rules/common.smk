@@ -459,22 +459,48 @@ RESULT_INPUTS = {
 }
 
 
-NEEDS = {
-    "table1": "at least one member",
-    "table_shift": "shift.enabled and at least one ensemble pool",
-    "table_audit": "audit.enabled",
-    "table6": "Eq and Inv members of at least two members.axes",
-    "table10": "Eq and Inv members of at least two members.axes",
-    "figure_audit": "audit.enabled",
-    "figure_emergence": "emergence.enabled",
-    "figure_emergence_size": "emergence.enabled",
-    "figure6": "two Eq members and one Inv member of ensembles.axis",
-    "figure7": "the eq or eq_inv pool in ensembles.pools",
-    "table5": "a transfer dataset and the eq pool",
-    "table8": "a transfer dataset and the eq pool",
-    "table9": "a transfer dataset and the eq and eq_inv pools",
-    "figure4": "a transfer dataset and the eq and eq_inv pools",
-}
+def target_needs():
+    """What each table or figure needs from the config: (whether the config
+    provides it, what it needs)."""
+    axis = config["ensembles"]["axis"]
+    eq = sum(m.mode == "eq" and m.axis == axis for m in MEMBERS)
+    inv = sum(m.mode == "inv" and m.axis == axis for m in MEMBERS)
+    audit, emergence = config["audit"]["enabled"], config["emergence"]["enabled"]
+    two_axes = "eq_inv_all" in AXIS_POOLS
+    transfer_eq = bool(TRANSFER) and "eq" in TRANSFER_POOLS
+    transfer_both = bool(TRANSFER) and {"eq", "eq_inv"} <= set(TRANSFER_POOLS)
+    return {
+        "table1": (bool(MEMBERS), "at least one member"),
+        "table_shift": (
+            config["shift"]["enabled"] and bool(POOLS),
+            "shift.enabled and at least one ensemble pool",
+        ),
+        "table_audit": (audit, "audit.enabled"),
+        "table6": (two_axes, "Eq and Inv members of at least two members.axes"),
+        "table10": (two_axes, "Eq and Inv members of at least two members.axes"),
+        "figure_audit": (audit, "audit.enabled"),
+        "figure_emergence": (emergence, "emergence.enabled"),
+        "figure_emergence_size": (emergence, "emergence.enabled"),
+        "figure6": (
+            eq >= 2 and inv >= 1,
+            "two Eq members and one Inv member of ensembles.axis",
+        ),
+        "figure7": (
+            "eq" in POOLS or "eq_inv" in POOLS,
+            "the eq or eq_inv pool in ensembles.pools",
+        ),
+        "table5": (transfer_eq, "a transfer dataset and the eq pool"),
+        "table8": (transfer_eq, "a transfer dataset and the eq pool"),
+        "table9": (transfer_both, "a transfer dataset and the eq and eq_inv pools"),
+        "figure4": (transfer_both, "a transfer dataset and the eq and eq_inv pools"),
+        **{
+            target: (bool(POOLS), "at least one ensemble pool (ensembles.pools)")
+            for target in ("table2", "table3", "table4", "table7")
+            + ("figure2", "figure3")
+        },
+    }
+
+
 NOT_BUILT = {
     "figure1": "the method schematic, a drawing without data: omitted",
     "figure5": "qualitative examples without numbers: omitted",
@@ -483,38 +509,18 @@ NOT_BUILT = {
 
 def available(target):
     """Whether the config provides the members a table or figure needs."""
-    eq = sum(m.mode == "eq" and m.axis == config["ensembles"]["axis"] for m in MEMBERS)
-    inv = sum(
-        m.mode == "inv" and m.axis == config["ensembles"]["axis"] for m in MEMBERS
-    )
-    needs = {
-        "table1": bool(MEMBERS),
-        "table_shift": config["shift"]["enabled"] and bool(POOLS),
-        "table_audit": config["audit"]["enabled"],
-        "table6": "eq_inv_all" in AXIS_POOLS,
-        "table10": "eq_inv_all" in AXIS_POOLS,
-        "figure_audit": config["audit"]["enabled"],
-        "figure_emergence": config["emergence"]["enabled"],
-        "figure_emergence_size": config["emergence"]["enabled"],
-        "figure6": eq >= 2 and inv >= 1,
-        "figure7": "eq" in POOLS or "eq_inv" in POOLS,
-        "table5": bool(TRANSFER) and "eq" in TRANSFER_POOLS,
-        "table8": bool(TRANSFER) and "eq" in TRANSFER_POOLS,
-        "table9": bool(TRANSFER) and {"eq", "eq_inv"} <= set(TRANSFER_POOLS),
-        "figure4": bool(TRANSFER) and {"eq", "eq_inv"} <= set(TRANSFER_POOLS),
-    }
-    return needs.get(target, bool(POOLS))
+    return target_needs()[target][0]
 
 
 def target_statuses():
     """Every table and figure of the paper (and of this workflow) with its
     status at this scale: built, or why not."""
-    statuses = []
+    statuses, needs = [], target_needs()
     for target in (*TABLES, *FIGURES):
-        if available(target):
+        met, need = needs[target]
+        if met:
             statuses.append({"target": target, "status": "built", "reason": ""})
         else:
-            need = NEEDS.get(target, "at least one ensemble pool (ensembles.pools)")
             reason = f"the config does not feed it: it needs {need}"
             statuses.append(
                 {"target": target, "status": "unavailable", "reason": reason}
