@@ -20,10 +20,10 @@ from multisym.ensemble import (
     member_results,
     random_draws,
     random_results,
-    selection_score,
     start_member,
 )
 from multisym.metrics import class_dominance
+from multisym.outputs import SplitOutputs
 
 
 def binary_logits(p_label):
@@ -64,19 +64,20 @@ def test_designed_pool_accuracies():
     assert accuracy_of(logits[[2, 0]], labels) == 0.9
     assert accuracy_of(logits[[2, 0, 1]], labels) == 1.0
     for k in range(4):
-        assert selection_score(logits[[k]], labels)[0] == accuracy_of(logits[[k]], labels)
+        outputs = SplitOutputs(logits, labels)
+        assert outputs.score(outputs.probs[k])[0] == accuracy_of(logits[[k]], labels)
 
 
 def test_best_member_and_greedy_order_on_designed_pool():
     logits, labels = designed_pool()
-    assert best_member(logits, labels, [0, 1, 2, 3]) == 2
-    assert best_member(logits, labels, [0, 1, 3]) == 0
-    assert best_member(logits, labels, [1, 3]) == 1
-    order = greedy(logits, labels, size=3, start=2)
+    assert best_member(SplitOutputs(logits, labels), [0, 1, 2, 3]) == 2
+    assert best_member(SplitOutputs(logits, labels), [0, 1, 3]) == 0
+    assert best_member(SplitOutputs(logits, labels), [1, 3]) == 1
+    order = greedy(SplitOutputs(logits, labels), size=3, start=2)
     assert order == [2, 0, 1]
     # prefixes are the greedy ensembles; each step does not lower accuracy here
     assert [accuracy_of(logits[order[:m]], labels) for m in (1, 2, 3)] == [0.7, 0.9, 1.0]
-    assert greedy(logits, labels, size=1, start=3) == [3]
+    assert greedy(SplitOutputs(logits, labels), size=1, start=3) == [3]
 
 
 def test_greedy_keeps_chosen_members_as_candidates():
@@ -86,7 +87,7 @@ def test_greedy_keeps_chosen_members_as_candidates():
     b = [0.05] * 7 + [0.65] * 3
     logits, labels = binary_logits([a, b]), np.zeros(10, dtype=int)
     assert accuracy_of(logits[[0, 1]], labels) == pytest.approx(0.3)
-    assert greedy(logits, labels, size=3, start=0) == [0, 0, 0]
+    assert greedy(SplitOutputs(logits, labels), size=3, start=0) == [0, 0, 0]
 
 
 def test_greedy_repeats_a_member_picked_later():
@@ -99,24 +100,24 @@ def test_greedy_repeats_a_member_picked_later():
     logits, labels = binary_logits([s, a, b]), np.zeros(4, dtype=int)
     assert accuracy_of(logits[[0, 1]], labels) == 0.5
     assert accuracy_of(logits[[0, 1, 1]], labels) == 1.0
-    assert greedy(logits, labels, size=3, start=0) == [0, 1, 1]
+    assert greedy(SplitOutputs(logits, labels), size=3, start=0) == [0, 1, 1]
 
 
 def test_ties_equal_accuracy_lower_nll_wins():
     # both members right everywhere; member 1 is more confident (lower NLL)
     logits, labels = binary_logits([[0.6] * 4, [0.9] * 4]), np.zeros(4, dtype=int)
-    assert best_member(logits, labels, [0, 1]) == 1
+    assert best_member(SplitOutputs(logits, labels), [0, 1]) == 1
     # from member 0, adding 1 keeps 100 % and lowers NLL below adding 0 again
-    assert greedy(logits, labels, size=2, start=0) == [0, 1]
+    assert greedy(SplitOutputs(logits, labels), size=2, start=0) == [0, 1]
     # from member 1, repeating 1 has the lowest NLL
-    assert greedy(logits, labels, size=3, start=1) == [1, 1, 1]
+    assert greedy(SplitOutputs(logits, labels), size=3, start=1) == [1, 1, 1]
 
 
 def test_full_tie_goes_to_first_in_pool_order():
     logits, labels = binary_logits([[0.8, 0.3, 0.7]] * 3), np.zeros(3, dtype=int)
-    assert best_member(logits, labels, [0, 1, 2]) == 0
-    assert best_member(logits, labels, [1, 2]) == 1
-    assert greedy(logits, labels, size=3, start=2) == [2, 0, 0]
+    assert best_member(SplitOutputs(logits, labels), [0, 1, 2]) == 0
+    assert best_member(SplitOutputs(logits, labels), [1, 2]) == 1
+    assert greedy(SplitOutputs(logits, labels), size=3, start=2) == [2, 0, 0]
 
 
 # -------------------------------------------------------------- start rule
@@ -125,20 +126,20 @@ def test_start_member_rules():
     rng = np.random.default_rng(0)
     assert set(START_RULES) == {"best_val", "random", "fixed"}
     # best_val chooses among the candidates only (member 2 is better overall)
-    assert start_member("best_val", logits, labels, [0, 1, 3], rng) == 0
-    assert start_member("best_val", logits, labels, [0, 1, 2, 3], rng) == 2
-    assert start_member("fixed", logits, labels, [0, 1], rng, fixed=3) == 3
+    assert start_member("best_val", SplitOutputs(logits, labels), [0, 1, 3], rng) == 0
+    assert start_member("best_val", SplitOutputs(logits, labels), [0, 1, 2, 3], rng) == 2
+    assert start_member("fixed", SplitOutputs(logits, labels), [0, 1], rng, fixed=3) == 3
     with pytest.raises(ValueError):
-        start_member("fixed", logits, labels, [0, 1], rng)
+        start_member("fixed", SplitOutputs(logits, labels), [0, 1], rng)
     with pytest.raises(ValueError, match="unknown greedy start"):
-        start_member("worst", logits, labels, [0, 1], rng)
+        start_member("worst", SplitOutputs(logits, labels), [0, 1], rng)
 
 
 def test_start_member_random_reproducible_and_within_candidates():
     logits, labels = designed_pool()
     candidates = [0, 1, 3]
-    first = [start_member("random", logits, labels, candidates, np.random.default_rng(seed)) for seed in range(40)]
-    again = [start_member("random", logits, labels, candidates, np.random.default_rng(seed)) for seed in range(40)]
+    first = [start_member("random", SplitOutputs(logits, labels), candidates, np.random.default_rng(seed)) for seed in range(40)]
+    again = [start_member("random", SplitOutputs(logits, labels), candidates, np.random.default_rng(seed)) for seed in range(40)]
     assert first == again
     assert set(first) <= set(candidates)
     assert len(set(first)) > 1
@@ -248,7 +249,7 @@ def test_load_logits_stacks_members(pool_files):
     stacks = load_logits(pool_files)
     assert stacks["val_logits"].shape == (4, 60, NUM_CLASSES)
     assert stacks["test_logits"].shape == (4, 80, NUM_CLASSES)
-    assert stacks["val_logits"].dtype == np.float64
+    assert stacks["val_logits"].dtype == np.float32  # as written
     assert stacks["val_labels"].shape == (60,) and stacks["test_labels"].shape == (80,)
     for k, right in enumerate(VAL_RIGHT):
         assert accuracy_of(stacks["val_logits"][[k]], stacks["val_labels"]) == right / 60
@@ -277,7 +278,7 @@ def test_greedy_results_best_val(pool_files):
     assert first["metrics"]["accuracy"]["value"] == pytest.approx(100.0 * 52 / 80)
     assert first["metrics"]["efficiency"]["value"] == pytest.approx(0.0)
     order_idx = [IDS.index(m) for m in out["order"]]
-    assert order_idx == greedy(stacks["val_logits"], stacks["val_labels"], 3, 1)
+    assert order_idx == greedy(stacks["val"], 3, 1)
     for m, row in enumerate(out["sizes"], start=1):
         assert row["members"] == out["order"][:m]
         assert row["distinct"] == len(set(row["members"]))

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import data, invariance
 from .config import is_embedded
-from .files import atomic_write_text
+from .files import atomic_write_text, read_npz
 from .metrics import bootstrap_indices, percentile_ci
 
 TEST = "test"
@@ -138,8 +138,7 @@ def member_outputs(model_path, probe_params, member_path, sets_path, sets_manife
     runtime = make_runtime(target, "auto", info)
     size = settings.get("views", {}).get("size", info.image_size)
     if not classifier:
-        with np.load(probe_params) as stored:
-            params = {k: stored[k] for k in stored.files}
+        params = read_npz(probe_params)
 
     def head(features: torch.Tensor) -> np.ndarray:
         if classifier:
@@ -240,8 +239,7 @@ def evaluate(spec: dict, outputs_paths: dict[str, str], greedy_paths: dict[str, 
     sets, groups, bootstrap = list(manifest["sets"]), spec["groups"], spec["bootstrap"]
     stored = {}
     for member, path in outputs_paths.items():
-        with np.load(path) as values:
-            stored[member] = {k: values[k] for k in values.files}
+        stored[member] = read_npz(path)
     result = {"dataset": manifest["dataset"], "stand_in": manifest["stand_in"], "sets": manifest["sets"],
               "groups": groups, "ensemble_size": spec["ensemble_size"], "members": {}, "ensembles": {}}
     for member in spec["members"]:

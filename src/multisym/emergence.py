@@ -28,7 +28,7 @@ import json
 import numpy as np
 
 from . import data, invariance
-from .files import atomic_write_text
+from .files import atomic_write_text, read_npz
 
 RUNS = ("augmented", "control")
 QUANTILES = (5, 25, 50, 75, 95)
@@ -180,8 +180,7 @@ def write_metrics(settings: dict, paths: dict[str, str], sets_manifest, out) -> 
     result = {"dataset": manifest["dataset"], "stand_in": manifest["stand_in"], "sets": manifest["sets"],
               "settings": settings, "runs": {}}
     for run, path in paths.items():
-        with np.load(path) as values:
-            stored = {k: values[k] for k in values.files}
+        stored = read_npz(path)
         result["runs"][run] = run_metrics(stored, settings["subensemble_draws"], settings["seed"])
     atomic_write_text(json.dumps(result, indent=2) + "\n", out)
     return result

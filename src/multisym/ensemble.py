@@ -17,49 +17,44 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import auuqc, correct, ensemble_probs, nll_terms, per_class_accuracy, summarise
+from .files import read_npz
+from .metrics import dominance_of_hits, percentile_ci
+from .outputs import SplitOutputs, resample_counts
 
 START_RULES = ("best_val", "random", "fixed")
 
 
-def selection_score(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(accuracy, −NLL) of the probability-averaged ensemble: larger is better."""
-    probs = ensemble_probs(logits)
-    return float(correct(probs, labels).mean()), -float(nll_terms(probs, labels).mean())
-
-
-def best_member(logits: np.ndarray, labels: np.ndarray, candidates: list[int]) -> int:
+def best_member(outputs: SplitOutputs, candidates: list[int]) -> int:
     """Index (into the pool) of the candidate with the best selection score
-    (ties: the first of ``candidates``)."""
-    scores = [selection_score(logits[[c]], labels) for c in candidates]
+    (accuracy, then −NLL; ties: the first of ``candidates``)."""
+    scores = [outputs.score(outputs.probs[c]) for c in candidates]
     return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
 
 
-def greedy(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    size: int,
-    start: int,
-) -> list[int]:
-    """Greedy selection with replacement from ``start`` up to ``size`` members.
-
-    logits: (K, N, C) of the pool on the selection split; returns the chosen
-    pool indices in order (the ensemble of size m is the first m of them).
-    """
+def greedy(outputs: SplitOutputs, size: int, start: int) -> list[int]:
+    """Greedy selection with replacement from ``start`` up to ``size`` members,
+    scored on ``outputs`` (the selection split); returns the chosen pool
+    indices in order (the ensemble of size m is the first m of them). Keeps
+    the running sum of the chosen members' probabilities, so each candidate
+    costs one addition."""
     chosen = [start]
-    total = np.asarray(logits[[start]], dtype=np.float64)
+    total = outputs.probs[start].copy()
+    trial = np.empty_like(total)
     while len(chosen) < size:
-        scores = [selection_score(np.concatenate([total, logits[[k]]]), labels) for k in range(len(logits))]
-        pick = max(range(len(logits)), key=lambda k: (scores[k], -k))
+        scores = []
+        for k in range(len(outputs)):
+            np.add(total, outputs.probs[k], out=trial)
+            trial /= len(chosen) + 1
+            scores.append(outputs.score(trial))
+        pick = max(range(len(outputs)), key=lambda k: (scores[k], -k))
         chosen.append(pick)
-        total = np.concatenate([total, logits[[pick]]])
+        total += outputs.probs[pick]
     return chosen
 
 
 def start_member(
     rule: str,
-    logits: np.ndarray,
-    labels: np.ndarray,
+    outputs: SplitOutputs,
     start_candidates: list[int],
     rng: np.random.Generator,
     fixed: int | None = None,
@@ -67,7 +62,7 @@ def start_member(
     """The first member: best on the selection split (default), a random one
     (the paper's text) or a fixed one (the archived notebook's eq69)."""
     if rule == "best_val":
-        return best_member(logits, labels, start_candidates)
+        return best_member(outputs, start_candidates)
     if rule == "random":
         return int(rng.choice(start_candidates))
     if rule == "fixed":
@@ -118,19 +113,26 @@ PAPER_VARIANT_NOTE = {
 }
 
 
-def load_logits(paths: list[str]) -> dict[str, np.ndarray]:
-    """Stack the members' val and test logits; all files must share the labels."""
+def load_logits(paths: list[str]) -> dict:
+    """Each member's file read once: ``{split}_logits`` (M, N, C) as stored and
+    ``{split}_labels``, and ``{split}``: the split's SplitOutputs, whose
+    probabilities every ensemble shares. All files must share the labels."""
     stacks: dict[str, list] = {"val": [], "test": []}
     labels: dict[str, np.ndarray] = {}
     for path in paths:
-        with np.load(path) as stored:
-            for split in stacks:
-                stacks[split].append(stored[f"{split}_logits"].astype(np.float64))
-                if split not in labels:
-                    labels[split] = stored[f"{split}_labels"]
-                elif not np.array_equal(labels[split], stored[f"{split}_labels"]):
-                    raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
-    return {**{f"{s}_logits": np.stack(v) for s, v in stacks.items()}, **{f"{s}_labels": labels[s] for s in stacks}}
+        stored = read_npz(path)
+        for split in stacks:
+            stacks[split].append(stored[f"{split}_logits"])
+            if split not in labels:
+                labels[split] = stored[f"{split}_labels"]
+            elif not np.array_equal(labels[split], stored[f"{split}_labels"]):
+                raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
+    out = {}
+    for split, logits in stacks.items():
+        out[f"{split}_logits"], out[f"{split}_labels"] = np.stack(logits), labels[split]
+        logits.clear()
+        out[split] = SplitOutputs(out[f"{split}_logits"], labels[split])
+    return out
 
 
 def protocol_notes(greedy_settings: dict) -> list[str]:
@@ -146,23 +148,24 @@ def greedy_results(ids: list[str], classes: list[str], stacks: dict, settings: d
     """The greedy sequence and the test metrics of each of its prefixes."""
     greedy_settings = settings["greedy"]
     split = greedy_settings["selection_split"]
-    select, select_labels = stacks[f"{split}_logits"], stacks[f"{split}_labels"]
+    select, test = stacks[split], stacks["test"]
     first_class = [i for i, c in enumerate(classes) if c == classes[0]]
     fixed = ids.index(greedy_settings["start_member"]) if greedy_settings["start"] == "fixed" else None
     rng = np.random.default_rng(greedy_settings["seed"])
-    start = start_member(greedy_settings["start"], select, select_labels, first_class, rng, fixed)
-    order = greedy(select, select_labels, greedy_settings["max_size"], start)
+    start = start_member(greedy_settings["start"], select, first_class, rng, fixed)
+    order = greedy(select, greedy_settings["max_size"], start)
     sizes = []
     for size in range(1, len(order) + 1):
         chosen = order[:size]
+        terms = test.terms(chosen)
         sizes.append({
             "size": size,
             "members": [ids[i] for i in chosen],
             "distinct": len(set(chosen)),
-            "selection_accuracy": 100.0 * selection_score(select[chosen], select_labels)[0],
-            "metrics": summarise(stacks["test_logits"][chosen], stacks["test_labels"], settings["bootstrap"]),
+            "selection_accuracy": 100.0 * select.score(select.mean_probs(chosen))[0],
+            "metrics": test.summary(chosen, settings["bootstrap"], terms),
             "uq_curve": dict(zip(("fraction_removed", "accuracy"),
-                                 (v.tolist() for v in auuqc(stacks["test_logits"][chosen], stacks["test_labels"])[1:]))),
+                                 (v.tolist() for v in test.uq_curve(chosen, terms)))),
         })
     return {"order": [ids[i] for i in order], "protocol": protocol_notes(greedy_settings), "sizes": sizes}
 
@@ -178,7 +181,7 @@ def random_results(ids: list[str], classes: list[str], stacks: dict, settings: d
         for chosen in random_draws(by_class, size, random_settings["draws"], rng):
             draws.append({
                 "members": [ids[i] for i in chosen],
-                "metrics": summarise(stacks["test_logits"][chosen], stacks["test_labels"], settings["bootstrap"]),
+                "metrics": stacks["test"].summary(chosen, settings["bootstrap"]),
             })
         names = draws[0]["metrics"].keys()
         values = {n: np.array([d["metrics"][n]["value"] for d in draws]) for n in names}
@@ -196,7 +199,7 @@ def whole_pool_results(ids: list[str], classes: list[str], stacks: dict, setting
     rows: all six models of an axis)."""
     return {"protocol": [], "sizes": [{
         "size": len(ids), "members": list(ids), "distinct": len(set(ids)),
-        "metrics": summarise(stacks["test_logits"], stacks["test_labels"], settings["bootstrap"]),
+        "metrics": stacks["test"].summary(list(range(len(ids))), settings["bootstrap"]),
     }]}
 
 
@@ -206,12 +209,11 @@ def member_results(ids: list[str], modes: list[str], stacks: dict, settings: dic
     members of ``axis`` (every Eq and Inv member when no axes are given), and
     of every axis that has both (Table 10)."""
     rows = []
+    val, test = stacks["val"], stacks["test"]
     for i, (member, mode) in enumerate(zip(ids, modes)):
-        val_acc = 100.0 * selection_score(stacks["val_logits"][[i]], stacks["val_labels"])[0]
-        rows.append({"member": member, "mode": mode, "val_accuracy": val_acc,
-                     "metrics": summarise(stacks["test_logits"][[i]], stacks["test_labels"], settings["bootstrap"]),
-                     "per_class_accuracy": (100.0 * per_class_accuracy(
-                         stacks["test_logits"][i], stacks["test_labels"], num_classes)).tolist()})
+        rows.append({"member": member, "mode": mode, "val_accuracy": 100.0 * val.score(val.probs[i])[0],
+                     "metrics": test.summary([i], settings["bootstrap"]),
+                     "per_class_accuracy": (100.0 * test.per_class_accuracy(i, num_classes)).tolist()})
     def of_axis(name):
         return [m if axes is None or axes[i] == name else "other" for i, m in enumerate(modes)]
 
@@ -225,24 +227,24 @@ def dominance(ids: list[str], modes: list[str], stacks: dict, num_classes: int, 
     """Class dominance on test of the best-on-val Eq member vs the best-on-val
     Inv member (Table 1) with bootstrap CIs over test samples, and its mean
     over every Eq x Inv pair."""
-    from .metrics import bootstrap_ci, class_dominance
-
     eq = [i for i, m in enumerate(modes) if m == "eq"]
     inv = [i for i, m in enumerate(modes) if m == "inv"]
     if not eq or not inv:
         return {}
-    val, val_labels = stacks["val_logits"], stacks["val_labels"]
-    best_eq, best_inv = best_member(val, val_labels, eq), best_member(val, val_labels, inv)
-    test, labels = stacks["test_logits"], stacks["test_labels"]
-    pairs = [class_dominance(test[e], test[v], labels, num_classes) for e in eq for v in inv]
+    best_eq, best_inv = best_member(stacks["val"], eq), best_member(stacks["val"], inv)
+    test = stacks["test"]
+
+    def shares(e, v, weights=None):
+        return dominance_of_hits(test.hits[e], test.hits[v], test.labels, num_classes, weights)
+
+    pairs = [shares(e, v) for e in eq for v in inv]
     keys = ("a_better", "b_better", "tie")
-    best = class_dominance(test[best_eq], test[best_inv], labels, num_classes)
+    best = shares(best_eq, best_inv)
+    counts = resample_counts(len(test.labels), bootstrap["samples"], bootstrap["seed"])
+    draws = [shares(best_eq, best_inv, row) for row in counts]
 
     def ci(key):
-        def statistic(d):
-            return class_dominance(test[best_eq][d], test[best_inv][d], labels[d], num_classes)[key]
-
-        return bootstrap_ci(statistic, len(labels), bootstrap["samples"], bootstrap["seed"], bootstrap["level"])
+        return percentile_ci(np.array([d[key] for d in draws]), bootstrap["level"])
 
     names = ("eq_better", "inv_better", "tie")
     return {

@@ -1,6 +1,7 @@
 """Atomic file writes: a temporary file in the same folder, flushed and fsynced,
 then renamed over the target, so a kill or a full disk never leaves a partial
-file where a good one was. No torch here (tables and the probe use it).
+file where a good one was; and reads of stored arrays that name a corrupt file.
+No torch here (tables and the probe use it).
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ import os
 from pathlib import Path
 
 from .errors import UserError
+
+
+class CorruptFileError(UserError):
+    """A stored result that cannot be read (truncated, overwritten, not an .npz)."""
 
 
 class WriteError(UserError, OSError):
@@ -44,3 +49,20 @@ def atomic_write_bytes(data: bytes, path: str | Path) -> None:
 
 def atomic_write_text(text: str, path: str | Path) -> None:
     atomic_write_bytes(text.encode(), path)
+
+
+def read_npz(path: str | Path) -> dict:
+    """Every array of an .npz written by an earlier step, or a CorruptFileError
+    naming the file and how to rebuild it."""
+    import numpy as np
+
+    try:
+        with np.load(path) as stored:
+            return {key: stored[key] for key in stored.files}
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        raise CorruptFileError(
+            f"{path}: cannot read it ({type(error).__name__}: {error}); it is truncated or corrupt. "
+            "Delete it and run the same command again: the step that wrote it rebuilds it"
+        ) from error

@@ -5,6 +5,11 @@ is the mean of the members' softmax probabilities (§4.1). Every metric is a
 mean over samples of a per-sample quantity where one exists, so the bootstrap
 resamples per-sample values instead of recomputing from logits. NumPy only
 (tables and figures never import torch).
+
+These functions are the definitions. The ensemble jobs compute the same
+values through ``multisym.outputs``, which prepares each member once and
+shares it between every ensemble of a pool (paper scale: 50,000 x 1,000 x 18);
+``tests/test_outputs.py`` holds the two to each other.
 """
 
 from __future__ import annotations
@@ -133,11 +138,22 @@ def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int)
 def class_dominance(logits_a: np.ndarray, logits_b: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     """Share of classes (in %) where model a's per-class accuracy is higher, lower
     or exactly equal to model b's (Table 1, Table 9)."""
-    present = np.bincount(labels, minlength=num_classes) > 0
+    hits_a = np.asarray(logits_a).argmax(-1) == labels
+    hits_b = np.asarray(logits_b).argmax(-1) == labels
+    return dominance_of_hits(hits_a, hits_b, labels, num_classes)
+
+
+def dominance_of_hits(hits_a: np.ndarray, hits_b: np.ndarray, labels: np.ndarray, num_classes: int,
+                      weights: np.ndarray | None = None) -> dict:
+    """``class_dominance`` from each model's per-sample hits; ``weights``: how
+    often each sample counts (a bootstrap resample as counts)."""
+    weights = np.ones(len(labels)) if weights is None else weights
+    counts = np.bincount(labels, weights=weights, minlength=num_classes)
+    present = counts > 0
     if not present.any():
         raise ValueError("class dominance needs at least one labelled sample")
-    a = per_class_accuracy(logits_a, labels, num_classes)[present]
-    b = per_class_accuracy(logits_b, labels, num_classes)[present]
+    a = (np.bincount(labels, weights=weights * hits_a, minlength=num_classes) / np.maximum(counts, 1))[present]
+    b = (np.bincount(labels, weights=weights * hits_b, minlength=num_classes) / np.maximum(counts, 1))[present]
     total = len(a)
     return {
         "a_better": 100.0 * float((a > b).sum()) / total,

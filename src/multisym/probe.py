@@ -14,7 +14,7 @@ import numpy as np
 
 from . import data
 from .data import write_npz
-from .files import atomic_write_text
+from .files import atomic_write_text, read_npz
 
 EVAL_SPLITS = ("val", "test")
 
@@ -56,8 +56,7 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    with np.load(features_path) as cached:
-        feats = {k: (cached[k].astype(np.float32) if k.endswith("_features") else cached[k]) for k in cached.files}
+    feats = {k: (v.astype(np.float32) if k.endswith("_features") else v) for k, v in read_npz(features_path).items()}
     scaler = StandardScaler().fit(feats["train_features"])
     x = {s: scaler.transform(feats[f"{s}_features"]) for s in data.SPLITS}
     y = {s: feats[f"{s}_labels"] for s in data.SPLITS}

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import data
 from .config import is_embedded
-from .files import atomic_write_text
+from .files import atomic_write_text, read_npz
 
 CLEAN = "clean"
 
@@ -82,8 +82,7 @@ def member_logits(model_path, probe_params, shift_path, shift_manifest, data_man
     info = data.info(data.read_manifest(data_manifest))
     network, settings = load_network(model_path, info, classifier=probe_params is None)
     if probe_params is not None:
-        with np.load(probe_params) as stored:
-            params = {k: stored[k] for k in stored.files}
+        params = read_npz(probe_params)
     network = network.to(target)
     runtime = make_runtime(target, "auto", info)
     size = settings.get("views", {}).get("size", info.image_size)
@@ -107,8 +106,7 @@ def evaluate(pools: dict, logits_paths: dict[str, str], greedy_paths: dict[str, 
     manifest = data.read_manifest(shift_manifest)
     stored = {}
     for member, path in logits_paths.items():
-        with np.load(path) as values:
-            stored[member] = {k: values[k] for k in values.files}
+        stored[member] = read_npz(path)
     labels = next(iter(stored.values()))["labels"]
 
     def scores(members: list[str], name: str) -> dict[str, float]:

@@ -1,0 +1,83 @@
+"""The shared-precomputation ensemble metrics (multisym.outputs) against the
+definitions in multisym.metrics, on random pools with repeated members."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from multisym import metrics
+from multisym.outputs import SplitOutputs, resample_counts, resample_counts_by_item, resampled_auuqc
+
+ENSEMBLES = ([0], [2, 2], [0, 2, 3], [0, 0, 1, 3, 3], [3, 1])
+BOOTSTRAP = {"samples": 200, "seed": 7, "level": 0.95}
+
+
+@pytest.fixture(scope="module")
+def pool():
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((4, 600, 7)) * rng.uniform(0.5, 6.0, size=(4, 1, 1))).astype(np.float32)  # 3 blocks of rows
+    logits[1, :5] *= 40.0  # probabilities below the 1e-12 floor
+    labels = rng.integers(0, 7, size=600)
+    return logits, labels, SplitOutputs(logits, labels)
+
+
+@pytest.mark.parametrize("chosen", ENSEMBLES)
+def test_terms_equal_the_definitions(pool, chosen):
+    logits, labels, outputs = pool
+    expected = metrics.ensemble_metrics(logits[chosen], labels)
+    expected.pop("_probs")
+    got = outputs.terms(chosen)
+    for name, values in expected.items():
+        np.testing.assert_allclose(got[name], values, rtol=2e-4, atol=2e-4, err_msg=name)
+    np.testing.assert_allclose(got["bald"], metrics.bald_terms(logits[chosen]), rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(outputs.mean_probs(chosen), metrics.ensemble_probs(logits[chosen]), atol=1e-6)
+
+
+def test_resample_counts_are_the_bootstrap_resamples():
+    draws = metrics.bootstrap_indices(50, 30, 5)
+    expected = np.stack([np.bincount(d, minlength=50) for d in draws])
+    np.testing.assert_array_equal(resample_counts(50, 30, 5), expected)
+
+
+@pytest.mark.parametrize("chosen", ENSEMBLES)
+def test_summary_equals_summarise(pool, chosen):
+    logits, labels, outputs = pool
+    expected = metrics.summarise(logits[chosen], labels, BOOTSTRAP)
+    got = outputs.summary(chosen, BOOTSTRAP)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        if name == "auuqc" and len(chosen) > 1 == len(set(chosen)):
+            continue  # BALD is 0 for every sample: the order of the UQ curve is arbitrary
+        np.testing.assert_allclose(got[name]["value"], expected[name]["value"], rtol=2e-4, atol=2e-4, err_msg=name)
+        np.testing.assert_allclose(got[name]["ci"], expected[name]["ci"], rtol=2e-3, atol=2e-3, err_msg=name)
+
+
+@pytest.mark.parametrize("n", [1, 7, 64, 120, 1000])
+def test_resampled_auuqc_is_each_resample_sorted_afresh(n):
+    rng = np.random.default_rng(n)
+    hits, uncertainty = (rng.random(n) < 0.7).astype(float), rng.random(n)
+    draws = metrics.bootstrap_indices(n, 40, 2)
+    expected = [metrics.uq_curve(hits[d], uncertainty[d])[1].mean() for d in draws]
+    np.testing.assert_allclose(resampled_auuqc(resample_counts_by_item(n, 40, 2), hits, uncertainty), expected,
+                               rtol=1e-6)
+
+
+def test_selection_score_and_per_class_accuracy(pool):
+    logits, labels, outputs = pool
+    probs = outputs.mean_probs([0, 3])
+    accuracy, minus_nll = outputs.score(probs)
+    reference = metrics.ensemble_probs(logits[[0, 3]])
+    assert accuracy == pytest.approx(metrics.correct(reference, labels).mean())
+    assert minus_nll == pytest.approx(-metrics.nll_terms(reference, labels).mean(), rel=1e-5)
+    np.testing.assert_allclose(outputs.per_class_accuracy(2, 7), metrics.per_class_accuracy(logits[2], labels, 7))
+
+
+def test_float16_logits_stay_float16_and_give_the_same_terms(pool):
+    logits, labels, _ = pool
+    half = logits.astype(np.float16)
+    outputs = SplitOutputs(half, labels)
+    assert outputs.logits.dtype == np.float16
+    reference = SplitOutputs(half.astype(np.float32), labels)
+    for name, values in reference.terms([0, 1, 1, 3]).items():
+        np.testing.assert_allclose(outputs.terms([0, 1, 1, 3])[name], values, rtol=1e-6, atol=1e-6, err_msg=name)
