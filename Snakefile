@@ -26,6 +26,7 @@ include: "workflow/rules/transfer.smk"
 include: "workflow/rules/shift.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/failures.smk"
 
 
 rule all:

@@ -16,11 +16,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import SMOKE, tool_env
-from multisym import checkpoint, data
+from conftest import SMOKE, planned_jobs, tool_env
+from multisym import checkpoint, data, failures
 from multisym import config as config_module
 from multisym.data import write_npz
-from multisym.files import WriteError
+from multisym.files import CorruptFileError, WriteError, read_npz
 from multisym.members import member_table
 from multisym.pretrain import STATE_FILE, train_member
 
@@ -130,30 +130,100 @@ def test_second_snakemake_on_the_same_folder_is_refused(workflow_copy):
     while not (run_dir / "epochs.csv").exists():
         assert time.monotonic() < deadline and first.poll() is None, "the first run did not start training"
         time.sleep(0.2)
+    # the workflow profile redoes incomplete files, so the second meets the lock
     second = workflow_copy.snakemake(f"--configfile={path.name}", "members", check=False, hard_timeout=120)
-    assert second.returncode != 0 and "Incomplete files" in second.stdout + second.stderr
-    # told to redo incomplete files (as the slurm profile is), it meets the lock
-    third = workflow_copy.snakemake(f"--configfile={path.name}", "members", "--rerun-incomplete", check=False,
-                                    hard_timeout=120)
-    assert third.returncode != 0 and "cannot be locked" in third.stdout + third.stderr
+    assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
     output = first.communicate(timeout=600)[0]
     assert first.returncode == 0, output
     assert len((run_dir / "epochs.csv").read_text().splitlines()) == 121
 
 
-def test_nan_member_stops_and_keep_going_finishes_the_others(workflow_copy):
-    """A supervised member whose loss turns NaN stops at once with its id and
-    epoch; under --keep-going every other member still finishes."""
-    path, config = long_config(workflow_copy, "nan", supervised={"optimizer": {"lr": 1.0e30}})
-    result = workflow_copy.snakemake(f"--configfile={path.name}", "members", "--keep-going", check=False,
-                                     hard_timeout=600)
-    assert result.returncode != 0
+def test_failed_runs_keep_good_results_report_what_failed_and_rerun_only_that(workflow_copy):
+    """A member whose loss turns NaN stops at once with its id and epoch; under
+    --keep-going every other member and every target it does not feed is built,
+    and the failure report names it and every target it could not feed. Then a
+    member's logits are truncated: the ensembles rerun, fail naming the file,
+    and their previous results are kept bit for bit. With both causes fixed,
+    the rerun redoes only what failed (and what it feeds) and ends like a
+    clean run, and the failure report is gone."""
+    off = {"enabled": False}
+    path, config = long_config(workflow_copy, "nan", supervised={"optimizer": {"lr": 1.0e30}},
+                               ensembles={"pools": ["eq", "sup"], "random": {"sizes": [2], "draws": 2}},
+                               audit=off, emergence=off, shift=off)
+    config["members"]["seeds"]["sup"] = [1, 2]
+    workflow_copy.write_config(path.name, config)
+    root = workflow_copy.folder / "results" / "nan"
+    first = workflow_copy.snakemake(f"--configfile={path.name}", "figures", "--keep-going", check=False,
+                                    hard_timeout=600)
+    assert first.returncode != 0
     members = member_table(config_module.resolve(config))
-    root = workflow_copy.folder / "results" / "nan" / "members"
-    sup = next(m for m in members if m.mode == "sup")
+    sups = [m for m in members if m.mode == "sup"]
     for member in members:
-        assert (root / member.folder / "model.pt").exists() == (member is not sup)
-    log = (workflow_copy.folder / "logs" / "nan" / "pretrain" / f"{sup.folder}.log").read_text()
-    assert f"member {sup.folder}: loss is" in log and "at epoch 1" in log
-    kept = json.loads((root / sup.folder / "run.json").read_text())
-    assert kept["settings_hash"] == sup.settings_hash  # the failed run's record stays for inspection
+        assert (root / "members" / member.folder / "model.pt").exists() == (member.mode != "sup")
+    log = (workflow_copy.folder / "logs" / "nan" / "pretrain" / f"{sups[0].folder}.log").read_text()
+    assert f"member {sups[0].folder}: loss is" in log and "at epoch 1" in log
+    kept = json.loads((root / "members" / sups[0].folder / "run.json").read_text())
+    assert kept["settings_hash"] == sups[0].settings_hash  # the failed run's record stays for inspection
+
+    report = json.loads((root / "failures.json").read_text())
+    assert sorted(f["member"] for f in report) == sorted(m.id for m in sups)
+    unbuilt = {p.name.split(".")[0] for p in (root / "tables").glob("*.md")} ^ {"table1", "table2", "table3", "table4",
+                                                                                "table7", "paper_comparison"}
+    for failure in report:
+        assert "loss is nan at epoch 1" in failure["error"] and failure["log"].endswith(".log")
+        assert {"table1", "table2", "figure2", "checksums"} <= set(failure["targets"])
+        assert unbuilt <= set(failure["targets"])  # nothing it feeds was built
+    assert (root / "figures" / "figure7.png").exists()  # fed by the eq pool alone
+    assert "targets it could not feed" in (root / "failures.md").read_text()
+    assert "sup-s1" in first.stderr and "targets it could not feed" in first.stderr
+
+    # a good result must survive a failed rerun of its job
+    ensembles = {p: p.read_bytes() for p in (root / "ensembles").glob("eq_*.json")}
+    assert len(ensembles) == 2
+    logits = root / "logits" / f"{next(m for m in members if m.mode == 'eq').folder}.npz"
+    good, stat = logits.read_bytes(), logits.stat()
+    logits.write_bytes(good[:100])
+    second = workflow_copy.snakemake(f"--configfile={path.name}", "figures", "--keep-going", check=False,
+                                     hard_timeout=600)
+    assert second.returncode != 0 and "Restored previous version" in second.stdout + second.stderr
+    assert {p: p.read_bytes() for p in ensembles} == ensembles
+    failed = {f["job"]: f for f in json.loads((root / "failures.json").read_text())}
+    assert {"ensemble pool=eq strategy=greedy", "ensemble pool=eq strategy=random"} <= set(failed)
+    relative = logits.relative_to(workflow_copy.folder)
+    assert f"{relative}: cannot read it" in failed["ensemble pool=eq strategy=greedy"]["error"]
+
+    # both causes fixed: only what failed, and what it feeds, runs again
+    logits.write_bytes(good)
+    os.utime(logits, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    config["supervised"]["optimizer"]["lr"] = 0.1
+    workflow_copy.write_config(path.name, config)
+    plan = planned_jobs(workflow_copy.snakemake(f"--configfile={path.name}", "figures", "-n").stdout)
+    assert plan["pretrain"] == 2 and plan["ensemble"] == 4  # the two sup members; eq (failed) and sup ensembles
+    assert "features" not in plan and "probe" not in plan  # the eq members' chain stays as it is
+    workflow_copy.snakemake(f"--configfile={path.name}", "figures", hard_timeout=600)
+    assert not (root / "failures.json").exists() and not (root / "failures.md").exists()
+    assert {p: p.read_bytes() for p in ensembles} == ensembles  # the same inputs give the same results
+    assert "Nothing to be done" in workflow_copy.snakemake(f"--configfile={path.name}", "figures", "-n").stdout
+
+
+def test_failure_report_keeps_what_is_still_failing(tmp_path):
+    log = tmp_path / "job.log"
+    log.write_text("epoch 1\nTraceback (most recent call last):\n  ...\nFloatingPointError: member x: loss is nan\n\n")
+    assert failures.error_line(log) == "FloatingPointError: member x: loss is nan"
+    assert failures.error_line(tmp_path / "missing.log") == ""
+    entries = [{"job": f"pretrain member={m}", "member": m, "error": "e", "log": str(log), "targets": ["table1"]}
+               for m in ("a", "b")]
+    failures.write(tmp_path, entries)
+    failures.clear(tmp_path, {"pretrain member=a"})
+    assert [f["member"] for f in json.loads((tmp_path / "failures.json").read_text())] == ["b"]
+    assert "pretrain member=a" not in (tmp_path / "failures.md").read_text()
+    failures.clear(tmp_path, None)
+    assert not any((tmp_path / f"failures.{ext}").exists() for ext in failures.FORMATS)
+
+
+def test_a_corrupt_results_file_is_named_with_what_to_do(tmp_path):
+    path = tmp_path / "logits.npz"
+    write_npz(path, test_logits=np.zeros(3, dtype=np.float32))
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CorruptFileError, match=rf"{path}: cannot read it .*Delete it and run the same command again"):
+        read_npz(path)

@@ -8,7 +8,7 @@ if ADAPT_MODE == "probe":
             data=LAYOUT.dataset,
             manifest=LAYOUT.manifest,
         output:
-            features=LAYOUT.features("{ssl_member}"),
+            features=kept(LAYOUT.features("{ssl_member}")),
         log:
             LAYOUT.log("features", "{ssl_member}"),
         conda:
@@ -25,9 +25,9 @@ if ADAPT_MODE == "probe":
         input:
             features=LAYOUT.features("{ssl_member}"),
         output:
-            logits=LAYOUT.logits("{ssl_member}"),
-            summary=LAYOUT.probe_summary("{ssl_member}"),
-            params=LAYOUT.probe_params("{ssl_member}"),
+            logits=kept(LAYOUT.logits("{ssl_member}")),
+            summary=kept(LAYOUT.probe_summary("{ssl_member}")),
+            params=kept(LAYOUT.probe_params("{ssl_member}")),
         log:
             LAYOUT.log("probe", "{ssl_member}"),
         conda:
@@ -54,10 +54,10 @@ else:
             data=LAYOUT.dataset,
             manifest=LAYOUT.manifest,
         output:
-            model=LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "model.pt"),
-            logits=LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "logits.npz"),
-            epochs=LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "epochs.csv"),
-            summary=LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "summary.json"),
+            model=kept(LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "model.pt")),
+            logits=kept(LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "logits.npz")),
+            epochs=kept(LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "epochs.csv")),
+            summary=kept(LAYOUT.adapt_candidate("{ssl_member}", "{lr}", "summary.json")),
         log:
             LAYOUT.log("adapt_candidate", "{ssl_member}-lr{lr}"),
         localrule: True
@@ -82,9 +82,9 @@ else:
             logits=adapt_candidates("logits.npz"),
             models=adapt_candidates("model.pt"),
         output:
-            logits=LAYOUT.logits("{ssl_member}"),
-            model=f"{LAYOUT.adapt_dir('{ssl_member}')}/model.pt",
-            choice=f"{LAYOUT.adapt_dir('{ssl_member}')}/choice.json",
+            logits=kept(LAYOUT.logits("{ssl_member}")),
+            model=kept(f"{LAYOUT.adapt_dir('{ssl_member}')}/model.pt"),
+            choice=kept(f"{LAYOUT.adapt_dir('{ssl_member}')}/choice.json"),
         log:
             LAYOUT.log("adapted_logits", "{ssl_member}"),
         conda:
@@ -101,7 +101,7 @@ rule sup_logits:
         data=LAYOUT.dataset,
         manifest=LAYOUT.manifest,
     output:
-        logits=LAYOUT.logits("{sup_member}"),
+        logits=kept(LAYOUT.logits("{sup_member}")),
     log:
         LAYOUT.log("sup_logits", "{sup_member}"),
     conda:
@@ -121,9 +121,9 @@ rule finetune:
         data=LAYOUT.dataset,
         manifest=LAYOUT.manifest,
     output:
-        model=f"{LAYOUT.finetune_dir('{finetuned}')}/model.pt",
-        epochs=f"{LAYOUT.finetune_dir('{finetuned}')}/epochs.csv",
-        logits=LAYOUT.logits("{finetuned}"),
+        model=kept(f"{LAYOUT.finetune_dir('{finetuned}')}/model.pt"),
+        epochs=kept(f"{LAYOUT.finetune_dir('{finetuned}')}/epochs.csv"),
+        logits=kept(LAYOUT.logits("{finetuned}")),
     log:
         LAYOUT.log("finetune", "{finetuned}"),
     localrule: True

@@ -3,8 +3,8 @@
 # emergent-invariance experiment (metrics.md A.6) on the same inputs.
 use rule prepare_data as prepare_audit_ood with:
     output:
-        data=LAYOUT.audit_ood("{ood}", "dataset.npz"),
-        manifest=LAYOUT.audit_ood("{ood}", "manifest.json"),
+        data=kept(LAYOUT.audit_ood("{ood}", "dataset.npz")),
+        manifest=kept(LAYOUT.audit_ood("{ood}", "manifest.json")),
     log:
         LAYOUT.log("prepare_audit_ood", "{ood}"),
     params:
@@ -15,8 +15,8 @@ rule prepare_audit:
     input:
         unpack(audit_sets_inputs),
     output:
-        data=LAYOUT.audit_sets,
-        manifest=LAYOUT.audit_manifest,
+        data=kept(LAYOUT.audit_sets),
+        manifest=kept(LAYOUT.audit_manifest),
     log:
         LAYOUT.log("prepare_audit", "sets"),
     conda:
@@ -43,7 +43,7 @@ rule audit_outputs:
         sets_manifest=LAYOUT.audit_manifest,
         manifest=LAYOUT.manifest,
     output:
-        outputs=LAYOUT.audit_outputs("{evaluated}"),
+        outputs=kept(LAYOUT.audit_outputs("{evaluated}")),
     log:
         LAYOUT.log("audit_outputs", "{evaluated}"),
     conda:
@@ -68,7 +68,7 @@ rule audit_metrics:
         greedy=greedy_inputs,
         manifest=LAYOUT.audit_manifest,
     output:
-        metrics=LAYOUT.audit_metrics,
+        metrics=kept(LAYOUT.audit_metrics),
     log:
         LAYOUT.log("audit_metrics", "metrics"),
     conda:
@@ -89,7 +89,7 @@ rule emergence:
         sets=LAYOUT.audit_sets,
         sets_manifest=LAYOUT.audit_manifest,
     output:
-        logits=LAYOUT.emergence_logits("{run}"),
+        logits=kept(LAYOUT.emergence_logits("{run}")),
     log:
         LAYOUT.log("emergence", "{run}"),
     conda:
@@ -113,7 +113,7 @@ rule emergence_metrics:
         logits=[LAYOUT.emergence_logits(run) for run in EMERGENCE_RUNS],
         manifest=LAYOUT.audit_manifest,
     output:
-        metrics=LAYOUT.emergence_metrics,
+        metrics=kept(LAYOUT.emergence_metrics),
     log:
         LAYOUT.log("emergence_metrics", "metrics"),
     conda:

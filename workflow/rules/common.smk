@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import sys
 
 from multisym.config import resolve
 from multisym.layout import Layout
@@ -107,6 +108,12 @@ GPU_JOB_SHELL = (
     " --gpu-time-limit-min {resources.gpu_time_limit_min} --cluster-json {resources.gpu_site:q}"
     " --review-tier {resources.review_tier}"
 )
+
+
+def kept(path):
+    """A result output whose previous version survives a failed rerun of its
+    job (Snakemake's update flag; see failures.smk)."""
+    return update(path)
 
 
 def env(name):

@@ -1,7 +1,7 @@
 rule prepare_data:
     output:
-        data=LAYOUT.dataset,
-        manifest=LAYOUT.manifest,
+        data=kept(LAYOUT.dataset),
+        manifest=kept(LAYOUT.manifest),
     log:
         LAYOUT.log("prepare_data", config["dataset"]["name"]),
     conda:
@@ -17,7 +17,7 @@ rule prepare_data:
 # output of this scale was computed from.
 rule resolved_config:
     output:
-        config=LAYOUT.resolved_config,
+        config=kept(LAYOUT.resolved_config),
     log:
         LAYOUT.log("resolved_config", "config"),
     localrule: True

@@ -4,7 +4,7 @@ rule member_metrics:
     input:
         logits=member_logits,
     output:
-        metrics=LAYOUT.member_metrics,
+        metrics=kept(LAYOUT.member_metrics),
     log:
         LAYOUT.log("member_metrics", "members"),
     conda:
@@ -21,7 +21,7 @@ rule ensemble:
     input:
         logits=pool_logits,
     output:
-        result=LAYOUT.ensemble("{pool}", "{strategy}"),
+        result=kept(LAYOUT.ensemble("{pool}", "{strategy}")),
     log:
         LAYOUT.log("ensemble", "{pool}_{strategy}"),
     conda:

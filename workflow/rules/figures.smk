@@ -3,11 +3,11 @@ rule table:
     input:
         results=table_inputs,
     output:
-        csv=LAYOUT.table("{table}", "csv"),
-        md=LAYOUT.table("{table}", "md"),
-        tex=LAYOUT.table("{table}", "tex"),
+        csv=kept(LAYOUT.table("{table}", "csv")),
+        md=kept(LAYOUT.table("{table}", "md")),
+        tex=kept(LAYOUT.table("{table}", "tex")),
         html=report(
-            LAYOUT.table("{table}", "html"),
+            kept(LAYOUT.table("{table}", "html")),
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}"},
@@ -30,9 +30,9 @@ rule figure:
     input:
         results=figure_inputs,
     output:
-        pdf=LAYOUT.figure("{figure}", "pdf"),
+        pdf=kept(LAYOUT.figure("{figure}", "pdf")),
         png=report(
-            LAYOUT.figure("{figure}", "png"),
+            kept(LAYOUT.figure("{figure}", "png")),
             caption="../report/figure.rst",
             category="Figures",
             labels={"figure": "{figure}"},
@@ -54,10 +54,10 @@ rule comparison:
     input:
         tables=comparison_inputs,
     output:
-        csv=LAYOUT.comparison("csv"),
-        md=LAYOUT.comparison("md"),
+        csv=kept(LAYOUT.comparison("csv")),
+        md=kept(LAYOUT.comparison("md")),
         html=report(
-            LAYOUT.comparison("html"),
+            kept(LAYOUT.comparison("html")),
             caption="../report/comparison.rst",
             category="Paper vs reproduction",
             labels={"table": "paper comparison"},
@@ -83,7 +83,7 @@ rule provenance:
         models=all_member_models,
     output:
         page=report(
-            LAYOUT.provenance_page,
+            kept(LAYOUT.provenance_page),
             caption="../report/provenance.rst",
             category="Provenance",
             labels={"page": "provenance"},
@@ -109,7 +109,7 @@ rule checksums:
         all_tables_and_figures,
         LAYOUT.provenance_page,
     output:
-        ledger=LAYOUT.checksums,
+        ledger=kept(LAYOUT.checksums),
     log:
         LAYOUT.log("checksums", "ledger"),
     localrule: True

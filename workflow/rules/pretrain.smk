@@ -6,8 +6,8 @@ rule pretrain:
         data=LAYOUT.dataset,
         manifest=LAYOUT.manifest,
     output:
-        model=LAYOUT.member_model("{member}"),
-        epochs=LAYOUT.member_epochs("{member}"),
+        model=kept(LAYOUT.member_model("{member}")),
+        epochs=kept(LAYOUT.member_epochs("{member}")),
     log:
         LAYOUT.log("pretrain", "{member}"),
     localrule: True
@@ -33,8 +33,8 @@ rule import_member:
         checkpoint=imported_checkpoint,
         manifest=LAYOUT.manifest,
     output:
-        model=LAYOUT.member_model("{imported}"),
-        record=f"{LAYOUT.member_dir('{imported}')}/import.json",
+        model=kept(LAYOUT.member_model("{imported}")),
+        record=kept(f"{LAYOUT.member_dir('{imported}')}/import.json"),
     log:
         LAYOUT.log("import_member", "{imported}"),
     conda:

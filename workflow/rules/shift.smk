@@ -5,8 +5,8 @@ rule prepare_shift:
         data=LAYOUT.dataset,
         manifest=LAYOUT.manifest,
     output:
-        data=LAYOUT.shift_data,
-        manifest=LAYOUT.shift_manifest,
+        data=kept(LAYOUT.shift_data),
+        manifest=kept(LAYOUT.shift_manifest),
     log:
         LAYOUT.log("prepare_shift", "sets"),
     conda:
@@ -31,7 +31,7 @@ rule shift_logits:
         shift_manifest=LAYOUT.shift_manifest,
         manifest=LAYOUT.manifest,
     output:
-        logits=LAYOUT.shift_logits("{evaluated}"),
+        logits=kept(LAYOUT.shift_logits("{evaluated}")),
     log:
         LAYOUT.log("shift_logits", "{evaluated}"),
     conda:
@@ -55,7 +55,7 @@ rule shift_metrics:
         greedy=greedy_inputs,
         manifest=LAYOUT.shift_manifest,
     output:
-        metrics=LAYOUT.shift_metrics,
+        metrics=kept(LAYOUT.shift_metrics),
     log:
         LAYOUT.log("shift_metrics", "metrics"),
     conda:

@@ -9,7 +9,7 @@ rule dataset_summary:
         members=LAYOUT.member_metrics,
         ensembles=summary_ensembles(LAYOUT),
     output:
-        summary=LAYOUT.dataset_summary,
+        summary=kept(LAYOUT.dataset_summary),
     log:
         LAYOUT.log("dataset_summary", config["dataset"]["name"]),
     conda:
@@ -24,8 +24,8 @@ rule dataset_summary:
 
 use rule prepare_data as prepare_transfer_data with:
     output:
-        data=TLAYOUT.dataset,
-        manifest=TLAYOUT.manifest,
+        data=kept(TLAYOUT.dataset),
+        manifest=kept(TLAYOUT.manifest),
     log:
         TLAYOUT.log("prepare_data", "{tdata}"),
     params:
@@ -38,7 +38,7 @@ rule transfer_features:
         data=LAYOUT.transfer("{tprobe}").dataset,
         manifest=LAYOUT.transfer("{tprobe}").manifest,
     output:
-        features=LAYOUT.transfer("{tprobe}").features("{tmember}"),
+        features=kept(LAYOUT.transfer("{tprobe}").features("{tmember}")),
     log:
         LAYOUT.transfer("{tprobe}").log("features", "{tmember}"),
     conda:
@@ -56,9 +56,9 @@ rule transfer_probe:
     input:
         features=LAYOUT.transfer("{tprobe}").features("{tmember}"),
     output:
-        logits=LAYOUT.transfer("{tprobe}").logits("{tmember}"),
-        summary=LAYOUT.transfer("{tprobe}").probe_summary("{tmember}"),
-        params=LAYOUT.transfer("{tprobe}").probe_params("{tmember}"),
+        logits=kept(LAYOUT.transfer("{tprobe}").logits("{tmember}")),
+        summary=kept(LAYOUT.transfer("{tprobe}").probe_summary("{tmember}")),
+        params=kept(LAYOUT.transfer("{tprobe}").probe_params("{tmember}")),
     log:
         LAYOUT.transfer("{tprobe}").log("probe", "{tmember}"),
     conda:
@@ -119,9 +119,9 @@ rule transfer_adapted_logits:
         logits=transfer_candidates("logits.npz"),
         models=transfer_candidates("model.pt"),
     output:
-        logits=LAYOUT.transfer("{tfine}").logits("{tmember}"),
-        model=f"{LAYOUT.transfer('{tfine}').adapt_dir('{tmember}')}/model.pt",
-        choice=f"{LAYOUT.transfer('{tfine}').adapt_dir('{tmember}')}/choice.json",
+        logits=kept(LAYOUT.transfer("{tfine}").logits("{tmember}")),
+        model=kept(f"{LAYOUT.transfer('{tfine}').adapt_dir('{tmember}')}/model.pt"),
+        choice=kept(f"{LAYOUT.transfer('{tfine}').adapt_dir('{tmember}')}/choice.json"),
     log:
         LAYOUT.transfer("{tfine}").log("adapted_logits", "{tmember}"),
     conda:
@@ -136,7 +136,7 @@ use rule member_metrics as transfer_member_metrics with:
     input:
         logits=transfer_member_logits,
     output:
-        metrics=TLAYOUT.member_metrics,
+        metrics=kept(TLAYOUT.member_metrics),
     log:
         TLAYOUT.log("member_metrics", "members"),
     params:
@@ -148,7 +148,7 @@ use rule ensemble as transfer_ensemble with:
     input:
         logits=transfer_pool_logits,
     output:
-        result=TLAYOUT.ensemble("{pool}", "{strategy}"),
+        result=kept(TLAYOUT.ensemble("{pool}", "{strategy}")),
     log:
         TLAYOUT.log("ensemble", "{pool}_{strategy}"),
 
@@ -158,7 +158,7 @@ use rule dataset_summary as transfer_dataset_summary with:
         members=TLAYOUT.member_metrics,
         ensembles=summary_ensembles(TLAYOUT),
     output:
-        summary=TLAYOUT.dataset_summary,
+        summary=kept(TLAYOUT.dataset_summary),
     log:
         TLAYOUT.log("dataset_summary", "{tdata}"),
     params:
