@@ -356,8 +356,7 @@ def test_dominance_empty_without_both_classes(pool_files):
     stacks = load_logits(pool_files)
     assert dominance(IDS, ["eq"] * 4, stacks, NUM_CLASSES, settings()["bootstrap"]) == {}
     assert dominance(IDS, ["inv"] * 4, stacks, NUM_CLASSES, settings()["bootstrap"]) == {}
-    out = member_results(IDS[:2], ["eq", "eq"], {k: (v[:2] if k.endswith("logits") else v)
-                                                   for k, v in stacks.items()}, settings(), NUM_CLASSES)
+    out = member_results(IDS[:2], ["eq", "eq"], load_logits(pool_files[:2]), settings(), NUM_CLASSES)
     assert out["dominance"] == {} and len(out["members"]) == 2
 
 

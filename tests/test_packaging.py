@@ -64,6 +64,8 @@ def test_ci_runs_the_readme_test_command():
     assert "test-command" in script and "README.md" in script
 
 
-def test_workflow_profile_holds_only_the_core_count():
+def test_workflow_profile_holds_only_the_core_count_and_reruns_failed_jobs():
+    """No site values; rerun-incomplete because a failed job is marked
+    incomplete while its previous result is kept (workflow/rules/failures.smk)."""
     profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
-    assert profile == {"cores": "all"}
+    assert profile == {"cores": "all", "rerun-incomplete": True}

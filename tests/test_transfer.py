@@ -40,7 +40,7 @@ def dataset_results(tmp_path, seed):
     members = member_results(IDS, MODES, stacks, SETTINGS, NUM_CLASSES)
     ensembles = []
     for pool, index in POOLS.items():
-        sub = {k: (v[index] if k.endswith("logits") else v) for k, v in stacks.items()}
+        sub = load_logits([paths[i] for i in index])  # as the workflow's job for the pool reads it
         ids, classes = [IDS[i] for i in index], [MODES[i] for i in index]
         for strategy, runner in (("greedy", greedy_results), ("random", random_results)):
             ensembles.append({"pool": pool, "strategy": strategy, **runner(ids, classes, sub, SETTINGS)})
