@@ -34,7 +34,6 @@ from .metrics import ECE_BINS, PROB_FLOOR, percentile_ci, uq_curve
 
 LOG_FLOOR = float(np.log(PROB_FLOOR))
 UQ_POINTS = 50
-AUUQC_BLOCK = 64  # items per block of the resampled AUUQC's cumulative sums
 BLOCK_ROWS = 256  # rows of every member sum: five blocks of 256 x 1,000 float32 stay in cache
 
 
@@ -249,8 +248,8 @@ def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarr
     """AUUQC of every resample. The items sorted once by decreasing
     uncertainty; a resample is that order with each item repeated as often
     as it was drawn, so removing its k most uncertain means cutting its
-    cumulative counts at k. Cumulative sums are taken per block of
-    AUUQC_BLOCK items, then inside the one block where each cut falls."""
+    cumulative counts at k. Cumulative sums are taken per block of about
+    sqrt(n) items (at most 64), then inside the one block where each cut falls."""
     n, samples = by_item.shape
     order = np.argsort(-uncertainty, kind="stable")
     sorted_hits = hits[order].astype(np.float32)
@@ -261,25 +260,26 @@ def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarr
     drawn, drawn_hits = _scratch("drawn", by_item.shape), _scratch("drawn_hits", by_item.shape)
     np.take(by_item, order, axis=0, out=drawn, mode="clip")  # "raise" would copy through a buffer
     np.multiply(drawn, sorted_hits[:, None], out=drawn_hits)
-    starts = np.arange(0, n, AUUQC_BLOCK)
+    width = int(min(64, max(4, np.sqrt(n))))
+    starts = np.arange(0, n, width)
     # counts and hits before each block, per resample: (blocks + 1, resamples)
     before = np.zeros((2, len(starts) + 1, samples), np.float64)
-    np.cumsum(_block_sums(drawn), axis=0, out=before[0, 1:])
-    np.cumsum(_block_sums(drawn_hits), axis=0, out=before[1, 1:])
+    np.cumsum(_block_sums(drawn, width), axis=0, out=before[0, 1:])
+    np.cumsum(_block_sums(drawn_hits, width), axis=0, out=before[1, 1:])
     # the block holding the k-th removal: the last block whose start has fewer than k before it
     counts_by_draw = np.ascontiguousarray(before[0, 1:-1].T)
     block = np.stack([np.searchsorted(row, removed, side="left") for row in counts_by_draw], axis=1)
     block[removed == 0] = 0  # (points, resamples)
     columns = np.arange(samples)[None, :]
     count_before, hits_before = before[0][block, columns], before[1][block, columns]
-    rows = np.minimum(starts[block][..., None] + np.arange(AUUQC_BLOCK), n - 1)  # (points, resamples, block)
-    inside = np.where(starts[block][..., None] + np.arange(AUUQC_BLOCK) < n, drawn[rows, columns[..., None]], 0.0)
-    inside_hits = np.where(starts[block][..., None] + np.arange(AUUQC_BLOCK) < n, drawn_hits[rows, columns[..., None]],
+    rows = np.minimum(starts[block][..., None] + np.arange(width), n - 1)  # (points, resamples, block)
+    inside = np.where(starts[block][..., None] + np.arange(width) < n, drawn[rows, columns[..., None]], 0.0)
+    inside_hits = np.where(starts[block][..., None] + np.arange(width) < n, drawn_hits[rows, columns[..., None]],
                            0.0)
     cum = count_before[..., None] + np.cumsum(inside, axis=-1)
     cum_hits = hits_before[..., None] + np.cumsum(inside_hits, axis=-1)
     need = removed[:, None, None]
-    item = np.minimum((cum < need).sum(axis=-1), AUUQC_BLOCK - 1)[..., None]  # where the k-th removal falls
+    item = np.minimum((cum < need).sum(axis=-1), width - 1)[..., None]  # where the k-th removal falls
     count_to = np.where(item > 0, np.take_along_axis(cum, np.maximum(item - 1, 0), -1), count_before[..., None])
     hits_to = np.where(item > 0, np.take_along_axis(cum_hits, np.maximum(item - 1, 0), -1), hits_before[..., None])
     hit_rate = sorted_hits[np.take_along_axis(rows, item, -1)]
@@ -289,10 +289,10 @@ def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarr
     return ((total_hits - removed_hits) / (n - removed)[:, None]).mean(axis=0)
 
 
-def _block_sums(values: np.ndarray) -> np.ndarray:
-    """Sums of consecutive AUUQC_BLOCK rows (the last block may be shorter)."""
-    whole = len(values) // AUUQC_BLOCK * AUUQC_BLOCK
-    sums = values[:whole].reshape(-1, AUUQC_BLOCK, values.shape[1]).sum(axis=1)
+def _block_sums(values: np.ndarray, width: int) -> np.ndarray:
+    """Sums of consecutive ``width`` rows (the last block may be shorter)."""
+    whole = len(values) // width * width
+    sums = values[:whole].reshape(-1, width, values.shape[1]).sum(axis=1)
     if whole < len(values):
         sums = np.concatenate([sums, values[whole:].sum(axis=0, keepdims=True)])
     return sums
