@@ -3,10 +3,10 @@ ensemble drawn from the pool (mse_spec §4.4, metrics.md B.7).
 
 Per member, computed once: probabilities p = softmax(z) (float32), the
 per-sample log-sum-exp, entropy H = −Σ_c p log q with q = max(p, 1e-12), and
-the hit 1[argmax z = y]. An ensemble is a list of
-member indices (repeats allowed: greedy selection picks with replacement); with
-w_j the number of times member j appears and m = Σ w_j, every metric of
-``metrics.ensemble_metrics`` becomes a weighted sum over members:
+the hit 1[argmax z = y]. An ensemble is a list of member indices (repeats
+allowed: greedy selection picks with replacement); with w_j the number of times
+member j appears and m = Σ w_j, every metric of ``metrics.ensemble_metrics``
+becomes a weighted sum over members:
 
     f̄ = S_p / m,  S_p = Σ w_j p_j                         accuracy, NLL, Brier, ECE
     BALD = H[f̄] − Σ w_j H_j / m
@@ -15,8 +15,8 @@ w_j the number of times member j appears and m = Σ w_j, every metric of
     spread of x = mean_c sqrt((S_xx − S_x² / m) / (m − 1))   for x = p and x = z
 
 (the definition weighs log q by q = max(p, 1e-12) where this weighs it by p:
-they differ by less than C · 1e-12 · 28 per sample), so no metric recomputes a softmax, and the cost of an ensemble is a few passes
-over each of its distinct members. Bootstrap CIs take the resamples as a
+they differ by less than C · 1e-12 · 28 per sample). No metric recomputes a
+softmax, and an ensemble costs a few passes over each of its distinct members. Bootstrap CIs take the resamples as a
 (B, N) count matrix once: the mean of every per-sample metric and the binned
 sums of ECE over all resamples are one matrix product; AUUQC sorts each
 ensemble once and reads every resample's curve from cumulative counts.

@@ -63,7 +63,7 @@ def report_failures():
             for job in failed
         ],
     )
-    print(open(page).read(), file=sys.stderr)
+    print(page.read_text(), file=sys.stderr)
 
 
 onerror:
