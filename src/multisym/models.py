@@ -112,6 +112,12 @@ class ContrastiveModel(nn.Module):
         self.projector = projector(backbone.out_dim, projector_widths)
         self.eq_head = eq_head
 
+    def forward(self, view1: Tensor, view2: Tensor, orbit: Tensor | None = None):
+        """Projections of both views, and the Eq head's logits on the orbit
+        (None without one). One call, so DDP sees every use of the weights."""
+        z1, z2 = (self.projector(self.backbone(v)) for v in (view1, view2))
+        return z1, z2, (self.eq_head(self.backbone(orbit)) if orbit is not None else None)
+
 
 class SupervisedModel(nn.Module):
     """Backbone + linear classifier, trained with cross-entropy from scratch."""

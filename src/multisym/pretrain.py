@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import checkpoint, data, optim, provenance
+from . import checkpoint, data, distributed, optim, provenance
 from .losses import cross_view_info_nce, equivariance_loss
 from .members import settings_hash
 from .models import ContrastiveModel, SupervisedModel, build_backbone, equivariance_head, select_device
@@ -116,14 +116,14 @@ class ContrastiveStep:
         return batch
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        prepare, model = self.runtime.prepare, self.model
+        prepare = self.runtime.prepare
         with self.runtime.amp():
-            z1, z2 = (model.projector(model.backbone(prepare(batch[v]))) for v in ("view1", "view2"))
-        terms = {"loss_cl": cross_view_info_nce(z1, z2, self.temperature)}
+            z1, z2, logits = self.model(prepare(batch["view1"]), prepare(batch["view2"]),
+                                        prepare(batch["orbit"]) if self.mode == "eq" else None)
+        # on several processes the negatives are the whole global batch (distributed.gather)
+        terms = {"loss_cl": cross_view_info_nce(z1, z2, self.temperature, gather=distributed.gather)}
         loss = terms["loss_cl"]
         if self.mode == "eq":
-            with self.runtime.amp():
-                logits = model.eq_head(model.backbone(prepare(batch["orbit"])))
             terms["loss_eq"] = equivariance_loss(logits, batch["elements"])
             terms["eq_acc"] = (logits.argmax(1) == batch["elements"]).float().mean()
             loss = loss + self.weight * terms["loss_eq"]
