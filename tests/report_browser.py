@@ -43,8 +43,28 @@ def click_text(driver, text: str):
 
     xpath = f"//*[normalize-space(text())='{text}']"
     element = WebDriverWait(driver, 30).until(ec.element_to_be_clickable((By.XPATH, xpath)))
-    element.click()
+    click(driver, element)
     return element
+
+
+def click(driver, element) -> None:
+    """Click ``element`` once it is scrolled to the middle of the window. While
+    the app is still laying out the list (the content pane of the previous
+    item opening beside it), another cell can lie over it for a moment: try
+    again then, and dispatch the click to the element itself if it stays
+    covered (the app's handler is the same)."""
+    import time
+
+    from selenium.common.exceptions import ElementClickInterceptedException
+
+    for _ in range(10):
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+        try:
+            element.click()
+            return
+        except ElementClickInterceptedException:
+            time.sleep(0.3)
+    driver.execute_script("arguments[0].click();", element)
 
 
 def open_result(driver, label: str, filename: str) -> None:
@@ -57,7 +77,7 @@ def open_result(driver, label: str, filename: str) -> None:
 
     row = WebDriverWait(driver, 30).until(ec.presence_of_element_located(
         (By.XPATH, f"//tr[td[normalize-space(.)='{label}']]")))
-    row.find_element(By.XPATH, ".//a").click()
+    click(driver, row.find_element(By.XPATH, ".//a"))
     tag, mime = ("img", "data:image/png") if filename.endswith(".png") else ("iframe", "data:text/html")
     shown = WebDriverWait(driver, 30).until(ec.visibility_of_element_located(
         (By.XPATH, f"//{tag}[starts-with(@src, '{mime}') and contains(@src, 'filename={filename};')]")))
