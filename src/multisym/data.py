@@ -24,7 +24,7 @@ import numpy as np
 
 from .config import is_embedded, own_channels
 from .errors import UserError
-from .files import atomic_write_bytes, atomic_write_text
+from .files import CorruptFileError, atomic_write_bytes, atomic_write_text, read_npz
 
 SPLITS = ("train", "val", "test")
 
@@ -234,10 +234,10 @@ def read_verified(path: str | Path, manifest: dict, manifest_path: str | Path, s
     """Every array of an .npz, each checked against the manifest's sha256
     (``step`` is the rule that rebuilds the file, named in the error)."""
     try:
-        with np.load(path) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except Exception as error:
-        raise DataError(f"{path}: cannot read it ({error}); rerun the {step} step") from error
+        arrays = read_npz(path)
+    except (CorruptFileError, FileNotFoundError) as error:
+        cause = error.__cause__ or error
+        raise DataError(f"{path}: cannot read it ({cause}); rerun the {step} step") from cause
     for key, expected in manifest["sha256"].items():
         if key not in arrays or _sha256(arrays[key]) != expected:
             raise DataError(

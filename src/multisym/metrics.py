@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 ECE_BINS = 15
+UQ_POINTS = 50  # fractions removed on the uncertainty-quantification curve
 PROB_FLOOR = 1e-12  # NLL clamps probabilities here, so one confident miss cannot give inf
 
 
@@ -107,7 +108,7 @@ def ece(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     return float(np.abs(hit_sum - conf_sum).sum() / len(labels))
 
 
-def uq_curve(hits: np.ndarray, uncertainty: np.ndarray, points: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def uq_curve(hits: np.ndarray, uncertainty: np.ndarray, points: int = UQ_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """Accuracy of the samples left after dropping the r most uncertain ones,
     for ``points`` evenly spaced fractions r / N in [0, 0.98]."""
     ordered = hits[np.argsort(-uncertainty, kind="stable")]
@@ -118,7 +119,7 @@ def uq_curve(hits: np.ndarray, uncertainty: np.ndarray, points: int = 50) -> tup
     return fractions, tail_sums[removed] / (n - removed)
 
 
-def auuqc(logits: np.ndarray, labels: np.ndarray, points: int = 50) -> tuple[float, np.ndarray, np.ndarray]:
+def auuqc(logits: np.ndarray, labels: np.ndarray, points: int = UQ_POINTS) -> tuple[float, np.ndarray, np.ndarray]:
     """Area under the uncertainty-quantification curve (§4.4, Figure 7): sort by
     BALD uncertainty, drop the r most uncertain samples for ``points`` evenly
     spaced fractions in [0, 0.98], take the accuracy of the rest, average.
@@ -130,9 +131,17 @@ def auuqc(logits: np.ndarray, labels: np.ndarray, points: int = 50) -> tuple[flo
 
 
 def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    hits = (np.asarray(logits).argmax(-1) == labels).astype(np.float64)
-    counts = np.bincount(labels, minlength=num_classes)
-    return np.bincount(labels, weights=hits, minlength=num_classes) / np.maximum(counts, 1)
+    return class_accuracy(np.asarray(logits).argmax(-1) == labels, labels, num_classes)[0]
+
+
+def class_accuracy(hits: np.ndarray, labels: np.ndarray, num_classes: int,
+                   weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy of each class, its sample count) from per-sample hits; ``weights``:
+    how often each sample counts (a bootstrap resample as counts). A class
+    without samples has accuracy 0."""
+    weights = np.ones(len(labels)) if weights is None else weights
+    counts = np.bincount(labels, weights=weights, minlength=num_classes)
+    return np.bincount(labels, weights=weights * hits, minlength=num_classes) / np.maximum(counts, 1), counts
 
 
 def class_dominance(logits_a: np.ndarray, logits_b: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
@@ -147,13 +156,12 @@ def dominance_of_hits(hits_a: np.ndarray, hits_b: np.ndarray, labels: np.ndarray
                       weights: np.ndarray | None = None) -> dict:
     """``class_dominance`` from each model's per-sample hits; ``weights``: how
     often each sample counts (a bootstrap resample as counts)."""
-    weights = np.ones(len(labels)) if weights is None else weights
-    counts = np.bincount(labels, weights=weights, minlength=num_classes)
+    accuracy_a, counts = class_accuracy(hits_a, labels, num_classes, weights)
     present = counts > 0
     if not present.any():
         raise ValueError("class dominance needs at least one labelled sample")
-    a = (np.bincount(labels, weights=weights * hits_a, minlength=num_classes) / np.maximum(counts, 1))[present]
-    b = (np.bincount(labels, weights=weights * hits_b, minlength=num_classes) / np.maximum(counts, 1))[present]
+    a = accuracy_a[present]
+    b = class_accuracy(hits_b, labels, num_classes, weights)[0][present]
     total = len(a)
     return {
         "a_better": 100.0 * float((a > b).sum()) / total,

@@ -30,10 +30,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from .metrics import ECE_BINS, PROB_FLOOR, percentile_ci, uq_curve
+from .metrics import ECE_BINS, PROB_FLOOR, UQ_POINTS, class_accuracy, percentile_ci, uq_curve
 
 LOG_FLOOR = float(np.log(PROB_FLOOR))
-UQ_POINTS = 50
 BLOCK_ROWS = 256  # rows of every member sum: five blocks of 256 x 1,000 float32 stay in cache
 
 
@@ -167,34 +166,32 @@ class SplitOutputs:
         ``terms``: the ensemble's ``terms`` when already computed."""
         terms = dict(self.terms(chosen) if terms is None else terms)
         confidence, uncertainty = terms.pop("_confidence"), terms.pop("bald")
-        draws = (len(self.labels), bootstrap["samples"], bootstrap["seed"])
+        n = len(self.labels)
+        draws = (n, bootstrap["samples"], bootstrap["seed"])
         counts, by_item = resample_counts(*draws), resample_counts_by_item(*draws)
         names = list(terms)
         values = np.stack([terms[name] for name in names], axis=1)
         hits = terms["accuracy"] / 100.0
         bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-        binned = np.zeros((len(hits), ECE_BINS))
+        binned = np.zeros((n, ECE_BINS))
         binned[self._rows, bins] = hits - confidence
-        n = len(hits)
         resampled = counts @ np.concatenate([values, binned], axis=1).astype(np.float32) / n
         level = bootstrap["level"]
         out = {name: {"value": float(values[:, i].mean()), "ci": percentile_ci(resampled[:, i], level)}
                for i, name in enumerate(names)}
         ece_draws = np.abs(resampled[:, len(names):]).sum(axis=1)
         out["ece"] = {"value": float(np.abs(binned.sum(axis=0)).sum() / n), "ci": percentile_ci(ece_draws, level)}
-        out["auuqc"] = {"value": float(uq_curve(hits, uncertainty, UQ_POINTS)[1].mean()),
+        out["auuqc"] = {"value": float(uq_curve(hits, uncertainty)[1].mean()),
                         "ci": percentile_ci(resampled_auuqc(by_item, hits, uncertainty), level)}
         return out
 
     def uq_curve(self, chosen: list[int], terms: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Accuracy vs fraction removed by BALD uncertainty (Figure 7)."""
         terms = self.terms(chosen) if terms is None else terms
-        return uq_curve(terms["accuracy"] / 100.0, terms["bald"], UQ_POINTS)
+        return uq_curve(terms["accuracy"] / 100.0, terms["bald"])
 
     def per_class_accuracy(self, member: int, num_classes: int) -> np.ndarray:
-        labels, hits = self.labels, self.hits[member]
-        counts = np.bincount(labels, minlength=num_classes)
-        return np.bincount(labels, weights=hits, minlength=num_classes) / np.maximum(counts, 1)
+        return class_accuracy(self.hits[member], self.labels, num_classes)[0]
 
 
 def _weights(chosen: list[int]) -> list[tuple[int, int]]:
@@ -272,10 +269,10 @@ def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarr
     block[removed == 0] = 0  # (points, resamples)
     columns = np.arange(samples)[None, :]
     count_before, hits_before = before[0][block, columns], before[1][block, columns]
-    rows = np.minimum(starts[block][..., None] + np.arange(width), n - 1)  # (points, resamples, block)
-    inside = np.where(starts[block][..., None] + np.arange(width) < n, drawn[rows, columns[..., None]], 0.0)
-    inside_hits = np.where(starts[block][..., None] + np.arange(width) < n, drawn_hits[rows, columns[..., None]],
-                           0.0)
+    positions = starts[block][..., None] + np.arange(width)  # (points, resamples, block)
+    rows, valid = np.minimum(positions, n - 1), positions < n
+    inside = np.where(valid, drawn[rows, columns[..., None]], 0.0)
+    inside_hits = np.where(valid, drawn_hits[rows, columns[..., None]], 0.0)
     cum = count_before[..., None] + np.cumsum(inside, axis=-1)
     cum_hits = hits_before[..., None] + np.cumsum(inside_hits, axis=-1)
     need = removed[:, None, None]
