@@ -3,10 +3,14 @@ config, in-process runs, refusals; the site settings as the profile passes them.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
-from multisym.config import resolve, section_defaults
+from multisym.config import ConfigError, resolve, section_defaults
 from multisym.launch import Call, LaunchError, run, submit_parameters
+from multisym.stopping import InterruptedRun
 
 
 def job(**overrides):
@@ -40,9 +44,36 @@ def test_local_executor_runs_in_this_process(tmp_path):
     assert run(Call("fractions:Fraction", {"numerator": 3, "denominator": 4}), tmp_path, job(), cluster()) == 0.75
 
 
-def test_multi_gpu_jobs_are_refused_until_ddp_exists(tmp_path):
-    with pytest.raises(LaunchError, match="not built yet"):
-        run(Call("fractions:Fraction", {"numerator": 3}), tmp_path, job(gpus_per_node=4), cluster(executor="slurm"))
+def test_several_nodes_need_a_cluster(tmp_path):
+    with pytest.raises(LaunchError, match="set nodes to 1, or run with --profile slurm"):
+        run(Call("fractions:Fraction", {"numerator": 3}), tmp_path, job(nodes=2), cluster())
+
+
+def rank_and_world() -> tuple[str, str]:
+    return os.environ["RANK"], os.environ["WORLD_SIZE"]
+
+
+def stopped_on_rank_one() -> None:
+    if os.environ["RANK"] == "1":
+        raise InterruptedRun(signal.SIGUSR2, "member", 0, 3)
+
+
+def test_local_processes_return_rank_zeros_result(tmp_path):
+    assert run(Call("test_launch:rank_and_world"), tmp_path, job(gpus_per_node=2), cluster()) == ("0", "2")
+
+
+def test_an_error_in_any_process_is_raised_with_its_type(tmp_path):
+    """The CLI turns InterruptedRun into exit 128 + signal, so its type must survive the process boundary."""
+    with pytest.raises(InterruptedRun, match="stopped by SIGUSR2 in epoch 1 after batch 3") as stopped:
+        run(Call("test_launch:stopped_on_rank_one"), tmp_path, job(gpus_per_node=2), cluster())
+    assert stopped.value.signum == signal.SIGUSR2
+
+
+def test_fine_tuning_stays_one_process():
+    raw = {"name": "x", "dataset": {"name": "digits"}, "members": {"seeds": {"eq": [1, 2, 3, 4, 5]}},
+           "gpu_jobs": {"adapt": {"gpus_per_node": 2}}}
+    with pytest.raises(ConfigError, match="gpu_jobs.adapt.*fine-tuning runs in one process"):
+        resolve(raw)
 
 
 def test_profile_strings_are_read_as_scalars():

@@ -105,7 +105,7 @@ def cmd_pretrain(args) -> None:
     kwargs = dict(
         settings=settings, data_path=args.data, manifest_path=args.manifest, run_dir=args.run_dir,
         out_model=args.out_model, out_log=args.out_log, device=args.device, precision=args.precision,
-        threads=args.threads, stop_after_epochs=args.stop_after_epochs,
+        threads=args.threads, stop_after_epochs=args.stop_after_epochs, keep_every=args.keep_every,
     )
     job = _gpu_job(args, "pretrain", kwargs)
     try:
@@ -455,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: $SLURM_CPUS_PER_TASK, else torch's)")
     p.add_argument("--stop-after-epochs", type=int,
                    help="train at most this many epochs in this invocation, then save and exit")
+    p.add_argument("--keep-every", type=int, default=0,
+                   help="also keep the weights of every k-th epoch in <run-dir>/snapshots (gpu_jobs.keep_every)")
     gpu_job_options(p)
 
     def runtime_options(p):

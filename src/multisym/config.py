@@ -188,6 +188,12 @@ def section_defaults(section: str) -> dict:
 def _check_consistency(config: dict) -> None:
     """Rules that a JSON schema cannot express."""
     _check_splits(config["dataset"], "dataset")
+    adapt_job = config["gpu_jobs"]["adapt"]
+    if adapt_job["nodes"] * max(adapt_job["gpus_per_node"], 1) > 1:
+        raise ConfigError(
+            "config key 'gpu_jobs.adapt': fine-tuning runs in one process; set nodes and gpus_per_node to 1 "
+            "(several GPUs per job are for pretraining, gpu_jobs.pretrain)"
+        )
     backbone = config["backbone"]
     if backbone["arch"] == "small_resnet" and len(backbone["widths"]) != len(
         backbone["blocks"]

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import processes
 from .errors import UserError
 from .files import atomic_write_text
 
@@ -75,10 +76,16 @@ def _checkpointable():
         def __call__(self):
             from .stopping import InterruptedRun
 
+            environment = submitit.JobEnvironment()
+            if environment.num_tasks > 1:  # one task per GPU: torch.distributed from the job's tasks
+                submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
+                                                                      overwrite=True)
             try:
                 return self.call()
             except InterruptedRun as stopped:
                 print(stopped, file=sys.stderr, flush=True)
+                if stopped.signum == signal.SIGUSR2 and environment.global_rank != 0:
+                    return None  # rank 0 requeues the whole job; the others just stop
                 if stopped.signum == signal.SIGUSR2:
                     try:
                         signal.raise_signal(signal.SIGUSR2)  # submitit: checkpoint, requeue, exit
@@ -180,6 +187,8 @@ def _reattach(run_dir: Path):
 
 
 def _wait(handle, run_dir: Path, cluster: dict):
+    # rank 0 (task 0) writes the outputs and returns the run's result
+    handle = handle.task(0)
     deadline = time.monotonic() + cluster["wait_hours"] * 3600
     ended_at = None
     while not handle.paths.result_pickle.exists():
@@ -206,15 +215,17 @@ def _wait(handle, run_dir: Path, cluster: dict):
 
 
 def run(call: Call, run_dir: str | Path, job: dict, cluster: dict):
-    """Run ``call`` here (executor local) or as a SLURM job (executor slurm)."""
+    """Run ``call`` here (executor local; one process per GPU of a one-node
+    job) or as a SLURM job with one task per GPU (executor slurm)."""
     if cluster["executor"] == "local":
+        if job["nodes"] > 1:
+            raise LaunchError(
+                f"gpu_jobs asks for {job['nodes']} nodes, but cluster.executor is local (this machine only): "
+                "set nodes to 1, or run with --profile slurm"
+            )
+        if job["gpus_per_node"] > 1:
+            return processes.run(call, job["gpus_per_node"])
         return call()
-    world = job["nodes"] * max(job["gpus_per_node"], 1)
-    if world > 1:
-        raise LaunchError(
-            f"gpu_jobs asks for {job['nodes']} node(s) x {job['gpus_per_node']} GPU(s); multi-GPU training "
-            "(DistributedDataParallel) is not built yet: set nodes and gpus_per_node to 1"
-        )
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     handle = _reattach(run_dir) or _submit(call, run_dir, job, cluster)

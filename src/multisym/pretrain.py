@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from . import checkpoint, data, distributed, optim, provenance
 from .losses import cross_view_info_nce, equivariance_loss
+from .errors import UserError
 from .members import settings_hash
 from .models import ContrastiveModel, SupervisedModel, build_backbone, equivariance_head, select_device
 from .symmetries import get_group
@@ -35,6 +36,10 @@ from .stopping import InterruptedRun, StopSignal
 from .views import ViewSpec, make_views
 
 STATE_FILE = "state.pt"
+SNAPSHOTS = "snapshots"
+# Several processes agree on a stop signal every this many steps (and at the
+# end of each epoch): a collective per step would make the host wait for the GPU.
+STOP_CHECK_EVERY = 8
 
 
 # --------------------------------------------------------------------- views
@@ -200,9 +205,11 @@ class LossMonitor:
             )
 
     def totals(self) -> dict[str, float]:
-        """The sums as floats (one host read per epoch)."""
+        """The sums as floats, averaged over the processes (one host read per epoch).
+        A resumed epoch starts every process from the same saved averages,
+        so averaging again keeps them."""
         self.check()
-        return {key: float(value) for key, value in self.sums.items()}
+        return {key: float(value) for key, value in distributed.average(self.sums).items()}
 
 
 # ------------------------------------------------------------------ helpers
@@ -276,6 +283,50 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def global_batch(configured: int, samples: int, process: distributed.Process) -> tuple[int, slice]:
+    """The global batch (at most the split; a multiple of the process count)
+    and this process's contiguous shard of it."""
+    if configured % process.world:
+        raise UserError(
+            f"the batch size {configured} does not split evenly over {process.world} processes "
+            "(gpu_jobs.pretrain: nodes x gpus_per_node); choose a batch size that is a multiple of it"
+        )
+    size = min(configured, samples)
+    size -= size % process.world
+    if size == 0:
+        raise UserError(f"{samples} training images cannot feed {process.world} processes")
+    local = size // process.world
+    return size, slice(process.rank * local, (process.rank + 1) * local)
+
+
+def view_generator(seed: int, rank: int) -> torch.Generator:
+    """The generator of one process's view draws: a stream of its own per rank."""
+    import numpy as np
+
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
+
+
+def restore_view_rng(state: dict, views: torch.Generator, process: distributed.Process) -> str:
+    """Put this process's view generator back as the checkpoint left it. A run
+    resumed on another process count keeps its data order, and its views
+    continue from fresh per-process streams (the returned notice says so)."""
+    saved = state.get("world", 1)
+    if saved == process.world:
+        if process.world > 1:
+            views.set_state(state["view_rng"][process.rank])
+        return ""
+    if process.world > 1:
+        views.manual_seed(views.initial_seed() + state["step"])
+    return f" (saved by {saved} process(es), resumed on {process.world}: view draws continue from new streams)"
+
+
+def stop_requested(stop: StopSignal, index: int, steps: int, device: torch.device) -> int | None:
+    """The stop signal every process acts on after step ``index`` (None: go on)."""
+    if distributed.world_size() > 1 and (index + 1) % STOP_CHECK_EVERY and index + 1 < steps:
+        return None
+    return distributed.agreed_signal(stop.received, device)
+
+
 # --------------------------------------------------------------------- main
 def train_member(
     settings: dict,
@@ -288,33 +339,45 @@ def train_member(
     precision: str = "auto",
     threads: int | None = None,
     stop_after_epochs: int | None = None,
+    keep_every: int = 0,
 ) -> bool:
     """Train (or resume) one member. Returns True when it finished all epochs
     and wrote ``out_model``; False when it stopped early after
-    ``stop_after_epochs`` epochs of this invocation (state saved)."""
+    ``stop_after_epochs`` epochs of this invocation (state saved).
+
+    Checkpoints: ``state.pt`` (the last epoch, rolling), ``out_model`` (the
+    final export) and, with ``keep_every`` k > 0, the export of every k-th
+    epoch in ``<run_dir>/snapshots/``.
+
+    In a process group (``distributed.joined``) each process trains on its
+    contiguous shard of every global batch, draws its views from its own
+    generator, and rank 0 alone writes; the data order comes from a generator
+    every process holds in the same state."""
     run_dir = Path(run_dir)
     digest = settings_hash(settings)
     recipe = settings["supervised"] if settings["mode"] == "sup" else settings["pretrain"]
-    with checkpoint.RunLock(run_dir):
+    with distributed.joined(select_device(device)) as (process, target), \
+            distributed.on_main(checkpoint.RunLock(run_dir), process):
         threads = set_threads(threads)
         # ------------------------------------------------------------ data
         images, labels, info = data.load_split(data_path, manifest_path, "train")
-        target = select_device(device)
         runtime = make_runtime(target, precision, info)
         images, labels = images.to(target), labels.to(target)
-        batch_size = min(recipe["batch_size"], len(images))
+        batch_size, shard = global_batch(recipe["batch_size"], len(images), process)
         steps_per_epoch = len(images) // batch_size
         total_steps = steps_per_epoch * recipe["epochs"]
         # ----------------------------------------------------------- model
         torch.manual_seed(settings["seed"])
-        generator = torch.Generator().manual_seed(settings["seed"])
+        generator = torch.Generator().manual_seed(settings["seed"])  # data order: the same in every process
+        views = generator if process.world == 1 else view_generator(settings["seed"], process.rank)
         model = build_model(settings, info).to(target)
         if runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        trained = distributed.wrap(model, target)
         if settings["mode"] == "sup":
-            step_fn = SupervisedStep(settings, model, runtime, info.image_size)
+            step_fn = SupervisedStep(settings, trained, runtime, info.image_size)
         else:
-            step_fn = ContrastiveStep(settings, model, runtime)
+            step_fn = ContrastiveStep(settings, trained, runtime)
         # ------------------------------------------- optimizer and schedule
         optimizer = optim.build_optimizer(model, recipe["optimizer"], target)
         scaler = torch.amp.GradScaler(target.type, enabled=runtime.precision == "fp16")
@@ -327,19 +390,26 @@ def train_member(
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state["scaler"])
             restore_rng(state["rng"], generator)
+            notice = restore_view_rng(state, views, process)
             epoch, step, history = state["epoch"], state["step"], list(state["history"])
             if "batch" in state:
                 resume = {key: state[key] for key in ("batch", "order", "sums")}
             position = f", batch {resume['batch']}" if resume else ""
-            print(f"resumed {run_dir.name} from epoch {epoch}{position}", file=sys.stderr)
-        else:
+            if process.main:
+                print(f"resumed {run_dir.name} from epoch {epoch}{position}{notice}", file=sys.stderr)
+        elif process.main:
             checkpoint.atomic_write_text(
                 json.dumps(provenance.record(settings=settings, settings_hash=digest, threads=threads,
-                                             device=str(target)), indent=2) + "\n",
+                                             device=str(target), processes=process.world), indent=2) + "\n",
                 run_dir / "run.json",
             )
         # ------------------------------------------------------------ loop
         def save_state(**partial) -> None:
+            """Every process takes part (the view generators are gathered); rank 0 writes."""
+            view_states = distributed.gathered(views.get_state()) if process.world > 1 else None
+            if not process.main:
+                return
+            extra = {"world": process.world, "view_rng": view_states} if view_states else {}
             checkpoint.save(
                 {
                     "settings_hash": digest,
@@ -350,6 +420,7 @@ def train_member(
                     "scaler": scaler.state_dict(),
                     "rng": rng_state(generator),
                     "history": history,
+                    **extra,
                     **partial,
                 },
                 state_path,
@@ -362,7 +433,7 @@ def train_member(
                 if stop_after_epochs is not None and epochs_this_run >= stop_after_epochs:
                     return False
                 tick = time.perf_counter()
-                model.train()
+                trained.train()
                 if resume is not None:  # continue the epoch a signal interrupted
                     order, first, sums = resume["order"].to(target), resume["batch"], dict(resume["sums"])
                     resume = None
@@ -372,19 +443,20 @@ def train_member(
                 # the rate of the epoch's last step, also when a resumed epoch has no step left
                 lr = optim.learning_rate(max(step - 1, 0), total_steps, steps_per_epoch, recipe["optimizer"])
                 for index in range(first, steps_per_epoch):
-                    batch = order[index * batch_size:(index + 1) * batch_size]
+                    batch = order[index * batch_size:(index + 1) * batch_size][shard]
                     lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
                     optim.set_learning_rate(optimizer, lr)
-                    terms = step_fn(images[batch], labels[batch], generator)
+                    terms = step_fn(images[batch], labels[batch], views)
                     monitor.record(terms, epoch, index)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(terms["loss"]).backward()
                     scaler.step(optimizer)
                     scaler.update()
                     step += 1
-                    if stop.received is not None:
+                    received = stop_requested(stop, index, steps_per_epoch, target)
+                    if received is not None:
                         save_state(batch=index + 1, order=order.cpu(), sums=monitor.totals())
-                        raise InterruptedRun(stop.received, run_dir.name, epoch, index + 1)
+                        raise InterruptedRun(received, run_dir.name, epoch, index + 1)
                 sums = monitor.totals()
                 epoch += 1
                 epochs_this_run += 1
@@ -392,15 +464,20 @@ def train_member(
                 row = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()}, "lr": lr, "seconds": seconds}
                 history.append(row)
                 save_state()
+                if not process.main:
+                    continue
                 checkpoint.atomic_write_text(history_csv(history), out_log)
+                if keep_every and epoch % keep_every == 0 and epoch < recipe["epochs"]:
+                    export(model, settings, digest, history, run_dir / SNAPSHOTS / f"epoch{epoch:04d}.pt")
                 elapsed = time.perf_counter() - started
                 eta = elapsed / epochs_this_run * (recipe["epochs"] - epoch)
                 terms_text = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
                 print(f"{run_dir.name} epoch {epoch}/{recipe['epochs']} {terms_text} {seconds:.2f}s "
                       f"eta {format_seconds(eta)}", file=sys.stderr, flush=True)
         # ---------------------------------------------------------- export
-        checkpoint.atomic_write_text(history_csv(history), out_log)
-        export(model, settings, digest, history, out_model)
+        if process.main:
+            checkpoint.atomic_write_text(history_csv(history), out_log)
+            export(model, settings, digest, history, out_model)
         return True
 
 

@@ -15,10 +15,14 @@ class InterruptedRun(RuntimeError):
 
     def __init__(self, signum: int, member: str, epoch: int, batch: int):
         self.signum = signum
+        self._fields = (signum, member, epoch, batch)
         super().__init__(
             f"{member}: stopped by {signal.Signals(signum).name} in epoch {epoch + 1} after batch {batch}; "
             "its state is saved, rerun the same command (or the workflow) to resume"
         )
+
+    def __reduce__(self):  # pickled across processes (processes.run, submitit)
+        return type(self), self._fields
 
 
 class StopSignal:

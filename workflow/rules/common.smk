@@ -99,6 +99,7 @@ def gpu_job_resources(step):
         "gpu_time_limit_min": job["time_limit_min"],
         "gpu_site": json.dumps(config["cluster"], sort_keys=True),
         "review_tier": config["review"]["tier"],
+        "keep_every": config["gpu_jobs"]["keep_every"] if step == "pretrain" else 0,
     }
 
 

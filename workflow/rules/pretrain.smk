@@ -22,7 +22,7 @@ rule pretrain:
     shell:
         "multisym pretrain --settings-json {params.settings:q} --data {input.data}"
         " --manifest {input.manifest} --run-dir {params.run_dir} --out-model {output.model}"
-        " --out-log {output.epochs} --threads {threads}"
+        " --out-log {output.epochs} --threads {threads} --keep-every {resources.keep_every}"
         + GPU_JOB_SHELL
         + " > {log} 2>&1"
 
