@@ -15,13 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import ROOT, tool_env
 from multisym import checkpoint, data
 from multisym import config as config_module
-from multisym.members import member_table
+from multisym.members import adaptation_candidates, member_table
 from multisym.pretrain import STATE_FILE, train_member
 
 
@@ -137,3 +138,55 @@ def test_kill_9_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, setu
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert not list(run.glob(".*.tmp-*")), "the rerun must not leave the dead run's temporary file behind"
     assert_same_as_reference(run, reference)
+
+
+# ------------------------------------------------------------- fine-tuning
+def finetune_command(base_model: Path, settings: dict, prepared, run: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "multisym.cli", "finetune", "--base-model", str(base_model),
+        "--settings-json", json.dumps(settings), "--data", str(prepared[0]), "--manifest", str(prepared[1]),
+        "--out-model", str(run / "model.pt"), "--out-logits", str(run / "logits.npz"),
+        "--out-log", str(run / "epochs.csv"), "--threads", "1", "--device", "cpu",
+    ]
+
+
+def test_fine_tuning_resumes_after_a_signal_to_the_same_result(tmp_path, setup):
+    """SIGUSR2 mid-epoch: the fine-tuning run saves its state (the best
+    epoch's weights included) and exits 128 + 12; the rerun resumes and writes
+    the uninterrupted run's model, logits and log, then drops its state."""
+    _, prepared, member = setup
+    cfg = config_module.resolve(config_module.load(ROOT / "config" / "smoke.yaml"))
+    eq_member = next(m for m in member_table(cfg) if m.mode == "eq")
+    settings = {**adaptation_candidates(cfg, eq_member)[0], "epochs": 14, "batch_size": 32}
+    runs = {name: tmp_path / name for name in ("reference", "interrupted")}
+    done = subprocess.run(finetune_command(member / "model.pt", settings, prepared, runs["reference"]),
+                          env=tool_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = runs["interrupted"]
+    process = subprocess.Popen(finetune_command(member / "model.pt", settings, prepared, run), env=tool_env(),
+                               stderr=subprocess.PIPE, text=True)
+    wait_for_state(process, run / STATE_FILE)
+    process.send_signal(signal.SIGUSR2)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGUSR2, stderr[-2000:]
+    state = checkpoint.load(run / STATE_FILE, expected_hash=None)
+    assert 1 <= state["epoch"] < 14 and "batch" in state and state["best"]["model"] is not None
+    resumed = subprocess.run(finetune_command(member / "model.pt", settings, prepared, run), env=tool_env(),
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed fine-tuning" in resumed.stderr
+    assert not (run / STATE_FILE).exists()
+    final, expected = (torch.load(r / "model.pt", weights_only=True) for r in (run, runs["reference"]))
+    for part in ("backbone", "classifier"):
+        for name, tensor in expected[part].items():
+            assert torch.equal(final[part][name], tensor), f"{part}.{name} differs after the interrupted run"
+    logits, reference_logits = (data.read_npz(r / "logits.npz") for r in (run, runs["reference"]))
+    assert all(np.array_equal(logits[k], reference_logits[k]) for k in reference_logits)
+    assert rows(run / "epochs.csv") == rows(runs["reference"] / "epochs.csv")
+
+
+def wait_for_state(process, path: Path) -> None:
+    deadline = time.time() + 120
+    while not path.exists():
+        assert process.poll() is None and time.time() < deadline, "fine-tuning ended before it could be interrupted"
+        time.sleep(0.05)

@@ -21,7 +21,8 @@ import yaml
 
 from conftest import SMOKE, planned_jobs, tool_env
 from local_slurm import LocalSlurm, wait_until
-from multisym.config import resolve
+from multisym.config import resolve, section_defaults
+from multisym.data import prepare
 from multisym.members import member_table
 
 pytestmark = pytest.mark.workflow
@@ -98,7 +99,8 @@ def test_paper_plan_with_the_slurm_profile(cluster, workflow_copy):
     assert counts["pretrain"] == 28 and counts["adapt_candidate"] == 21 and counts["finetune"] == 7
     blocks = result.stdout.split("\n\n")
     pretrain = next(b for b in blocks if "rule pretrain:" in b)
-    assert "gpu_nodes=1, gpus_per_node=1, gpu_cpus_per_task=8, gpu_mem_gb=64, gpu_time_limit_min=1440" in pretrain
+    assert "gpu_nodes=4, gpus_per_node=8, gpu_cpus_per_task=10, gpu_mem_gb=480, gpu_time_limit_min=1440" in pretrain
+    assert "keep_every=100" in pretrain
     assert '"executor": "slurm"' in pretrain
     probe_like = next(b for b in blocks if "rule prepare_data:" in b)
     assert "cpus_per_task=1" in probe_like and "mem_mb=4000" in probe_like and "runtime=60" in probe_like
@@ -219,3 +221,29 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster, workflow_copy, tmp
     final = torch.load(run_dir / "model.pt", weights_only=True)
     assert same_weights(final, torch.load(tmp_path / "model.pt", weights_only=True))
     assert epochs_done(run_dir) == 900
+
+
+# ------------------------------------------------------------ several GPUs
+def test_a_two_gpu_job_trains_as_two_local_processes_do(cluster, tmp_path):
+    """gpus_per_node 2: one SLURM task per (fake) GPU, torch.distributed set up
+    from submitit's job environment (gloo on this CPU node). Rank 0 writes,
+    and the weights equal those of the local executor's two processes."""
+    config = resolve({**small_smoke(), "pretrain": {**small_smoke()["pretrain"], "epochs": 6, "batch_size": 64}})
+    member = next(m for m in member_table(config) if m.mode == "eq")
+    data = tmp_path / "data"
+    prepare(config["dataset"], data / "dataset.npz", data / "manifest.json")
+    two_gpus = ["--gpus-per-node", "2", "--gpu-cpus-per-task", "1", "--gpu-mem-gb", "2", "--gpu-time-limit-min", "10"]
+    site = json.dumps({**section_defaults("cluster"), "executor": "slurm", "poll_s": 2})
+    runs = {"local": [*two_gpus, "--device", "cpu"], "slurm": [*two_gpus, "--cluster-json", site]}
+    for name, options in runs.items():
+        done = subprocess.run(["timeout", "-k", "10", "400", *local_pretrain(member, data, tmp_path / name), *options],
+                              env=tool_env(), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "slurm" / "slurm_job.json").read_text())
+    logs = {rank: Path(record["folder"]) / f"{record['job_id']}_{rank}_log.err" for rank in (0, 1)}
+    assert all(log.exists() for log in logs.values()), "one task per GPU"
+    assert "epoch 6/6" in logs[0].read_text() and "epoch 6/6" not in logs[1].read_text()  # rank 0 alone logs
+    provenance = json.loads((tmp_path / "slurm" / "run.json").read_text())
+    assert provenance["processes"] == 2 and provenance["slurm_job_id"] == record["job_id"]
+    slurm, local = (torch.load(tmp_path / name / "model.pt", weights_only=True) for name in runs)
+    assert same_weights(slurm, local)

@@ -26,10 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, data, optim
+from .checksums import sha256_file
 from .data import write_npz
 from .members import settings_hash
 from .models import SupervisedModel, build_backbone, select_device
-from .pretrain import history_csv, make_runtime, set_threads, supervised_view_spec
+from .pretrain import (STATE_FILE, history_csv, make_runtime, restore_rng, rng_state, set_threads,
+                       supervised_view_spec)
+from .stopping import InterruptedRun, StopSignal
 from .views import make_views, resize_center
 
 from .probe import EVAL_SPLITS
@@ -113,79 +116,119 @@ def finetune(
     best on the selection split (``selection_split``, val unless the paper's
     protocol asks for test; ties: the earlier epoch) and write its val/test
     logits. ``train_augment`` false trains on the evaluation view (the paper's
-    CIFAR-100 protocol)."""
-    set_threads(threads)
-    target = select_device(device)
-    splits, info = data.load_splits(data_path, manifest_path)
-    (images, labels), (val_images, val_labels), (test_images, test_labels) = (splits[s] for s in data.SPLITS)
-    exported, base_settings = load_member(base_model_path)
-    torch.manual_seed(settings["seed"])
-    generator = torch.Generator().manual_seed(settings["seed"])
-    model = SupervisedModel(build_backbone(base_settings["backbone"], info.channels), info.num_classes)
-    model.backbone.load_state_dict(exported["backbone"], strict=True)
-    model = model.to(target)
-    runtime = make_runtime(target, "auto", info)
-    spec = supervised_view_spec(info.image_size, settings) if settings.get("train_augment", True) else None
-    select = settings.get("selection_split", "val")
-    if select not in ("val", "test"):
-        raise ValueError(f"selection_split must be val or test, got {select!r}")
-    recipe = settings["optimizer"]
-    optimizer = optim.build_optimizer(model, recipe, target)
-    scaler = torch.amp.GradScaler(target.type, enabled=runtime.precision == "fp16")
-    images, labels = images.to(target), labels.to(target)
-    batch = min(settings["batch_size"], len(images))
-    steps_per_epoch = len(images) // batch
-    total = steps_per_epoch * settings["epochs"]
-    best = (-1.0, None, 0)
-    rows, step = [], 0
-    for epoch in range(1, settings["epochs"] + 1):
-        tick = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(images), generator=generator).to(target)
-        losses = []
-        for index in range(steps_per_epoch):
-            idx = order[index * batch:(index + 1) * batch]
-            optim.set_learning_rate(optimizer, optim.learning_rate(step, total, steps_per_epoch, recipe))
-            with runtime.amp():
-                views = images[idx] if spec is None else make_views(images[idx], spec, generator)
-                logits = model(runtime.prepare(views))
-            loss = F.cross_entropy(logits.float(), labels[idx])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fine-tune {Path(out_model).parent.name}: loss {loss.item()} at epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(loss.item())
-            step += 1
+    CIFAR-100 protocol).
+
+    Like pretraining, a run resumes: its folder (``out_model``'s) holds
+    ``state.pt`` after every epoch (model, optimizer, scaler, generators, the
+    best epoch's weights, the log) and, on SIGUSR2 or SIGTERM, mid-epoch (data
+    order, batch, losses so far). The state is keyed by the settings and the
+    base model file's sha256, and removed once the outputs are written."""
+    run_dir = Path(out_model).parent
+    with checkpoint.RunLock(run_dir):
+        set_threads(threads)
+        target = select_device(device)
+        splits, info = data.load_splits(data_path, manifest_path)
+        (images, labels), (val_images, val_labels), (test_images, test_labels) = (splits[s] for s in data.SPLITS)
+        exported, base_settings = load_member(base_model_path)
+        digest = settings_hash({"finetune": settings, "base_sha256": sha256_file(Path(base_model_path))})
+        torch.manual_seed(settings["seed"])
+        generator = torch.Generator().manual_seed(settings["seed"])
+        model = SupervisedModel(build_backbone(base_settings["backbone"], info.channels), info.num_classes)
+        model.backbone.load_state_dict(exported["backbone"], strict=True)
+        model = model.to(target)
+        runtime = make_runtime(target, "auto", info)
+        spec = supervised_view_spec(info.image_size, settings) if settings.get("train_augment", True) else None
+        select = settings.get("selection_split", "val")
+        if select not in ("val", "test"):
+            raise ValueError(f"selection_split must be val or test, got {select!r}")
         select_images, select_labels = (val_images, val_labels) if select == "val" else (test_images, test_labels)
-        select_logits = forward_in_batches(model, select_images, runtime, info.image_size)
-        score = float((select_logits.argmax(1) == select_labels).float().mean())
-        rows.append({"epoch": epoch, "loss": float(np.mean(losses)), f"{select}_accuracy": score,
-                     "seconds": time.perf_counter() - tick})
-        print(f"fine-tune epoch {epoch}/{settings['epochs']} loss {rows[-1]['loss']:.4f} {select} acc {score:.4f}",
-              file=sys.stderr, flush=True)
-        if score > best[0]:
-            best = (score, {k: v.detach().clone() for k, v in model.state_dict().items()}, epoch)
-    model.load_state_dict(best[1], strict=True)
-    val_logits = forward_in_batches(model, val_images, runtime, info.image_size)
-    write_npz(
-        out_logits,
-        val_logits=val_logits.numpy(),
-        test_logits=forward_in_batches(model, test_images, runtime, info.image_size).numpy(),
-        val_labels=val_labels.numpy(),
-        test_labels=test_labels.numpy(),
-    )
-    checkpoint.save({"settings": json.dumps(settings, sort_keys=True), "epoch": best[2],
-                     "settings_hash": settings_hash(settings), "backbone": model.backbone.state_dict(),
-                     "classifier": model.classifier.state_dict()}, out_model)
-    checkpoint.atomic_write_text(history_csv(rows), out_log)
-    val_accuracy = float((val_logits.argmax(1) == val_labels).float().mean())
-    summary = {"best_epoch": best[2], "selection_split": select, "selection_accuracy": best[0],
-            "val_accuracy": val_accuracy, "lr": settings["optimizer"]["lr"]}
-    if out_summary is not None:
-        checkpoint.atomic_write_text(json.dumps(summary, indent=2) + "\n", out_summary)
-    return summary
+        recipe = settings["optimizer"]
+        optimizer = optim.build_optimizer(model, recipe, target)
+        scaler = torch.amp.GradScaler(target.type, enabled=runtime.precision == "fp16")
+        images, labels = images.to(target), labels.to(target)
+        batch = min(settings["batch_size"], len(images))
+        steps_per_epoch = len(images) // batch
+        total = steps_per_epoch * settings["epochs"]
+        # ---------------------------------------------------------- resume
+        state_path = run_dir / STATE_FILE
+        epoch, step, rows, best, resume = 0, 0, [], {"score": -1.0, "epoch": 0, "model": None}, None
+        if state_path.exists():
+            state = checkpoint.load(state_path, expected_hash=digest)
+            model.load_state_dict(state["model"], strict=True)
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+            restore_rng(state["rng"], generator)
+            epoch, step, rows, best = state["epoch"], state["step"], list(state["rows"]), dict(state["best"])
+            if "batch" in state:
+                resume = {key: state[key] for key in ("batch", "order", "losses")}
+            position = f", batch {resume['batch']}" if resume else ""
+            print(f"resumed fine-tuning {run_dir.name} from epoch {epoch}{position}", file=sys.stderr)
+
+        def save_state(**partial) -> None:
+            checkpoint.save({"settings_hash": digest, "epoch": epoch, "step": step, "rows": rows, "best": best,
+                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "scaler": scaler.state_dict(), "rng": rng_state(generator), **partial}, state_path)
+
+        with StopSignal() as stop:
+            while epoch < settings["epochs"]:
+                tick = time.perf_counter()
+                model.train()
+                if resume is not None:  # continue the epoch a signal interrupted
+                    order, first, losses = resume["order"].to(target), resume["batch"], list(resume["losses"])
+                    resume = None
+                else:
+                    order, first, losses = torch.randperm(len(images), generator=generator).to(target), 0, []
+                for index in range(first, steps_per_epoch):
+                    idx = order[index * batch:(index + 1) * batch]
+                    optim.set_learning_rate(optimizer, optim.learning_rate(step, total, steps_per_epoch, recipe))
+                    with runtime.amp():
+                        views = images[idx] if spec is None else make_views(images[idx], spec, generator)
+                        logits = model(runtime.prepare(views))
+                    loss = F.cross_entropy(logits.float(), labels[idx])
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"fine-tune {run_dir.name}: loss {loss.item()} at epoch {epoch + 1}, step {index}"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    losses.append(loss.item())
+                    step += 1
+                    if stop.received is not None:
+                        save_state(batch=index + 1, order=order.cpu(), losses=losses)
+                        raise InterruptedRun(stop.received, f"fine-tune {run_dir.name}", epoch, index + 1)
+                epoch += 1
+                select_logits = forward_in_batches(model, select_images, runtime, info.image_size)
+                score = float((select_logits.argmax(1) == select_labels).float().mean())
+                rows.append({"epoch": epoch, "loss": float(np.mean(losses)), f"{select}_accuracy": score,
+                             "seconds": time.perf_counter() - tick})
+                print(f"fine-tune epoch {epoch}/{settings['epochs']} loss {rows[-1]['loss']:.4f} {select} acc "
+                      f"{score:.4f}", file=sys.stderr, flush=True)
+                if score > best["score"]:
+                    best = {"score": score, "epoch": epoch,
+                            "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                save_state()
+        model.load_state_dict(best["model"], strict=True)
+        val_logits = forward_in_batches(model, val_images, runtime, info.image_size)
+        write_npz(
+            out_logits,
+            val_logits=val_logits.numpy(),
+            test_logits=forward_in_batches(model, test_images, runtime, info.image_size).numpy(),
+            val_labels=val_labels.numpy(),
+            test_labels=test_labels.numpy(),
+        )
+        checkpoint.save({"settings": json.dumps(settings, sort_keys=True), "epoch": best["epoch"],
+                         "settings_hash": settings_hash(settings), "backbone": model.backbone.state_dict(),
+                         "classifier": model.classifier.state_dict()}, out_model)
+        checkpoint.atomic_write_text(history_csv(rows), out_log)
+        val_accuracy = float((val_logits.argmax(1) == val_labels).float().mean())
+        summary = {"best_epoch": best["epoch"], "selection_split": select, "selection_accuracy": best["score"],
+                   "val_accuracy": val_accuracy, "lr": settings["optimizer"]["lr"]}
+        if out_summary is not None:
+            checkpoint.atomic_write_text(json.dumps(summary, indent=2) + "\n", out_summary)
+        state_path.unlink(missing_ok=True)  # every output is written; the state held the best weights twice over
+        return summary
 
 
 def choose_adaptation(summaries: list[str]) -> int:

@@ -99,8 +99,7 @@ def cmd_pretrain(args) -> None:
     missing = [k for k in ("data", "manifest", "run_dir", "out_model", "out_log") if getattr(args, k) is None]
     if missing:
         raise SystemExit(f"error: missing {', '.join('--' + k.replace('_', '-') for k in missing)}")
-    from .launch import Call, run
-    from .stopping import InterruptedRun
+    from .launch import Call
 
     kwargs = dict(
         settings=settings, data_path=args.data, manifest_path=args.manifest, run_dir=args.run_dir,
@@ -108,13 +107,22 @@ def cmd_pretrain(args) -> None:
         threads=args.threads, stop_after_epochs=args.stop_after_epochs, keep_every=args.keep_every,
     )
     job = _gpu_job(args, "pretrain", kwargs)
+    finished = _train(Call("multisym.pretrain:train_member", kwargs), args.run_dir, job)
+    if not finished:
+        print("stopped early; rerun the same command to resume", file=sys.stderr)
+
+
+def _train(call, run_dir, job: tuple[dict, dict]):
+    """A training run, here or as a SLURM job; stopped by a signal (its state
+    saved), it exits with 128 + the signal's number."""
+    from .launch import run
+    from .stopping import InterruptedRun
+
     try:
-        finished = run(Call("multisym.pretrain:train_member", kwargs), args.run_dir, *job)
+        return run(call, run_dir, *job)
     except InterruptedRun as stopped:
         print(stopped, file=sys.stderr)
         raise SystemExit(128 + stopped.signum) from None
-    if not finished:
-        print("stopped early; rerun the same command to resume", file=sys.stderr)
 
 
 GPU_JOB_OPTIONS = (("--gpu-nodes", "nodes"), ("--gpus-per-node", "gpus_per_node"),
@@ -294,7 +302,7 @@ def cmd_sup_logits(args) -> None:
 def _finetune(args, model: str, **extra) -> dict:
     from pathlib import Path
 
-    from .launch import Call, run
+    from .launch import Call
 
     kwargs = dict(
         base_model_path=model, settings=json.loads(args.settings_json), data_path=args.data,
@@ -302,7 +310,7 @@ def _finetune(args, model: str, **extra) -> dict:
         device=args.device, threads=args.threads, **extra,
     )
     job = _gpu_job(args, "adapt", kwargs)
-    return run(Call("multisym.adapt:finetune", kwargs), Path(args.out_model).parent, *job)
+    return _train(Call("multisym.adapt:finetune", kwargs), Path(args.out_model).parent, job)
 
 
 def cmd_finetune(args) -> None:
