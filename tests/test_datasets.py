@@ -496,3 +496,19 @@ def test_inat_images_are_rgb(tmp_path):
     Image.open(first).convert("L").save(first)
     source = open_sources({"name": "inat2019", "root": str(root)})["train"]
     assert all(source.dataset[i][0].mode == "RGB" for i in range(len(source.labels)))
+
+
+def test_imagenet100_draws_its_classes_with_a_seed(tmp_path):
+    """classes {sample: K, seed: S}: K of the root's train folders, the same for
+    the same seed, and the split's labels index the sorted draw."""
+    wnids = fx.fake_wnids(7)
+    root = fx.write_imagenet(tmp_path, wnids, per_class=1, seed=2)
+    spec = {"name": "imagenet100", "root": str(root), "classes": {"sample": 3, "seed": 4}}
+    drawn = ds.imagenet100_classes(spec)
+    assert len(drawn) == 3 and drawn == sorted(drawn) and set(drawn) <= set(wnids)
+    assert ds.imagenet100_classes(spec) == drawn
+    others = {tuple(ds.imagenet100_classes({**spec, "classes": {"sample": 3, "seed": s}})) for s in range(8)}
+    assert len(others) > 1  # the seed matters
+    assert open_sources(spec)["train"].dataset.classes == drawn
+    with pytest.raises(DatasetRootError, match="fewer than the 8 to draw"):
+        ds.imagenet100_classes({**spec, "classes": {"sample": 8, "seed": 0}})

@@ -47,6 +47,16 @@ def test_dry_run_plans_every_member_of_the_default(workflow_copy):
         assert m.folder in result.stdout
 
 
+def test_imagenet100_scale_plans_tables_6_and_10(workflow_copy):
+    """config/imagenet100.yaml, without any ImageNet on this machine: 3 Eq + 3
+    Inv per axis for three axes, linearly probed, feeding Tables 6 and 10."""
+    result = workflow_copy.snakemake("-n", "--configfile=config/imagenet100.yaml")
+    counts = planned_jobs(result.stdout)
+    assert counts["pretrain"] == 18 and counts["probe"] == 18 and "adapt_candidate" not in counts
+    for table in ("table6", "table10"):
+        assert f"results/imagenet100/tables/{table}.csv" in result.stdout
+
+
 def test_planning_never_imports_torch(workflow_copy):
     """The Snakefile must stay light: planning a run imports no torch."""
     code = (

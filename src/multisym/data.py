@@ -179,6 +179,8 @@ def _prepare_root(dataset: dict) -> tuple[dict, dict]:
         "class_counts": {s: np.bincount(arrays[f"{s}_labels"], minlength=num_classes).tolist() for s in SPLITS},
         "files": files_digest(files, dataset["checksum"] == "full"),
     }
+    if dataset["name"] == "imagenet100":
+        facts["classes"] = sources["train"].dataset.classes  # the drawn list, when the config gave a sample
     return arrays, facts
 
 

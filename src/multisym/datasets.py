@@ -187,8 +187,7 @@ def _imagenet(spec: dict, part: str) -> Source:
     folder = root / part
     _require(folder.is_dir(), name, "dataset.root", root, f"lacks the {part} folder")
     if name == "imagenet100":
-        classes = sorted(spec.get("classes") or [])
-        _require(len(classes) > 0, name, "dataset.classes", root, "needs the list of its class wnids in the config")
+        classes = imagenet100_classes(spec)
     else:
         # Both parts index classes by train's folders, so val labels match train's
         # even if a val class folder were missing.
@@ -197,6 +196,21 @@ def _imagenet(spec: dict, part: str) -> Source:
     _require(not missing, name, "dataset.root", root, f"{part} lacks class folders {missing[:5]}")
     dataset = _image_folder(folder, {c: i for i, c in enumerate(classes)}, name, "dataset.root")
     return Source(dataset, np.asarray(dataset.targets), _folder_files(dataset), len(classes))
+
+
+def imagenet100_classes(spec: dict) -> list[str]:
+    """ImageNet-100's wnids, sorted: the configured list, or a seeded draw of
+    ``classes.sample`` of the root's train folders."""
+    root, chosen = _root(spec), spec.get("classes") or []
+    if isinstance(chosen, dict):
+        every = imagenet_classes(root)
+        _require(chosen["sample"] <= len(every), "imagenet100", "dataset.classes.sample", root,
+                 f"has {len(every)} class folders in train, fewer than the {chosen['sample']} to draw")
+        picked = np.random.default_rng(chosen["seed"]).choice(len(every), chosen["sample"], replace=False)
+        chosen = [every[i] for i in picked]
+    _require(len(chosen) > 0, "imagenet100", "dataset.classes", root,
+             "needs the list of its class wnids, or {sample: K, seed: S}, in the config")
+    return sorted(chosen)
 
 
 def imagenet_classes(imagenet_root: str | Path, key: str = "dataset.root") -> list[str]:
