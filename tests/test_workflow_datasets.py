@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import yaml
 
 import dataset_fixtures as fx
 from conftest import ROOT, SMOKE
+from multisym.streaming import LIMIT_VARIABLE
 
 pytestmark = pytest.mark.workflow
 RELEASE_MD5 = ROOT / "tests" / "release_md5"
@@ -41,10 +43,13 @@ def write_fixture(name: str, root: Path) -> dict:
     return section
 
 
-def run_figures(workflow_copy, config_path: Path, patch_md5: bool) -> None:
+def run_figures(workflow_copy, config_path: Path, patch_md5: bool, stream: bool = False) -> None:
     """`snakemake figures` on a scale file; ``patch_md5`` lets torchvision accept
-    fixture release files (whose md5 are not the release's) in its subprocesses."""
+    fixture release files (whose md5 are not the release's) in its subprocesses;
+    ``stream`` streams every split, as ImageNet's are at full size."""
     saved = dict(os.environ)
+    if stream:
+        os.environ[LIMIT_VARIABLE] = "0"
     if patch_md5:
         os.environ["MULTISYM_TEST_FIXTURE_RELEASES"] = "1"
         os.environ["PYTHONPATH"] = f"{RELEASE_MD5}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
@@ -68,8 +73,13 @@ def test_dataset_runs_through_figures(workflow_copy, name):
     config["shift"] = {"enabled": False}
     config["transfer"] = {"datasets": []}
     config["ensembles"] = {**config["ensembles"], "pools": ["eq_inv"], "greedy": {"max_size": 2}}
+    if name == "imagenet":  # streamed, as at full size, through every step, and its evaluation-only sets
+        config["emergence"] = {**config["emergence"], "train_images": 24}
+        config["transfer"] = {"datasets": evaluation_sets(workflow_copy.folder / "data", config["dataset"])}
+        config["ensembles"]["pools"] = ["eq", "eq_inv"]  # Table 9 and Figure 4 compare them
+        config["members"]["seeds"]["eq"] = [1, 2]  # a random Eq ensemble of 2
     path = workflow_copy.write_config(f"{name}.yaml", config)
-    run_figures(workflow_copy, path, patch_md5=name in ("cifar10", "cifar100", "flowers102"))
+    run_figures(workflow_copy, path, patch_md5=name in ("cifar10", "cifar100", "flowers102"), stream=name == "imagenet")
     root = workflow_copy.folder / "results" / config["name"]
     manifest = json.loads((root / "data" / "manifest.json").read_text())
     assert manifest["files"]["count"] > 0 and len(manifest["files"]["listing_sha256"]) == 64
@@ -80,6 +90,42 @@ def test_dataset_runs_through_figures(workflow_copy, name):
         assert (root / "tables" / f"{table}.csv").stat().st_size > 0
     for figure in ("figure2", "figure3"):
         assert (root / "figures" / f"{figure}.png").stat().st_size > 1000
+    if name == "imagenet":
+        check_evaluation_sets(root, members)
+
+
+def evaluation_sets(folder: Path, imagenet: dict) -> list[dict]:
+    """ImageNet-V2 (classes 0-4 of the fixture's 5) and ImageNet-R (3 of them)."""
+    wnids = sorted(p.name for p in (Path(imagenet["root"]) / "train").iterdir())
+    fx.write_imagenet_v2(folder / "imagenet_v2", "matched-frequency", tuple(range(5)), per_class=4)
+    fx.write_imagenet_r(folder / "imagenet_r", wnids[1:4], per_class=4)
+    return [{"key": "in_v2", "mode": "evaluate",
+             "dataset": {"name": "imagenet_v2", "root": str(folder / "imagenet_v2"), "variant": "matched-frequency"}},
+            {"key": "in_r", "mode": "evaluate", "dataset": {"name": "imagenet_r", "root": str(folder / "imagenet_r")}}]
+
+
+def logits_of(member: str, folder: Path) -> Path:
+    """The member's logits: named by its folder, its id and settings hash."""
+    return next(p for p in folder.iterdir() if re.fullmatch(rf"{re.escape(member)}-[0-9a-f]+\.npz", p.name))
+
+
+def check_evaluation_sets(root: Path, members: list[dict]) -> None:
+    """Each Eq and Inv member evaluated without retraining: val logits its own on
+    ImageNet (restricted to ImageNet-R's classes there), test logits on the set;
+    both sets are columns of Table 9 and not of Table 5 (no adaptation)."""
+    import numpy as np
+
+    for member in (m for m in members if m["mode"] in ("eq", "inv")):
+        own, v2, in_r = (np.load(logits_of(member["member"], folder)) for folder in
+                         (root / "logits", root / "transfer" / "in_v2" / "logits", root / "transfer" / "in_r" / "logits"))
+        assert np.array_equal(v2["val_logits"], own["val_logits"]) and v2["test_logits"].shape == (20, 5)
+        assert in_r["test_logits"].shape == (12, 3) and set(in_r["test_labels"].tolist()) == {0, 1, 2}
+        keep = np.isin(own["val_labels"], [1, 2, 3])
+        assert np.array_equal(in_r["val_logits"], own["val_logits"][keep][:, 1:4])
+    with open(root / "tables" / "table9.csv") as handle:
+        columns = {row["column"] for row in csv.DictReader(handle)}
+    assert {"in_v2", "in_r"} <= columns
+    assert not (root / "tables" / "table5.csv").exists()
 
 
 def test_transfer_datasets_from_roots(workflow_copy):

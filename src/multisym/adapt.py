@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, data, optim
+from . import checkpoint, data, optim, streaming
 from .checksums import sha256_file
 from .data import write_npz
 from .members import settings_hash
@@ -68,10 +68,36 @@ def forward_in_batches(model, images: torch.Tensor, runtime, size: int, batch: i
     model.eval()
     outputs = []
     for start in range(0, len(images), batch):
-        x = resize_center(images[start:start + batch].to(runtime.device), size)
+        x = images[start:start + batch]
+        streaming.prefetch(images, slice(start + batch, start + 2 * batch))
+        x = resize_center(x.to(runtime.device), size)
         with runtime.amp():
             outputs.append(model(runtime.prepare(x)).float().cpu())
     return torch.cat(outputs)
+
+
+class AdaptedClassifier:
+    """A member as adapted to its dataset, applied to new images: a fine-tuned
+    or supervised network with its own head, or a probed backbone followed by
+    its fitted probe (``probe_params``; features rounded to float16, as the
+    probe was fit on them). Called on images, it returns float32 logits."""
+
+    def __init__(self, model_path, probe_params, info: data.DatasetInfo, device: torch.device):
+        from .files import read_npz
+
+        self.network, settings = load_network(model_path, info, classifier=probe_params is None)
+        self.network = self.network.to(device)
+        self.params = read_npz(probe_params) if probe_params is not None else None
+        self.runtime = make_runtime(device, "auto", info)
+        self.size = settings.get("views", {}).get("size", info.image_size)
+
+    def __call__(self, images) -> np.ndarray:
+        from .probe import probe_logits
+
+        out = forward_in_batches(self.network, images, self.runtime, self.size).numpy()
+        if self.params is None:
+            return out.astype(np.float32)
+        return probe_logits(self.params, out.astype(np.float16).astype(np.float32))
 
 
 # --------------------------------------------------- features for the probe
@@ -180,9 +206,11 @@ def finetune(
                     order, first, losses = torch.randperm(len(images), generator=generator).to(target), 0, []
                 for index in range(first, steps_per_epoch):
                     idx = order[index * batch:(index + 1) * batch]
+                    inputs = images[idx]
+                    streaming.prefetch(images, order[(index + 1) * batch:(index + 2) * batch])
                     optim.set_learning_rate(optimizer, optim.learning_rate(step, total, steps_per_epoch, recipe))
                     with runtime.amp():
-                        views = images[idx] if spec is None else make_views(images[idx], spec, generator)
+                        views = inputs if spec is None else make_views(inputs, spec, generator)
                         logits = model(runtime.prepare(views))
                     loss = F.cross_entropy(logits.float(), labels[idx])
                     if not torch.isfinite(loss):

@@ -77,7 +77,7 @@ def prepare_sets(settings: dict, data_path, manifest_path, ood: dict[str, tuple[
 
     keep = subset(len(labels))
     shape = (info.channels, info.image_size, info.image_size)
-    arrays = {TEST: to_uint8(images.numpy()[keep]), "test_labels": labels.numpy()[keep], "test_index": keep}
+    arrays = {TEST: to_uint8(images[keep].numpy()), "test_labels": labels.numpy()[keep], "test_index": keep}
     sources = {TEST: f"{info.name} test split (seeded subset)"}
     if settings["noise"]:
         arrays["noise"] = to_uint8(rng.random((settings["noise"], *shape), dtype=np.float32))
@@ -90,7 +90,7 @@ def prepare_sets(settings: dict, data_path, manifest_path, ood: dict[str, tuple[
         if tuple(ood_images.shape[1:]) != shape:
             raise data.DataError(f"audit.ood_datasets {key!r}: images of shape {tuple(ood_images.shape[1:])}, "
                                  f"but the members take {shape}; set its image_size and channels to match")
-        arrays[key] = to_uint8(ood_images.numpy()[subset(len(ood_images))])
+        arrays[key] = to_uint8(ood_images[subset(len(ood_images))].numpy())
         sources[key] = f"{ood_info.name} test split (seeded subset)"
     sets = [name for name in sources]
     manifest = {

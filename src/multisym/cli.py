@@ -205,6 +205,13 @@ def cmd_shift_logits(args) -> None:
                   device=args.device, threads=args.threads)
 
 
+def cmd_evaluation_logits(args) -> None:
+    from .evaluation_sets import member_logits
+
+    member_logits(args.model, args.probe_params, args.data, args.manifest, args.primary_logits,
+                  args.primary_manifest, args.out, device=args.device, threads=args.threads)
+
+
 def cmd_shift_metrics(args) -> None:
     from .shift import evaluate
 
@@ -523,6 +530,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift-data", required=True)
     p.add_argument("--shift-manifest", required=True)
     p.add_argument("--manifest", required=True, help="the prepared dataset's manifest")
+    p.add_argument("--out", required=True)
+    runtime_options(p)
+
+    p = command("evaluation-logits", cmd_evaluation_logits,
+                "one adapted member's logits on an evaluation-only set (ImageNet-V2, ImageNet-R)")
+    p.add_argument("--model", required=True, help="the member as adapted to the pretraining dataset")
+    p.add_argument("--probe-params", help="the fitted probe of an SSL member (none for fine-tuned members)")
+    p.add_argument("--data", required=True, help="the evaluation set's prepared data")
+    p.add_argument("--manifest", required=True, help="the evaluation set's manifest")
+    p.add_argument("--primary-logits", required=True, help="the member's logits on the pretraining dataset")
+    p.add_argument("--primary-manifest", required=True, help="the pretraining dataset's manifest")
     p.add_argument("--out", required=True)
     runtime_options(p)
 

@@ -99,6 +99,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     _check_consistency(resolved)
     _check_ensembles(resolved)
     _check_transfer(resolved)
+    _check_evaluation_sets(resolved)
     return resolved
 
 
@@ -154,6 +155,9 @@ def _inherit_transfer_format(config: dict) -> None:
             dataset["channels"] = primary.get("channels") or own_channels(primary)
 
 
+EVALUATION_SETS = ("imagenet_v2", "imagenet_r")
+
+
 def _check_dataset_list(entries: list[dict], key: str) -> None:
     """Unique keys and valid splits in a list of keyed datasets."""
     keys = [entry["key"] for entry in entries]
@@ -161,7 +165,35 @@ def _check_dataset_list(entries: list[dict], key: str) -> None:
         prefix = f"{key}.{index}"
         if entry["key"] in keys[:index]:
             raise ConfigError(f"config key '{prefix}.key': {entry['key']!r} is used by two datasets of {key}")
-        _check_splits(entry["dataset"], f"{prefix}.dataset")
+        if entry["dataset"]["name"] in EVALUATION_SETS and entry.get("mode") != "evaluate":
+            raise ConfigError(f"config key '{prefix}.dataset.name': {entry['dataset']['name']} is an evaluation-only "
+                              "set; it is a transfer dataset with mode evaluate")
+        if entry.get("mode") != "evaluate":
+            _check_splits(entry["dataset"], f"{prefix}.dataset")
+
+
+def _check_evaluation_sets(config: dict) -> None:
+    """Evaluation-only sets share ImageNet's 1000-way class index, so they
+    evaluate members of an ImageNet scale; ImageNet-V2 names its variant."""
+    primary = config["dataset"]
+    if primary["name"] in EVALUATION_SETS:
+        raise ConfigError(f"config key 'dataset.name': {primary['name']} is an evaluation-only set; add it to "
+                          "transfer.datasets with mode evaluate under an imagenet scale")
+    for index, entry in enumerate(config["transfer"]["datasets"]):
+        prefix, dataset = f"transfer.datasets.{index}", entry["dataset"]
+        if entry["mode"] != "evaluate":
+            continue
+        if dataset["name"] not in EVALUATION_SETS:
+            raise ConfigError(f"config key '{prefix}.mode': evaluate takes {' or '.join(EVALUATION_SETS)}, "
+                              f"not {dataset['name']}")
+        if primary["name"] != "imagenet":
+            raise ConfigError(f"config key '{prefix}.mode': {dataset['name']} shares ImageNet-1k's classes; "
+                              f"it evaluates members of an imagenet scale, not {primary['name']}")
+        if dataset["name"] == "imagenet_v2" and not dataset["variant"]:
+            raise ConfigError(f"config key '{prefix}.dataset.variant': name the ImageNet-V2 variant folder "
+                              "(e.g. imagenetv2-matched-frequency-format-val)")
+        if dataset["name"] == "imagenet_r" and not dataset["imagenet_root"]:
+            dataset["imagenet_root"] = primary["root"]
 
 
 def _check_transfer(config: dict) -> None:

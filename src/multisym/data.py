@@ -94,7 +94,12 @@ def stratified_split(labels: np.ndarray, fractions: dict, seed: int) -> dict[str
 
 def source_splits(sources: dict, splits: dict) -> dict[str, tuple[str, np.ndarray]]:
     """Each split as (source name, indices into that source): official splits
-    where the dataset has them, seeded per-class held-out parts of train otherwise."""
+    where the dataset has them, seeded per-class held-out parts of train otherwise.
+    An evaluation-only set (no train) is all test."""
+    if "train" not in sources:
+        nothing = np.zeros(0, dtype=np.int64)
+        return {"train": ("test", nothing), "val": ("test", nothing),
+                "test": ("test", np.arange(len(sources["test"].labels)))}
     labels = sources["train"].labels
     if "test" not in sources:
         parts = stratified_split(labels, splits, splits["seed"])
@@ -162,11 +167,13 @@ def _prepare_root(dataset: dict) -> tuple[dict, dict]:
 
     sources = open_sources(dataset)
     parts = source_splits(sources, dataset["splits"])
-    num_classes = sources["train"].num_classes
+    num_classes = sources["test" if "train" not in sources else "train"].num_classes
     arrays = {}
     for split, (source, index) in parts.items():
         arrays[f"{split}_index"] = index
         arrays[f"{split}_labels"] = sources[source].labels[index].astype(np.int64)
+    if sources[parts["test"][0]].class_mask is not None:
+        arrays["class_mask"] = sources[parts["test"][0]].class_mask.astype(np.int64)
     files = sorted({Path(f) for src in sources.values() for f in [*src.files, *src.metadata]})
     facts = {
         "source": f"torchvision ({', '.join(f'{k}: {type(v.dataset).__name__}' for k, v in sources.items())})",
@@ -255,18 +262,15 @@ def load_arrays(data_path: str | Path, manifest_path: str | Path) -> tuple[dict[
     return read_verified(data_path, manifest, manifest_path, "prepare_data"), manifest
 
 
-# Decoded images of a dataset read from a root are held in memory; larger
-# datasets need the streaming loader (not built yet), so refuse them clearly.
-IN_MEMORY_LIMIT_BYTES = 8 * 2**30
-
-
 def load_splits(data_path: str | Path, manifest_path: str | Path, splits=SPLITS):
     """{split: (images, labels)} as torch tensors from one verified read, plus
     the DatasetInfo.
 
     Images are float32 (N, C, S, S) in [0, 1]. For a dataset read from a root,
     each image's shorter side is resized to S (bilinear, antialiased) and the
-    centre S x S cropped, decoded through its torchvision class.
+    centre S x S cropped, decoded through its torchvision class; a split above
+    the in-memory limit (``streaming``) comes as ``StreamedImages``, decoded
+    when indexed.
     """
     import torch
 
@@ -291,27 +295,8 @@ def load_split(data_path: str | Path, manifest_path: str | Path, split: str):
 
 
 def _decode_split(manifest: dict, split: str, index: np.ndarray):
-    import torch
-    from torchvision.transforms import v2
-
     from .datasets import open_sources
+    from .streaming import SplitDecoder, decode_split
 
-    size, channels = manifest["image_size"], manifest["channels"]
-    needed = len(index) * channels * size * size * 4
-    if needed > IN_MEMORY_LIMIT_BYTES:
-        raise DataError(
-            f"the {split} split of {manifest['dataset']} needs {needed / 2**30:.1f} GiB decoded in memory "
-            f"(more than {IN_MEMORY_LIMIT_BYTES / 2**30:.0f} GiB); streaming loaders for datasets of this "
-            "size are not built yet: lower dataset.image_size or use a smaller dataset"
-        )
-    sources = open_sources(manifest["settings"])
-    source = sources[manifest["split_sources"][split]]
-    transform = v2.Compose([
-        v2.PILToTensor(), v2.RGB(), v2.Resize(size, antialias=True), v2.CenterCrop(size),
-        *([v2.Grayscale(1)] if channels == 1 else []), v2.ToDtype(torch.float32, scale=True),
-    ])
-    images = torch.empty(len(index), channels, size, size)
-    for row, i in enumerate(index):
-        image, _ = source.dataset[int(i)]
-        images[row] = transform(image)
-    return images
+    source = open_sources(manifest["settings"])[manifest["split_sources"][split]]
+    return decode_split(SplitDecoder(source, index, manifest["image_size"], manifest["channels"]))

@@ -60,6 +60,9 @@ class Source:
     files: list[Path] = field(repr=False)
     num_classes: int
     metadata: list[Path] = field(default_factory=list, repr=False)
+    # the classes an evaluation-only set covers, as indices of the 1000-way
+    # logits to keep (ImageNet-R); None: all of them
+    class_mask: np.ndarray | None = None
 
 
 LAYOUTS = {
@@ -261,9 +264,10 @@ def imagenet_r(spec: dict, key: str, wnids: list[str]) -> tuple[Source, np.ndarr
 
 # ------------------------------------------------------------ registry
 def open_sources(spec: dict) -> dict[str, Source]:
-    """The labelled sources of a primary dataset: always ``train``; ``test``
-    where the dataset has a labelled test split; ``val`` where it has an
-    official validation split (Flowers-102)."""
+    """The labelled sources of a dataset: ``train`` (except for the
+    evaluation-only ImageNet-V2 and ImageNet-R); ``test`` where the dataset has
+    a labelled test split; ``val`` where it has an official validation split
+    (Flowers-102)."""
     name = spec["name"]
     if name in ("cifar10", "cifar100"):
         return {"train": _cifar(spec, True), "test": _cifar(spec, False)}
@@ -277,6 +281,13 @@ def open_sources(spec: dict) -> dict[str, Source]:
         return {"train": _inat(spec)}
     if name in ("imagenet", "imagenet100"):
         return {"train": _imagenet(spec, "train"), "test": _imagenet(spec, "val")}
+    # evaluation-only sets: a test split in ImageNet-1k's class index
+    if name == "imagenet_v2":
+        return {"test": imagenet_v2(spec, "dataset")}
+    if name == "imagenet_r":
+        source, mask = imagenet_r(spec, "dataset", imagenet_classes(spec["imagenet_root"], "dataset.imagenet_root"))
+        source.class_mask = mask
+        return {"test": source}
     raise ValueError(f"config key 'dataset.name': {name!r} has no torchvision loader; known: {sorted(LAYOUTS)}")
 
 

@@ -69,6 +69,11 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
     if settings["train_images"] and settings["train_images"] < len(labels):
         keep = np.random.default_rng(settings["seed"]).choice(len(labels), settings["train_images"], replace=False)
         images, labels = images[np.sort(keep)], labels[np.sort(keep)]
+    elif not isinstance(images, torch.Tensor):
+        raise data.DataError(
+            f"the train split of {info.name} is streamed ({len(labels)} images, more than fit in memory); "
+            "set emergence.train_images to the number of training images the experiment uses"
+        )
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)
     std = torch.tensor(info.std).view(1, -1, 1, 1)
     if run == "augmented":

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import checkpoint, data, distributed, optim, provenance
+from . import checkpoint, data, distributed, optim, provenance, streaming
 from .losses import cross_view_info_nce, equivariance_loss
 from .errors import UserError
 from .members import settings_hash
@@ -444,9 +444,12 @@ def train_member(
                 lr = optim.learning_rate(max(step - 1, 0), total_steps, steps_per_epoch, recipe["optimizer"])
                 for index in range(first, steps_per_epoch):
                     batch = order[index * batch_size:(index + 1) * batch_size][shard]
+                    inputs = images[batch]
+                    # a streamed split decodes the next batch while this one trains
+                    streaming.prefetch(images, order[(index + 1) * batch_size:(index + 2) * batch_size][shard])
                     lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
                     optim.set_learning_rate(optimizer, lr)
-                    terms = step_fn(images[batch], labels[batch], views)
+                    terms = step_fn(inputs, labels[batch], views)
                     monitor.record(terms, epoch, index)
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(terms["loss"]).backward()

@@ -35,7 +35,7 @@ def prepare(settings: dict, data_path, manifest_path, out_data, out_manifest) ->
     rng = np.random.default_rng(settings["seed"])
     count = min(settings["max_images"], len(labels))
     keep = np.sort(rng.choice(len(labels), size=count, replace=False))
-    clean = images.numpy()[keep]
+    clean = images[keep].numpy()  # decodes only these when the split is streamed
     arrays = {CLEAN: to_uint8(clean), "labels": labels.numpy()[keep], "test_index": keep}
     for index, corruption in enumerate(settings["corruptions"]):
         for severity in settings["severities"]:
@@ -72,27 +72,17 @@ def member_logits(model_path, probe_params, shift_path, shift_manifest, data_man
     """One member's logits on every shift set (SSL members need ``probe_params``)."""
     import torch
 
-    from .adapt import forward_in_batches, load_network
+    from .adapt import AdaptedClassifier
     from .models import select_device
-    from .pretrain import make_runtime, set_threads
-    from .probe import probe_logits
+    from .pretrain import set_threads
 
     set_threads(threads)
-    target = select_device(device)
     info = data.info(data.read_manifest(data_manifest))
-    network, settings = load_network(model_path, info, classifier=probe_params is None)
-    if probe_params is not None:
-        params = read_npz(probe_params)
-    network = network.to(target)
-    runtime = make_runtime(target, "auto", info)
-    size = settings.get("views", {}).get("size", info.image_size)
+    classify = AdaptedClassifier(model_path, probe_params, info, select_device(device))
     sets, labels, _ = load_sets(shift_path, shift_manifest)
     outputs = {"labels": labels}
     for name, images in sets.items():
-        out = forward_in_batches(network, torch.from_numpy(images), runtime, size).numpy()
-        if probe_params is not None:  # the probe was fit on float16 features
-            out = out.astype(np.float16).astype(np.float32)
-        outputs[f"{name}_logits"] = out.astype(np.float32) if probe_params is None else probe_logits(params, out)
+        outputs[f"{name}_logits"] = classify(torch.from_numpy(images))
     data.write_npz(out_path, **outputs)
 
 

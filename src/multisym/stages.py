@@ -23,6 +23,7 @@ VERSIONS: dict[str, int] = {
     "shift_sets": 1,
     "shift_logits": 1,
     "shift_metrics": 1,
+    "evaluation_logits": 1,
     "audit_sets": 1,
     "audit_outputs": 1,
     "audit_metrics": 1,

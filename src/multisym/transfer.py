@@ -12,7 +12,9 @@ and its Eq / Inv / Eq+Inv ensembles:
   (% of classes where each is more accurate, Table 1's definition);
 * Δ at greedy M (Table 9, Figure 4): Eq+Inv minus Eq, for top-1 and efficiency.
 
-Tables 5, 8, 9 and Figure 4 read only these summaries.
+Tables 5, 8, 9 and Figure 4 read only these summaries; Tables 5 and 8 (transfer
+by adaptation) leave out the evaluation-only sets, which Table 9 and Figure 4
+show beside the transfer datasets, as the paper's IN-V2 and IN-R columns.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def _delta(greedy: dict, size: int) -> dict | None:
 
 
 def summarise_dataset(spec: dict, member_metrics: dict, ensembles: list[dict]) -> dict:
-    """``spec``: key, label, dataset (its name) and delta_size."""
+    """``spec``: key, label, dataset (its name), delta_size and evaluation_only
+    (a set the members are evaluated on without adaptation: ImageNet-V2, -R)."""
     greedy = {r["pool"]: _greedy(r) for r in ensembles if r["strategy"] == "greedy"}
     random = {r["pool"]: _random(r) for r in ensembles if r["strategy"] == "random"}
     dominance = member_metrics.get("dominance") or None
@@ -78,6 +81,7 @@ def summarise_dataset(spec: dict, member_metrics: dict, ensembles: list[dict]) -
         "label": spec["label"],
         "dataset": spec["dataset"],
         "stand_in": STAND_INS.get(spec["dataset"]),
+        "evaluation_only": bool(spec.get("evaluation_only")),
         "singles": _singles(member_metrics["members"]),
         "greedy": greedy,
         "random": random,

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import sys
+from types import SimpleNamespace
 
 from multisym.config import resolve
 from multisym.layout import Layout
@@ -78,6 +79,7 @@ wildcard_constraints:
     tdata=alternatives(TRANSFER),
     tprobe=alternatives(k for k, t in TRANSFER.items() if t["mode"] == "probe"),
     tfine=alternatives(k for k, t in TRANSFER.items() if t["mode"] == "finetune"),
+    teval=alternatives(k for k, t in TRANSFER.items() if t["mode"] == "evaluate"),
     tmember=alternatives(m.folder for m in TRANSFER_MEMBERS),
     ood=alternatives(k["key"] for k in config["audit"]["ood_datasets"]),
     run="augmented|control",
@@ -256,6 +258,11 @@ def evaluated_network(wildcards):
     return network
 
 
+def transfer_evaluated_network(wildcards):
+    """A transfer member's network as adapted to the pretraining dataset."""
+    return evaluated_network(SimpleNamespace(evaluated=wildcards.tmember))
+
+
 def probe_option(wildcards, input):
     return f"--probe-params {input.probe}" if "probe" in input.keys() else ""
 
@@ -417,6 +424,7 @@ def dataset_summary_spec(key, dataset):
             "dataset": dataset["name"],
             "delta_size": config["transfer"]["ensemble_size"],
             "axes_size": config["ensembles"]["axes_size"],
+            "evaluation_only": key in TRANSFER and TRANSFER[key]["mode"] == "evaluate",
         },
         sort_keys=True,
     )
@@ -475,7 +483,8 @@ def target_needs():
     inv = sum(m.mode == "inv" and m.axis == axis for m in MEMBERS)
     audit, emergence = config["audit"]["enabled"], config["emergence"]["enabled"]
     two_axes = "eq_inv_all" in AXIS_POOLS
-    transfer_eq = bool(TRANSFER) and "eq" in TRANSFER_POOLS
+    adapted = any(t["mode"] != "evaluate" for t in TRANSFER.values())
+    transfer_eq = adapted and "eq" in TRANSFER_POOLS
     transfer_both = bool(TRANSFER) and {"eq", "eq_inv"} <= set(TRANSFER_POOLS)
     return {
         "table1": (bool(MEMBERS), "at least one member"),
@@ -497,8 +506,8 @@ def target_needs():
             "eq" in POOLS or "eq_inv" in POOLS,
             "the eq or eq_inv pool in ensembles.pools",
         ),
-        "table5": (transfer_eq, "a transfer dataset and the eq pool"),
-        "table8": (transfer_eq, "a transfer dataset and the eq pool"),
+        "table5": (transfer_eq, "a transfer dataset adapted to and the eq pool"),
+        "table8": (transfer_eq, "a transfer dataset adapted to and the eq pool"),
         "table9": (transfer_both, "a transfer dataset and the eq and eq_inv pools"),
         "figure4": (transfer_both, "a transfer dataset and the eq and eq_inv pools"),
         **{

@@ -132,6 +132,36 @@ rule transfer_adapted_logits:
         " --out-choice {output.choice} > {log} 2>&1"
 
 
+# Evaluation-only sets (ImageNet-V2, ImageNet-R): each member as adapted to the
+# pretraining dataset, on the set's images; its val logits are its own on the
+# pretraining dataset, so ensembles are chosen in distribution.
+rule transfer_evaluation_logits:
+    input:
+        unpack(transfer_evaluated_network),
+        data=LAYOUT.transfer("{teval}").dataset,
+        manifest=LAYOUT.transfer("{teval}").manifest,
+        primary_logits=LAYOUT.logits("{tmember}"),
+        primary_manifest=LAYOUT.manifest,
+    output:
+        logits=kept(LAYOUT.transfer("{teval}").logits("{tmember}")),
+    log:
+        LAYOUT.transfer("{teval}").log("evaluation_logits", "{tmember}"),
+    conda:
+        env("workflow")
+    threads: 1
+    resources:
+        runtime="1h",
+        mem_mb=8000,
+    params:
+        probe=probe_option,
+        version=stage_version("evaluation_logits"),
+    shell:
+        "multisym evaluation-logits --model {input.model} {params.probe} --data {input.data}"
+        " --manifest {input.manifest} --primary-logits {input.primary_logits}"
+        " --primary-manifest {input.primary_manifest} --out {output.logits}"
+        " --threads {threads} > {log} 2>&1"
+
+
 use rule member_metrics as transfer_member_metrics with:
     input:
         logits=transfer_member_logits,

@@ -1,0 +1,55 @@
+"""Evaluation-only sets of an ImageNet scale (mse_spec §5, Table 9, Figure 4):
+ImageNet-V2 and ImageNet-R, on which the members adapted to ImageNet are
+evaluated without retraining.
+
+A member's logits file for such a set has the layout of every other logits
+file, so member metrics, ensembles and the dataset summary treat it as one
+more dataset:
+
+* ``test``: the adapted member on the set's images;
+* ``val``: the member's own logits on ImageNet's val split, copied, so that
+  greedy ensembles are chosen on in-distribution data, never on the shift set.
+
+ImageNet-R covers 200 of the 1000 classes: both splits keep only the logits of
+those classes (the 200-of-1000 mask of the paper) and only the val images of
+those classes, and labels become positions among them; so ImageNet-R is
+200-way classification, as reported.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import data
+from .files import read_npz
+
+
+def restrict(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of the classes in ``mask`` (sorted 1000-way indices) and the rows
+    whose label is one of them, labels renumbered to positions in ``mask``."""
+    position = np.full(int(max(logits.shape[1], labels.max(initial=0) + 1)), -1)
+    position[mask] = np.arange(len(mask))
+    rows = position[labels] >= 0
+    return np.ascontiguousarray(logits[rows][:, mask]), position[labels[rows]]
+
+
+def member_logits(model_path, probe_params, data_path, manifest_path, primary_logits, primary_manifest, out_path,
+                  device="auto", threads=None) -> None:
+    """One member's val (ImageNet's, copied) and test (the set's) logits."""
+    from .adapt import AdaptedClassifier
+    from .models import select_device
+    from .pretrain import set_threads
+
+    set_threads(threads)
+    info = data.info(data.read_manifest(primary_manifest))  # the network's input: the ImageNet scale's
+    arrays, _ = data.load_arrays(data_path, manifest_path)
+    images, labels, _ = data.load_split(data_path, manifest_path, "test")
+    classify = AdaptedClassifier(model_path, probe_params, info, select_device(device))
+    test_logits, test_labels = classify(images), labels.numpy()
+    primary = read_npz(primary_logits)
+    val_logits, val_labels = primary["val_logits"], primary["val_labels"]
+    if "class_mask" in arrays:
+        val_logits, val_labels = restrict(val_logits, val_labels, arrays["class_mask"])
+        test_logits, test_labels = restrict(test_logits, test_labels, arrays["class_mask"])
+    data.write_npz(out_path, val_logits=val_logits.astype(np.float32), val_labels=val_labels.astype(np.int64),
+                   test_logits=test_logits.astype(np.float32), test_labels=test_labels.astype(np.int64))
