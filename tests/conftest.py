@@ -23,6 +23,20 @@ def smoke_config() -> dict:
         return yaml.safe_load(handle)
 
 
+def prepared_eq_member(folder: Path, epochs: int, batch_size: int) -> tuple[dict, tuple[Path, Path]]:
+    """The smoke scale's first Eq member trained for ``epochs`` at ``batch_size``,
+    and its dataset prepared in ``folder`` (data file, manifest)."""
+    from multisym import config as config_module
+    from multisym import data
+    from multisym.members import member_table
+
+    cfg = config_module.load(SMOKE)
+    cfg["pretrain"]["epochs"], cfg["pretrain"]["batch_size"] = epochs, batch_size
+    prepared = (folder / "dataset.npz", folder / "manifest.json")
+    data.prepare(cfg["dataset"], *prepared)
+    return next(m for m in member_table(config_module.resolve(cfg)) if m.mode == "eq").settings, prepared
+
+
 def tool_env() -> dict:
     """The environment for subprocesses: this interpreter's bin folder first,
     so `multisym` and `snakemake` are the ones installed beside it."""

@@ -16,7 +16,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,8 +23,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from conftest import SMOKE, tool_env
-from multisym import checkpoint, data, distributed
+from conftest import SMOKE, prepared_eq_member, tool_env
+from test_interruptions import command as pretrain_command
+from multisym import checkpoint, distributed
 from multisym import config as config_module
 from multisym.data import DatasetInfo
 from multisym.errors import UserError
@@ -122,13 +122,8 @@ EPOCHS = 12
 def two_process_run(tmp_path_factory):
     """An Eq member trained start to end by two gloo processes (the local
     executor's one process per GPU), with a snapshot every 4 epochs."""
-    cfg = config_module.load(SMOKE)
-    cfg["pretrain"]["epochs"] = EPOCHS
-    cfg["pretrain"]["batch_size"] = 64
     folder = tmp_path_factory.mktemp("two")
-    prepared = (folder / "dataset.npz", folder / "manifest.json")
-    data.prepare(cfg["dataset"], *prepared)
-    settings = next(m for m in member_table(config_module.resolve(cfg)) if m.mode == "eq").settings
+    settings, prepared = prepared_eq_member(folder, EPOCHS, 64)
     reference = folder / "reference"
     done = subprocess.run(two_process_command(settings, prepared, reference), env=tool_env(), capture_output=True,
                           text=True, timeout=300)
@@ -137,12 +132,7 @@ def two_process_run(tmp_path_factory):
 
 
 def two_process_command(settings, prepared, run: Path) -> list[str]:
-    return [
-        sys.executable, "-m", "multisym.cli", "pretrain", "--settings-json", json.dumps(settings),
-        "--data", str(prepared[0]), "--manifest", str(prepared[1]), "--run-dir", str(run),
-        "--out-model", str(run / "model.pt"), "--out-log", str(run / "epochs.csv"), "--threads", "1",
-        "--device", "cpu", "--gpus-per-node", "2", "--keep-every", "4",
-    ]
+    return [*pretrain_command(settings, prepared, run), "--gpus-per-node", "2", "--keep-every", "4"]
 
 
 def epochs_logged(run: Path) -> int:

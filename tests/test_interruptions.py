@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, tool_env
+from conftest import ROOT, prepared_eq_member, tool_env
 from multisym import checkpoint, data
 from multisym import config as config_module
 from multisym.members import adaptation_candidates, member_table
@@ -28,13 +28,8 @@ from multisym.pretrain import STATE_FILE, train_member
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    cfg = config_module.load(ROOT / "config" / "smoke.yaml")
-    cfg["pretrain"]["epochs"] = 25
-    cfg["pretrain"]["batch_size"] = 64
     folder = tmp_path_factory.mktemp("signals")
-    prepared = (folder / "dataset.npz", folder / "manifest.json")
-    data.prepare(cfg["dataset"], *prepared)
-    settings = next(m for m in member_table(config_module.resolve(cfg)) if m.mode == "eq").settings
+    settings, prepared = prepared_eq_member(folder, 25, 64)
     reference = folder / "reference"
     assert train_member(settings, *prepared, reference, reference / "model.pt", reference / "epochs.csv",
                         device="cpu", threads=1)

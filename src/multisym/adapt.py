@@ -30,8 +30,8 @@ from .checksums import sha256_file
 from .data import write_npz
 from .members import settings_hash
 from .models import SupervisedModel, build_backbone, select_device
-from .pretrain import (STATE_FILE, history_csv, make_runtime, restore_rng, rng_state, set_threads,
-                       supervised_view_spec)
+from .pretrain import (STATE_FILE, epoch_start, history_csv, make_runtime, restore_training, set_threads,
+                       supervised_view_spec, training_state)
 from .stopping import InterruptedRun, StopSignal
 from .views import make_views, resize_center
 
@@ -180,10 +180,7 @@ def finetune(
         epoch, step, rows, best, resume = 0, 0, [], {"score": -1.0, "epoch": 0, "model": None}, None
         if state_path.exists():
             state = checkpoint.load(state_path, expected_hash=digest)
-            model.load_state_dict(state["model"], strict=True)
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            restore_rng(state["rng"], generator)
+            restore_training(state, model, optimizer, scaler, generator)
             epoch, step, rows, best = state["epoch"], state["step"], list(state["rows"]), dict(state["best"])
             if "batch" in state:
                 resume = {key: state[key] for key in ("batch", "order", "losses")}
@@ -192,22 +189,19 @@ def finetune(
 
         def save_state(**partial) -> None:
             checkpoint.save({"settings_hash": digest, "epoch": epoch, "step": step, "rows": rows, "best": best,
-                             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "scaler": scaler.state_dict(), "rng": rng_state(generator), **partial}, state_path)
+                             **training_state(model, optimizer, scaler, generator), **partial}, state_path)
 
         with StopSignal() as stop:
             while epoch < settings["epochs"]:
                 tick = time.perf_counter()
                 model.train()
-                if resume is not None:  # continue the epoch a signal interrupted
-                    order, first, losses = resume["order"].to(target), resume["batch"], list(resume["losses"])
-                    resume = None
-                else:
-                    order, first, losses = torch.randperm(len(images), generator=generator).to(target), 0, []
+                order, first, saved = epoch_start(resume, len(images), generator, target)
+                resume, losses = None, list(saved.get("losses", []))
                 for index in range(first, steps_per_epoch):
                     idx = order[index * batch:(index + 1) * batch]
                     inputs = images[idx]
-                    streaming.prefetch(images, order[(index + 1) * batch:(index + 2) * batch])
+                    if index + 1 < steps_per_epoch:
+                        streaming.prefetch(images, order[(index + 1) * batch:(index + 2) * batch])
                     optim.set_learning_rate(optimizer, optim.learning_rate(step, total, steps_per_epoch, recipe))
                     with runtime.amp():
                         views = inputs if spec is None else make_views(inputs, spec, generator)

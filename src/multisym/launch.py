@@ -11,7 +11,14 @@ runs on the submitting host and calls :func:`run`, which
 2. polls the job's state with bounded ``sacct``/``squeue`` calls until its
    result file appears or it ends, giving up after ``cluster.wait_hours`` with
    an error that says the job goes on and how to reattach;
-3. returns the job's result, or raises with the job's own traceback and log.
+3. returns the job's result (task 0's, rank 0 of the training processes), or
+   raises with the job's own traceback and log.
+
+A job on ``nodes`` x ``gpus_per_node`` GPUs runs one task per GPU; each task
+exports torch.distributed's variables from submitit's job environment, and
+``distributed.joined`` makes them one process group. With the local executor,
+a one-node job of several GPUs starts one process per GPU here
+(``processes.run``).
 
 Inside the job, training stops at a step boundary on SLURM's warning signal
 (SIGUSR2, ``cluster.signal_delay_s`` before the time limit or on preemption),

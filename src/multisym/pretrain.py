@@ -258,6 +258,30 @@ def restore_rng(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def training_state(model: nn.Module, optimizer, scaler, generator: torch.Generator) -> dict:
+    """What a checkpoint holds to resume training exactly: weights, optimizer
+    and loss-scaler states, the generators."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "rng": rng_state(generator)}
+
+
+def restore_training(state: dict, model: nn.Module, optimizer, scaler, generator: torch.Generator) -> None:
+    """Load ``training_state``'s parts back (the weights strictly)."""
+    model.load_state_dict(state["model"], strict=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"], generator)
+
+
+def epoch_start(resume: dict | None, count: int, generator: torch.Generator,
+                device: torch.device) -> tuple[Tensor, int, dict]:
+    """An epoch's data order, its first batch and what was saved with them: the
+    epoch a signal interrupted (``resume``), else a new permutation."""
+    if resume is not None:
+        return resume["order"].to(device), resume["batch"], resume
+    return torch.randperm(count, generator=generator).to(device), 0, {}
+
+
 def history_csv(history: list[dict]) -> str:
     if not history:
         return ""
@@ -386,10 +410,7 @@ def train_member(
         epoch, step, history, resume = 0, 0, [], None
         if state_path.exists():
             state = checkpoint.load(state_path, expected_hash=digest)
-            model.load_state_dict(state["model"], strict=True)
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            restore_rng(state["rng"], generator)
+            restore_training(state, model, optimizer, scaler, generator)
             notice = restore_view_rng(state, views, process)
             epoch, step, history = state["epoch"], state["step"], list(state["history"])
             if "batch" in state:
@@ -415,10 +436,7 @@ def train_member(
                     "settings_hash": digest,
                     "epoch": epoch,
                     "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": rng_state(generator),
+                    **training_state(model, optimizer, scaler, generator),
                     "history": history,
                     **extra,
                     **partial,
@@ -434,19 +452,16 @@ def train_member(
                     return False
                 tick = time.perf_counter()
                 trained.train()
-                if resume is not None:  # continue the epoch a signal interrupted
-                    order, first, sums = resume["order"].to(target), resume["batch"], dict(resume["sums"])
-                    resume = None
-                else:
-                    order, first, sums = torch.randperm(len(images), generator=generator).to(target), 0, {}
-                monitor = LossMonitor(run_dir.name, target, sums)
+                order, first, saved = epoch_start(resume, len(images), generator, target)
+                resume = None
+                monitor = LossMonitor(run_dir.name, target, dict(saved.get("sums", {})))
                 # the rate of the epoch's last step, also when a resumed epoch has no step left
                 lr = optim.learning_rate(max(step - 1, 0), total_steps, steps_per_epoch, recipe["optimizer"])
                 for index in range(first, steps_per_epoch):
                     batch = order[index * batch_size:(index + 1) * batch_size][shard]
                     inputs = images[batch]
-                    # a streamed split decodes the next batch while this one trains
-                    streaming.prefetch(images, order[(index + 1) * batch_size:(index + 2) * batch_size][shard])
+                    if index + 1 < steps_per_epoch:  # a streamed split decodes the next batch while this one trains
+                        streaming.prefetch(images, order[(index + 1) * batch_size:(index + 2) * batch_size][shard])
                     lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
                     optim.set_learning_rate(optimizer, lr)
                     terms = step_fn(inputs, labels[batch], views)

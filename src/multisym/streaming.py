@@ -65,9 +65,9 @@ class StreamedImages:
     """A split's images, decoded when indexed (see the module docstring)."""
 
     def __init__(self, decoder: SplitDecoder, device: torch.device | str = "cpu",
-                 pool: ThreadPoolExecutor | None = None):
+                 pool: ThreadPoolExecutor | None = None, threads: int | None = None):
         self.decoder, self.device = decoder, torch.device(device)
-        self._pool = pool or ThreadPoolExecutor(decoding_threads(), thread_name_prefix="decode")
+        self._pool = pool or ThreadPoolExecutor(threads or decoding_threads(), thread_name_prefix="decode")
         self._ahead: tuple[bytes, list[Future]] | None = None
 
     @property

@@ -1,0 +1,100 @@
+"""Decode rate of a streamed split (issue 11; issue 15, target 2 on the CPU side).
+
+Writes synthetic ImageNet-shaped JPEGs (500 x 375, ``paper_path.write_jpegs``),
+prepares them with ``config/paper.yaml``'s dataset settings (256-px short side,
+centre crop) and, with the in-memory limit at 0 so that the split is streamed,
+times batches of 128 read through ``StreamedImages``:
+
+* decode rate with 1 thread and with every thread this process may use
+  (at most 8; ``streaming.decoding_threads``);
+* the wait for a batch that was prefetched while the caller worked for as long
+  as one batch takes to decode on one thread (what the training loop sees
+  when the step is at least as long as the decode).
+
+It prints images/s per figure, and how many decoding cores would keep up with
+the step rate measured on one H200 (1,532 images/s, benchmarks/README.md).
+
+    python benchmarks/streaming.py [--images 1024 --batch 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from multisym import config as config_module
+from multisym import data, streaming
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from paper_path import write_jpegs  # noqa: E402
+
+H200_STEP_RATE = 1532.0  # images/s, ours, benchmarks/README.md
+
+
+def batches_per_second(images, batch: int, rng) -> float:
+    rows = [rng.permutation(len(images))[:batch] for _ in range(len(images) // batch)]
+    tick = time.perf_counter()
+    for key in rows:
+        images[key]
+    return len(rows) * batch / (time.perf_counter() - tick)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--out", help="write the figures as JSON here")
+    args = parser.parse_args()
+    cfg = config_module.load(ROOT / "config" / "paper.yaml")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_jpegs(tmp / "imagenet", args.images, classes=8)
+        cfg["dataset"]["root"] = str(tmp / "imagenet")
+        cfg["dataset"]["splits"]["val"] = 0.05
+        resolved = config_module.resolve(cfg)
+        data.prepare(resolved["dataset"], tmp / "d.npz", tmp / "m.json")
+        os.environ[streaming.LIMIT_VARIABLE] = "0"
+        images, _, _ = data.load_split(tmp / "d.npz", tmp / "m.json", "train")
+        assert isinstance(images, streaming.StreamedImages)
+        threads = streaming.decoding_threads()
+        figures = {"images": len(images), "batch": args.batch, "threads": threads, "cpus": os.cpu_count()}
+        single = streaming.StreamedImages(images.decoder, threads=1)
+        figures["decode_1_thread"] = batches_per_second(single, args.batch, rng)
+        figures[f"decode_{threads}_threads"] = batches_per_second(images, args.batch, rng)
+        # prefetch while "training" for one single-thread batch time
+        work = args.batch / figures["decode_1_thread"]
+        waits = []
+        for _ in range(3):
+            key = rng.permutation(len(images))[:args.batch]
+            images.prefetch(key)
+            time.sleep(work)
+            tick = time.perf_counter()
+            images[key]
+            waits.append(time.perf_counter() - tick)
+        figures["wait_after_prefetch_ms"] = 1000 * float(np.median(waits))
+        figures["step_ms_simulated"] = 1000 * work
+        figures["cores_for_h200_rate"] = H200_STEP_RATE / figures["decode_1_thread"]
+    print(f"{figures['images']} streamed images (500 x 375 JPEG -> 256 px), batches of {args.batch}, "
+          f"{figures['cpus']} CPUs")
+    print(f"  decode, 1 thread:          {figures['decode_1_thread']:8.1f} images/s")
+    print(f"  decode, {threads} threads:         {figures[f'decode_{threads}_threads']:8.1f} images/s")
+    print(f"  wait for a prefetched batch after {figures['step_ms_simulated']:.0f} ms of work: "
+          f"{figures['wait_after_prefetch_ms']:.1f} ms")
+    print(f"  cores to decode at one H200's step rate ({H200_STEP_RATE:.0f} images/s): "
+          f"{figures['cores_for_h200_rate']:.1f} (the streamed path uses at most {streaming.MAX_THREADS})")
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
