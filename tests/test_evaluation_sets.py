@@ -40,7 +40,8 @@ def test_config_rules(tmp_path):
     assert in_r["imagenet_root"] == str(tmp_path / "imagenet")  # its class index: the scale's ImageNet
     assert in_r["image_size"] == resolved["dataset"]["image_size"]
     cases = [
-        (imagenet_scale(tmp_path, v2_entry(tmp_path, variant=None)), "variant.*name the ImageNet-V2 variant"),
+        (imagenet_scale(tmp_path, {**v2_entry(tmp_path), "dataset": {"name": "imagenet_v2", "root": "v2"}}),
+         "variant.*name the ImageNet-V2 variant"),
         (imagenet_scale(tmp_path, {**v2_entry(tmp_path), "mode": "probe"}), "evaluation-only set.*mode evaluate"),
         ({**imagenet_scale(tmp_path, v2_entry(tmp_path)), "dataset": {"name": "cifar10", "root": "c", "splits": {"test": None}}},
          "evaluates members of an imagenet scale, not cifar10"),

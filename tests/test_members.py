@@ -125,3 +125,16 @@ def test_adaptation_candidates_follow_each_modes_grid():
     candidate = adaptation_candidates(resolved, eq)[0]
     assert candidate["seed"] == eq.seed and candidate["member"] == eq.folder
     assert candidate["selection_split"] == "val" and candidate["epochs"] == 100
+
+
+def test_run_folders_of_the_shipped_scales_are_stable():
+    """A member's run folder hashes its resolved settings, the dataset section
+    with every schema default included. A new default there (or anywhere in a
+    member's settings) renames every run folder, and every result is trained
+    again: keys that do not define a member get no default. If a change is
+    meant to retrain (a stage version bump), update these pins with it."""
+    from conftest import ROOT
+
+    pins = {"config.yaml": "eq-rotation-s1-4a1cda46", "config/paper.yaml": "eq-rotation-s1-651ee3c0"}
+    for path, folder in pins.items():
+        assert member_table(config_module.load(ROOT / path))[0].folder == folder, path

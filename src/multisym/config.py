@@ -189,10 +189,10 @@ def _check_evaluation_sets(config: dict) -> None:
         if primary["name"] != "imagenet":
             raise ConfigError(f"config key '{prefix}.mode': {dataset['name']} shares ImageNet-1k's classes; "
                               f"it evaluates members of an imagenet scale, not {primary['name']}")
-        if dataset["name"] == "imagenet_v2" and not dataset["variant"]:
+        if dataset["name"] == "imagenet_v2" and not dataset.get("variant"):
             raise ConfigError(f"config key '{prefix}.dataset.variant': name the ImageNet-V2 variant folder "
                               "(e.g. imagenetv2-matched-frequency-format-val)")
-        if dataset["name"] == "imagenet_r" and not dataset["imagenet_root"]:
+        if dataset["name"] == "imagenet_r" and not dataset.get("imagenet_root"):
             dataset["imagenet_root"] = primary["root"]
 
 

@@ -424,7 +424,12 @@ def dataset_summary_spec(key, dataset):
             "dataset": dataset["name"],
             "delta_size": config["transfer"]["ensemble_size"],
             "axes_size": config["ensembles"]["axes_size"],
-            "evaluation_only": key in TRANSFER and TRANSFER[key]["mode"] == "evaluate",
+            # only where true, so that the specs of other datasets keep their params
+            **(
+                {"evaluation_only": True}
+                if key in TRANSFER and TRANSFER[key]["mode"] == "evaluate"
+                else {}
+            ),
         },
         sort_keys=True,
     )
