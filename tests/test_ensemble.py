@@ -242,6 +242,7 @@ def settings(**greedy_overrides):
         "greedy": greedy_settings,
         "random": {"sizes": [2, 3], "draws": 3, "seed": 0},
         "bootstrap": {"samples": 50, "level": 0.95, "seed": 0},
+        "diversity_size": 3,
     }
 
 
@@ -324,6 +325,9 @@ def test_random_results_mean_and_std_over_draws(pool_files):
             values = np.array([d["metrics"][name]["value"] for d in block["draws"]])
             assert block["mean"][name] == pytest.approx(np.mean(values))
             assert block["std"][name] == pytest.approx(np.std(values, ddof=0))
+        # reported as mean ± std over draws: no per-draw CI; diversity at diversity_size only
+        assert all("ci" not in metric for d in block["draws"] for metric in d["metrics"].values())
+        assert ("kl" in block["mean"]) == (block["size"] == 3) and "inconsistency" in block["mean"]
     # reproducible with the same seed
     again = random_results(IDS, CLASSES, stacks, cfg)
     assert [[d["members"] for d in s["draws"]] for s in again["sizes"]] == \

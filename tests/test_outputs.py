@@ -81,3 +81,15 @@ def test_float16_logits_stay_float16_and_give_the_same_terms(pool):
     reference = SplitOutputs(half.astype(np.float32), labels)
     for name, values in reference.terms([0, 1, 1, 3]).items():
         np.testing.assert_allclose(outputs.terms([0, 1, 1, 3])[name], values, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("chosen", [[0, 2, 2, 3], [1, 3]])
+def test_without_diversity_or_ci_the_other_values_are_unchanged(pool, chosen):
+    """An ensemble whose diversity is not reported skips four of the five member
+    sums, and a random draw its bootstrap: every value left is the same."""
+    outputs = pool[2]
+    full = outputs.summary(chosen, BOOTSTRAP)
+    lean = outputs.summary(chosen, BOOTSTRAP, outputs.terms(chosen, diversity=False), ci=False)
+    assert set(full) - set(lean) == {"kl", "spread_prob", "spread_logit"}
+    for name, metric in lean.items():
+        assert metric == {"value": pytest.approx(full[name]["value"], rel=1e-12, abs=1e-12)}, name

@@ -285,6 +285,8 @@ def open_sources(spec: dict) -> dict[str, Source]:
     if name == "imagenet_v2":
         return {"test": imagenet_v2(spec, "dataset")}
     if name == "imagenet_r":
+        _require(bool(spec.get("imagenet_root")), name, "dataset.imagenet_root", _root(spec),
+                 "needs the ImageNet root whose train class folders give the 1000-way class index")
         source, mask = imagenet_r(spec, "dataset", imagenet_classes(spec["imagenet_root"], "dataset.imagenet_root"))
         source.class_mask = mask
         return {"test": source}

@@ -157,7 +157,7 @@ def greedy_results(ids: list[str], classes: list[str], stacks: dict, settings: d
     sizes = []
     for size in range(1, len(order) + 1):
         chosen = order[:size]
-        terms = test.terms(chosen)
+        terms = test.terms(chosen, diversity=False)
         sizes.append({
             "size": size,
             "members": [ids[i] for i in chosen],
@@ -171,7 +171,10 @@ def greedy_results(ids: list[str], classes: list[str], stacks: dict, settings: d
 
 
 def random_results(ids: list[str], classes: list[str], stacks: dict, settings: dict) -> dict:
-    """K random draws per size; each draw's test metrics, and mean ± std (ddof 0) over draws."""
+    """K random draws per size; each draw's test metrics, and mean ± std (ddof 0)
+    over draws, which is how random ensembles are reported (Tables 2, 3, 7, 8),
+    so a draw has no bootstrap CI. The diversity metrics (Table 3, Figure 3)
+    are computed at ``diversity_size`` only."""
     random_settings = settings["random"]
     rng = np.random.default_rng(random_settings["seed"])
     by_class = {c: [i for i, k in enumerate(classes) if k == c] for c in dict.fromkeys(classes)}
@@ -179,9 +182,10 @@ def random_results(ids: list[str], classes: list[str], stacks: dict, settings: d
     for size in random_settings["sizes"]:
         draws = []
         for chosen in random_draws(by_class, size, random_settings["draws"], rng):
+            terms = stacks["test"].terms(chosen, diversity=size == settings["diversity_size"])
             draws.append({
                 "members": [ids[i] for i in chosen],
-                "metrics": stacks["test"].summary(chosen, settings["bootstrap"]),
+                "metrics": stacks["test"].summary(chosen, settings["bootstrap"], terms, ci=False),
             })
         names = draws[0]["metrics"].keys()
         values = {n: np.array([d["metrics"][n]["value"] for d in draws]) for n in names}
@@ -199,7 +203,8 @@ def whole_pool_results(ids: list[str], classes: list[str], stacks: dict, setting
     rows: all six models of an axis)."""
     return {"protocol": [], "sizes": [{
         "size": len(ids), "members": list(ids), "distinct": len(set(ids)),
-        "metrics": stacks["test"].summary(list(range(len(ids))), settings["bootstrap"]),
+        "metrics": stacks["test"].summary(list(range(len(ids))), settings["bootstrap"],
+                                          stacks["test"].terms(list(range(len(ids))), diversity=False)),
     }]}
 
 

@@ -95,11 +95,14 @@ class SplitOutputs:
         return float(hits.mean()), -float(nll.mean())
 
     # -------------------------------------------------------------- metrics
-    def terms(self, chosen: list[int]) -> dict[str, np.ndarray]:
+    def terms(self, chosen: list[int], diversity: bool = True) -> dict[str, np.ndarray]:
         """Per-sample values of every metric of ``metrics.ensemble_metrics``,
         plus the confidence behind ECE; computed a block of rows at a time so
-        the member sums stay in cache."""
+        the member sums stay in cache. Without ``diversity`` the KL and spread
+        terms (four of the five sums over members, Table 3's columns) are left
+        out; inconsistency, from the members' hits, stays."""
         m, weights = len(chosen), _weights(chosen)
+        diversity = diversity and m > 1
         n, classes = self.probs.shape[1:]
         names = ("hits", "p_true", "confidence", "sum_squares", "entropy", "pairs", "spread_prob", "spread_logit")
         per_sample = {name: np.zeros(n) for name in names}
@@ -110,10 +113,13 @@ class SplitOutputs:
             size = rows.stop - start
             s_p, s_log_q, s_pp, s_z, s_zz = (block[:size] for block in sums)
             t = scratch[:size]
-            sums[:, :size] = 0.0
+            sums[:5 if diversity else 1, :size] = 0.0
             for j, w in weights:
-                p, z = self.probs[j, rows], self._z(j, rows, z_block)
+                p = self.probs[j, rows]
                 _accumulate(s_p, p, w, t)
+                if not diversity:
+                    continue
+                z = self._z(j, rows, z_block)
                 _accumulate(s_z, z, w, t)
                 np.subtract(z, self.lse[j, rows, None], out=t)
                 np.maximum(t, LOG_FLOOR, out=t)
@@ -123,7 +129,7 @@ class SplitOutputs:
                 np.multiply(z, z, out=t)
                 _accumulate(s_zz, t, w, t)
             out = {name: values[rows] for name, values in per_sample.items()}
-            if m > 1:
+            if diversity:
                 out["pairs"][:] = np.einsum("nc,nc->n", s_p, s_log_q)
                 out["spread_prob"][:] = _spread(s_p, s_pp, m, t)
                 out["spread_logit"][:] = _spread(s_z, s_zz, m, t)
@@ -155,23 +161,34 @@ class SplitOutputs:
             terms.update(inconsistency=zeros, kl=zeros, spread_prob=zeros, spread_logit=zeros)
             return terms
         terms["inconsistency"] = 100.0 * correct_members * (m - correct_members) / (m * (m - 1) / 2)
+        if not diversity:
+            return terms
         terms["kl"] = np.maximum(-m * m * mean_entropy - per_sample["pairs"], 0.0) / (m * (m - 1))
         terms["spread_prob"] = per_sample["spread_prob"]
         terms["spread_logit"] = per_sample["spread_logit"]
         return terms
 
-    def summary(self, chosen: list[int], bootstrap: dict, terms: dict | None = None) -> dict[str, dict]:
+    def summary(self, chosen: list[int], bootstrap: dict, terms: dict | None = None,
+                ci: bool = True) -> dict[str, dict]:
         """Every metric with its percentile bootstrap CI over samples:
-        {metric: {"value": v, "ci": [lo, hi]}} (the keys of ``metrics.summarise``).
-        ``terms``: the ensemble's ``terms`` when already computed."""
+        {metric: {"value": v, "ci": [lo, hi]}} (the keys of ``metrics.summarise``);
+        without ``ci``, {metric: {"value": v}}. ``terms``: the ensemble's
+        ``terms`` when already computed."""
         terms = dict(self.terms(chosen) if terms is None else terms)
         confidence, uncertainty = terms.pop("_confidence"), terms.pop("bald")
+        hits = terms["accuracy"] / 100.0
+        if not ci:
+            bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+            gaps = np.bincount(bins, weights=hits - confidence, minlength=ECE_BINS)
+            out = {name: {"value": float(values.mean())} for name, values in terms.items()}
+            out["ece"] = {"value": float(np.abs(gaps).sum() / len(hits))}
+            out["auuqc"] = {"value": float(uq_curve(hits, uncertainty)[1].mean())}
+            return out
         n = len(self.labels)
         draws = (n, bootstrap["samples"], bootstrap["seed"])
         counts, by_item = resample_counts(*draws), resample_counts_by_item(*draws)
         names = list(terms)
         values = np.stack([terms[name] for name in names], axis=1)
-        hits = terms["accuracy"] / 100.0
         bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
         binned = np.zeros((n, ECE_BINS))
         binned[self._rows, bins] = hits - confidence

@@ -18,7 +18,7 @@ VERSIONS: dict[str, int] = {
     "finetune": 1,
     "probe": 1,
     "member_metrics": 3,
-    "ensemble": 2,
+    "ensemble": 3,
     "dataset_summary": 1,
     "shift_sets": 1,
     "shift_logits": 1,

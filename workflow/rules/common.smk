@@ -230,7 +230,10 @@ def ensemble_spec_json(wildcards):
         "pool": wildcards.pool,
         "members": [m.id for _, m in members],
         "classes": [cls for cls, _ in members],
-        **{key: config["ensembles"][key] for key in ("greedy", "random", "bootstrap")},
+        **{
+            key: config["ensembles"][key]
+            for key in ("greedy", "random", "bootstrap", "diversity_size")
+        },
     }
     return json.dumps(spec, sort_keys=True)
 
