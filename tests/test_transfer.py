@@ -23,6 +23,7 @@ SETTINGS = {
     "greedy": {"max_size": 3, "start": "best_val", "start_member": None, "selection_split": "val", "seed": 0},
     "random": {"sizes": [2], "draws": 3, "seed": 0},
     "bootstrap": {"samples": 50, "level": 0.95, "seed": 0},
+    "diversity_size": 2,
 }
 
 
