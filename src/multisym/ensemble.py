@@ -201,10 +201,11 @@ def random_results(ids: list[str], classes: list[str], stacks: dict, settings: d
 def whole_pool_results(ids: list[str], classes: list[str], stacks: dict, settings: dict) -> dict:
     """The ensemble of every member of the pool, each once (Table 6's single-axis
     rows: all six models of an axis)."""
+    everyone = list(range(len(ids)))
     return {"protocol": [], "sizes": [{
         "size": len(ids), "members": list(ids), "distinct": len(set(ids)),
-        "metrics": stacks["test"].summary(list(range(len(ids))), settings["bootstrap"],
-                                          stacks["test"].terms(list(range(len(ids))), diversity=False)),
+        "metrics": stacks["test"].summary(everyone, settings["bootstrap"],
+                                          stacks["test"].terms(everyone, diversity=False)),
     }]}
 
 

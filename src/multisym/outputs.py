@@ -16,8 +16,8 @@ becomes a weighted sum over members:
 
 (the definition weighs log q by q = max(p, 1e-12) where this weighs it by p:
 they differ by less than C · 1e-12 · 28 per sample). No metric recomputes a
-softmax, and an ensemble costs a few passes over each of its distinct members. Bootstrap CIs take the resamples as a
-(B, N) count matrix once: the mean of every per-sample metric and the binned
+softmax, and an ensemble costs a few passes over each of its distinct members.
+Bootstrap CIs take the resamples as a (B, N) count matrix once: the mean of every per-sample metric and the binned
 sums of ECE over all resamples are one matrix product; AUUQC sorts each
 ensemble once and reads every resample's curve from cumulative counts.
 ``tests/test_outputs.py`` checks all of it against the definitions in
@@ -176,30 +176,25 @@ class SplitOutputs:
         ``terms`` when already computed."""
         terms = dict(self.terms(chosen) if terms is None else terms)
         confidence, uncertainty = terms.pop("_confidence"), terms.pop("bald")
-        hits = terms["accuracy"] / 100.0
+        hits, n = terms["accuracy"] / 100.0, len(self.labels)
+        bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+        binned = np.zeros((n, ECE_BINS))
+        binned[self._rows, bins] = hits - confidence
+        out = {name: {"value": float(values.mean())} for name, values in terms.items()}
+        out["ece"] = {"value": float(np.abs(binned.sum(axis=0)).sum() / n)}
+        out["auuqc"] = {"value": float(uq_curve(hits, uncertainty)[1].mean())}
         if not ci:
-            bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-            gaps = np.bincount(bins, weights=hits - confidence, minlength=ECE_BINS)
-            out = {name: {"value": float(values.mean())} for name, values in terms.items()}
-            out["ece"] = {"value": float(np.abs(gaps).sum() / len(hits))}
-            out["auuqc"] = {"value": float(uq_curve(hits, uncertainty)[1].mean())}
             return out
-        n = len(self.labels)
         draws = (n, bootstrap["samples"], bootstrap["seed"])
         counts, by_item = resample_counts(*draws), resample_counts_by_item(*draws)
         names = list(terms)
         values = np.stack([terms[name] for name in names], axis=1)
-        bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
-        binned = np.zeros((n, ECE_BINS))
-        binned[self._rows, bins] = hits - confidence
         resampled = counts @ np.concatenate([values, binned], axis=1).astype(np.float32) / n
         level = bootstrap["level"]
-        out = {name: {"value": float(values[:, i].mean()), "ci": percentile_ci(resampled[:, i], level)}
-               for i, name in enumerate(names)}
-        ece_draws = np.abs(resampled[:, len(names):]).sum(axis=1)
-        out["ece"] = {"value": float(np.abs(binned.sum(axis=0)).sum() / n), "ci": percentile_ci(ece_draws, level)}
-        out["auuqc"] = {"value": float(uq_curve(hits, uncertainty)[1].mean()),
-                        "ci": percentile_ci(resampled_auuqc(by_item, hits, uncertainty), level)}
+        for i, name in enumerate(names):
+            out[name]["ci"] = percentile_ci(resampled[:, i], level)
+        out["ece"]["ci"] = percentile_ci(np.abs(resampled[:, len(names):]).sum(axis=1), level)
+        out["auuqc"]["ci"] = percentile_ci(resampled_auuqc(by_item, hits, uncertainty), level)
         return out
 
     def uq_curve(self, chosen: list[int], terms: dict | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import sys
-from types import SimpleNamespace
 
 from multisym.config import resolve
 from multisym.layout import Layout
@@ -247,9 +246,9 @@ def shift_settings_json(wildcards):
     return json.dumps(config["shift"], sort_keys=True)
 
 
-def evaluated_network(wildcards):
-    """The evaluated member's network file, and its fitted probe if it is probed."""
-    folder = wildcards.evaluated
+def adapted_network(folder):
+    """A member's network file as adapted to the pretraining dataset, and its
+    fitted probe if it is probed."""
     if folder in FINETUNED_BY_FOLDER:
         return {"model": f"{LAYOUT.finetune_dir(folder)}/model.pt"}
     member = MEMBER_BY_FOLDER[folder]
@@ -261,9 +260,12 @@ def evaluated_network(wildcards):
     return network
 
 
+def evaluated_network(wildcards):
+    return adapted_network(wildcards.evaluated)
+
+
 def transfer_evaluated_network(wildcards):
-    """A transfer member's network as adapted to the pretraining dataset."""
-    return evaluated_network(SimpleNamespace(evaluated=wildcards.tmember))
+    return adapted_network(wildcards.tmember)
 
 
 def probe_option(wildcards, input):
