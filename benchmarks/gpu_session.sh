@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (see benchmarks/README.md): install the project
-# over the machine's own torch, run the CUDA tests, then both GPU benchmarks.
+# over the machine's own torch, run the CUDA tests, then the GPU benchmarks:
+# the step four ways (target 1) and the whole loop with each decoder (target 2).
 # Wheels the machine lacks travel in .whl/ (jsonschema and its dependencies, lightly).
 set -o pipefail
 OUT=${OUT:-/tmp/bench-out}
@@ -9,7 +10,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
-timeout -k 10 150 python3 -m pytest -q -p no:cacheprovider tests/test_views.py tests/test_optim.py \
-    tests/test_symmetries.py 2>&1 | tail -4
-timeout -k 10 240 python3 benchmarks/pretrain_step.py --out "$OUT/pretrain_step.json" 2>&1 | tee "$OUT/pretrain_step.log"
-timeout -k 10 240 python3 benchmarks/paper_path.py --out "$OUT/paper_path.json" 2>&1 | tee "$OUT/paper_path.log" | tail -6
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+timeout -k 10 150 python3 -m pytest -q -p no:cacheprovider -s tests/test_views.py tests/test_streaming.py \
+    tests/test_optim.py tests/test_symmetries.py 2>&1 | grep -E "nvjpeg vs|passed|failed|Error" | tail -8
+timeout -k 10 200 python3 benchmarks/pretrain_step.py --profile-views --out "$OUT/pretrain_step.json" 2>&1 | tee "$OUT/pretrain_step.log"
+timeout -k 10 200 python3 benchmarks/paper_path.py --step-json "$OUT/pretrain_step.json" --out "$OUT/paper_path.json" \
+    2>&1 | tee "$OUT/paper_path.log" | grep -v "epoch 1/"

@@ -1,14 +1,26 @@
-"""Run the paper-scale pretraining code path for a few steps (issue 12, item 6).
+"""The whole pretraining loop at paper scale: read, decode, augment, step
+(issue 15, target 2; issue 12, item 6).
 
-Writes synthetic ImageNet-shaped JPEGs (500 x 375, ImageFolder layout) into a
-temporary root, prepares them with ``config/paper.yaml``'s dataset settings and
-trains its first Eq member (ResNet-50, 224-px views, four rotations of a 96-px
-crop, LARS, bf16 where the GPU has it) through ``multisym.pretrain.train_member``
-for two epochs at 128 images per step, the paper's per-GPU batch. Prints the
-steady-state step time and images/s (the second epoch, so cuDNN's autotuning
-is out of it), peak GPU memory and the time spent decoding.
+Writes synthetic ImageNet-sized JPEGs (ImageFolder layout, the common ImageNet
+sizes such as 500 x 375 and 375 x 500) into a temporary root, prepares them
+with ``config/paper.yaml``'s dataset settings and trains its first Eq member
+(ResNet-50, 224-px views, four rotations of a 96-px crop, LARS, bf16 where the
+GPU has it) through ``multisym.pretrain.train_member`` for two epochs at 128
+images per step, the paper's per-GPU batch, three ways:
 
-    python benchmarks/paper_path.py [--images 2560 --epochs 2 --out FILE.json]
+  memory  the split decoded once and held on the device (the embedded and
+          CIFAR scales' path: no loader runs)
+  cpu     streamed, each batch decoded by Pillow on at most 8 threads
+          (``gpu_jobs.decode: cpu``)
+  device  streamed, the threads only read files; nvjpeg decodes on the GPU
+          (``gpu_jobs.decode: device``)
+
+Each figure is the second epoch's (cuDNN's autotuning is in the first). The
+target compares the whole loop with the step alone on the same views, timed
+by ``benchmarks/pretrain_step.py`` ("ours") in the same run: at least 0.9x its
+images/s with at most 8 CPU workers.
+
+    python benchmarks/paper_path.py [--images 2560 --epochs 2 --variants memory,cpu,device --out FILE.json]
 """
 
 from __future__ import annotations
@@ -16,9 +28,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,24 +41,61 @@ import torch
 from PIL import Image
 
 from multisym import config as config_module
-from multisym import data
+from multisym import data, streaming
 from multisym.members import member_table
 from multisym.pretrain import train_member
 
 ROOT = Path(__file__).resolve().parents[1]
+# (width, height) of common ImageNet photographs, landscape ones most often
+SIZES = ((500, 375), (500, 375), (500, 333), (375, 500), (500, 400), (500, 500), (333, 500), (640, 480))
+TARGET = 0.9
 
 
-def write_jpegs(root: Path, images: int, classes: int, seed: int = 0) -> None:
-    """Smooth random colour fields with noise, so JPEG sizes resemble photographs'."""
+def write_jpeg(job: tuple[Path, int]) -> int:
+    """A smooth random colour field with noise, so its JPEG size resembles a
+    photograph's (about 110 KB at quality 90 for 500 x 375)."""
+    path, seed = job
     rng = np.random.default_rng(seed)
+    width, height = SIZES[seed % len(SIZES)]
+    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
+    noisy = np.clip(np.asarray(image, dtype=np.int16) + rng.integers(-20, 21, (height, width, 3)), 0, 255)
+    Image.fromarray(noisy.astype(np.uint8)).save(path, quality=90)
+    return path.stat().st_size
+
+
+def write_jpegs(root: Path, images: int, classes: int) -> float:
+    """Mean file size in bytes."""
+    jobs = []
     for part, count in (("train", images), ("val", classes * 2)):
         for index in range(count):
             folder = root / part / f"n{index % classes:08d}"
             folder.mkdir(parents=True, exist_ok=True)
-            coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-            image = Image.fromarray(coarse).resize((500, 375), Image.BICUBIC)
-            noisy = np.clip(np.asarray(image, dtype=np.int16) + rng.integers(-20, 21, (375, 500, 3)), 0, 255)
-            Image.fromarray(noisy.astype(np.uint8)).save(folder / f"img_{index:06d}.JPEG", quality=90)
+            jobs.append((folder / f"img_{index:06d}.JPEG", len(jobs)))
+    with ProcessPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
+        return float(np.mean(list(pool.map(write_jpeg, jobs, chunksize=64))))
+
+
+def step_only(batch: int, given: str | None) -> dict:
+    """pretrain_step.py's "ours" (the step on drawn views) from its JSON, run now unless given."""
+    if given is None:
+        given = tempfile.mktemp(suffix=".json")
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pretrain_step.py"), "--variants", "ours",
+                        "--batch", str(batch), "--out", given], check=True)
+    return json.loads(Path(given).read_text())["results"]["ours"]
+
+
+def train(settings: dict, paths: tuple[Path, Path], run: Path, decode: str, limit_gib: str) -> dict:
+    os.environ[streaming.LIMIT_VARIABLE] = limit_gib
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    tick = time.perf_counter()
+    train_member(settings, *paths, run, run / "model.pt", run / "epochs.csv", decode=decode)
+    total = time.perf_counter() - tick
+    with open(run / "epochs.csv") as handle:
+        last = list(csv.DictReader(handle))[-1]
+    return {"epoch_s": float(last["seconds"]), "train_member_s": total, "last_epoch": last,
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
 
 
 def main() -> int:
@@ -52,56 +104,55 @@ def main() -> int:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=128, help="images per step (the paper's per-GPU batch)")
+    parser.add_argument("--variants", default="memory,cpu,device")
+    parser.add_argument("--step-json", default=None, help="pretrain_step.py's JSON of this machine (else run it)")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args()
 
     cfg = config_module.load(ROOT / "config" / "paper.yaml")
+    figures: dict = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
+                     "torch": torch.__version__, "batch": args.batch, "decoding_threads": streaming.decoding_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tick = time.perf_counter()
-        write_jpegs(tmp / "imagenet", args.images, args.classes)
-        written = time.perf_counter() - tick
+        figures["mean_jpeg_bytes"] = write_jpegs(tmp / "imagenet", args.images, args.classes)
+        figures["write_jpegs_s"] = time.perf_counter() - tick
         cfg["dataset"]["root"] = str(tmp / "imagenet")
         cfg["dataset"]["splits"]["val"] = 0.1  # 1 % of a few thousand images leaves classes without val
         cfg["pretrain"]["epochs"], cfg["pretrain"]["batch_size"] = args.epochs, args.batch
-        resolved = config_module.resolve(cfg)
-        settings = next(m for m in member_table(resolved) if m.mode == "eq").settings
-        tick = time.perf_counter()
-        data.prepare(resolved["dataset"], tmp / "dataset.npz", tmp / "manifest.json")
-        prepared = time.perf_counter() - tick
-        tick = time.perf_counter()
-        images, _, _ = data.load_split(tmp / "dataset.npz", tmp / "manifest.json", "train")
-        decoded = time.perf_counter() - tick
-        train_images = len(images)
-        del images
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        tick = time.perf_counter()
-        run = tmp / "run"
-        train_member(settings, tmp / "dataset.npz", tmp / "manifest.json", run, run / "model.pt", run / "epochs.csv")
-        total = time.perf_counter() - tick
-        with open(run / "epochs.csv") as handle:
-            rows = list(csv.DictReader(handle))
-    steps = train_images // args.batch
-    seconds = float(rows[-1]["seconds"])
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    figures = {
-        "device": device, "torch": torch.__version__, "train_images": train_images, "steps_per_epoch": steps,
-        "step_ms": 1000 * seconds / steps, "images_per_s": steps * args.batch / seconds,
-        "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
-        "write_jpegs_s": written, "prepare_s": prepared, "decode_train_s": decoded,
-        "decode_images_per_s": train_images / decoded, "train_member_s": total,
-        "last_epoch": rows[-1],
-    }
-    print(f"device: {device}; torch {torch.__version__}; ResNet-50 Eq member of config/paper.yaml, "
-          f"batch {args.batch}, {steps} steps per epoch, {args.epochs} epochs")
-    print(f"steady-state step {figures['step_ms']:.1f} ms = {figures['images_per_s']:.0f} img/s "
-          f"(epoch {rows[-1]['epoch']}); peak GPU memory {figures['peak_gib'] or float('nan'):.2f} GiB")
-    print(f"decode {train_images} JPEGs in-process: {decoded:.1f} s = {figures['decode_images_per_s']:.0f} img/s; "
-          f"prepare {prepared:.1f} s; train_member {total:.1f} s in all")
-    print("epoch log:", json.dumps(rows[-1]))
+        settings = next(m for m in member_table(config_module.resolve(cfg)) if m.mode == "eq").settings
+        paths = (tmp / "dataset.npz", tmp / "manifest.json")
+        data.prepare(settings["dataset"], *paths)
+        train_images = int(np.load(paths[0])["train_index"].size)
+        steps = train_images // args.batch
+        figures.update(train_images=train_images, steps_per_epoch=steps, variants={})
+        for variant in args.variants.split(","):
+            decode, limit = {"memory": ("cpu", "1000"), "cpu": ("cpu", "0"), "device": ("device", "0")}[variant]
+            try:
+                result = train(settings, paths, tmp / f"run-{variant}", decode, limit)
+            except Exception as error:  # one failing path must not lose the others' figures
+                print(f"{variant}: {type(error).__name__}: {error}", file=sys.stderr)
+                continue
+            result["images_per_s"] = steps * args.batch / result["epoch_s"]
+            result["step_ms"] = 1000 * result["epoch_s"] / steps
+            figures["variants"][variant] = result
+    figures["step_only"] = step_only(args.batch, args.step_json)
+    step_rate = figures["step_only"]["images_per_s"]
+
+    print(f"device: {figures['device']}; torch {figures['torch']}; ResNet-50 Eq member of config/paper.yaml, "
+          f"batch {args.batch}, {steps} steps per epoch, epoch {args.epochs} timed; {train_images} JPEGs of "
+          f"{figures['mean_jpeg_bytes'] / 1e3:.0f} KB on average; {figures['decoding_threads']} decoding threads")
+    print(f"{'loop':<8} {'step ms':>8} {'img/s':>7} {'peak GiB':>9} {'/ step only':>12}")
+    print(f"{'step':<8} {figures['step_only']['step_ms']:8.1f} {step_rate:7.0f} "
+          f"{figures['step_only']['peak_gib']:9.2f} {1.0:12.3f}")
+    for variant, result in figures["variants"].items():
+        ratio = result["images_per_s"] / step_rate
+        result["ratio_to_step_only"] = ratio
+        print(f"{variant:<8} {result['step_ms']:8.1f} {result['images_per_s']:7.0f} "
+              f"{result['peak_gib'] or float('nan'):9.2f} {ratio:12.3f}"
+              + (f"  target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'}" if variant != "memory" else ""))
     if args.out:
-        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(figures, indent=2, default=str) + "\n")
     return 0
 
 

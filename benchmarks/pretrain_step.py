@@ -141,6 +141,22 @@ def lightly_step(settings: dict, model: nn.Module, runtime, device: torch.device
     return step
 
 
+def profile_views(step: ContrastiveStep, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
+    """The kernels of five draws of the views, by total device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    generator = torch.Generator().manual_seed(2)
+    step.draw(images, labels, generator)
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for _ in range(5):
+            step.draw(images, labels, generator)
+        synchronize(device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto")
@@ -150,6 +166,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="backbone,ours,official,lightly,ours+views")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--profile-views", action="store_true",
+                        help="also print the device kernels that drawing the views spends its time in")
     args = parser.parse_args()
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -229,6 +247,8 @@ def main() -> int:
 
     for result in results.values():
         result["images_per_s"] = batch_size / result["step_ms"] * 1000
+    if args.profile_views:
+        profile_views(step, images, labels, device)
 
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; {settings['backbone']['arch']}, batch {batch_size}, "

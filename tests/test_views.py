@@ -290,3 +290,100 @@ def test_invalid_probability_message():
         ViewSpec(size=8, grayscale_p=2.0)
     msg = str(err.value)
     assert "grayscale_p" in msg and "2.0" in msg and "[0, 1]" in msg
+
+
+
+# ---------------------------------------------------- against torchvision's CPU transforms
+# The views are drawn on batched tensors on any device; torchvision's per-image
+# transforms are what a CPU data loader applies. Same distributions, and the
+# same outputs for the same parameters within the tolerance each test states.
+
+
+def _box_statistics(boxes: torch.Tensor, height: int, width: int) -> list[torch.Tensor]:
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return [w * h / (height * width), torch.log(w / h),
+            (boxes[:, 0] + w / 2) / width, (boxes[:, 1] + h / 2) / height]
+
+
+@pytest.mark.parametrize("scale", [(0.08, 1.0), (0.05, 0.14)])
+def test_crop_parameters_follow_torchvisions_random_resized_crop(scale):
+    """Area fraction, log aspect ratio and the box centre, normalised: two-sample
+    Kolmogorov-Smirnov tests over 3,000 draws each do not tell them apart (p > 1e-3)."""
+    from scipy.stats import ks_2samp
+    from torchvision.transforms import RandomResizedCrop
+
+    height, width, n, ratio = 240, 320, 3000, (3 / 4, 4 / 3)
+    ours = sample_crop_boxes(n, height, width, scale, ratio, gen(0))
+    torch.manual_seed(0)
+    image = torch.zeros(3, height, width)
+    theirs = []
+    for _ in range(n):
+        top, left, h, w = RandomResizedCrop.get_params(image, list(scale), list(ratio))
+        theirs.append([left, top, left + w, top + h])
+    theirs = torch.tensor(theirs, dtype=torch.float32)
+    for name, a, b in zip(("area", "log ratio", "centre x", "centre y"),
+                          _box_statistics(ours, height, width), _box_statistics(theirs, height, width)):
+        assert ks_2samp(a.numpy(), b.numpy()).pvalue > 1e-3, name
+
+
+def test_draws_of_flip_jitter_grayscale_blur_and_solarize_have_their_probabilities():
+    """Each op is applied to a Binomial(n, p) count of samples: within 4 sigma."""
+    n = 4000
+    spec = ViewSpec(size=4, flip_p=0.5, jitter_p=0.8, grayscale_p=0.2, blur_p=0.1, solarize_p=0.2)
+    images = torch.zeros(n, 3, 4, 4)
+    images[..., 0] = 1.0  # a left column: a flip moves it
+    out = make_views(images, ViewSpec(size=4, **{**IDENTITY, "flip_p": spec.flip_p}), gen(1))
+    flipped = (out[:, 0, 0, 3] > 0.5).float().mean().item()
+    assert abs(flipped - 0.5) < 4 * math.sqrt(0.25 / n)
+    for name, p in (("grayscale_p", 0.2), ("solarize_p", 0.2)):
+        coloured = torch.zeros(n, 3, 4, 4)
+        coloured[:, 0] = 0.8  # red: grayscale makes it 0.239 in every channel, solarize 0.2
+        out = make_views(coloured, ViewSpec(size=4, **{**IDENTITY, name: p}), gen(2))
+        changed = (out[:, 0, 0, 0] < 0.5).float().mean().item()
+        assert abs(changed - p) < 4 * math.sqrt(p * (1 - p) / n), name
+
+
+def test_flip_grayscale_and_solarize_match_torchvision():
+    """Exactly, except grayscale: torchvision weighs red 0.2989, ITU-R 601 0.299."""
+    from torchvision.transforms.v2 import functional as F
+
+    images = rand_images(4, 3, 12, 12)
+    base = make_views(images, full_spec(12), gen(0))  # the whole-image crop, up to roi_align's round-off
+    assert torch.allclose(base, images, atol=1e-5)
+    assert torch.equal(make_views(images, full_spec(12, flip_p=1.0), gen(0)), F.horizontal_flip(base))
+    assert torch.equal(make_views(images, full_spec(12, solarize_p=1.0), gen(0)), F.solarize(base, 0.5))
+    gray = make_views(images, full_spec(12, grayscale_p=1.0), gen(0))
+    assert torch.allclose(gray, F.rgb_to_grayscale(base, num_output_channels=3), atol=1e-3)
+
+
+@pytest.mark.parametrize("box", [(10, 20, 110, 120), (100, 30, 300, 200), (50, 60, 90, 100)])
+def test_resized_crop_matches_torchvision_inside_the_box_when_it_enlarges(box):
+    """A box smaller than the output is bilinear interpolation on both paths:
+    equal to 1e-4 away from the edge (4 px), where ours may read the pixels
+    just outside the box and a crop-then-resize cannot."""
+    from torchvision.transforms.v2 import functional as F
+
+    from multisym.views import crop_resize
+
+    image = rand_images(1, 3, 240, 320)
+    x1, y1, x2, y2 = box
+    ours = crop_resize(image, torch.tensor([box], dtype=torch.float32), 224)
+    theirs = F.resized_crop(image, y1, x1, y2 - y1, x2 - x1, [224, 224], antialias=True)
+    assert torch.allclose(ours[..., 4:-4, 4:-4], theirs[..., 4:-4, 4:-4], atol=1e-4)
+
+
+def test_resized_crop_of_a_photograph_like_image_is_close_to_torchvision_for_any_box():
+    """On a smooth image, shrinking boxes too (an area average against
+    torchvision's antialiasing triangle filter): mean |difference| < 1e-3, max < 0.05."""
+    import torch.nn.functional as NF
+    from torchvision.transforms.v2 import functional as F
+
+    from multisym.views import crop_resize
+
+    image = NF.interpolate(rand_images(1, 3, 12, 16), size=(240, 320), mode="bicubic").clamp(0, 1)
+    boxes = sample_crop_boxes(12, 240, 320, (0.08, 1.0), (3 / 4, 4 / 3), gen(5))
+    ours = crop_resize(image.expand(12, -1, -1, -1), boxes, 224)
+    for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+        theirs = F.resized_crop(image, y1, x1, y2 - y1, x2 - x1, [224, 224], antialias=True)
+        difference = (ours[i] - theirs[0]).abs()
+        assert difference.mean() < 1e-3 and difference.max() < 0.05, (x1, y1, x2, y2)

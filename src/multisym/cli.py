@@ -105,6 +105,7 @@ def cmd_pretrain(args) -> None:
         settings=settings, data_path=args.data, manifest_path=args.manifest, run_dir=args.run_dir,
         out_model=args.out_model, out_log=args.out_log, device=args.device, precision=args.precision,
         threads=args.threads, stop_after_epochs=args.stop_after_epochs, keep_every=args.keep_every,
+        decode=args.decode,
     )
     job = _gpu_job(args, "pretrain", kwargs)
     finished = _train(Call("multisym.pretrain:train_member", kwargs), args.run_dir, job)
@@ -472,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train at most this many epochs in this invocation, then save and exit")
     p.add_argument("--keep-every", type=int, default=0,
                    help="also keep the weights of every k-th epoch in <run-dir>/snapshots (gpu_jobs.keep_every)")
+    p.add_argument("--decode", default="cpu", choices=("cpu", "device"),
+                   help="where JPEG files are decoded: cpu (Pillow on up to 8 threads) or device "
+                        "(nvjpeg where training runs; gpu_jobs.decode)")
     gpu_job_options(p)
 
     def runtime_options(p):

@@ -262,7 +262,8 @@ def load_arrays(data_path: str | Path, manifest_path: str | Path) -> tuple[dict[
     return read_verified(data_path, manifest, manifest_path, "prepare_data"), manifest
 
 
-def load_splits(data_path: str | Path, manifest_path: str | Path, splits=SPLITS):
+def load_splits(data_path: str | Path, manifest_path: str | Path, splits=SPLITS, decode: str = "cpu",
+                device="cpu"):
     """{split: (images, labels)} as torch tensors from one verified read, plus
     the DatasetInfo.
 
@@ -270,7 +271,8 @@ def load_splits(data_path: str | Path, manifest_path: str | Path, splits=SPLITS)
     each image's shorter side is resized to S (bilinear, antialiased) and the
     centre S x S cropped, decoded through its torchvision class; a split above
     the in-memory limit (``streaming``) comes as ``StreamedImages``, decoded
-    when indexed.
+    when indexed. ``decode`` says where JPEG files are decoded (``cpu``, or
+    ``device``: on ``device``; ``streaming``).
     """
     import torch
 
@@ -284,19 +286,21 @@ def load_splits(data_path: str | Path, manifest_path: str | Path, splits=SPLITS)
         if is_embedded(manifest["dataset"]):
             loaded[split] = torch.from_numpy(arrays["images"][index]), torch.from_numpy(arrays["labels"][index])
         else:
-            loaded[split] = _decode_split(manifest, split, index), torch.from_numpy(arrays[f"{split}_labels"])
+            images = _decode_split(manifest, split, index, decode, device)
+            loaded[split] = images, torch.from_numpy(arrays[f"{split}_labels"])
     return loaded, info(manifest)
 
 
-def load_split(data_path: str | Path, manifest_path: str | Path, split: str):
+def load_split(data_path: str | Path, manifest_path: str | Path, split: str, decode: str = "cpu", device="cpu"):
     """(images, labels) of one split as torch tensors, plus the DatasetInfo."""
-    loaded, dataset_info = load_splits(data_path, manifest_path, (split,))
+    loaded, dataset_info = load_splits(data_path, manifest_path, (split,), decode, device)
     return (*loaded[split], dataset_info)
 
 
-def _decode_split(manifest: dict, split: str, index: np.ndarray):
+def _decode_split(manifest: dict, split: str, index: np.ndarray, decode: str, device):
     from .datasets import open_sources
-    from .streaming import SplitDecoder, decode_split
+    from .streaming import decode_split, decoder_for
 
     source = open_sources(manifest["settings"])[manifest["split_sources"][split]]
-    return decode_split(SplitDecoder(source, index, manifest["image_size"], manifest["channels"]))
+    decoder = decoder_for(source, index, manifest["image_size"], manifest["channels"], decode)
+    return decode_split(decoder, device)

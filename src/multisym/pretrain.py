@@ -364,6 +364,7 @@ def train_member(
     threads: int | None = None,
     stop_after_epochs: int | None = None,
     keep_every: int = 0,
+    decode: str = "cpu",
 ) -> bool:
     """Train (or resume) one member. Returns True when it finished all epochs
     and wrote ``out_model``; False when it stopped early after
@@ -371,7 +372,9 @@ def train_member(
 
     Checkpoints: ``state.pt`` (the last epoch, rolling), ``out_model`` (the
     final export) and, with ``keep_every`` k > 0, the export of every k-th
-    epoch in ``<run_dir>/snapshots/``.
+    epoch in ``<run_dir>/snapshots/``. ``decode`` (``gpu_jobs.decode``) says
+    where a dataset's JPEG files are decoded: ``cpu`` or ``device``
+    (``streaming``).
 
     In a process group (``distributed.joined``) each process trains on its
     contiguous shard of every global batch, draws its views from its own
@@ -384,7 +387,7 @@ def train_member(
             distributed.on_main(checkpoint.RunLock(run_dir), process):
         threads = set_threads(threads)
         # ------------------------------------------------------------ data
-        images, labels, info = data.load_split(data_path, manifest_path, "train")
+        images, labels, info = data.load_split(data_path, manifest_path, "train", decode, target)
         runtime = make_runtime(target, precision, info)
         images, labels = images.to(target), labels.to(target)
         batch_size, shard = global_batch(recipe["batch_size"], len(images), process)
@@ -421,7 +424,7 @@ def train_member(
         elif process.main:
             checkpoint.atomic_write_text(
                 json.dumps(provenance.record(settings=settings, settings_hash=digest, threads=threads,
-                                             device=str(target), processes=process.world), indent=2) + "\n",
+                                             device=str(target), processes=process.world, decode=decode), indent=2) + "\n",
                 run_dir / "run.json",
             )
         # ------------------------------------------------------------ loop
@@ -457,11 +460,12 @@ def train_member(
                 monitor = LossMonitor(run_dir.name, target, dict(saved.get("sums", {})))
                 # the rate of the epoch's last step, also when a resumed epoch has no step left
                 lr = optim.learning_rate(max(step - 1, 0), total_steps, steps_per_epoch, recipe["optimizer"])
+                rows = streaming.on_host(images, order)
                 for index in range(first, steps_per_epoch):
                     batch = order[index * batch_size:(index + 1) * batch_size][shard]
-                    inputs = images[batch]
+                    inputs = images[rows[index * batch_size:(index + 1) * batch_size][shard]]
                     if index + 1 < steps_per_epoch:  # a streamed split decodes the next batch while this one trains
-                        streaming.prefetch(images, order[(index + 1) * batch_size:(index + 2) * batch_size][shard])
+                        streaming.prefetch(images, rows[(index + 1) * batch_size:(index + 2) * batch_size][shard])
                     lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
                     optim.set_learning_rate(optimizer, lr)
                     terms = step_fn(inputs, labels[batch], views)

@@ -14,16 +14,35 @@ decodes those rows on a pool of threads (Pillow and torch release the GIL
 while they decode and resize) and returns them on the device given to
 ``.to()``; ``prefetch(rows)`` starts decoding the next batch while the
 current one trains.
+
+Two decoders fill a batch (``gpu_jobs.decode``):
+
+- ``SplitDecoder`` (``cpu``): each image decoded by Pillow and resized on a
+  thread of the job's CPUs; the batch is copied to the device from pinned
+  memory.
+- ``JpegDecoder`` (``device``): the threads only read each file's bytes; the
+  batch's JPEGs are decoded on the device (nvjpeg through
+  ``torchvision.io.decode_jpeg``, on the GPU's hardware decoder where it has
+  one) and resized there, on a side CUDA stream, with the same torchvision
+  functions as the CPU path. A file that is not a JPEG, or that the device
+  decoder rejects (CMYK JPEGs), is decoded by the CPU path instead.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+# torchvision 0.29 deprecates its image codecs for TorchCodec, which has no
+# build for the torch of the GPU machines this runs on; they still work.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 # The GIB of decoded float32 images above which a split is streamed; an
 # operational setting (it changes no result), so an environment variable.
@@ -43,32 +62,162 @@ def decoding_threads() -> int:
     return max(1, min(cpus, MAX_THREADS))
 
 
+def _to_device(batch: Tensor, device: torch.device) -> Tensor:
+    return batch.to(device, non_blocking=True) if device.type != "cpu" else batch
+
+
 class SplitDecoder:
-    """Decodes row ``i`` of a split (position ``index[i]`` of its source)."""
+    """Decodes row ``i`` of a split (position ``index[i]`` of its source) with
+    Pillow on the calling thread: RGB (or grayscale), shorter side resized to
+    ``size`` (bilinear, antialiased), centre square, float32 in [0, 1]."""
 
     def __init__(self, source, index: np.ndarray, size: int, channels: int):
         from torchvision.transforms import v2
 
         self.source, self.index = source, np.asarray(index)
+        self.size, self.channels = size, channels
         self.shape = (len(self.index), channels, size, size)
         self.transform = v2.Compose([
             v2.PILToTensor(), v2.RGB(), v2.Resize(size, antialias=True), v2.CenterCrop(size),
             *([v2.Grayscale(1)] if channels == 1 else []), v2.ToDtype(torch.float32, scale=True),
         ])
 
-    def __call__(self, row: int) -> Tensor:
+    def read(self, row: int) -> Tensor:
+        """Thread work: the decoded (C, S, S) image."""
         image, _ = self.source.dataset[int(self.index[row])]
         return self.transform(image)
+
+    def assemble(self, parts: list[Tensor], device: torch.device) -> Tensor:
+        """The batch on ``device``, copied from pinned memory so the copy does
+        not wait for the device."""
+        pinned = device.type == "cuda"
+        batch = torch.empty((len(parts), *self.shape[1:]), pin_memory=pinned)
+        for row, image in enumerate(parts):
+            batch[row] = image
+        return _to_device(batch, device)
+
+
+# Start-of-frame markers (FF C0-CF but DHT C4, JPG C8, DAC CC): they carry the
+# number of colour components.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_components(data: Tensor) -> int | None:
+    """The number of colour components of a JPEG stream (1 grey, 3 YCbCr, 4
+    CMYK), read from its frame header; None when ``data`` is not a JPEG.
+
+    Segments after the SOI marker FF D8 are FF <marker> <2-byte length> ...;
+    the frame header is FF <SOFn> <length> <precision> <height> <width> <Nf>.
+    """
+    raw = data.numpy().tobytes() if isinstance(data, Tensor) else bytes(data)
+    if raw[:2] != b"\xff\xd8":
+        return None
+    at = 2
+    while at + 9 < len(raw):
+        if raw[at] != 0xFF:
+            return None
+        marker = raw[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _SOF_MARKERS:
+            return raw[at + 9]
+        at += 2 + int.from_bytes(raw[at + 2:at + 4], "big")
+    return None
+
+
+class JpegDecoder:
+    """Decodes a batch of a split's JPEG files on the device it is returned on
+    (see the module docstring); ``fallback`` decodes what is not a JPEG."""
+
+    def __init__(self, files: list[Path], fallback: SplitDecoder):
+        self.files, self.fallback = files, fallback
+        self.shape = fallback.shape
+        self._streams: dict[torch.device, torch.cuda.Stream] = {}
+
+    def read(self, row: int) -> Tensor:
+        """Thread work: the file's bytes (uint8, 1-d), or the image decoded by
+        the CPU path when it is not a grey or YCbCr JPEG (PNG files named
+        .JPEG and CMYK JPEGs exist in ImageNet's train set)."""
+        from torchvision.io import read_file
+
+        data = read_file(str(self.files[int(self.fallback.index[row])]))
+        return data if jpeg_components(data) in (1, 3) else self.fallback.read(row)
+
+    def _decode(self, datas: list[Tensor], rows: list[int], device: torch.device) -> list[Tensor]:
+        """uint8 (3, H, W) images on ``device``; one at a time, falling back to
+        the CPU for those it rejects, when the batch call fails."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            pass
+        images = []
+        for data, row in zip(datas, rows):
+            try:
+                images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+            except RuntimeError:
+                images.append(_to_device(self.fallback.read(row), device))
+        return images
+
+    def _resized(self, images: list[Tensor]) -> list[Tensor]:
+        """Each image as the CPU path makes it, a batch per distinct (H, W) so
+        that photographs of a common size share one resize."""
+        from torchvision.transforms.v2 import functional as F
+
+        size, out = self.fallback.size, [None] * len(images)
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for position, image in enumerate(images):
+            if image.dtype == torch.uint8:
+                shapes.setdefault(tuple(image.shape), []).append(position)
+            else:  # decoded by the fallback already
+                out[position] = image
+        for positions in shapes.values():
+            batch = torch.stack([images[p] for p in positions])
+            batch = F.center_crop(F.resize(batch, [size], antialias=True), [size])
+            if self.fallback.channels == 1:
+                batch = F.rgb_to_grayscale(batch, num_output_channels=1)
+            batch = F.to_dtype(batch, torch.float32, scale=True)
+            for position, image in zip(positions, batch):
+                out[position] = image
+        return out
+
+    def assemble(self, parts: list[Tensor], device: torch.device) -> Tensor:
+        """The batch on ``device``. On CUDA the work runs on a side stream (the
+        tensors it frees are then not reused under the training stream's queued
+        work), which the default stream, the training's, waits for."""
+        if not parts:
+            return torch.empty((0, *self.shape[1:]), device=device)
+        if device.type != "cuda":
+            return self._assemble(parts, device)
+        stream = self._streams.setdefault(device, torch.cuda.Stream(device))
+        with torch.cuda.stream(stream):
+            batch = self._assemble(parts, device)
+        current = torch.cuda.current_stream(device)
+        current.wait_stream(stream)
+        batch.record_stream(current)
+        return batch
+
+    def _assemble(self, parts: list[Tensor], device: torch.device) -> Tensor:
+        jpegs = [row for row, part in enumerate(parts) if part.dim() == 1]
+        images = [part if part.dim() == 1 else _to_device(part, device) for part in parts]
+        for row, image in zip(jpegs, self._decode([parts[r] for r in jpegs], jpegs, device)):
+            images[row] = image
+        return torch.stack(self._resized(images))
 
 
 class StreamedImages:
     """A split's images, decoded when indexed (see the module docstring)."""
 
-    def __init__(self, decoder: SplitDecoder, device: torch.device | str = "cpu",
+    def __init__(self, decoder: SplitDecoder | JpegDecoder, device: torch.device | str = "cpu",
                  pool: ThreadPoolExecutor | None = None, threads: int | None = None):
         self.decoder, self.device = decoder, torch.device(device)
         self._pool = pool or ThreadPoolExecutor(threads or decoding_threads(), thread_name_prefix="decode")
-        self._ahead: tuple[bytes, list[Future]] | None = None
+        # Assembles a prefetched batch off the training thread: nvjpeg's calls
+        # wait for the device, which would stop that thread queueing the step.
+        self._assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
+        self._ahead: tuple[bytes, Future] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -92,38 +241,63 @@ class StreamedImages:
         return rows
 
     def _submit(self, rows: np.ndarray) -> list[Future]:
-        return [self._pool.submit(self.decoder, int(row)) for row in rows]
+        return [self._pool.submit(self.decoder.read, int(row)) for row in rows]
+
+    def _batch(self, futures: list[Future]) -> Tensor:
+        return self.decoder.assemble([future.result() for future in futures], self.device)
 
     def prefetch(self, key) -> None:
-        """Start decoding ``key``'s rows; the next ``self[key]`` returns them."""
+        """Start reading and assembling ``key``'s rows; the next ``self[key]``
+        returns them."""
         rows = self._rows(key)
-        self._ahead = (rows.tobytes(), self._submit(rows))
+        self._ahead = (rows.tobytes(), self._assembler.submit(self._batch, self._submit(rows)))
 
     def __getitem__(self, key) -> Tensor:
         rows = self._rows(key)
         ahead, self._ahead = self._ahead, None
-        futures = ahead[1] if ahead is not None and ahead[0] == rows.tobytes() else self._submit(rows)
-        batch = torch.empty((len(futures), *self.shape[1:]))
-        for row, future in enumerate(futures):
-            batch[row] = future.result()
-        return batch.to(self.device, non_blocking=True) if self.device.type != "cpu" else batch
+        if ahead is not None and ahead[0] == rows.tobytes():
+            return ahead[1].result()
+        return self._batch(self._submit(rows))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._assembler.shutdown(wait=False, cancel_futures=True)
 
 
-def decode_split(decoder: SplitDecoder) -> Tensor | StreamedImages:
-    """The split in memory when it fits under the limit, else streamed."""
-    streamed = StreamedImages(decoder)
+def decode_split(decoder: SplitDecoder | JpegDecoder, device: torch.device | str = "cpu",
+                 chunk: int = 512) -> Tensor | StreamedImages:
+    """The split in memory (on the CPU) when it fits under the limit, else
+    streamed; ``device`` is where a ``JpegDecoder`` decodes the chunks of the
+    split it holds in memory."""
+    streamed = StreamedImages(decoder, device)
     if 4 * int(np.prod(decoder.shape)) > in_memory_limit_bytes():
-        return streamed
+        return streamed.to("cpu")
     try:
-        return streamed[:]
+        images = torch.empty(decoder.shape)
+        for start in range(0, len(streamed), chunk):
+            images[start:start + chunk] = streamed[start:start + chunk].cpu()
+        return images
     finally:
         streamed.close()
+
+
+def decoder_for(source, index: np.ndarray, size: int, channels: int, decode: str = "cpu"):
+    """The split's decoder: ``JpegDecoder`` for ``decode: device`` when the
+    source keeps one file per image, else ``SplitDecoder``."""
+    fallback = SplitDecoder(source, index, size, channels)
+    files = list(source.files)
+    if decode == "device" and len(files) == len(source.labels) and len(files) > 0:
+        return JpegDecoder(files, fallback)
+    return fallback
 
 
 def prefetch(images, key) -> None:
     """Start decoding the next batch of streamed images (nothing for a tensor)."""
     if isinstance(images, StreamedImages):
         images.prefetch(key)
+
+
+def on_host(images, order: Tensor) -> Tensor:
+    """The order to pick streamed rows by, on the host (one copy per epoch, not
+    a device sync per step); a tensor in memory takes ``order`` as it is."""
+    return order.cpu() if isinstance(images, StreamedImages) else order

@@ -101,6 +101,7 @@ def gpu_job_resources(step):
         "gpu_site": json.dumps(config["cluster"], sort_keys=True),
         "review_tier": config["review"]["tier"],
         "keep_every": config["gpu_jobs"]["keep_every"] if step == "pretrain" else 0,
+        "decode": config["gpu_jobs"]["decode"] if step == "pretrain" else "cpu",
     }
 
 

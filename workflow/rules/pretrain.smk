@@ -23,8 +23,7 @@ rule pretrain:
         "multisym pretrain --settings-json {params.settings:q} --data {input.data}"
         " --manifest {input.manifest} --run-dir {params.run_dir} --out-model {output.model}"
         " --out-log {output.epochs} --threads {threads} --keep-every {resources.keep_every}"
-        + GPU_JOB_SHELL
-        + " > {log} 2>&1"
+        " --decode {resources.decode}" + GPU_JOB_SHELL + " > {log} 2>&1"
 
 
 # A member read from an existing checkpoint (members.imported) instead of trained.
