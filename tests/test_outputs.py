@@ -93,3 +93,37 @@ def test_without_diversity_or_ci_the_other_values_are_unchanged(pool, chosen):
     assert set(full) - set(lean) == {"kl", "spread_prob", "spread_logit"}
     for name, metric in lean.items():
         assert metric == {"value": pytest.approx(full[name]["value"], rel=1e-12, abs=1e-12)}, name
+
+
+def test_prepared_member_values_are_the_definitions(pool):
+    """One pass per member gives its softmax, log-sum-exp, entropy, p_y, max p,
+    Σ p² and hits: every metric of the member alone."""
+    logits, labels, outputs = pool
+    rows = np.arange(len(labels))
+    for j, z in enumerate(logits.astype(np.float64)):
+        p = metrics.softmax(z)
+        np.testing.assert_allclose(outputs.probs[j], p, atol=1e-6)
+        np.testing.assert_allclose(outputs.lse[j], np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1))
+                                   + z.max(-1), rtol=1e-6)
+        np.testing.assert_allclose(outputs.entropy[j], metrics.bald_terms(z[None]), atol=1e-5)
+        np.testing.assert_allclose(outputs.p_true[j], p[rows, labels], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(outputs.confidence[j], p.max(-1), rtol=1e-6)
+        np.testing.assert_allclose(outputs.sum_squares[j], (p * p).sum(-1), rtol=1e-5)
+        np.testing.assert_array_equal(outputs.hits[j], z.argmax(-1) == labels)
+        assert outputs.member_score(j) == pytest.approx(outputs.score(outputs.probs[j]), rel=1e-6)
+
+
+def test_threads_and_kept_probabilities_change_no_value(pool):
+    """Blocks are computed alike on any number of threads; without kept
+    probabilities a member alone has exactly the same terms."""
+    logits, labels, outputs = pool
+    one_thread = SplitOutputs(logits, labels, threads=1)
+    lean = SplitOutputs(logits, labels, probs=False, threads=3)
+    for chosen in ENSEMBLES:
+        for name, values in one_thread.terms(chosen).items():
+            np.testing.assert_array_equal(outputs.terms(chosen)[name], values, err_msg=name)
+    for j in range(len(logits)):
+        for name, values in outputs.terms([j, j]).items():
+            np.testing.assert_array_equal(lean.terms([j, j])[name], values, err_msg=name)
+        assert lean.summary([j], BOOTSTRAP) == outputs.summary([j], BOOTSTRAP)
+

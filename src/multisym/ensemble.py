@@ -20,6 +20,7 @@ import numpy as np
 from .files import read_npz
 from .metrics import dominance_of_hits, percentile_ci
 from .outputs import SplitOutputs, resample_counts
+from .rowblocks import for_each
 
 START_RULES = ("best_val", "random", "fixed")
 
@@ -27,7 +28,7 @@ START_RULES = ("best_val", "random", "fixed")
 def best_member(outputs: SplitOutputs, candidates: list[int]) -> int:
     """Index (into the pool) of the candidate with the best selection score
     (accuracy, then −NLL; ties: the first of ``candidates``)."""
-    scores = [outputs.score(outputs.probs[c]) for c in candidates]
+    scores = [outputs.member_score(c) for c in candidates]
     return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
 
 
@@ -113,25 +114,32 @@ PAPER_VARIANT_NOTE = {
 }
 
 
-def load_logits(paths: list[str]) -> dict:
-    """Each member's file read once: ``{split}_logits`` (M, N, C) as stored and
-    ``{split}_labels``, and ``{split}``: the split's SplitOutputs, whose
-    probabilities every ensemble shares. All files must share the labels."""
-    stacks: dict[str, list] = {"val": [], "test": []}
-    labels: dict[str, np.ndarray] = {}
-    for path in paths:
-        stored = read_npz(path)
-        for split in stacks:
-            stacks[split].append(stored[f"{split}_logits"])
-            if split not in labels:
-                labels[split] = stored[f"{split}_labels"]
-            elif not np.array_equal(labels[split], stored[f"{split}_labels"]):
-                raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
+# What each job reads and keeps: member metrics take every member alone, so
+# they keep no probabilities; random and whole-pool ensembles use test only.
+JOB_INPUTS = {
+    "members": {"probs": False},
+    "greedy": {},
+    "random": {"splits": ("test",)},
+    "all": {"splits": ("test",)},
+}
+
+
+def load_logits(paths: list[str], splits: tuple[str, ...] = ("val", "test"), probs: bool = True) -> dict:
+    """Each member's file read once (the files on the job's cores): for every
+    split of ``splits``, ``{split}_logits``: the members' (N, C) arrays as
+    stored, ``{split}_labels``, and ``{split}``: the split's SplitOutputs,
+    whose prepared values every ensemble shares (``probs``: see SplitOutputs).
+    All files must share the labels."""
+    keys = [f"{split}_{kind}" for split in splits for kind in ("logits", "labels")]
+    stored = for_each(paths, lambda path: read_npz(path, keys))
     out = {}
-    for split, logits in stacks.items():
-        out[f"{split}_logits"], out[f"{split}_labels"] = np.stack(logits), labels[split]
-        logits.clear()
-        out[split] = SplitOutputs(out[f"{split}_logits"], labels[split])
+    for split in splits:
+        labels = stored[0][f"{split}_labels"]
+        for path, arrays in zip(paths, stored):
+            if not np.array_equal(labels, arrays[f"{split}_labels"]):
+                raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
+        out[f"{split}_logits"], out[f"{split}_labels"] = [arrays[f"{split}_logits"] for arrays in stored], labels
+        out[split] = SplitOutputs(out[f"{split}_logits"], labels, probs=probs)
     return out
 
 
@@ -217,7 +225,7 @@ def member_results(ids: list[str], modes: list[str], stacks: dict, settings: dic
     rows = []
     val, test = stacks["val"], stacks["test"]
     for i, (member, mode) in enumerate(zip(ids, modes)):
-        rows.append({"member": member, "mode": mode, "val_accuracy": 100.0 * val.score(val.probs[i])[0],
+        rows.append({"member": member, "mode": mode, "val_accuracy": 100.0 * val.member_score(i)[0],
                      "metrics": test.summary([i], settings["bootstrap"]),
                      "per_class_accuracy": (100.0 * test.per_class_accuracy(i, num_classes)).tolist()})
     def of_axis(name):

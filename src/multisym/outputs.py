@@ -1,12 +1,15 @@
 """A pool's stored outputs on one split, prepared once and shared by every
 ensemble drawn from the pool (mse_spec §4.4, metrics.md B.7).
 
-Per member, computed once: probabilities p = softmax(z) (float32), the
-per-sample log-sum-exp, entropy H = −Σ_c p log q with q = max(p, 1e-12), and
-the hit 1[argmax z = y]. An ensemble is a list of member indices (repeats
-allowed: greedy selection picks with replacement); with w_j the number of times
-member j appears and m = Σ w_j, every metric of ``metrics.ensemble_metrics``
-becomes a weighted sum over members:
+Per member, computed once from its logits z (one pass of each kind, see
+``SplitOutputs._prepare``): probabilities p = softmax(z) (float32, kept only
+where ensembles of several members will sum them), and per sample the
+log-sum-exp, entropy H = −Σ_c p log p, p_y, max_c p_c, Σ_c p_c² and the hit
+1[argmax z = y], which are every metric of the member alone. An ensemble is
+a list of member indices (repeats allowed: greedy selection picks with
+replacement); with w_j the number of times member j appears and m = Σ w_j,
+every metric of ``metrics.ensemble_metrics`` becomes a weighted sum over
+members:
 
     f̄ = S_p / m,  S_p = Σ w_j p_j                         accuracy, NLL, Brier, ECE
     BALD = H[f̄] − Σ w_j H_j / m
@@ -17,11 +20,12 @@ becomes a weighted sum over members:
 (the definition weighs log q by q = max(p, 1e-12) where this weighs it by p:
 they differ by less than C · 1e-12 · 28 per sample). No metric recomputes a
 softmax, and an ensemble costs a few passes over each of its distinct members.
-Bootstrap CIs take the resamples as a (B, N) count matrix once: the mean of every per-sample metric and the binned
-sums of ECE over all resamples are one matrix product; AUUQC sorts each
-ensemble once and reads every resample's curve from cumulative counts.
-``tests/test_outputs.py`` checks all of it against the definitions in
-``metrics``. NumPy only.
+Both are done a block of rows at a time on every core of the job
+(``rowblocks``). Bootstrap CIs take the resamples as a (B, N) count matrix
+once: the mean of every per-sample metric and the binned sums of ECE over
+all resamples are one matrix product; AUUQC sorts each ensemble once and
+reads every resample's curve from cumulative counts. ``tests/test_outputs.py``
+checks all of it against the definitions in ``metrics``. NumPy only.
 """
 
 from __future__ import annotations
@@ -31,49 +35,62 @@ from functools import lru_cache
 import numpy as np
 
 from .metrics import ECE_BINS, PROB_FLOOR, UQ_POINTS, class_accuracy, percentile_ci, uq_curve
+from .rowblocks import for_each, row_blocks, scratch
 
 LOG_FLOOR = float(np.log(PROB_FLOOR))
-BLOCK_ROWS = 256  # rows of every member sum: five blocks of 256 x 1,000 float32 stay in cache
 
 
 class SplitOutputs:
-    """``logits`` (M, N, C), kept in their stored dtype (float16 files stay
-    float16 in memory: 2 bytes a value, beside 4 for the probabilities);
-    ``labels`` (N,)."""
+    """``logits``: (M, N, C), or M arrays of (N, C), kept in their stored dtype
+    (float16 files stay float16 in memory: 2 bytes a value, beside 4 for the
+    probabilities); ``labels`` (N,). ``probs``: keep every member's
+    probabilities, which ensembles of two or more distinct members sum; a
+    member alone (member metrics) needs only its per-sample values. The
+    work is spread over ``threads`` threads (the job's cores by default)."""
 
-    def __init__(self, logits: np.ndarray, labels: np.ndarray):
+    def __init__(self, logits, labels: np.ndarray, probs: bool = True, threads: int | None = None):
         self.labels = np.asarray(labels)
         self.logits = logits
-        members, n, classes = logits.shape
-        self.probs = np.empty((members, n, classes), np.float32)
+        self.threads = threads
+        members, (n, classes) = len(logits), logits[0].shape
+        self.probs = np.empty((members, n, classes), np.float32) if probs else None
         self.lse = np.empty((members, n), np.float32)
-        self.entropy = np.empty((members, n))
+        self.entropy, self.p_true, self.confidence, self.sum_squares = (np.empty((members, n)) for _ in range(4))
         self.hits = np.empty((members, n), bool)
-        z_block, log_q = (np.empty((min(BLOCK_ROWS, n), classes), np.float32) for _ in range(2))
-        for j in range(members):
-            for start in range(0, n, BLOCK_ROWS):
-                rows = slice(start, min(start + BLOCK_ROWS, n))
-                z, t = self._z(j, rows, z_block), log_q[:rows.stop - start]
-                top = z.max(axis=1, keepdims=True)
-                p = self.probs[j, rows]
-                np.subtract(z, top, out=p)
-                np.exp(p, out=p)
-                total = p.sum(axis=1, keepdims=True)
-                p /= total
-                lse = top + np.log(total)
-                self.lse[j, rows] = lse[:, 0]
-                np.subtract(z, lse, out=t)
-                np.maximum(t, LOG_FLOOR, out=t)
-                self.entropy[j, rows] = -np.einsum("nc,nc->n", p, t)
-                self.hits[j, rows] = z.argmax(axis=1) == self.labels[rows]
+        for_each([(j, rows) for j in range(members) for rows in row_blocks(n)], self._prepare, threads)
         self._rows = np.arange(n)
 
-    def _z(self, member: int, rows: slice, buffer: np.ndarray) -> np.ndarray:
-        """A block of a member's logits as float32 (converted into ``buffer`` when stored otherwise)."""
-        z = self.logits[member, rows]
+    def _prepare(self, task: tuple[int, slice]) -> None:
+        """One block of one member, in one pass of each kind: with t = z − max z
+        and e = exp t, p = e / Σe, lse = max z + log Σe and the entropy
+        H = −Σ p log p = log Σe − Σ e t / Σe (t ≤ 0, so nothing cancels; the
+        definition's floor q = max(p, 1e-12) changes H by less than C · 4e-13)."""
+        j, rows = task
+        z = self._z(j, rows)
+        t = scratch("t", z.shape)
+        index = np.arange(len(z))
+        top = z.argmax(axis=1)
+        np.subtract(z, z[index, top][:, None], out=t)
+        e = scratch("e", z.shape) if self.probs is None else self.probs[j, rows]
+        np.exp(t, out=e)
+        total = e.sum(axis=1)
+        log_total = np.log(total)
+        labels = self.labels[rows]
+        self.lse[j, rows] = z[index, top] + log_total
+        self.entropy[j, rows] = log_total - np.einsum("nc,nc->n", e, t) / total
+        self.p_true[j, rows] = e[index, labels] / total
+        self.confidence[j, rows] = 1.0 / total  # e = 1 at the top class
+        self.sum_squares[j, rows] = np.einsum("nc,nc->n", e, e) / (total * total)
+        self.hits[j, rows] = top == labels
+        if self.probs is not None:
+            np.divide(e, total[:, None], out=e)
+
+    def _z(self, member: int, rows: slice) -> np.ndarray:
+        """A block of a member's logits as float32 (converted into the thread's buffer when stored otherwise)."""
+        z = self.logits[member][rows]
         if z.dtype == np.float32:
             return z
-        out = buffer[:len(z)]
+        out = scratch("z", z.shape)
         out[...] = z
         return out
 
@@ -83,6 +100,8 @@ class SplitOutputs:
     # ------------------------------------------------------------ selection
     def mean_probs(self, chosen: list[int]) -> np.ndarray:
         """f̄ = (1/m) Σ_{j in chosen} p_j, shape (N, C)."""
+        if self.probs is None:
+            raise ValueError("these outputs were prepared without probabilities (probs=False)")
         total = np.zeros_like(self.probs[0])
         for j, w in _weights(chosen):
             total += self.probs[j] if w == 1 else w * self.probs[j]
@@ -94,55 +113,27 @@ class SplitOutputs:
         nll = -np.log(np.maximum(probs[self._rows, self.labels].astype(np.float64), PROB_FLOOR))
         return float(hits.mean()), -float(nll.mean())
 
+    def member_score(self, member: int) -> tuple[float, float]:
+        """``score`` of one member alone, from its prepared hits and p_y."""
+        nll = -np.log(np.maximum(self.p_true[member], PROB_FLOOR))
+        return float(self.hits[member].mean()), -float(nll.mean())
+
     # -------------------------------------------------------------- metrics
     def terms(self, chosen: list[int], diversity: bool = True) -> dict[str, np.ndarray]:
         """Per-sample values of every metric of ``metrics.ensemble_metrics``,
         plus the confidence behind ECE; computed a block of rows at a time so
         the member sums stay in cache. Without ``diversity`` the KL and spread
         terms (four of the five sums over members, Table 3's columns) are left
-        out; inconsistency, from the members' hits, stays."""
+        out; inconsistency, from the members' hits, stays. One member, alone
+        or repeated, is its prepared per-sample values."""
         m, weights = len(chosen), _weights(chosen)
-        diversity = diversity and m > 1
-        n, classes = self.probs.shape[1:]
+        if len(weights) == 1:
+            return self._member_terms(weights[0][0], m, diversity)
+        n = len(self.labels)
         names = ("hits", "p_true", "confidence", "sum_squares", "entropy", "pairs", "spread_prob", "spread_logit")
         per_sample = {name: np.zeros(n) for name in names}
-        sums = np.empty((5, min(BLOCK_ROWS, n), classes), np.float32)
-        scratch, z_block = np.empty_like(sums[0]), np.empty_like(sums[0])
-        for start in range(0, n, BLOCK_ROWS):
-            rows = slice(start, min(start + BLOCK_ROWS, n))
-            size = rows.stop - start
-            s_p, s_log_q, s_pp, s_z, s_zz = (block[:size] for block in sums)
-            t = scratch[:size]
-            sums[:5 if diversity else 1, :size] = 0.0
-            for j, w in weights:
-                p = self.probs[j, rows]
-                _accumulate(s_p, p, w, t)
-                if not diversity:
-                    continue
-                z = self._z(j, rows, z_block)
-                _accumulate(s_z, z, w, t)
-                np.subtract(z, self.lse[j, rows, None], out=t)
-                np.maximum(t, LOG_FLOOR, out=t)
-                _accumulate(s_log_q, t, w, t)
-                np.multiply(p, p, out=t)
-                _accumulate(s_pp, t, w, t)
-                np.multiply(z, z, out=t)
-                _accumulate(s_zz, t, w, t)
-            out = {name: values[rows] for name, values in per_sample.items()}
-            if diversity:
-                out["pairs"][:] = np.einsum("nc,nc->n", s_p, s_log_q)
-                out["spread_prob"][:] = _spread(s_p, s_pp, m, t)
-                out["spread_logit"][:] = _spread(s_z, s_zz, m, t)
-            probs = s_p
-            probs /= m
-            labels = self.labels[rows]
-            out["hits"][:] = probs.argmax(axis=1) == labels
-            out["p_true"][:] = probs[np.arange(size), labels]
-            out["confidence"][:] = probs.max(axis=1)
-            out["sum_squares"][:] = np.einsum("nc,nc->n", probs, probs)
-            np.maximum(probs, PROB_FLOOR, out=t)
-            np.log(t, out=t)
-            out["entropy"][:] = -np.einsum("nc,nc->n", probs, t)
+        for_each(row_blocks(n), lambda rows: self._ensemble_block(rows, weights, diversity, per_sample),
+                 self.threads)
         hits, p_true = per_sample["hits"], per_sample["p_true"]
         correct_members = sum(w * self.hits[j] for j, w in weights).astype(np.float64)
         mean_entropy = sum(w * self.entropy[j] for j, w in weights) / m
@@ -152,21 +143,73 @@ class SplitOutputs:
             "brier": per_sample["sum_squares"] - 2.0 * p_true + 1.0,
             "member_accuracy": 100.0 * correct_members / m,
             "efficiency": 100.0 * (hits - correct_members / m),
-            # one member repeated: exactly 0, not rounding noise that would order the AUUQC sort
-            "bald": per_sample["entropy"] if m == 1 else (per_sample["entropy"] - mean_entropy) * (len(weights) > 1),
+            "bald": per_sample["entropy"] - mean_entropy,
             "_confidence": per_sample["confidence"],
+            "inconsistency": 100.0 * correct_members * (m - correct_members) / (m * (m - 1) / 2),
         }
-        if m < 2:
-            zeros = np.zeros(n)
-            terms.update(inconsistency=zeros, kl=zeros, spread_prob=zeros, spread_logit=zeros)
-            return terms
-        terms["inconsistency"] = 100.0 * correct_members * (m - correct_members) / (m * (m - 1) / 2)
-        if not diversity:
-            return terms
-        terms["kl"] = np.maximum(-m * m * mean_entropy - per_sample["pairs"], 0.0) / (m * (m - 1))
-        terms["spread_prob"] = per_sample["spread_prob"]
-        terms["spread_logit"] = per_sample["spread_logit"]
+        if diversity:
+            terms["kl"] = np.maximum(-m * m * mean_entropy - per_sample["pairs"], 0.0) / (m * (m - 1))
+            terms["spread_prob"] = per_sample["spread_prob"]
+            terms["spread_logit"] = per_sample["spread_logit"]
         return terms
+
+    def _member_terms(self, member: int, m: int, diversity: bool) -> dict[str, np.ndarray]:
+        """``terms`` of one member taken m times: its own values; BALD is its
+        entropy alone (m = 1) and 0 when repeated, as are the diversity terms."""
+        hits, p_true, zeros = self.hits[member].astype(np.float64), self.p_true[member], np.zeros(len(self.labels))
+        terms = {
+            "accuracy": 100.0 * hits,
+            "nll": -np.log(np.maximum(p_true, PROB_FLOOR)),
+            "brier": self.sum_squares[member] - 2.0 * p_true + 1.0,
+            "member_accuracy": 100.0 * hits,
+            "efficiency": zeros,
+            "bald": self.entropy[member] if m == 1 else zeros,
+            "_confidence": self.confidence[member],
+            "inconsistency": zeros,
+        }
+        if m == 1 or diversity:
+            terms.update(kl=zeros, spread_prob=zeros, spread_logit=zeros)
+        return terms
+
+    def _ensemble_block(self, rows: slice, weights: list[tuple[int, int]], diversity: bool,
+                        per_sample: dict[str, np.ndarray]) -> None:
+        """``terms``' sums over members for one block of rows: S_p always, and
+        S_log q, S_pp, S_z, S_zz for the diversity terms."""
+        m = sum(w for _, w in weights)
+        shape = (rows.stop - rows.start, self.probs.shape[2])
+        s_p, t = scratch("s_p", shape), scratch("t", shape)
+        s_log_q, s_pp, s_z, s_zz = (scratch(name, shape) for name in ("s_log_q", "s_pp", "s_z", "s_zz"))
+        for k, (j, w) in enumerate(weights):
+            first = k == 0  # the first member's term starts each sum: no pass to zero it
+            p = self.probs[j, rows]
+            _accumulate(s_p, p, w, t, first)
+            if not diversity:
+                continue
+            z = self._z(j, rows)
+            _accumulate(s_z, z, w, t, first)
+            np.subtract(z, self.lse[j, rows, None], out=t)
+            np.maximum(t, LOG_FLOOR, out=t)
+            _accumulate(s_log_q, t, w, t, first)
+            np.multiply(p, p, out=t)
+            _accumulate(s_pp, t, w, t, first)
+            np.multiply(z, z, out=t)
+            _accumulate(s_zz, t, w, t, first)
+        out = {name: values[rows] for name, values in per_sample.items()}
+        if diversity:
+            out["pairs"][:] = np.einsum("nc,nc->n", s_p, s_log_q)
+            out["spread_prob"][:] = _spread(s_p, s_pp, m, t)
+            out["spread_logit"][:] = _spread(s_z, s_zz, m, t)
+        probs = s_p
+        probs /= m
+        labels, index = self.labels[rows], np.arange(shape[0])
+        top = probs.argmax(axis=1)
+        out["hits"][:] = top == labels
+        out["p_true"][:] = probs[index, labels]
+        out["confidence"][:] = probs[index, top]
+        out["sum_squares"][:] = np.einsum("nc,nc->n", probs, probs)
+        np.maximum(probs, PROB_FLOOR, out=t)
+        np.log(t, out=t)
+        out["entropy"][:] = -np.einsum("nc,nc->n", probs, t)
 
     def summary(self, chosen: list[int], bootstrap: dict, terms: dict | None = None,
                 ci: bool = True) -> dict[str, dict]:
@@ -211,8 +254,12 @@ def _weights(chosen: list[int]) -> list[tuple[int, int]]:
     return [(int(j), int(counts[j])) for j in np.flatnonzero(counts)]
 
 
-def _accumulate(total: np.ndarray, value: np.ndarray, weight: int, scratch: np.ndarray) -> None:
-    """total += weight * value (``value`` may be ``scratch`` itself)."""
+def _accumulate(total: np.ndarray, value: np.ndarray, weight: int, scratch: np.ndarray, first: bool = False) -> None:
+    """total += weight * value; total = weight * value for the ``first`` term
+    (the same numbers as adding it to zeros). ``value`` may be ``scratch`` itself."""
+    if first:
+        np.multiply(value, weight, out=total)
+        return
     if weight != 1:
         np.multiply(value, weight, out=scratch)
         value = scratch
