@@ -127,3 +127,13 @@ def test_threads_and_kept_probabilities_change_no_value(pool):
             np.testing.assert_array_equal(lean.terms([j, j])[name], values, err_msg=name)
         assert lean.summary([j], BOOTSTRAP) == outputs.summary([j], BOOTSTRAP)
 
+
+def test_counts_by_item_are_small_integers_of_any_width():
+    """The uint8 counts give every resample's AUUQC exactly as wider integers do."""
+    by_item = resample_counts_by_item(300, 40, 3)
+    assert by_item.dtype == np.uint8
+    np.testing.assert_array_equal(by_item, resample_counts(300, 40, 3).T)
+    rng = np.random.default_rng(0)
+    hits, uncertainty = (rng.random(300) < 0.6).astype(float), rng.random(300)
+    np.testing.assert_array_equal(resampled_auuqc(by_item, hits, uncertainty),
+                                  resampled_auuqc(by_item.astype(np.int32), hits, uncertainty))

@@ -280,24 +280,28 @@ def _spread(total: np.ndarray, squares: np.ndarray, m: int, scratch: np.ndarray)
 @lru_cache(maxsize=4)
 def resample_counts(n: int, samples: int, seed: int) -> np.ndarray:
     """(samples, n) float32: how often each item is in each resample; the
-    resamples of ``metrics.bootstrap_indices`` (drawn a block at a time)."""
+    resamples of ``metrics.bootstrap_indices`` (drawn a block at a time and
+    counted a resample at a time: one resample's counts stay in cache)."""
     rng = np.random.default_rng(seed)
-    counts = np.zeros((samples, n), np.float32)
+    counts = np.empty((samples, n), np.float32)
     block = max(1, 2**22 // max(n, 1))
     for start in range(0, samples, block):
-        rows = min(block, samples - start)
-        draws = rng.integers(0, n, size=(rows, n)) + n * np.arange(rows)[:, None]
-        counts[start:start + rows] = np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n)
+        for row, draws in enumerate(rng.integers(0, n, size=(min(block, samples - start), n)), start):
+            counts[row] = np.bincount(draws, minlength=n)
     counts.setflags(write=False)
     return counts
 
 
 @lru_cache(maxsize=2)
 def resample_counts_by_item(n: int, samples: int, seed: int) -> np.ndarray:
-    """``resample_counts`` transposed to (n, samples)."""
-    counts = np.ascontiguousarray(resample_counts(n, samples, seed).T)
-    counts.setflags(write=False)
-    return counts
+    """``resample_counts`` transposed to (n, samples), as uint8 when every
+    count fits (a resample of n ≥ 256 items would have to draw one item 256
+    times), so reading it moves a quarter of the bytes."""
+    counts = resample_counts(n, samples, seed)
+    dtype = np.uint8 if n < 256 or counts.max() < 256 else np.int32
+    by_item = np.ascontiguousarray(counts.T, dtype=dtype)
+    by_item.setflags(write=False)
+    return by_item
 
 
 def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarray) -> np.ndarray:
@@ -305,60 +309,38 @@ def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarr
     uncertainty; a resample is that order with each item repeated as often
     as it was drawn, so removing its k most uncertain means cutting its
     cumulative counts at k. Cumulative sums are taken per block of about
-    sqrt(n) items (at most 64), then inside the one block where each cut falls."""
+    sqrt(n) items (at most 64), then inside the one block where each cut
+    falls. Counts and hits are whole numbers: every sum is exact."""
     n, samples = by_item.shape
     order = np.argsort(-uncertainty, kind="stable")
-    sorted_hits = hits[order].astype(np.float32)
+    sorted_hits = hits[order] != 0
     removed = np.floor(np.linspace(0.0, 0.98, UQ_POINTS) * n).astype(int)
-    # (items, resamples), in buffers kept between ensembles: a fresh 200 MB array
-    # costs more in page faults than the arithmetic; whole counts below 2**24
-    # are exact in float32
-    drawn, drawn_hits = _scratch("drawn", by_item.shape), _scratch("drawn_hits", by_item.shape)
-    np.take(by_item, order, axis=0, out=drawn, mode="clip")  # "raise" would copy through a buffer
-    np.multiply(drawn, sorted_hits[:, None], out=drawn_hits)
     width = int(min(64, max(4, np.sqrt(n))))
-    starts = np.arange(0, n, width)
+    blocks = -(-n // width)
+    # (items, resamples) in sorted order, padded with zero rows to whole blocks;
+    # reused between ensembles: fresh memory costs more in page faults than the arithmetic
+    drawn = scratch("drawn", (blocks * width, samples), by_item.dtype)
+    drawn_hits = scratch("drawn_hits", (blocks * width, samples), by_item.dtype)
+    drawn[n:] = 0
+    np.take(by_item, order, axis=0, out=drawn[:n], mode="clip")  # "raise" would copy through a buffer
+    np.multiply(drawn, np.pad(sorted_hits, (0, blocks * width - n))[:, None], out=drawn_hits)
     # counts and hits before each block, per resample: (blocks + 1, resamples)
-    before = np.zeros((2, len(starts) + 1, samples), np.float64)
-    np.cumsum(_block_sums(drawn, width), axis=0, out=before[0, 1:])
-    np.cumsum(_block_sums(drawn_hits, width), axis=0, out=before[1, 1:])
-    # the block holding the k-th removal: the last block whose start has fewer than k before it
+    before = np.zeros((2, blocks + 1, samples), np.int64)
+    for k, values in enumerate((drawn, drawn_hits)):
+        np.cumsum(values.reshape(blocks, width, samples).sum(axis=1, dtype=np.int64), axis=0, out=before[k, 1:])
+    # the block holding the k-th removal: the first whose cumulative count reaches k
     counts_by_draw = np.ascontiguousarray(before[0, 1:-1].T)
     block = np.stack([np.searchsorted(row, removed, side="left") for row in counts_by_draw], axis=1)
-    block[removed == 0] = 0  # (points, resamples)
-    columns = np.arange(samples)[None, :]
-    count_before, hits_before = before[0][block, columns], before[1][block, columns]
-    positions = starts[block][..., None] + np.arange(width)  # (points, resamples, block)
-    rows, valid = np.minimum(positions, n - 1), positions < n
-    inside = np.where(valid, drawn[rows, columns[..., None]], 0.0)
-    inside_hits = np.where(valid, drawn_hits[rows, columns[..., None]], 0.0)
-    cum = count_before[..., None] + np.cumsum(inside, axis=-1)
-    cum_hits = hits_before[..., None] + np.cumsum(inside_hits, axis=-1)
-    need = removed[:, None, None]
-    item = np.minimum((cum < need).sum(axis=-1), width - 1)[..., None]  # where the k-th removal falls
-    count_to = np.where(item > 0, np.take_along_axis(cum, np.maximum(item - 1, 0), -1), count_before[..., None])
-    hits_to = np.where(item > 0, np.take_along_axis(cum_hits, np.maximum(item - 1, 0), -1), hits_before[..., None])
-    hit_rate = sorted_hits[np.take_along_axis(rows, item, -1)]
-    removed_hits = (hits_to + (need - count_to) * hit_rate)[..., 0]
-    removed_hits[removed == 0] = 0.0
+    columns = np.arange(samples)
+    need = removed[:, None] - before[0][block, columns]  # removals inside the block, (points, resamples)
+    flat = ((block * width)[..., None] + np.arange(width)) * samples + columns[:, None]
+    cum = np.cumsum(drawn.ravel()[flat], axis=-1, dtype=np.int64)
+    cum_hits = np.cumsum(drawn_hits.ravel()[flat], axis=-1, dtype=np.int64)
+    item = np.minimum((cum < need[..., None]).sum(axis=-1), width - 1)  # where the k-th removal falls
+    previous = np.maximum(item - 1, 0)[..., None]
+    count_to = np.where(item > 0, np.take_along_axis(cum, previous, -1)[..., 0], 0)
+    hits_to = np.where(item > 0, np.take_along_axis(cum_hits, previous, -1)[..., 0], 0)
+    hit_rate = sorted_hits[np.minimum(block * width + item, n - 1)]
+    removed_hits = before[1][block, columns] + hits_to + (need - count_to) * hit_rate
     total_hits = before[1, -1][None, :]
     return ((total_hits - removed_hits) / (n - removed)[:, None]).mean(axis=0)
-
-
-def _block_sums(values: np.ndarray, width: int) -> np.ndarray:
-    """Sums of consecutive ``width`` rows (the last block may be shorter)."""
-    whole = len(values) // width * width
-    sums = values[:whole].reshape(-1, width, values.shape[1]).sum(axis=1)
-    if whole < len(values):
-        sums = np.concatenate([sums, values[whole:].sum(axis=0, keepdims=True)])
-    return sums
-
-
-_SCRATCH: dict[str, np.ndarray] = {}
-
-
-def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 buffer of ``shape`` reused by later calls."""
-    if name not in _SCRATCH or _SCRATCH[name].shape != shape:
-        _SCRATCH[name] = np.empty(shape, np.float32)
-    return _SCRATCH[name]
