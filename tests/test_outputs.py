@@ -137,3 +137,12 @@ def test_counts_by_item_are_small_integers_of_any_width():
     hits, uncertainty = (rng.random(300) < 0.6).astype(float), rng.random(300)
     np.testing.assert_array_equal(resampled_auuqc(by_item, hits, uncertainty),
                                   resampled_auuqc(by_item.astype(np.int32), hits, uncertainty))
+
+
+def test_resampled_auuqc_split_between_threads_is_unchanged():
+    by_item = resample_counts_by_item(500, 61, 4)  # 61 resamples: unequal parts
+    rng = np.random.default_rng(1)
+    hits, uncertainty = (rng.random(500) < 0.7).astype(float), rng.random(500)
+    one = resampled_auuqc(by_item, hits, uncertainty, threads=1)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(resampled_auuqc(by_item, hits, uncertainty, threads=threads), one)

@@ -35,7 +35,7 @@ from functools import lru_cache
 import numpy as np
 
 from .metrics import ECE_BINS, PROB_FLOOR, UQ_POINTS, class_accuracy, percentile_ci, uq_curve
-from .rowblocks import for_each, row_blocks, scratch
+from .rowblocks import for_each, job_threads, row_blocks, scratch
 
 LOG_FLOOR = float(np.log(PROB_FLOOR))
 
@@ -304,16 +304,27 @@ def resample_counts_by_item(n: int, samples: int, seed: int) -> np.ndarray:
     return by_item
 
 
-def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarray) -> np.ndarray:
+def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarray,
+                    threads: int | None = None) -> np.ndarray:
     """AUUQC of every resample. The items sorted once by decreasing
     uncertainty; a resample is that order with each item repeated as often
     as it was drawn, so removing its k most uncertain means cutting its
-    cumulative counts at k. Cumulative sums are taken per block of about
-    sqrt(n) items (at most 64), then inside the one block where each cut
-    falls. Counts and hits are whole numbers: every sum is exact."""
-    n, samples = by_item.shape
+    cumulative counts at k. The resamples are split between ``threads``
+    threads (the job's cores by default)."""
     order = np.argsort(-uncertainty, kind="stable")
     sorted_hits = hits[order] != 0
+    samples = by_item.shape[1]
+    step = -(-samples // (threads or job_threads()))
+    parts = [slice(start, min(start + step, samples)) for start in range(0, samples, step)]
+    return np.concatenate(for_each(parts, lambda part: _auuqc_of(by_item[:, part], order, sorted_hits), threads))
+
+
+def _auuqc_of(by_item: np.ndarray, order: np.ndarray, sorted_hits: np.ndarray) -> np.ndarray:
+    """``resampled_auuqc`` of the resamples in ``by_item``'s columns. Cumulative
+    sums are taken per block of about sqrt(n) items (at most 64), then inside
+    the one block where each cut falls. Counts and hits are whole numbers:
+    every sum is exact."""
+    n, samples = by_item.shape
     removed = np.floor(np.linspace(0.0, 0.98, UQ_POINTS) * n).astype(int)
     width = int(min(64, max(4, np.sqrt(n))))
     blocks = -(-n // width)
