@@ -146,3 +146,15 @@ def test_resampled_auuqc_split_between_threads_is_unchanged():
     one = resampled_auuqc(by_item, hits, uncertainty, threads=1)
     for threads in (2, 3):
         np.testing.assert_array_equal(resampled_auuqc(by_item, hits, uncertainty, threads=threads), one)
+
+
+def test_candidate_scores_are_each_candidates_score(pool):
+    logits, labels, outputs = pool
+    total = outputs.probs[0] + 2 * outputs.probs[3]
+    expected = [outputs.score((total + outputs.probs[k]) / 4) for k in range(len(logits))]
+    for threads in (1, 2):
+        outputs.threads = threads
+        got = outputs.candidate_scores(total, 4)
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], rel=1e-12)
+    outputs.threads = None

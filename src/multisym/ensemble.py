@@ -40,13 +40,8 @@ def greedy(outputs: SplitOutputs, size: int, start: int) -> list[int]:
     costs one addition."""
     chosen = [start]
     total = outputs.probs[start].copy()
-    trial = np.empty_like(total)
     while len(chosen) < size:
-        scores = []
-        for k in range(len(outputs)):
-            np.add(total, outputs.probs[k], out=trial)
-            trial /= len(chosen) + 1
-            scores.append(outputs.score(trial))
+        scores = outputs.candidate_scores(total, len(chosen) + 1)
         pick = max(range(len(outputs)), key=lambda k: (scores[k], -k))
         chosen.append(pick)
         total += outputs.probs[pick]

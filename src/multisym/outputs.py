@@ -113,6 +113,28 @@ class SplitOutputs:
         nll = -np.log(np.maximum(probs[self._rows, self.labels].astype(np.float64), PROB_FLOOR))
         return float(hits.mean()), -float(nll.mean())
 
+    def candidate_scores(self, total: np.ndarray, m: int) -> list[tuple[float, float]]:
+        """``score`` of (total + p_k) / m for every member k, a block of rows at
+        a time on the job's threads (the block of ``total`` stays in cache);
+        per-block sums are added in block order, so any thread count gives
+        the same scores."""
+        blocks, members = row_blocks(len(self.labels)), len(self)
+        hits, nll = np.zeros((2, members, len(blocks)))
+
+        def score_block(b: int) -> None:
+            rows = blocks[b]
+            labels, index = self.labels[rows], np.arange(rows.stop - rows.start)
+            trial = scratch("trial", total[rows].shape)
+            for k in range(members):
+                np.add(total[rows], self.probs[k, rows], out=trial)
+                trial /= m
+                hits[k, b] = np.count_nonzero(trial.argmax(axis=1) == labels)
+                nll[k, b] = -np.log(np.maximum(trial[index, labels].astype(np.float64), PROB_FLOOR)).sum()
+
+        for_each(range(len(blocks)), score_block, self.threads)
+        n = len(self.labels)
+        return [(float(hits[k].sum() / n), -float(nll[k].sum() / n)) for k in range(members)]
+
     def member_score(self, member: int) -> tuple[float, float]:
         """``score`` of one member alone, from its prepared hits and p_y."""
         nll = -np.log(np.maximum(self.p_true[member], PROB_FLOOR))
