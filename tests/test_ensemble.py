@@ -258,16 +258,20 @@ def test_load_logits_reads_every_member(pool_files):
 
 
 def test_load_logits_reads_only_the_splits_a_job_uses(pool_files):
-    """Random and whole-pool jobs read test only; member metrics keep no
-    probabilities and give the same member values."""
+    """Random and whole-pool jobs read test only; member metrics compute no
+    probabilities, greedy only those of the chosen members on test, and
+    both give the same results."""
     test_only = load_logits(pool_files, splits=("test",))
     assert set(test_only) == {"test", "test_logits", "test_labels"}
-    lean, full = load_logits(pool_files, probs=False), load_logits(pool_files)
-    assert lean["test"].probs is None
-    with pytest.raises(ValueError, match="without probabilities"):
-        lean["test"].mean_probs([0, 1])
+    lean, full = load_logits(pool_files, probs=()), load_logits(pool_files)
     assert member_results(IDS, CLASSES, lean, settings(), NUM_CLASSES) == member_results(
         IDS, CLASSES, full, settings(), NUM_CLASSES)
+    assert all(p is None for p in lean["test"].probs + lean["val"].probs)
+    greedy_lean = load_logits(pool_files, probs=("val",))
+    out = greedy_results(IDS, CLASSES, greedy_lean, settings(max_size=2))
+    assert out == greedy_results(IDS, CLASSES, full, settings(max_size=2))
+    kept = [p is not None for p in greedy_lean["test"].probs]
+    assert kept == [IDS[i] in out["order"] and len(set(out["order"])) > 1 for i in range(len(IDS))]
 
 
 def test_load_logits_rejects_different_labels(pool_files, tmp_path):

@@ -39,6 +39,7 @@ def greedy(outputs: SplitOutputs, size: int, start: int) -> list[int]:
     the running sum of the chosen members' probabilities, so each candidate
     costs one addition."""
     chosen = [start]
+    outputs.with_probs(range(len(outputs)))
     total = outputs.probs[start].copy()
     while len(chosen) < size:
         scores = outputs.candidate_scores(total, len(chosen) + 1)
@@ -109,21 +110,25 @@ PAPER_VARIANT_NOTE = {
 }
 
 
-# What each job reads and keeps: member metrics take every member alone, so
-# they keep no probabilities; random and whole-pool ensembles use test only.
+# What each job reads and which splits' probabilities it computes at once:
+# member metrics take every member alone (no probabilities); greedy scores
+# every member on val but reports only the chosen ones on test (computed
+# when first summed); random and whole-pool ensembles use test only.
 JOB_INPUTS = {
-    "members": {"probs": False},
-    "greedy": {},
+    "members": {"probs": ()},
+    "greedy": {"probs": ("val",)},
     "random": {"splits": ("test",)},
     "all": {"splits": ("test",)},
 }
 
 
-def load_logits(paths: list[str], splits: tuple[str, ...] = ("val", "test"), probs: bool = True) -> dict:
+def load_logits(paths: list[str], splits: tuple[str, ...] = ("val", "test"),
+                probs: tuple[str, ...] | None = None) -> dict:
     """Each member's file read once (the files on the job's cores): for every
     split of ``splits``, ``{split}_logits``: the members' (N, C) arrays as
     stored, ``{split}_labels``, and ``{split}``: the split's SplitOutputs,
-    whose prepared values every ensemble shares (``probs``: see SplitOutputs).
+    whose prepared values every ensemble shares. ``probs``: the splits whose
+    probabilities are computed at once (default: all; see SplitOutputs).
     All files must share the labels."""
     keys = [f"{split}_{kind}" for split in splits for kind in ("logits", "labels")]
     stored = for_each(paths, lambda path: read_npz(path, keys))
@@ -134,7 +139,7 @@ def load_logits(paths: list[str], splits: tuple[str, ...] = ("val", "test"), pro
             if not np.array_equal(labels, arrays[f"{split}_labels"]):
                 raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
         out[f"{split}_logits"], out[f"{split}_labels"] = [arrays[f"{split}_logits"] for arrays in stored], labels
-        out[split] = SplitOutputs(out[f"{split}_logits"], labels, probs=probs)
+        out[split] = SplitOutputs(out[f"{split}_logits"], labels, probs=probs is None or split in probs)
     return out
 
 

@@ -43,9 +43,11 @@ LOG_FLOOR = float(np.log(PROB_FLOOR))
 class SplitOutputs:
     """``logits``: (M, N, C), or M arrays of (N, C), kept in their stored dtype
     (float16 files stay float16 in memory: 2 bytes a value, beside 4 for the
-    probabilities); ``labels`` (N,). ``probs``: keep every member's
-    probabilities, which ensembles of two or more distinct members sum; a
-    member alone (member metrics) needs only its per-sample values. The
+    probabilities); ``labels`` (N,). ``probs``: compute every member's
+    probabilities now; without it, a member's are computed when an ensemble
+    of two or more distinct members first sums them (``with_probs``), so a
+    member used only alone (member metrics, a greedy pool's unchosen
+    members) never holds them. The
     work is spread over ``threads`` threads (the job's cores by default)."""
 
     def __init__(self, logits, labels: np.ndarray, probs: bool = True, threads: int | None = None):
@@ -53,7 +55,9 @@ class SplitOutputs:
         self.logits = logits
         self.threads = threads
         members, (n, classes) = len(logits), logits[0].shape
-        self.probs = np.empty((members, n, classes), np.float32) if probs else None
+        self.probs: list[np.ndarray | None] = [None] * members
+        if probs:
+            self.probs = list(np.empty((members, n, classes), np.float32))
         self.lse = np.empty((members, n), np.float32)
         self.entropy, self.p_true, self.confidence, self.sum_squares = (np.empty((members, n)) for _ in range(4))
         self.hits = np.empty((members, n), bool)
@@ -71,7 +75,7 @@ class SplitOutputs:
         index = np.arange(len(z))
         top = z.argmax(axis=1)
         np.subtract(z, z[index, top][:, None], out=t)
-        e = scratch("e", z.shape) if self.probs is None else self.probs[j, rows]
+        e = scratch("e", z.shape) if self.probs[j] is None else self.probs[j][rows]
         np.exp(t, out=e)
         total = e.sum(axis=1)
         log_total = np.log(total)
@@ -82,8 +86,17 @@ class SplitOutputs:
         self.confidence[j, rows] = 1.0 / total  # e = 1 at the top class
         self.sum_squares[j, rows] = np.einsum("nc,nc->n", e, e) / (total * total)
         self.hits[j, rows] = top == labels
-        if self.probs is not None:
+        if self.probs[j] is not None:
             np.divide(e, total[:, None], out=e)
+
+    def with_probs(self, members) -> None:
+        """Compute the probabilities of those of ``members`` that have none yet
+        (their block pass again, so the same numbers as prepared at once)."""
+        missing = [j for j in dict.fromkeys(members) if self.probs[j] is None]
+        for j in missing:
+            self.probs[j] = np.empty(self.logits[j].shape, np.float32)
+        n = len(self.labels)
+        for_each([(j, rows) for j in missing for rows in row_blocks(n)], self._prepare, self.threads)
 
     def _z(self, member: int, rows: slice) -> np.ndarray:
         """A block of a member's logits as float32 (converted into the thread's buffer when stored otherwise)."""
@@ -100,9 +113,8 @@ class SplitOutputs:
     # ------------------------------------------------------------ selection
     def mean_probs(self, chosen: list[int]) -> np.ndarray:
         """f̄ = (1/m) Σ_{j in chosen} p_j, shape (N, C)."""
-        if self.probs is None:
-            raise ValueError("these outputs were prepared without probabilities (probs=False)")
-        total = np.zeros_like(self.probs[0])
+        self.with_probs(chosen)
+        total = np.zeros(self.logits[chosen[0]].shape, np.float32)
         for j, w in _weights(chosen):
             total += self.probs[j] if w == 1 else w * self.probs[j]
         return total / len(chosen)
@@ -119,6 +131,7 @@ class SplitOutputs:
         per-block sums are added in block order, so any thread count gives
         the same scores."""
         blocks, members = row_blocks(len(self.labels)), len(self)
+        self.with_probs(range(members))
         hits, nll = np.zeros((2, members, len(blocks)))
 
         def score_block(b: int) -> None:
@@ -126,7 +139,7 @@ class SplitOutputs:
             labels, index = self.labels[rows], np.arange(rows.stop - rows.start)
             trial = scratch("trial", total[rows].shape)
             for k in range(members):
-                np.add(total[rows], self.probs[k, rows], out=trial)
+                np.add(total[rows], self.probs[k][rows], out=trial)
                 trial /= m
                 hits[k, b] = np.count_nonzero(trial.argmax(axis=1) == labels)
                 nll[k, b] = -np.log(np.maximum(trial[index, labels].astype(np.float64), PROB_FLOOR)).sum()
@@ -151,6 +164,7 @@ class SplitOutputs:
         m, weights = len(chosen), _weights(chosen)
         if len(weights) == 1:
             return self._member_terms(weights[0][0], m, diversity)
+        self.with_probs([j for j, _ in weights])
         n = len(self.labels)
         names = ("hits", "p_true", "confidence", "sum_squares", "entropy", "pairs", "spread_prob", "spread_logit")
         per_sample = {name: np.zeros(n) for name in names}
@@ -198,12 +212,12 @@ class SplitOutputs:
         """``terms``' sums over members for one block of rows: S_p always, and
         S_log q, S_pp, S_z, S_zz for the diversity terms."""
         m = sum(w for _, w in weights)
-        shape = (rows.stop - rows.start, self.probs.shape[2])
+        shape = (rows.stop - rows.start, self.logits[weights[0][0]].shape[1])
         s_p, t = scratch("s_p", shape), scratch("t", shape)
         s_log_q, s_pp, s_z, s_zz = (scratch(name, shape) for name in ("s_log_q", "s_pp", "s_z", "s_zz"))
         for k, (j, w) in enumerate(weights):
             first = k == 0  # the first member's term starts each sum: no pass to zero it
-            p = self.probs[j, rows]
+            p = self.probs[j][rows]
             _accumulate(s_p, p, w, t, first)
             if not diversity:
                 continue
