@@ -65,13 +65,13 @@ def settings() -> dict:
 
 def run_job(kind: str, folder: str, pool: str) -> None:
     """One workflow job, in this process; prints its seconds and peak RSS as JSON."""
-    from multisym.ensemble import greedy_results, load_logits, member_results, random_results
+    from multisym.ensemble import JOB_INPUTS, greedy_results, load_logits, member_results, random_results
 
     start = time.perf_counter()
     spec = settings()
     ids = member_ids() if kind == "members" else [m for m in member_ids() if m.split("-")[0] in POOLS[pool]]
     classes = [m.split("-")[0] for m in ids]
-    stacks = load_logits([str(Path(folder) / f"{m}.npz") for m in ids])
+    stacks = load_logits([str(Path(folder) / f"{m}.npz") for m in ids], **JOB_INPUTS[kind])
     loaded = time.perf_counter() - start
     if kind == "members":
         member_results(ids, classes, stacks, spec, CLASSES)

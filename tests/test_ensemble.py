@@ -246,14 +246,32 @@ def settings(**greedy_overrides):
     }
 
 
-def test_load_logits_stacks_members(pool_files):
+def test_load_logits_reads_every_member(pool_files):
     stacks = load_logits(pool_files)
-    assert stacks["val_logits"].shape == (4, 60, NUM_CLASSES)
-    assert stacks["test_logits"].shape == (4, 80, NUM_CLASSES)
-    assert stacks["val_logits"].dtype == np.float32  # as written
+    assert [z.shape for z in stacks["val_logits"]] == [(60, NUM_CLASSES)] * 4
+    assert [z.shape for z in stacks["test_logits"]] == [(80, NUM_CLASSES)] * 4
+    assert stacks["val_logits"][0].dtype == np.float32  # as written
     assert stacks["val_labels"].shape == (60,) and stacks["test_labels"].shape == (80,)
     for k, right in enumerate(VAL_RIGHT):
-        assert accuracy_of(stacks["val_logits"][[k]], stacks["val_labels"]) == right / 60
+        assert accuracy_of(stacks["val_logits"][k][None], stacks["val_labels"]) == right / 60
+        assert stacks["val"].member_score(k)[0] == right / 60
+
+
+def test_load_logits_reads_only_the_splits_a_job_uses(pool_files):
+    """Random and whole-pool jobs read test only; member metrics compute no
+    probabilities, greedy only those of the chosen members on test, and
+    both give the same results."""
+    test_only = load_logits(pool_files, splits=("test",))
+    assert set(test_only) == {"test", "test_logits", "test_labels"}
+    lean, full = load_logits(pool_files, probs=()), load_logits(pool_files)
+    assert member_results(IDS, CLASSES, lean, settings(), NUM_CLASSES) == member_results(
+        IDS, CLASSES, full, settings(), NUM_CLASSES)
+    assert all(p is None for p in lean["test"].probs + lean["val"].probs)
+    greedy_lean = load_logits(pool_files, probs=("val",))
+    out = greedy_results(IDS, CLASSES, greedy_lean, settings(max_size=2))
+    assert out == greedy_results(IDS, CLASSES, full, settings(max_size=2))
+    kept = [p is not None for p in greedy_lean["test"].probs]
+    assert kept == [IDS[i] in out["order"] and len(set(out["order"])) > 1 for i in range(len(IDS))]
 
 
 def test_load_logits_rejects_different_labels(pool_files, tmp_path):
@@ -284,9 +302,9 @@ def test_greedy_results_best_val(pool_files):
         assert row["members"] == out["order"][:m]
         assert row["distinct"] == len(set(row["members"]))
         assert row["selection_accuracy"] == pytest.approx(
-            100.0 * accuracy_of(stacks["val_logits"][order_idx[:m]], stacks["val_labels"]))
+            100.0 * accuracy_of([stacks["val_logits"][i] for i in order_idx[:m]], stacks["val_labels"]))
         assert row["metrics"]["accuracy"]["value"] == pytest.approx(
-            100.0 * accuracy_of(stacks["test_logits"][order_idx[:m]], stacks["test_labels"]))
+            100.0 * accuracy_of([stacks["test_logits"][i] for i in order_idx[:m]], stacks["test_labels"]))
 
 
 def test_greedy_results_paper_variants_are_flagged(pool_files):
@@ -320,7 +338,7 @@ def test_random_results_mean_and_std_over_draws(pool_files):
             assert [m[:2] for m in draw["members"]] == (["eq", "in", "eq"][: block["size"]])
             chosen = [IDS.index(m) for m in draw["members"]]
             assert draw["metrics"]["accuracy"]["value"] == pytest.approx(
-                100.0 * accuracy_of(stacks["test_logits"][chosen], stacks["test_labels"]))
+                100.0 * accuracy_of([stacks["test_logits"][i] for i in chosen], stacks["test_labels"]))
         for name in block["mean"]:
             values = np.array([d["metrics"][name]["value"] for d in block["draws"]])
             assert block["mean"][name] == pytest.approx(np.mean(values))

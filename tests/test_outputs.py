@@ -93,3 +93,68 @@ def test_without_diversity_or_ci_the_other_values_are_unchanged(pool, chosen):
     assert set(full) - set(lean) == {"kl", "spread_prob", "spread_logit"}
     for name, metric in lean.items():
         assert metric == {"value": pytest.approx(full[name]["value"], rel=1e-12, abs=1e-12)}, name
+
+
+def test_prepared_member_values_are_the_definitions(pool):
+    """One pass per member gives its softmax, log-sum-exp, entropy, p_y, max p,
+    Σ p² and hits: every metric of the member alone."""
+    logits, labels, outputs = pool
+    rows = np.arange(len(labels))
+    for j, z in enumerate(logits.astype(np.float64)):
+        p = metrics.softmax(z)
+        np.testing.assert_allclose(outputs.probs[j], p, atol=1e-6)
+        np.testing.assert_allclose(outputs.lse[j], np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1))
+                                   + z.max(-1), rtol=1e-6)
+        np.testing.assert_allclose(outputs.entropy[j], metrics.bald_terms(z[None]), atol=1e-5)
+        np.testing.assert_allclose(outputs.p_true[j], p[rows, labels], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(outputs.confidence[j], p.max(-1), rtol=1e-6)
+        np.testing.assert_allclose(outputs.sum_squares[j], (p * p).sum(-1), rtol=1e-5)
+        np.testing.assert_array_equal(outputs.hits[j], z.argmax(-1) == labels)
+        assert outputs.member_score(j) == pytest.approx(outputs.score(outputs.probs[j]), rel=1e-6)
+
+
+def test_threads_and_kept_probabilities_change_no_value(pool):
+    """Blocks are computed alike on any number of threads; without kept
+    probabilities a member alone has exactly the same terms."""
+    logits, labels, outputs = pool
+    one_thread = SplitOutputs(logits, labels, threads=1)
+    lean = SplitOutputs(logits, labels, probs=False, threads=3)
+    for chosen in ENSEMBLES:
+        for name, values in one_thread.terms(chosen).items():
+            np.testing.assert_array_equal(outputs.terms(chosen)[name], values, err_msg=name)
+    for j in range(len(logits)):
+        for name, values in outputs.terms([j, j]).items():
+            np.testing.assert_array_equal(lean.terms([j, j])[name], values, err_msg=name)
+        assert lean.summary([j], BOOTSTRAP) == outputs.summary([j], BOOTSTRAP)
+
+
+def test_counts_by_item_are_small_integers_of_any_width():
+    """The uint8 counts give every resample's AUUQC exactly as wider integers do."""
+    by_item = resample_counts_by_item(300, 40, 3)
+    assert by_item.dtype == np.uint8
+    np.testing.assert_array_equal(by_item, resample_counts(300, 40, 3).T)
+    rng = np.random.default_rng(0)
+    hits, uncertainty = (rng.random(300) < 0.6).astype(float), rng.random(300)
+    np.testing.assert_array_equal(resampled_auuqc(by_item, hits, uncertainty),
+                                  resampled_auuqc(by_item.astype(np.int32), hits, uncertainty))
+
+
+def test_resampled_auuqc_split_between_threads_is_unchanged():
+    by_item = resample_counts_by_item(500, 61, 4)  # 61 resamples: unequal parts
+    rng = np.random.default_rng(1)
+    hits, uncertainty = (rng.random(500) < 0.7).astype(float), rng.random(500)
+    one = resampled_auuqc(by_item, hits, uncertainty, threads=1)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(resampled_auuqc(by_item, hits, uncertainty, threads=threads), one)
+
+
+def test_candidate_scores_are_each_candidates_score(pool):
+    logits, labels, outputs = pool
+    total = outputs.probs[0] + 2 * outputs.probs[3]
+    expected = [outputs.score((total + outputs.probs[k]) / 4) for k in range(len(logits))]
+    for threads in (1, 2):
+        outputs.threads = threads
+        got = outputs.candidate_scores(total, 4)
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], rel=1e-12)
+    outputs.threads = None

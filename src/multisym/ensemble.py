@@ -20,6 +20,7 @@ import numpy as np
 from .files import read_npz
 from .metrics import dominance_of_hits, percentile_ci
 from .outputs import SplitOutputs, resample_counts
+from .rowblocks import for_each
 
 START_RULES = ("best_val", "random", "fixed")
 
@@ -27,7 +28,7 @@ START_RULES = ("best_val", "random", "fixed")
 def best_member(outputs: SplitOutputs, candidates: list[int]) -> int:
     """Index (into the pool) of the candidate with the best selection score
     (accuracy, then −NLL; ties: the first of ``candidates``)."""
-    scores = [outputs.score(outputs.probs[c]) for c in candidates]
+    scores = [outputs.member_score(c) for c in candidates]
     return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
 
 
@@ -38,14 +39,10 @@ def greedy(outputs: SplitOutputs, size: int, start: int) -> list[int]:
     the running sum of the chosen members' probabilities, so each candidate
     costs one addition."""
     chosen = [start]
+    outputs.with_probs(range(len(outputs)))
     total = outputs.probs[start].copy()
-    trial = np.empty_like(total)
     while len(chosen) < size:
-        scores = []
-        for k in range(len(outputs)):
-            np.add(total, outputs.probs[k], out=trial)
-            trial /= len(chosen) + 1
-            scores.append(outputs.score(trial))
+        scores = outputs.candidate_scores(total, len(chosen) + 1)
         pick = max(range(len(outputs)), key=lambda k: (scores[k], -k))
         chosen.append(pick)
         total += outputs.probs[pick]
@@ -113,25 +110,36 @@ PAPER_VARIANT_NOTE = {
 }
 
 
-def load_logits(paths: list[str]) -> dict:
-    """Each member's file read once: ``{split}_logits`` (M, N, C) as stored and
-    ``{split}_labels``, and ``{split}``: the split's SplitOutputs, whose
-    probabilities every ensemble shares. All files must share the labels."""
-    stacks: dict[str, list] = {"val": [], "test": []}
-    labels: dict[str, np.ndarray] = {}
-    for path in paths:
-        stored = read_npz(path)
-        for split in stacks:
-            stacks[split].append(stored[f"{split}_logits"])
-            if split not in labels:
-                labels[split] = stored[f"{split}_labels"]
-            elif not np.array_equal(labels[split], stored[f"{split}_labels"]):
-                raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
+# What each job reads and which splits' probabilities it computes at once:
+# member metrics take every member alone (no probabilities); greedy scores
+# every member on val but reports only the chosen ones on test (computed
+# when first summed); random and whole-pool ensembles use test only.
+JOB_INPUTS = {
+    "members": {"probs": ()},
+    "greedy": {"probs": ("val",)},
+    "random": {"splits": ("test",)},
+    "all": {"splits": ("test",)},
+}
+
+
+def load_logits(paths: list[str], splits: tuple[str, ...] = ("val", "test"),
+                probs: tuple[str, ...] | None = None) -> dict:
+    """Each member's file read once (the files on the job's cores): for every
+    split of ``splits``, ``{split}_logits``: the members' (N, C) arrays as
+    stored, ``{split}_labels``, and ``{split}``: the split's SplitOutputs,
+    whose prepared values every ensemble shares. ``probs``: the splits whose
+    probabilities are computed at once (default: all; see SplitOutputs).
+    All files must share the labels."""
+    keys = [f"{split}_{kind}" for split in splits for kind in ("logits", "labels")]
+    stored = for_each(paths, lambda path: read_npz(path, keys))
     out = {}
-    for split, logits in stacks.items():
-        out[f"{split}_logits"], out[f"{split}_labels"] = np.stack(logits), labels[split]
-        logits.clear()
-        out[split] = SplitOutputs(out[f"{split}_logits"], labels[split])
+    for split in splits:
+        labels = stored[0][f"{split}_labels"]
+        for path, arrays in zip(paths, stored):
+            if not np.array_equal(labels, arrays[f"{split}_labels"]):
+                raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
+        out[f"{split}_logits"], out[f"{split}_labels"] = [arrays[f"{split}_logits"] for arrays in stored], labels
+        out[split] = SplitOutputs(out[f"{split}_logits"], labels, probs=probs is None or split in probs)
     return out
 
 
@@ -217,7 +225,7 @@ def member_results(ids: list[str], modes: list[str], stacks: dict, settings: dic
     rows = []
     val, test = stacks["val"], stacks["test"]
     for i, (member, mode) in enumerate(zip(ids, modes)):
-        rows.append({"member": member, "mode": mode, "val_accuracy": 100.0 * val.score(val.probs[i])[0],
+        rows.append({"member": member, "mode": mode, "val_accuracy": 100.0 * val.member_score(i)[0],
                      "metrics": test.summary([i], settings["bootstrap"]),
                      "per_class_accuracy": (100.0 * test.per_class_accuracy(i, num_classes)).tolist()})
     def of_axis(name):

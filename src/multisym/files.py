@@ -51,15 +51,15 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     atomic_write_bytes(text.encode(), path)
 
 
-def read_npz(path: str | Path) -> dict:
-    """Every array of an .npz written by an earlier step, or a CorruptFileError
-    naming the file and how to rebuild it."""
+def read_npz(path: str | Path, keys: list[str] | None = None) -> dict:
+    """Every array of an .npz written by an earlier step (only ``keys`` when
+    given), or a CorruptFileError naming the file and how to rebuild it."""
     import numpy as np
 
     try:
         with np.load(path) as stored:
-            return {key: stored[key] for key in stored.files}
-    except FileNotFoundError:
+            return {key: stored[key] for key in (stored.files if keys is None else keys)}
+    except (FileNotFoundError, KeyError):  # a missing file or array is not a corrupt one
         raise
     except Exception as error:
         raise CorruptFileError(

@@ -1,12 +1,15 @@
 """A pool's stored outputs on one split, prepared once and shared by every
 ensemble drawn from the pool (mse_spec §4.4, metrics.md B.7).
 
-Per member, computed once: probabilities p = softmax(z) (float32), the
-per-sample log-sum-exp, entropy H = −Σ_c p log q with q = max(p, 1e-12), and
-the hit 1[argmax z = y]. An ensemble is a list of member indices (repeats
-allowed: greedy selection picks with replacement); with w_j the number of times
-member j appears and m = Σ w_j, every metric of ``metrics.ensemble_metrics``
-becomes a weighted sum over members:
+Per member, computed once from its logits z (one pass of each kind, see
+``SplitOutputs._prepare``): probabilities p = softmax(z) (float32, kept only
+where ensembles of several members will sum them), and per sample the
+log-sum-exp, entropy H = −Σ_c p log p, p_y, max_c p_c, Σ_c p_c² and the hit
+1[argmax z = y], which are every metric of the member alone. An ensemble is
+a list of member indices (repeats allowed: greedy selection picks with
+replacement); with w_j the number of times member j appears and m = Σ w_j,
+every metric of ``metrics.ensemble_metrics`` becomes a weighted sum over
+members:
 
     f̄ = S_p / m,  S_p = Σ w_j p_j                         accuracy, NLL, Brier, ECE
     BALD = H[f̄] − Σ w_j H_j / m
@@ -17,11 +20,12 @@ becomes a weighted sum over members:
 (the definition weighs log q by q = max(p, 1e-12) where this weighs it by p:
 they differ by less than C · 1e-12 · 28 per sample). No metric recomputes a
 softmax, and an ensemble costs a few passes over each of its distinct members.
-Bootstrap CIs take the resamples as a (B, N) count matrix once: the mean of every per-sample metric and the binned
-sums of ECE over all resamples are one matrix product; AUUQC sorts each
-ensemble once and reads every resample's curve from cumulative counts.
-``tests/test_outputs.py`` checks all of it against the definitions in
-``metrics``. NumPy only.
+Both are done a block of rows at a time on every core of the job
+(``rowblocks``). Bootstrap CIs take the resamples as a (B, N) count matrix
+once: the mean of every per-sample metric and the binned sums of ECE over
+all resamples are one matrix product; AUUQC sorts each ensemble once and
+reads every resample's curve from cumulative counts. ``tests/test_outputs.py``
+checks all of it against the definitions in ``metrics``. NumPy only.
 """
 
 from __future__ import annotations
@@ -31,49 +35,75 @@ from functools import lru_cache
 import numpy as np
 
 from .metrics import ECE_BINS, PROB_FLOOR, UQ_POINTS, class_accuracy, percentile_ci, uq_curve
+from .rowblocks import for_each, job_threads, row_blocks, scratch
 
 LOG_FLOOR = float(np.log(PROB_FLOOR))
-BLOCK_ROWS = 256  # rows of every member sum: five blocks of 256 x 1,000 float32 stay in cache
 
 
 class SplitOutputs:
-    """``logits`` (M, N, C), kept in their stored dtype (float16 files stay
-    float16 in memory: 2 bytes a value, beside 4 for the probabilities);
-    ``labels`` (N,)."""
+    """``logits``: (M, N, C), or M arrays of (N, C), kept in their stored dtype
+    (float16 files stay float16 in memory: 2 bytes a value, beside 4 for the
+    probabilities); ``labels`` (N,). ``probs``: compute every member's
+    probabilities now; without it, a member's are computed when an ensemble
+    of two or more distinct members first sums them (``with_probs``), so a
+    member used only alone (member metrics, a greedy pool's unchosen
+    members) never holds them. The
+    work is spread over ``threads`` threads (the job's cores by default)."""
 
-    def __init__(self, logits: np.ndarray, labels: np.ndarray):
+    def __init__(self, logits, labels: np.ndarray, probs: bool = True, threads: int | None = None):
         self.labels = np.asarray(labels)
         self.logits = logits
-        members, n, classes = logits.shape
-        self.probs = np.empty((members, n, classes), np.float32)
+        self.threads = threads
+        members, (n, classes) = len(logits), logits[0].shape
+        self.probs: list[np.ndarray | None] = [None] * members
+        if probs:
+            self.probs = list(np.empty((members, n, classes), np.float32))
         self.lse = np.empty((members, n), np.float32)
-        self.entropy = np.empty((members, n))
+        self.entropy, self.p_true, self.confidence, self.sum_squares = (np.empty((members, n)) for _ in range(4))
         self.hits = np.empty((members, n), bool)
-        z_block, log_q = (np.empty((min(BLOCK_ROWS, n), classes), np.float32) for _ in range(2))
-        for j in range(members):
-            for start in range(0, n, BLOCK_ROWS):
-                rows = slice(start, min(start + BLOCK_ROWS, n))
-                z, t = self._z(j, rows, z_block), log_q[:rows.stop - start]
-                top = z.max(axis=1, keepdims=True)
-                p = self.probs[j, rows]
-                np.subtract(z, top, out=p)
-                np.exp(p, out=p)
-                total = p.sum(axis=1, keepdims=True)
-                p /= total
-                lse = top + np.log(total)
-                self.lse[j, rows] = lse[:, 0]
-                np.subtract(z, lse, out=t)
-                np.maximum(t, LOG_FLOOR, out=t)
-                self.entropy[j, rows] = -np.einsum("nc,nc->n", p, t)
-                self.hits[j, rows] = z.argmax(axis=1) == self.labels[rows]
+        for_each([(j, rows) for j in range(members) for rows in row_blocks(n)], self._prepare, threads)
         self._rows = np.arange(n)
 
-    def _z(self, member: int, rows: slice, buffer: np.ndarray) -> np.ndarray:
-        """A block of a member's logits as float32 (converted into ``buffer`` when stored otherwise)."""
-        z = self.logits[member, rows]
+    def _prepare(self, task: tuple[int, slice]) -> None:
+        """One block of one member, in one pass of each kind: with t = z − max z
+        and e = exp t, p = e / Σe, lse = max z + log Σe and the entropy
+        H = −Σ p log p = log Σe − Σ e t / Σe (t ≤ 0, so nothing cancels; the
+        definition's floor q = max(p, 1e-12) changes H by less than C · 4e-13)."""
+        j, rows = task
+        z = self._z(j, rows)
+        t = scratch("t", z.shape)
+        index = np.arange(len(z))
+        top = z.argmax(axis=1)
+        np.subtract(z, z[index, top][:, None], out=t)
+        e = scratch("e", z.shape) if self.probs[j] is None else self.probs[j][rows]
+        np.exp(t, out=e)
+        total = e.sum(axis=1)
+        log_total = np.log(total)
+        labels = self.labels[rows]
+        self.lse[j, rows] = z[index, top] + log_total
+        self.entropy[j, rows] = log_total - np.einsum("nc,nc->n", e, t) / total
+        self.p_true[j, rows] = e[index, labels] / total
+        self.confidence[j, rows] = 1.0 / total  # e = 1 at the top class
+        self.sum_squares[j, rows] = np.einsum("nc,nc->n", e, e) / (total * total)
+        self.hits[j, rows] = top == labels
+        if self.probs[j] is not None:
+            np.divide(e, total[:, None], out=e)
+
+    def with_probs(self, members) -> None:
+        """Compute the probabilities of those of ``members`` that have none yet
+        (their block pass again, so the same numbers as prepared at once)."""
+        missing = [j for j in dict.fromkeys(members) if self.probs[j] is None]
+        for j in missing:
+            self.probs[j] = np.empty(self.logits[j].shape, np.float32)
+        n = len(self.labels)
+        for_each([(j, rows) for j in missing for rows in row_blocks(n)], self._prepare, self.threads)
+
+    def _z(self, member: int, rows: slice) -> np.ndarray:
+        """A block of a member's logits as float32 (converted into the thread's buffer when stored otherwise)."""
+        z = self.logits[member][rows]
         if z.dtype == np.float32:
             return z
-        out = buffer[:len(z)]
+        out = scratch("z", z.shape)
         out[...] = z
         return out
 
@@ -83,7 +113,8 @@ class SplitOutputs:
     # ------------------------------------------------------------ selection
     def mean_probs(self, chosen: list[int]) -> np.ndarray:
         """f̄ = (1/m) Σ_{j in chosen} p_j, shape (N, C)."""
-        total = np.zeros_like(self.probs[0])
+        self.with_probs(chosen)
+        total = np.zeros(self.logits[chosen[0]].shape, np.float32)
         for j, w in _weights(chosen):
             total += self.probs[j] if w == 1 else w * self.probs[j]
         return total / len(chosen)
@@ -94,55 +125,51 @@ class SplitOutputs:
         nll = -np.log(np.maximum(probs[self._rows, self.labels].astype(np.float64), PROB_FLOOR))
         return float(hits.mean()), -float(nll.mean())
 
+    def candidate_scores(self, total: np.ndarray, m: int) -> list[tuple[float, float]]:
+        """``score`` of (total + p_k) / m for every member k, a block of rows at
+        a time on the job's threads (the block of ``total`` stays in cache);
+        per-block sums are added in block order, so any thread count gives
+        the same scores."""
+        blocks, members = row_blocks(len(self.labels)), len(self)
+        self.with_probs(range(members))
+        hits, nll = np.zeros((2, members, len(blocks)))
+
+        def score_block(b: int) -> None:
+            rows = blocks[b]
+            labels, index = self.labels[rows], np.arange(rows.stop - rows.start)
+            trial = scratch("trial", total[rows].shape)
+            for k in range(members):
+                np.add(total[rows], self.probs[k][rows], out=trial)
+                trial /= m
+                hits[k, b] = np.count_nonzero(trial.argmax(axis=1) == labels)
+                nll[k, b] = -np.log(np.maximum(trial[index, labels].astype(np.float64), PROB_FLOOR)).sum()
+
+        for_each(range(len(blocks)), score_block, self.threads)
+        n = len(self.labels)
+        return [(float(hits[k].sum() / n), -float(nll[k].sum() / n)) for k in range(members)]
+
+    def member_score(self, member: int) -> tuple[float, float]:
+        """``score`` of one member alone, from its prepared hits and p_y."""
+        nll = -np.log(np.maximum(self.p_true[member], PROB_FLOOR))
+        return float(self.hits[member].mean()), -float(nll.mean())
+
     # -------------------------------------------------------------- metrics
     def terms(self, chosen: list[int], diversity: bool = True) -> dict[str, np.ndarray]:
         """Per-sample values of every metric of ``metrics.ensemble_metrics``,
         plus the confidence behind ECE; computed a block of rows at a time so
         the member sums stay in cache. Without ``diversity`` the KL and spread
         terms (four of the five sums over members, Table 3's columns) are left
-        out; inconsistency, from the members' hits, stays."""
+        out; inconsistency, from the members' hits, stays. One member, alone
+        or repeated, is its prepared per-sample values."""
         m, weights = len(chosen), _weights(chosen)
-        diversity = diversity and m > 1
-        n, classes = self.probs.shape[1:]
+        if len(weights) == 1:
+            return self._member_terms(weights[0][0], m, diversity)
+        self.with_probs([j for j, _ in weights])
+        n = len(self.labels)
         names = ("hits", "p_true", "confidence", "sum_squares", "entropy", "pairs", "spread_prob", "spread_logit")
         per_sample = {name: np.zeros(n) for name in names}
-        sums = np.empty((5, min(BLOCK_ROWS, n), classes), np.float32)
-        scratch, z_block = np.empty_like(sums[0]), np.empty_like(sums[0])
-        for start in range(0, n, BLOCK_ROWS):
-            rows = slice(start, min(start + BLOCK_ROWS, n))
-            size = rows.stop - start
-            s_p, s_log_q, s_pp, s_z, s_zz = (block[:size] for block in sums)
-            t = scratch[:size]
-            sums[:5 if diversity else 1, :size] = 0.0
-            for j, w in weights:
-                p = self.probs[j, rows]
-                _accumulate(s_p, p, w, t)
-                if not diversity:
-                    continue
-                z = self._z(j, rows, z_block)
-                _accumulate(s_z, z, w, t)
-                np.subtract(z, self.lse[j, rows, None], out=t)
-                np.maximum(t, LOG_FLOOR, out=t)
-                _accumulate(s_log_q, t, w, t)
-                np.multiply(p, p, out=t)
-                _accumulate(s_pp, t, w, t)
-                np.multiply(z, z, out=t)
-                _accumulate(s_zz, t, w, t)
-            out = {name: values[rows] for name, values in per_sample.items()}
-            if diversity:
-                out["pairs"][:] = np.einsum("nc,nc->n", s_p, s_log_q)
-                out["spread_prob"][:] = _spread(s_p, s_pp, m, t)
-                out["spread_logit"][:] = _spread(s_z, s_zz, m, t)
-            probs = s_p
-            probs /= m
-            labels = self.labels[rows]
-            out["hits"][:] = probs.argmax(axis=1) == labels
-            out["p_true"][:] = probs[np.arange(size), labels]
-            out["confidence"][:] = probs.max(axis=1)
-            out["sum_squares"][:] = np.einsum("nc,nc->n", probs, probs)
-            np.maximum(probs, PROB_FLOOR, out=t)
-            np.log(t, out=t)
-            out["entropy"][:] = -np.einsum("nc,nc->n", probs, t)
+        for_each(row_blocks(n), lambda rows: self._ensemble_block(rows, weights, diversity, per_sample),
+                 self.threads)
         hits, p_true = per_sample["hits"], per_sample["p_true"]
         correct_members = sum(w * self.hits[j] for j, w in weights).astype(np.float64)
         mean_entropy = sum(w * self.entropy[j] for j, w in weights) / m
@@ -152,21 +179,73 @@ class SplitOutputs:
             "brier": per_sample["sum_squares"] - 2.0 * p_true + 1.0,
             "member_accuracy": 100.0 * correct_members / m,
             "efficiency": 100.0 * (hits - correct_members / m),
-            # one member repeated: exactly 0, not rounding noise that would order the AUUQC sort
-            "bald": per_sample["entropy"] if m == 1 else (per_sample["entropy"] - mean_entropy) * (len(weights) > 1),
+            "bald": per_sample["entropy"] - mean_entropy,
             "_confidence": per_sample["confidence"],
+            "inconsistency": 100.0 * correct_members * (m - correct_members) / (m * (m - 1) / 2),
         }
-        if m < 2:
-            zeros = np.zeros(n)
-            terms.update(inconsistency=zeros, kl=zeros, spread_prob=zeros, spread_logit=zeros)
-            return terms
-        terms["inconsistency"] = 100.0 * correct_members * (m - correct_members) / (m * (m - 1) / 2)
-        if not diversity:
-            return terms
-        terms["kl"] = np.maximum(-m * m * mean_entropy - per_sample["pairs"], 0.0) / (m * (m - 1))
-        terms["spread_prob"] = per_sample["spread_prob"]
-        terms["spread_logit"] = per_sample["spread_logit"]
+        if diversity:
+            terms["kl"] = np.maximum(-m * m * mean_entropy - per_sample["pairs"], 0.0) / (m * (m - 1))
+            terms["spread_prob"] = per_sample["spread_prob"]
+            terms["spread_logit"] = per_sample["spread_logit"]
         return terms
+
+    def _member_terms(self, member: int, m: int, diversity: bool) -> dict[str, np.ndarray]:
+        """``terms`` of one member taken m times: its own values; BALD is its
+        entropy alone (m = 1) and 0 when repeated, as are the diversity terms."""
+        hits, p_true, zeros = self.hits[member].astype(np.float64), self.p_true[member], np.zeros(len(self.labels))
+        terms = {
+            "accuracy": 100.0 * hits,
+            "nll": -np.log(np.maximum(p_true, PROB_FLOOR)),
+            "brier": self.sum_squares[member] - 2.0 * p_true + 1.0,
+            "member_accuracy": 100.0 * hits,
+            "efficiency": zeros,
+            "bald": self.entropy[member] if m == 1 else zeros,
+            "_confidence": self.confidence[member],
+            "inconsistency": zeros,
+        }
+        if m == 1 or diversity:
+            terms.update(kl=zeros, spread_prob=zeros, spread_logit=zeros)
+        return terms
+
+    def _ensemble_block(self, rows: slice, weights: list[tuple[int, int]], diversity: bool,
+                        per_sample: dict[str, np.ndarray]) -> None:
+        """``terms``' sums over members for one block of rows: S_p always, and
+        S_log q, S_pp, S_z, S_zz for the diversity terms."""
+        m = sum(w for _, w in weights)
+        shape = (rows.stop - rows.start, self.logits[weights[0][0]].shape[1])
+        s_p, t = scratch("s_p", shape), scratch("t", shape)
+        s_log_q, s_pp, s_z, s_zz = (scratch(name, shape) for name in ("s_log_q", "s_pp", "s_z", "s_zz"))
+        for k, (j, w) in enumerate(weights):
+            first = k == 0  # the first member's term starts each sum: no pass to zero it
+            p = self.probs[j][rows]
+            _accumulate(s_p, p, w, t, first)
+            if not diversity:
+                continue
+            z = self._z(j, rows)
+            _accumulate(s_z, z, w, t, first)
+            np.subtract(z, self.lse[j, rows, None], out=t)
+            np.maximum(t, LOG_FLOOR, out=t)
+            _accumulate(s_log_q, t, w, t, first)
+            np.multiply(p, p, out=t)
+            _accumulate(s_pp, t, w, t, first)
+            np.multiply(z, z, out=t)
+            _accumulate(s_zz, t, w, t, first)
+        out = {name: values[rows] for name, values in per_sample.items()}
+        if diversity:
+            out["pairs"][:] = np.einsum("nc,nc->n", s_p, s_log_q)
+            out["spread_prob"][:] = _spread(s_p, s_pp, m, t)
+            out["spread_logit"][:] = _spread(s_z, s_zz, m, t)
+        probs = s_p
+        probs /= m
+        labels, index = self.labels[rows], np.arange(shape[0])
+        top = probs.argmax(axis=1)
+        out["hits"][:] = top == labels
+        out["p_true"][:] = probs[index, labels]
+        out["confidence"][:] = probs[index, top]
+        out["sum_squares"][:] = np.einsum("nc,nc->n", probs, probs)
+        np.maximum(probs, PROB_FLOOR, out=t)
+        np.log(t, out=t)
+        out["entropy"][:] = -np.einsum("nc,nc->n", probs, t)
 
     def summary(self, chosen: list[int], bootstrap: dict, terms: dict | None = None,
                 ci: bool = True) -> dict[str, dict]:
@@ -211,8 +290,12 @@ def _weights(chosen: list[int]) -> list[tuple[int, int]]:
     return [(int(j), int(counts[j])) for j in np.flatnonzero(counts)]
 
 
-def _accumulate(total: np.ndarray, value: np.ndarray, weight: int, scratch: np.ndarray) -> None:
-    """total += weight * value (``value`` may be ``scratch`` itself)."""
+def _accumulate(total: np.ndarray, value: np.ndarray, weight: int, scratch: np.ndarray, first: bool = False) -> None:
+    """total += weight * value; total = weight * value for the ``first`` term
+    (the same numbers as adding it to zeros). ``value`` may be ``scratch`` itself."""
+    if first:
+        np.multiply(value, weight, out=total)
+        return
     if weight != 1:
         np.multiply(value, weight, out=scratch)
         value = scratch
@@ -233,85 +316,78 @@ def _spread(total: np.ndarray, squares: np.ndarray, m: int, scratch: np.ndarray)
 @lru_cache(maxsize=4)
 def resample_counts(n: int, samples: int, seed: int) -> np.ndarray:
     """(samples, n) float32: how often each item is in each resample; the
-    resamples of ``metrics.bootstrap_indices`` (drawn a block at a time)."""
+    resamples of ``metrics.bootstrap_indices`` (drawn a block at a time and
+    counted a resample at a time: one resample's counts stay in cache)."""
     rng = np.random.default_rng(seed)
-    counts = np.zeros((samples, n), np.float32)
+    counts = np.empty((samples, n), np.float32)
     block = max(1, 2**22 // max(n, 1))
     for start in range(0, samples, block):
-        rows = min(block, samples - start)
-        draws = rng.integers(0, n, size=(rows, n)) + n * np.arange(rows)[:, None]
-        counts[start:start + rows] = np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n)
+        for row, draws in enumerate(rng.integers(0, n, size=(min(block, samples - start), n)), start):
+            counts[row] = np.bincount(draws, minlength=n)
     counts.setflags(write=False)
     return counts
 
 
 @lru_cache(maxsize=2)
 def resample_counts_by_item(n: int, samples: int, seed: int) -> np.ndarray:
-    """``resample_counts`` transposed to (n, samples)."""
-    counts = np.ascontiguousarray(resample_counts(n, samples, seed).T)
-    counts.setflags(write=False)
-    return counts
+    """``resample_counts`` transposed to (n, samples), as uint8 when every
+    count fits (a resample of n ≥ 256 items would have to draw one item 256
+    times), so reading it moves a quarter of the bytes."""
+    counts = resample_counts(n, samples, seed)
+    dtype = np.uint8 if n < 256 or counts.max() < 256 else np.int32
+    by_item = np.ascontiguousarray(counts.T, dtype=dtype)
+    by_item.setflags(write=False)
+    return by_item
 
 
-def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarray) -> np.ndarray:
+def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarray,
+                    threads: int | None = None) -> np.ndarray:
     """AUUQC of every resample. The items sorted once by decreasing
     uncertainty; a resample is that order with each item repeated as often
     as it was drawn, so removing its k most uncertain means cutting its
-    cumulative counts at k. Cumulative sums are taken per block of about
-    sqrt(n) items (at most 64), then inside the one block where each cut falls."""
-    n, samples = by_item.shape
+    cumulative counts at k. The resamples are split between ``threads``
+    threads (the job's cores by default)."""
     order = np.argsort(-uncertainty, kind="stable")
-    sorted_hits = hits[order].astype(np.float32)
+    sorted_hits = hits[order] != 0
+    samples = by_item.shape[1]
+    step = -(-samples // (threads or job_threads()))
+    parts = [slice(start, min(start + step, samples)) for start in range(0, samples, step)]
+    return np.concatenate(for_each(parts, lambda part: _auuqc_of(by_item[:, part], order, sorted_hits), threads))
+
+
+def _auuqc_of(by_item: np.ndarray, order: np.ndarray, sorted_hits: np.ndarray) -> np.ndarray:
+    """``resampled_auuqc`` of the resamples in ``by_item``'s columns. Cumulative
+    sums are taken per block of about sqrt(n) items (at most 64), then inside
+    the one block where each cut falls. Counts and hits are whole numbers:
+    every sum is exact."""
+    n, samples = by_item.shape
     removed = np.floor(np.linspace(0.0, 0.98, UQ_POINTS) * n).astype(int)
-    # (items, resamples), in buffers kept between ensembles: a fresh 200 MB array
-    # costs more in page faults than the arithmetic; whole counts below 2**24
-    # are exact in float32
-    drawn, drawn_hits = _scratch("drawn", by_item.shape), _scratch("drawn_hits", by_item.shape)
-    np.take(by_item, order, axis=0, out=drawn, mode="clip")  # "raise" would copy through a buffer
-    np.multiply(drawn, sorted_hits[:, None], out=drawn_hits)
     width = int(min(64, max(4, np.sqrt(n))))
-    starts = np.arange(0, n, width)
+    blocks = -(-n // width)
+    # (items, resamples) in sorted order, padded with zero rows to whole blocks;
+    # reused between ensembles: fresh memory costs more in page faults than the arithmetic
+    drawn = scratch("drawn", (blocks * width, samples), by_item.dtype)
+    drawn_hits = scratch("drawn_hits", (blocks * width, samples), by_item.dtype)
+    drawn[n:] = 0
+    np.take(by_item, order, axis=0, out=drawn[:n], mode="clip")  # "raise" would copy through a buffer
+    np.multiply(drawn, np.pad(sorted_hits, (0, blocks * width - n))[:, None], out=drawn_hits)
     # counts and hits before each block, per resample: (blocks + 1, resamples)
-    before = np.zeros((2, len(starts) + 1, samples), np.float64)
-    np.cumsum(_block_sums(drawn, width), axis=0, out=before[0, 1:])
-    np.cumsum(_block_sums(drawn_hits, width), axis=0, out=before[1, 1:])
-    # the block holding the k-th removal: the last block whose start has fewer than k before it
+    before = np.zeros((2, blocks + 1, samples), np.int64)
+    for k, values in enumerate((drawn, drawn_hits)):
+        np.cumsum(values.reshape(blocks, width, samples).sum(axis=1, dtype=np.int64), axis=0, out=before[k, 1:])
+    # the block holding the k-th removal: the first whose cumulative count reaches k
     counts_by_draw = np.ascontiguousarray(before[0, 1:-1].T)
     block = np.stack([np.searchsorted(row, removed, side="left") for row in counts_by_draw], axis=1)
-    block[removed == 0] = 0  # (points, resamples)
-    columns = np.arange(samples)[None, :]
-    count_before, hits_before = before[0][block, columns], before[1][block, columns]
-    positions = starts[block][..., None] + np.arange(width)  # (points, resamples, block)
-    rows, valid = np.minimum(positions, n - 1), positions < n
-    inside = np.where(valid, drawn[rows, columns[..., None]], 0.0)
-    inside_hits = np.where(valid, drawn_hits[rows, columns[..., None]], 0.0)
-    cum = count_before[..., None] + np.cumsum(inside, axis=-1)
-    cum_hits = hits_before[..., None] + np.cumsum(inside_hits, axis=-1)
-    need = removed[:, None, None]
-    item = np.minimum((cum < need).sum(axis=-1), width - 1)[..., None]  # where the k-th removal falls
-    count_to = np.where(item > 0, np.take_along_axis(cum, np.maximum(item - 1, 0), -1), count_before[..., None])
-    hits_to = np.where(item > 0, np.take_along_axis(cum_hits, np.maximum(item - 1, 0), -1), hits_before[..., None])
-    hit_rate = sorted_hits[np.take_along_axis(rows, item, -1)]
-    removed_hits = (hits_to + (need - count_to) * hit_rate)[..., 0]
-    removed_hits[removed == 0] = 0.0
+    columns = np.arange(samples)
+    need = removed[:, None] - before[0][block, columns]  # removals inside the block, (points, resamples)
+    flat = ((block * width)[..., None] + np.arange(width)) * samples + columns[:, None]
+    cum = np.cumsum(drawn.ravel()[flat], axis=-1, dtype=np.int64)
+    cum_hits = np.cumsum(drawn_hits.ravel()[flat], axis=-1, dtype=np.int64)
+    item = np.minimum((cum < need[..., None]).sum(axis=-1), width - 1)  # where the k-th removal falls
+    previous = np.maximum(item - 1, 0)[..., None]
+    count_to = np.where(item > 0, np.take_along_axis(cum, previous, -1)[..., 0], 0)
+    hits_to = np.where(item > 0, np.take_along_axis(cum_hits, previous, -1)[..., 0], 0)
+    hit_rate = sorted_hits[np.minimum(block * width + item, n - 1)]
+    removed_hits = before[1][block, columns] + hits_to + (need - count_to) * hit_rate
     total_hits = before[1, -1][None, :]
     return ((total_hits - removed_hits) / (n - removed)[:, None]).mean(axis=0)
-
-
-def _block_sums(values: np.ndarray, width: int) -> np.ndarray:
-    """Sums of consecutive ``width`` rows (the last block may be shorter)."""
-    whole = len(values) // width * width
-    sums = values[:whole].reshape(-1, width, values.shape[1]).sum(axis=1)
-    if whole < len(values):
-        sums = np.concatenate([sums, values[whole:].sum(axis=0, keepdims=True)])
-    return sums
-
-
-_SCRATCH: dict[str, np.ndarray] = {}
-
-
-def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 buffer of ``shape`` reused by later calls."""
-    if name not in _SCRATCH or _SCRATCH[name].shape != shape:
-        _SCRATCH[name] = np.empty(shape, np.float32)
-    return _SCRATCH[name]
