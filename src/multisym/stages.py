@@ -16,7 +16,7 @@ from __future__ import annotations
 VERSIONS: dict[str, int] = {
     "pretrain": 1,
     "finetune": 1,
-    "probe": 1,
+    "probe": 2,
     "member_metrics": 3,
     "ensemble": 3,
     "dataset_summary": 1,
