@@ -22,8 +22,10 @@ rule pretrain:
     shell:
         "multisym pretrain --settings-json {params.settings:q} --data {input.data}"
         " --manifest {input.manifest} --run-dir {params.run_dir} --out-model {output.model}"
-        " --out-log {output.epochs} --threads {threads} --keep-every {resources.keep_every}"
-        " --decode {resources.decode}" + GPU_JOB_SHELL + " > {log} 2>&1"
+        " --out-log {output.epochs} --threads {threads}"
+        " --keep-every {resources.keep_every} --decode {resources.decode}"
+        + GPU_JOB_SHELL
+        + " > {log} 2>&1"
 
 
 # A member read from an existing checkpoint (members.imported) instead of trained.
