@@ -90,6 +90,13 @@ class Runtime:
     def amp(self):
         return self.autocast if self.autocast is not None else nullcontext()
 
+    @property
+    def view_dtype(self) -> torch.dtype:
+        """float16 views under mixed precision on CUDA (``views.make_views``: the
+        bandwidth-bound passes at half the bytes, finer than the bf16 the
+        backbone reads), float32 otherwise."""
+        return torch.float16 if self.autocast is not None and self.device.type == "cuda" else torch.float32
+
 
 class ContrastiveStep:
     """Loss of one batch for base / eq / inv members:
@@ -112,12 +119,13 @@ class ContrastiveStep:
             self.p = settings["p"]
 
     def draw(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        views = [make_views(images, spec, generator) for spec in self.specs]
+        views = [make_views(images, spec, generator, self.runtime.view_dtype) for spec in self.specs]
         if self.mode == "inv":
             views = [self.group.act(v, self.group.sample_non_identity(len(v), self.p, generator)) for v in views]
         batch = {"view1": views[0], "view2": views[1]}
         if self.mode == "eq":
-            batch["orbit"], batch["elements"] = self.group.orbit(make_views(images, self.small_spec, generator))
+            small = make_views(images, self.small_spec, generator, self.runtime.view_dtype)
+            batch["orbit"], batch["elements"] = self.group.orbit(small)
         return batch
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -147,7 +155,7 @@ class SupervisedStep:
         self.spec = supervised_view_spec(size, settings["supervised"])
 
     def draw(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        return {"view": make_views(images, self.spec, generator), "labels": labels}
+        return {"view": make_views(images, self.spec, generator, self.runtime.view_dtype), "labels": labels}
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         with self.runtime.amp():
