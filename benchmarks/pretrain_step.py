@@ -141,8 +141,11 @@ def lightly_step(settings: dict, model: nn.Module, runtime, device: torch.device
     return step
 
 
-def profile_views(step: ContrastiveStep, images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> None:
-    """The kernels of five draws of the views, by total device time."""
+def profile_views(step: ContrastiveStep, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+                  whole_step) -> None:
+    """The kernels of five draws of the views, by total device time; then the
+    calls the host spends its time in over five whole steps with views (a call
+    that waits for the device shows up here)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -155,6 +158,11 @@ def profile_views(step: ContrastiveStep, images: torch.Tensor, labels: torch.Ten
         synchronize(device)
     key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
+    with profile(activities=activities) as prof:
+        for _ in range(5):
+            whole_step()
+        synchronize(device)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
 
 
 def main() -> int:
@@ -229,6 +237,8 @@ def main() -> int:
             results["ours"] = timed(ours, device, steps, args.repeats, warmup)
         if "ours+views" in wanted:
             results["ours+views"] = timed(lambda: ours(views=True), device, steps, args.repeats, warmup)
+            if args.profile_views:
+                profile_views(step, images, labels, device, lambda: ours(views=True))
         monitor.check()
 
     if "official" in wanted:
@@ -247,8 +257,6 @@ def main() -> int:
 
     for result in results.values():
         result["images_per_s"] = batch_size / result["step_ms"] * 1000
-    if args.profile_views:
-        profile_views(step, images, labels, device)
 
     name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {name}; torch {torch.__version__}; {settings['backbone']['arch']}, batch {batch_size}, "

@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .views import to_device
+
 
 @dataclass(frozen=True)
 class SymmetryGroup:
@@ -46,7 +48,7 @@ class SymmetryGroup:
             # Draws live on the CPU, so finding each element's samples never waits for the device.
             index = (elements == g).nonzero().squeeze(1)
             if index.numel():
-                index = index.to(images.device, non_blocking=True)
+                index = to_device(index, images.device)
                 out[index] = self._apply_element(images[index], g)
         return out
 

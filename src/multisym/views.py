@@ -143,6 +143,14 @@ def _check_generator(generator: torch.Generator) -> None:
         raise ValueError(f"generator must live on the CPU, got device {generator.device}")
 
 
+def to_device(values: Tensor, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+    """Parameters drawn on the CPU, on ``device`` without making the host wait
+    for the device: copied from pinned memory, never from pageable memory."""
+    if device.type == "cuda":
+        values = values.pin_memory()
+    return values.to(device, dtype, non_blocking=True)
+
+
 def _uniform(u: Tensor, lo: float, hi: float) -> Tensor:
     """Map u ~ U[0, 1) to U[lo, hi)."""
     return lo + (hi - lo) * u
@@ -167,7 +175,7 @@ def _apply_to_subset(
         return images
     if idx.numel() == images.shape[0]:
         return fn(images, *params)
-    idx = idx.to(images.device, non_blocking=True)
+    idx = to_device(idx, images.device)
     out = images.clone()
     out[idx] = fn(images[idx], *(p[idx] for p in params))
     return out
@@ -244,7 +252,7 @@ def crop_resize(images: Tensor, boxes: Tensor, size: int) -> Tensor:
     which averages when downscaling and samples exactly at bin centres otherwise.
     """
     idx = torch.arange(images.shape[0], dtype=images.dtype, device=images.device)
-    rois = torch.cat([idx[:, None], boxes.to(images.device, images.dtype, non_blocking=True)], dim=1)
+    rois = torch.cat([idx[:, None], to_device(boxes, images.device, images.dtype)], dim=1)
     out = roi_align(
         images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True
     )
@@ -320,7 +328,9 @@ def hsv_to_rgb(hsv: Tensor) -> Tensor:
     """HSV -> RGB via channel_n = V - V S clamp(min(k, 4 - k), 0, 1),
     k = (n + 6 H) mod 6 with n = 5, 3, 1 for R, G, B."""
     h, s, v = hsv.unbind(1)
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=hsv.dtype, device=hsv.device).reshape(1, 3, 1, 1)
+    # n = 5, 3, 1 made on the device: torch.tensor(..., device=) would be a
+    # blocking copy, stopping the host until the device catches up
+    n = torch.arange(5.0, 0.0, -2.0, dtype=hsv.dtype, device=hsv.device).reshape(1, 3, 1, 1)
     k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
     vs = (v * s).unsqueeze(1)
@@ -381,7 +391,7 @@ def gaussian_blur(images: Tensor, sigma: Tensor, ksize: int) -> Tensor:
     b, c, hgt, wid = images.shape
     if ksize <= 1:
         return images
-    kernels = gaussian_kernels(sigma.to(images.device, images.dtype, non_blocking=True), ksize)
+    kernels = gaussian_kernels(sigma.to(images.device, images.dtype), ksize)
     weight = kernels.repeat_interleave(c, dim=0)  # (B C, k)
     pad = ksize // 2
     x = images.reshape(1, b * c, hgt, wid)
@@ -437,8 +447,8 @@ def make_views(images: Tensor, spec: ViewSpec, generator: torch.Generator,
 
     boxes = sample_crop_boxes(batch, height, width, spec.crop_scale, spec.crop_ratio, generator)
     u = torch.rand(batch, _N_UNIFORMS, generator=generator, dtype=torch.float64)
-    factors = _jitter_factors(u, spec).to(device, dtype, non_blocking=True)
-    sigma = _uniform(u[:, _U_SIGMA], *spec.blur_sigma).to(device, dtype, non_blocking=True)
+    factors = to_device(_jitter_factors(u, spec), device, dtype)
+    sigma = to_device(_uniform(u[:, _U_SIGMA], *spec.blur_sigma), device, dtype)
     draws = {  # kept on the CPU: _apply_to_subset picks its samples there
         name: u[:, col] < p
         for name, col, p in (
@@ -453,7 +463,7 @@ def make_views(images: Tensor, spec: ViewSpec, generator: torch.Generator,
     # roi_align in float32: in float16 its sampling positions would be off by
     # up to a quarter pixel on a 256-px image
     x = crop_resize(images, boxes, spec.size).to(dtype)
-    x = hflip(x, draws["flip"].to(device, non_blocking=True))
+    x = hflip(x, to_device(draws["flip"], device))
     use_hue = channels == 3 and spec.hue > 0
     x = _apply_to_subset(x, draws["jitter"], lambda y, f: _color_jitter(y, f, use_hue), factors)
     if channels == 3:
