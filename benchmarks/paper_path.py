@@ -10,7 +10,7 @@ images per step, the paper's per-GPU batch, three ways:
 
   memory  the split decoded once and held on the device (the embedded and
           CIFAR scales' path: no loader runs)
-  cpu     streamed, each batch decoded by Pillow on at most 8 threads
+  cpu     streamed, each batch decoded by Pillow in at most 8 worker processes
           (``gpu_jobs.decode: cpu``)
   device  streamed, the threads only read files; nvjpeg decodes on the GPU
           (``gpu_jobs.decode: device``)

@@ -1,18 +1,18 @@
 """Decode rate of a streamed split (issue 11; issue 15, target 2 on the CPU side).
 
-Writes synthetic ImageNet-shaped JPEGs (500 x 375, ``paper_path.write_jpegs``),
+Writes synthetic ImageNet-sized JPEGs (``paper_path.write_jpegs``: 500 x 375 and other common sizes),
 prepares them with ``config/paper.yaml``'s dataset settings (256-px short side,
 centre crop) and, with the in-memory limit at 0 so that the split is streamed,
 times batches of 128 read through ``StreamedImages``:
 
-* decode rate with 1 thread and with every thread this process may use
-  (at most 8; ``streaming.decoding_threads``);
+* decode rate with 1 worker process and with as many as this process may use
+  (one per CPU, at most 8; ``streaming.decoding_threads``);
 * the wait for a batch that was prefetched while the caller worked for as long
-  as one batch takes to decode on one thread (what the training loop sees
+  as one batch takes to decode in one worker (what the training loop sees
   when the step is at least as long as the decode).
 
 It prints images/s per figure, and how many decoding cores would keep up with
-the step rate measured on one H200 (1,532 images/s, benchmarks/README.md).
+the step rate measured on one H200 (1,529 images/s, benchmarks/README.md).
 
     python benchmarks/streaming.py [--images 1024 --batch 128]
 """
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 from paper_path import write_jpegs  # noqa: E402
 
-H200_STEP_RATE = 1532.0  # images/s, ours, benchmarks/README.md
+H200_STEP_RATE = 1529.0  # images/s, ours, benchmarks/README.md
 
 
 def batches_per_second(images, batch: int, rng) -> float:
@@ -67,7 +67,7 @@ def main() -> int:
         assert isinstance(images, streaming.StreamedImages)
         threads = streaming.decoding_threads()
         figures = {"images": len(images), "batch": args.batch, "threads": threads, "cpus": os.cpu_count()}
-        single = streaming.StreamedImages(images.decoder, threads=1)
+        single = streaming.StreamedImages(images.decoder, workers=1)
         figures["decode_1_thread"] = batches_per_second(single, args.batch, rng)
         figures[f"decode_{threads}_threads"] = batches_per_second(images, args.batch, rng)
         # prefetch while "training" for one single-thread batch time
@@ -83,10 +83,10 @@ def main() -> int:
         figures["wait_after_prefetch_ms"] = 1000 * float(np.median(waits))
         figures["step_ms_simulated"] = 1000 * work
         figures["cores_for_h200_rate"] = H200_STEP_RATE / figures["decode_1_thread"]
-    print(f"{figures['images']} streamed images (500 x 375 JPEG -> 256 px), batches of {args.batch}, "
+    print(f"{figures['images']} streamed images (ImageNet-sized JPEG -> 256 px), batches of {args.batch}, "
           f"{figures['cpus']} CPUs")
-    print(f"  decode, 1 thread:          {figures['decode_1_thread']:8.1f} images/s")
-    print(f"  decode, {threads} threads:         {figures[f'decode_{threads}_threads']:8.1f} images/s")
+    print(f"  decode, 1 process:          {figures['decode_1_thread']:8.1f} images/s")
+    print(f"  decode, {threads} processes:        {figures[f'decode_{threads}_threads']:8.1f} images/s")
     print(f"  wait for a prefetched batch after {figures['step_ms_simulated']:.0f} ms of work: "
           f"{figures['wait_after_prefetch_ms']:.1f} ms")
     print(f"  cores to decode at one H200's step rate ({H200_STEP_RATE:.0f} images/s): "

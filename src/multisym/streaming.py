@@ -10,16 +10,16 @@ float32 in [0, 1]. Views then crop and augment on the device (``views``).
 
 ``StreamedImages`` stands in for the (N, C, S, S) tensor a training or
 evaluation loop indexes: ``images[rows]`` (a slice, index array or tensor)
-decodes those rows on a pool of threads (Pillow and torch release the GIL
-while they decode and resize) and returns them on the device given to
-``.to()``; ``prefetch(rows)`` starts decoding the next batch while the
-current one trains.
+decodes those rows on a pool of at most 8 workers and returns them on the
+device given to ``.to()``; ``prefetch(rows)`` starts decoding the next batch
+while the current one trains.
 
 Two decoders fill a batch (``gpu_jobs.decode``):
 
-- ``SplitDecoder`` (``cpu``): each image decoded by Pillow and resized on a
-  thread of the job's CPUs; the batch is copied to the device from pinned
-  memory.
+- ``SplitDecoder`` (``cpu``): each image decoded by Pillow and resized in a
+  worker process (Pillow's and torchvision's Python around the decode would
+  hold one interpreter's GIL: 8 threads decoded no faster than about two
+  cores); the batch travels as 8-bit pixels and becomes float on the device.
 - ``JpegDecoder`` (``device``): the threads only read each file's bytes; the
   batch's JPEGs are decoded on the device (nvjpeg through
   ``torchvision.io.decode_jpeg``, on the GPU's hardware decoder where it has
@@ -30,9 +30,11 @@ Two decoders fill a batch (``gpu_jobs.decode``):
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +50,7 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 # operational setting (it changes no result), so an environment variable.
 LIMIT_VARIABLE = "MULTISYM_IN_MEMORY_GIB"
 DEFAULT_LIMIT_GIB = 8.0
-MAX_THREADS = 8
+MAX_THREADS = 8  # decoding workers, threads or processes
 
 
 def in_memory_limit_bytes() -> float:
@@ -56,7 +58,7 @@ def in_memory_limit_bytes() -> float:
 
 
 def decoding_threads() -> int:
-    """Threads that decode: this process's CPUs ($SLURM_CPUS_PER_TASK in a SLURM
+    """Workers that decode: this process's CPUs ($SLURM_CPUS_PER_TASK in a SLURM
     job), at most ``MAX_THREADS``."""
     cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or len(os.sched_getaffinity(0)))
     return max(1, min(cpus, MAX_THREADS))
@@ -66,10 +68,18 @@ def _to_device(batch: Tensor, device: torch.device) -> Tensor:
     return batch.to(device, non_blocking=True) if device.type != "cpu" else batch
 
 
+def _as_float(pixels: Tensor) -> Tensor:
+    """8-bit pixels as float32 in [0, 1], by the same torchvision function on
+    any device (so the same values)."""
+    from torchvision.transforms.v2 import functional as F
+
+    return F.to_dtype(pixels, torch.float32, scale=True)
+
+
 class SplitDecoder:
     """Decodes row ``i`` of a split (position ``index[i]`` of its source) with
-    Pillow on the calling thread: RGB (or grayscale), shorter side resized to
-    ``size`` (bilinear, antialiased), centre square, float32 in [0, 1]."""
+    Pillow: RGB (or grayscale), shorter side resized to ``size`` (bilinear,
+    antialiased), centre square; 8-bit, float32 in [0, 1] once assembled."""
 
     def __init__(self, source, index: np.ndarray, size: int, channels: int):
         from torchvision.transforms import v2
@@ -79,22 +89,50 @@ class SplitDecoder:
         self.shape = (len(self.index), channels, size, size)
         self.transform = v2.Compose([
             v2.PILToTensor(), v2.RGB(), v2.Resize(size, antialias=True), v2.CenterCrop(size),
-            *([v2.Grayscale(1)] if channels == 1 else []), v2.ToDtype(torch.float32, scale=True),
+            *([v2.Grayscale(1)] if channels == 1 else []),
         ])
 
     def read(self, row: int) -> Tensor:
-        """Thread work: the decoded (C, S, S) image."""
+        """Worker work: the decoded (C, S, S) uint8 image."""
         image, _ = self.source.dataset[int(self.index[row])]
         return self.transform(image)
 
-    def assemble(self, parts: list[Tensor], device: torch.device) -> Tensor:
-        """The batch on ``device``, copied from pinned memory so the copy does
-        not wait for the device."""
+    def workers(self, count: int) -> Executor:
+        """Processes forked from this one, as torch's DataLoader does on Linux
+        (they touch no CUDA; they all start at the first task, before the
+        training loop's threads), each holding this decoder. Spawned ones would
+        run the caller's main module again."""
+        context = multiprocessing.get_context("fork")
+        return ProcessPoolExecutor(count, mp_context=context, initializer=_hold, initargs=(self,))
+
+    def task(self, pool: Executor, row: int) -> Future:
+        return pool.submit(_read_held, row)
+
+    def assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
+        """The batch on ``device``: 8-bit pixels copied from pinned memory (the
+        copy does not wait for the device), float there."""
         pinned = device.type == "cuda"
-        batch = torch.empty((len(parts), *self.shape[1:]), pin_memory=pinned)
+        batch = torch.empty((len(parts), *self.shape[1:]), dtype=torch.uint8, pin_memory=pinned)
         for row, image in enumerate(parts):
             batch[row] = image
-        return _to_device(batch, device)
+        return _as_float(_to_device(batch, device))
+
+
+_held: SplitDecoder | None = None  # a worker process's decoder
+
+
+def _hold(decoder: SplitDecoder) -> None:
+    """Worker start: keep the decoder, one torch thread, and leave the signals
+    that stop or requeue a job to the training process (which saves its state)."""
+    global _held
+    _held = decoder
+    torch.set_num_threads(1)
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(number, signal.SIG_IGN)
+
+
+def _read_held(row: int) -> Tensor:
+    return _held.read(row)
 
 
 # Start-of-frame markers (FF C0-CF but DHT C4, JPG C8, DAC CC): they carry the
@@ -135,6 +173,13 @@ class JpegDecoder:
         self.shape = fallback.shape
         self._streams: dict[torch.device, torch.cuda.Stream] = {}
 
+    def workers(self, count: int) -> Executor:
+        """Threads: reading a file releases the GIL."""
+        return ThreadPoolExecutor(count, thread_name_prefix="read")
+
+    def task(self, pool: Executor, row: int) -> Future:
+        return pool.submit(self.read, row)
+
     def read(self, row: int) -> Tensor:
         """Thread work: the file's bytes (uint8, 1-d), or the image decoded by
         the CPU path when it is not a grey or YCbCr JPEG (PNG files named
@@ -144,76 +189,80 @@ class JpegDecoder:
         data = read_file(str(self.files[int(self.fallback.index[row])]))
         return data if jpeg_components(data) in (1, 3) else self.fallback.read(row)
 
-    def _decode(self, datas: list[Tensor], rows: list[int], device: torch.device) -> list[Tensor]:
-        """uint8 (3, H, W) images on ``device``; one at a time, falling back to
-        the CPU for those it rejects, when the batch call fails."""
+    def _decode(self, datas: list[Tensor], rows: list[int], device: torch.device) -> tuple[list[Tensor], set[int]]:
+        """uint8 (3, H, W) images of split ``rows`` on ``device``; one at a
+        time, falling back to the CPU for those it rejects, when the batch call
+        fails. Also the positions the fallback made (already resized)."""
         from torchvision.io import ImageReadMode, decode_jpeg
 
         try:
-            return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+            return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device), set()
         except RuntimeError:
             pass
-        images = []
-        for data, row in zip(datas, rows):
+        images, ready = [], set()
+        for position, (data, row) in enumerate(zip(datas, rows)):
             try:
                 images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
                 images.append(_to_device(self.fallback.read(row), device))
-        return images
+                ready.add(position)
+        return images, ready
 
-    def _resized(self, images: list[Tensor]) -> list[Tensor]:
-        """Each image as the CPU path makes it, a batch per distinct (H, W) so
-        that photographs of a common size share one resize."""
+    def _resized(self, images: list[Tensor], ready: set[int]) -> list[Tensor]:
+        """Each image as the CPU path makes it (those in ``ready`` are already),
+        a batch per distinct (H, W) so that photographs of a common size share
+        one resize."""
         from torchvision.transforms.v2 import functional as F
 
-        size, out = self.fallback.size, [None] * len(images)
+        size, out = self.fallback.size, list(images)
         shapes: dict[tuple[int, ...], list[int]] = {}
         for position, image in enumerate(images):
-            if image.dtype == torch.uint8:
+            if position not in ready:
                 shapes.setdefault(tuple(image.shape), []).append(position)
-            else:  # decoded by the fallback already
-                out[position] = image
         for positions in shapes.values():
             batch = torch.stack([images[p] for p in positions])
             batch = F.center_crop(F.resize(batch, [size], antialias=True), [size])
             if self.fallback.channels == 1:
                 batch = F.rgb_to_grayscale(batch, num_output_channels=1)
-            batch = F.to_dtype(batch, torch.float32, scale=True)
             for position, image in zip(positions, batch):
                 out[position] = image
         return out
 
-    def assemble(self, parts: list[Tensor], device: torch.device) -> Tensor:
-        """The batch on ``device``. On CUDA the work runs on a side stream (the
+    def assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
+        """The batch of split ``rows`` on ``device``. On CUDA the work runs on a side stream (the
         tensors it frees are then not reused under the training stream's queued
         work), which the default stream, the training's, waits for."""
         if not parts:
             return torch.empty((0, *self.shape[1:]), device=device)
         if device.type != "cuda":
-            return self._assemble(parts, device)
+            return self._assemble(parts, rows, device)
         stream = self._streams.setdefault(device, torch.cuda.Stream(device))
         with torch.cuda.stream(stream):
-            batch = self._assemble(parts, device)
+            batch = self._assemble(parts, rows, device)
         current = torch.cuda.current_stream(device)
         current.wait_stream(stream)
         batch.record_stream(current)
         return batch
 
-    def _assemble(self, parts: list[Tensor], device: torch.device) -> Tensor:
+    def _assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
         jpegs = [row for row, part in enumerate(parts) if part.dim() == 1]
+        ready = {row for row, part in enumerate(parts) if part.dim() != 1}  # decoded by the fallback
         images = [part if part.dim() == 1 else _to_device(part, device) for part in parts]
-        for row, image in zip(jpegs, self._decode([parts[r] for r in jpegs], jpegs, device)):
+        decoded, rejected = self._decode([parts[r] for r in jpegs], [int(rows[r]) for r in jpegs], device)
+        for position, (row, image) in enumerate(zip(jpegs, decoded)):
             images[row] = image
-        return torch.stack(self._resized(images))
+            if position in rejected:
+                ready.add(row)
+        return _as_float(torch.stack(self._resized(images, ready)))
 
 
 class StreamedImages:
     """A split's images, decoded when indexed (see the module docstring)."""
 
     def __init__(self, decoder: SplitDecoder | JpegDecoder, device: torch.device | str = "cpu",
-                 pool: ThreadPoolExecutor | None = None, threads: int | None = None):
+                 pool: Executor | None = None, workers: int | None = None):
         self.decoder, self.device = decoder, torch.device(device)
-        self._pool = pool or ThreadPoolExecutor(threads or decoding_threads(), thread_name_prefix="decode")
+        self._pool = pool or decoder.workers(workers or decoding_threads())
         # Assembles a prefetched batch off the training thread: nvjpeg's calls
         # wait for the device, which would stop that thread queueing the step.
         self._assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
@@ -241,23 +290,23 @@ class StreamedImages:
         return rows
 
     def _submit(self, rows: np.ndarray) -> list[Future]:
-        return [self._pool.submit(self.decoder.read, int(row)) for row in rows]
+        return [self.decoder.task(self._pool, int(row)) for row in rows]
 
-    def _batch(self, futures: list[Future]) -> Tensor:
-        return self.decoder.assemble([future.result() for future in futures], self.device)
+    def _batch(self, rows: np.ndarray, futures: list[Future]) -> Tensor:
+        return self.decoder.assemble([future.result() for future in futures], rows, self.device)
 
     def prefetch(self, key) -> None:
         """Start reading and assembling ``key``'s rows; the next ``self[key]``
         returns them."""
         rows = self._rows(key)
-        self._ahead = (rows.tobytes(), self._assembler.submit(self._batch, self._submit(rows)))
+        self._ahead = (rows.tobytes(), self._assembler.submit(self._batch, rows, self._submit(rows)))
 
     def __getitem__(self, key) -> Tensor:
         rows = self._rows(key)
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == rows.tobytes():
             return ahead[1].result()
-        return self._batch(self._submit(rows))
+        return self._batch(rows, self._submit(rows))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
