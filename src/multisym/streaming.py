@@ -231,9 +231,10 @@ class JpegDecoder:
         return out
 
     def assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
-        """The batch of split ``rows`` on ``device``. On CUDA the work runs on a side stream (the
-        tensors it frees are then not reused under the training stream's queued
-        work), which the default stream, the training's, waits for."""
+        """The batch of split ``rows`` on ``device``. On CUDA the work runs on
+        a side stream (the tensors it frees are then not reused under the
+        training stream's queued work), which the default stream, the
+        training's, waits for."""
         if not parts:
             return torch.empty((0, *self.shape[1:]), device=device)
         if device.type != "cuda":

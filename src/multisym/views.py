@@ -128,12 +128,12 @@ class ViewSpec:
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_images(images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+def _check_images(images: Tensor) -> Tensor:
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(
             f"images must have shape (B, C, H, W) with C in {{1, 3}}, got {tuple(images.shape)}"
         )
-    return images.to(dtype)
+    return images.to(torch.float32)
 
 
 def _check_generator(generator: torch.Generator) -> None:
