@@ -158,3 +158,18 @@ def test_candidate_scores_are_each_candidates_score(pool):
         assert [g[0] for g in got] == [e[0] for e in expected]
         assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], rel=1e-12)
     outputs.threads = None
+
+
+def test_a_jobs_threads_are_the_ones_it_was_given():
+    """The workflow's ensemble jobs pass their rule's threads, so jobs side by
+    side do not each take every core."""
+    from multisym import rowblocks
+
+    try:
+        rowblocks.set_job_threads(3)
+        assert rowblocks.job_threads() == 3
+        seen = rowblocks.for_each(list(range(6)), lambda task: task * task)
+        assert seen == [0, 1, 4, 9, 16, 25]
+    finally:
+        rowblocks.set_job_threads(None)
+    assert rowblocks.job_threads() >= 1

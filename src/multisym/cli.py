@@ -354,7 +354,9 @@ def cmd_adapt_select(args) -> None:
 
 def cmd_member_metrics(args) -> None:
     from .ensemble import JOB_INPUTS, load_logits, member_results
+    from .rowblocks import set_job_threads
 
+    set_job_threads(args.threads)
     spec = json.loads(args.spec_json)
     if len(spec["members"]) != len(args.logits):
         raise SystemExit(f"error: {len(spec['members'])} members but {len(args.logits)} logits files")
@@ -366,7 +368,9 @@ def cmd_member_metrics(args) -> None:
 
 def cmd_ensemble(args) -> None:
     from .ensemble import JOB_INPUTS, greedy_results, load_logits, random_results, whole_pool_results
+    from .rowblocks import set_job_threads
 
+    set_job_threads(args.threads)
     spec = json.loads(args.spec_json)
     if len(spec["members"]) != len(args.logits):
         raise SystemExit(f"error: {len(spec['members'])} members but {len(args.logits)} logits files")
@@ -622,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec-json", required=True, help="members, modes and bootstrap settings")
     p.add_argument("--logits", nargs="+", required=True, help="logits files, in the order of the spec's members")
     p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, help="threads of the job (default: $SLURM_CPUS_PER_TASK, else its CPUs)")
 
     p = command("ensemble", cmd_ensemble, "build a pool's greedy or random ensembles and their test metrics")
     p.add_argument("--strategy", required=True, choices=("greedy", "random", "all"),
@@ -629,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec-json", required=True, help="pool, members, classes and the ensembles settings")
     p.add_argument("--logits", nargs="+", required=True, help="logits files, in the order of the spec's members")
     p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, help="threads of the job (default: $SLURM_CPUS_PER_TASK, else its CPUs)")
 
     p = command("dataset-summary", cmd_dataset_summary,
                 "one dataset's singles, ensembles, dominance and Δ for the transfer tables")

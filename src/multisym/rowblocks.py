@@ -25,9 +25,21 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 _LOCAL = threading.local()
 
 
+_configured: int | None = None  # set_job_threads
+
+
+def set_job_threads(threads: int | None) -> None:
+    """The threads a job was given (its rule's ``threads``), so that jobs the
+    workflow runs side by side do not each take every core."""
+    global _configured
+    _configured = threads
+
+
 def job_threads() -> int:
-    """The job's cores: $SLURM_CPUS_PER_TASK in a Slurm job, else the CPUs this
-    process may run on."""
+    """The job's threads: as set, else $SLURM_CPUS_PER_TASK in a Slurm job,
+    else the CPUs this process may run on."""
+    if _configured:
+        return _configured
     return max(1, int(os.environ.get("SLURM_CPUS_PER_TASK") or len(os.sched_getaffinity(0))))
 
 

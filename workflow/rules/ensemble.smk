@@ -1,5 +1,7 @@
 # Ensembles from stored logits (§4): every member alone, then each pool's greedy
-# and random ensembles with test metrics and bootstrap CIs.
+# and random ensembles with test metrics and bootstrap CIs. Each job spreads its
+# work over its threads (multisym.rowblocks); Snakemake gives it at most the
+# cores it has, so jobs side by side do not each take every core.
 rule member_metrics:
     input:
         logits=member_logits,
@@ -9,12 +11,13 @@ rule member_metrics:
         LAYOUT.log("member_metrics", "members"),
     conda:
         env("workflow")
+    threads: 8
     params:
         spec=member_metrics_spec_json,
         version=stage_version("member_metrics"),
     shell:
         "multisym member-metrics --spec-json {params.spec:q} --logits {input.logits}"
-        " --out {output.metrics} > {log} 2>&1"
+        " --out {output.metrics} --threads {threads} > {log} 2>&1"
 
 
 rule ensemble:
@@ -26,9 +29,10 @@ rule ensemble:
         LAYOUT.log("ensemble", "{pool}_{strategy}"),
     conda:
         env("workflow")
+    threads: 8
     params:
         spec=ensemble_spec_json,
         version=stage_version("ensemble"),
     shell:
         "multisym ensemble --strategy {wildcards.strategy} --spec-json {params.spec:q}"
-        " --logits {input.logits} --out {output.result} > {log} 2>&1"
+        " --logits {input.logits} --out {output.result} --threads {threads} > {log} 2>&1"
