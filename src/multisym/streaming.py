@@ -149,7 +149,7 @@ def jpeg_components(data: Tensor) -> int | None:
     Segments after the SOI marker FF D8 are FF <marker> <2-byte length> ...;
     the frame header is FF <SOFn> <length> <precision> <height> <width> <Nf>.
     """
-    raw = data.numpy().tobytes() if isinstance(data, Tensor) else bytes(data)
+    raw = memoryview(data.numpy()) if isinstance(data, Tensor) else memoryview(bytes(data))  # no copy of the file
     if raw[:2] != b"\xff\xd8":
         return None
     at = 2
@@ -191,35 +191,34 @@ class JpegDecoder:
         data = read_file(str(self.files[int(self.fallback.index[row])]))
         return data if jpeg_components(data) in (1, 3) else self.fallback.read(row)
 
-    def _decode(self, datas: list[Tensor], rows: list[int], device: torch.device) -> tuple[list[Tensor], set[int]]:
+    def _decode(self, datas: list[Tensor], rows: list[int], device: torch.device) -> list[Tensor]:
         """uint8 (3, H, W) images of split ``rows`` on ``device``; one at a
-        time, falling back to the CPU for those it rejects, when the batch call
-        fails. Also the positions the fallback made (already resized)."""
+        time, falling back to the CPU path (its finished images) for those it
+        rejects, when the batch call fails."""
         from torchvision.io import ImageReadMode, decode_jpeg
 
         try:
-            return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device), set()
+            return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:
             pass
-        images, ready = [], set()
-        for position, (data, row) in enumerate(zip(datas, rows)):
+        images = []
+        for data, row in zip(datas, rows):
             try:
                 images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
             except RuntimeError:
                 images.append(_to_device(self.fallback.read(row), device))
-                ready.add(position)
-        return images, ready
+        return images
 
-    def _resized(self, images: list[Tensor], ready: set[int]) -> list[Tensor]:
-        """Each image as the CPU path makes it (those in ``ready`` are already),
-        a batch per distinct (H, W) so that photographs of a common size share
-        one resize."""
+    def _resized(self, images: list[Tensor]) -> list[Tensor]:
+        """Each image as the CPU path makes it, a batch per distinct (H, W) so
+        that photographs of a common size share one resize. An image already
+        of the batch's (C, S, S) (the CPU path's) needs nothing more."""
         from torchvision.transforms.v2 import functional as F
 
         size, out = self.fallback.size, list(images)
         shapes: dict[tuple[int, ...], list[int]] = {}
         for position, image in enumerate(images):
-            if position not in ready:
+            if tuple(image.shape) != self.shape[1:]:
                 shapes.setdefault(tuple(image.shape), []).append(position)
         for positions in shapes.values():
             batch = torch.stack([images[p] for p in positions])
@@ -248,15 +247,12 @@ class JpegDecoder:
         return batch
 
     def _assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
-        jpegs = [row for row, part in enumerate(parts) if part.dim() == 1]
-        ready = {row for row, part in enumerate(parts) if part.dim() != 1}  # decoded by the fallback
+        jpegs = [position for position, part in enumerate(parts) if part.dim() == 1]  # the rest: the CPU path's
         images = [part if part.dim() == 1 else _to_device(part, device) for part in parts]
-        decoded, rejected = self._decode([parts[r] for r in jpegs], [int(rows[r]) for r in jpegs], device)
-        for position, (row, image) in enumerate(zip(jpegs, decoded)):
-            images[row] = image
-            if position in rejected:
-                ready.add(row)
-        return _as_float(torch.stack(self._resized(images, ready)))
+        for position, image in zip(jpegs, self._decode([parts[p] for p in jpegs], [int(rows[p]) for p in jpegs],
+                                                        device)):
+            images[position] = image
+        return _as_float(torch.stack(self._resized(images)))
 
 
 class StreamedImages:
@@ -321,9 +317,9 @@ def decode_split(decoder: SplitDecoder | JpegDecoder, device: torch.device | str
     """The split in memory (on the CPU) when it fits under the limit, else
     streamed; ``device`` is where a ``JpegDecoder`` decodes the chunks of the
     split it holds in memory."""
-    streamed = StreamedImages(decoder, device)
     if 4 * int(np.prod(decoder.shape)) > in_memory_limit_bytes():
-        return streamed.to("cpu")
+        return StreamedImages(decoder)
+    streamed = StreamedImages(decoder, device)
     try:
         images = torch.empty(decoder.shape)
         for start in range(0, len(streamed), chunk):
