@@ -2,23 +2,27 @@
 and metric for synthetic logits of 18 members (6 Eq, 6 Inv, 6 Base), 50,000
 test and 10,000 val samples, 1,000 classes, stored as float16 .npz files.
 
-It runs what the workflow's jobs run, one job at a time, each in its own
-process (as Snakemake would): member metrics of all 18 members, then greedy
-and random ensembles of the pools eq, inv, eq_inv and base with the paper
-config's ensembles section (greedy up to 7, random sizes 2-7 x 5 draws,
-1,000 bootstrap resamples). It prints each job's seconds and peak memory,
-and the totals beside the targets: under 60 s on 2 CPU cores, under 8 GB.
+It runs the workflow's jobs, one at a time, each as the command line its
+rule runs (``multisym member-metrics`` and ``multisym ensemble``, with the
+spec JSON the rule passes and ``--threads 2``): member metrics of all 18
+members, then greedy and random ensembles of the pools eq, inv, eq_inv and
+base with the paper config's ensembles section (greedy up to 7, random sizes
+2-7 x 5 draws, 1,000 bootstrap resamples). It prints each process's seconds
+(start, imports and result file included) and peak memory, and the totals
+beside the targets: under 60 s on 2 CPU cores, under 8 GB.
 
     python benchmarks/ensembling.py [--folder /tmp/mse-ensembling] [--test 50000] [--val 10000]
+        [--threads 2] [--out results.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -63,28 +67,38 @@ def settings() -> dict:
     return config["ensembles"]
 
 
-def run_job(kind: str, folder: str, pool: str) -> None:
-    """One workflow job, in this process; prints its seconds and peak RSS as JSON."""
-    from multisym.ensemble import JOB_INPUTS, greedy_results, load_logits, member_results, random_results
-
-    start = time.perf_counter()
+def job_commands(folder: Path, out: Path, threads: int) -> list[tuple[str, list[str]]]:
+    """The workflow's command line of each job (rules member_metrics and
+    ensemble), with the spec JSON its rule would pass."""
     spec = settings()
-    ids = member_ids() if kind == "members" else [m for m in member_ids() if m.split("-")[0] in POOLS[pool]]
-    classes = [m.split("-")[0] for m in ids]
-    stacks = load_logits([str(Path(folder) / f"{m}.npz") for m in ids], **JOB_INPUTS[kind])
-    loaded = time.perf_counter() - start
-    if kind == "members":
-        member_results(ids, classes, stacks, spec, CLASSES)
-    else:
-        # a random ensemble draws without replacement within each class: 6 per class
-        # allow sizes up to 6 for one class, up to 12 for Eq+Inv
-        limit = PER_MODE * len(POOLS[pool])
-        spec["random"]["sizes"] = [size for size in spec["random"]["sizes"] if size <= limit]
-        runner = greedy_results if kind == "greedy" else random_results
-        runner(ids, classes, stacks, spec)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(json.dumps({"job": f"{kind} {pool}", "seconds": time.perf_counter() - start, "load_s": loaded,
-                      "peak_gb": peak}))
+    logits = {m: str(folder / f"{m}.npz") for m in member_ids()}
+    members = {"members": member_ids(), "modes": [m.split("-")[0] for m in member_ids()],
+               "axes": [None if m.startswith("base") else "rotation" for m in member_ids()],
+               "axis": spec["axis"], "bootstrap": spec["bootstrap"]}
+    jobs = [("members all", ["member-metrics", "--spec-json", json.dumps(members), "--logits", *logits.values(),
+                             "--out", str(out / "members.json")])]
+    for pool, modes in POOLS.items():
+        ids = [m for m in member_ids() if m.split("-")[0] in modes]
+        random = dict(spec["random"])  # at most 6 members of a class: a one-class pool cannot draw 7
+        random["sizes"] = [size for size in random["sizes"] if size <= PER_MODE * len(modes)]
+        pool_spec = {"pool": pool, "members": ids, "classes": [m.split("-")[0] for m in ids], "random": random,
+                     **{key: spec[key] for key in ("greedy", "bootstrap", "diversity_size")}}
+        for strategy in ("greedy", "random"):
+            jobs.append((f"{strategy} {pool}", ["ensemble", "--strategy", strategy, "--spec-json", json.dumps(pool_spec),
+                                                "--logits", *(logits[m] for m in ids),
+                                                "--out", str(out / f"{pool}_{strategy}.json")]))
+    return [(name, [*command, "--threads", str(threads)]) for name, command in jobs]
+
+
+def run(command: list[str]) -> tuple[float, float]:
+    """Seconds and peak resident GB of one ``multisym`` process."""
+    start = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "multisym.cli", *command], stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"multisym {command[0]} failed:\n{process.stderr.read()}")
+    return seconds, usage.ru_maxrss / 2**20
 
 
 def main() -> None:
@@ -92,27 +106,25 @@ def main() -> None:
     parser.add_argument("--folder", default="/tmp/mse-ensembling")
     parser.add_argument("--test", type=int, default=50_000)
     parser.add_argument("--val", type=int, default=10_000)
-    parser.add_argument("--job", nargs=3, metavar=("KIND", "FOLDER", "POOL"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", help="also write the figures to this JSON file")
+    parser.add_argument("--threads", type=int, default=2, help="each job's --threads, as the rule gives it")
     args = parser.parse_args()
-    if args.job:
-        run_job(*args.job)
-        return
     folder = Path(args.folder) / f"{args.test}x{args.val}"
     start = time.perf_counter()
     write_logits(folder, args.test, args.val)
     print(f"synthetic logits in {folder} ({time.perf_counter() - start:.0f} s, cached for later runs)")
-    jobs = [("members", "all")] + [(kind, pool) for pool in POOLS for kind in ("greedy", "random")]
     results = []
-    for kind, pool in jobs:
-        out = subprocess.run([sys.executable, __file__, "--job", kind, str(folder), pool], check=True,
-                             capture_output=True, text=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
-        r = results[-1]
-        print(f"  {r['job']:<16} {r['seconds']:7.1f} s  (reading {r['load_s']:.1f} s)  peak {r['peak_gb']:.2f} GB")
+    with tempfile.TemporaryDirectory() as out:
+        for name, command in job_commands(folder, Path(out), args.threads):
+            seconds, peak = run(command)
+            results.append({"job": name, "seconds": seconds, "peak_gb": peak})
+            print(f"  {name:<16} {seconds:7.1f} s  peak {peak:.2f} GB")
     total = sum(r["seconds"] for r in results)
     peak = max(r["peak_gb"] for r in results)
     print(f"every pool, strategy, size and metric: {total:.1f} s one job at a time (target < 60 s on 2 cores)")
     print(f"largest job's peak memory: {peak:.2f} GB (target < 8 GB)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"jobs": results, "total_s": total, "peak_gb": peak}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -73,11 +73,15 @@ def test_best_member_and_greedy_order_on_designed_pool():
     assert best_member(SplitOutputs(logits, labels), [0, 1, 2, 3]) == 2
     assert best_member(SplitOutputs(logits, labels), [0, 1, 3]) == 0
     assert best_member(SplitOutputs(logits, labels), [1, 3]) == 1
-    order = greedy(SplitOutputs(logits, labels), size=3, start=2)
+    outputs = SplitOutputs(logits, labels)
+    order, scores = greedy(outputs, size=3, start=2)
     assert order == [2, 0, 1]
+    # each step's score is that of the ensemble it chose, as scored from scratch
+    for m, (accuracy, minus_nll) in enumerate(scores, start=1):
+        assert (accuracy, minus_nll) == pytest.approx(outputs.score(outputs.mean_probs(order[:m])), rel=1e-6)
     # prefixes are the greedy ensembles; each step does not lower accuracy here
     assert [accuracy_of(logits[order[:m]], labels) for m in (1, 2, 3)] == [0.7, 0.9, 1.0]
-    assert greedy(SplitOutputs(logits, labels), size=1, start=3) == [3]
+    assert greedy(SplitOutputs(logits, labels), size=1, start=3)[0] == [3]
 
 
 def test_greedy_keeps_chosen_members_as_candidates():
@@ -87,7 +91,7 @@ def test_greedy_keeps_chosen_members_as_candidates():
     b = [0.05] * 7 + [0.65] * 3
     logits, labels = binary_logits([a, b]), np.zeros(10, dtype=int)
     assert accuracy_of(logits[[0, 1]], labels) == pytest.approx(0.3)
-    assert greedy(SplitOutputs(logits, labels), size=3, start=0) == [0, 0, 0]
+    assert greedy(SplitOutputs(logits, labels), size=3, start=0)[0] == [0, 0, 0]
 
 
 def test_greedy_repeats_a_member_picked_later():
@@ -100,7 +104,7 @@ def test_greedy_repeats_a_member_picked_later():
     logits, labels = binary_logits([s, a, b]), np.zeros(4, dtype=int)
     assert accuracy_of(logits[[0, 1]], labels) == 0.5
     assert accuracy_of(logits[[0, 1, 1]], labels) == 1.0
-    assert greedy(SplitOutputs(logits, labels), size=3, start=0) == [0, 1, 1]
+    assert greedy(SplitOutputs(logits, labels), size=3, start=0)[0] == [0, 1, 1]
 
 
 def test_ties_equal_accuracy_lower_nll_wins():
@@ -108,16 +112,16 @@ def test_ties_equal_accuracy_lower_nll_wins():
     logits, labels = binary_logits([[0.6] * 4, [0.9] * 4]), np.zeros(4, dtype=int)
     assert best_member(SplitOutputs(logits, labels), [0, 1]) == 1
     # from member 0, adding 1 keeps 100 % and lowers NLL below adding 0 again
-    assert greedy(SplitOutputs(logits, labels), size=2, start=0) == [0, 1]
+    assert greedy(SplitOutputs(logits, labels), size=2, start=0)[0] == [0, 1]
     # from member 1, repeating 1 has the lowest NLL
-    assert greedy(SplitOutputs(logits, labels), size=3, start=1) == [1, 1, 1]
+    assert greedy(SplitOutputs(logits, labels), size=3, start=1)[0] == [1, 1, 1]
 
 
 def test_full_tie_goes_to_first_in_pool_order():
     logits, labels = binary_logits([[0.8, 0.3, 0.7]] * 3), np.zeros(3, dtype=int)
     assert best_member(SplitOutputs(logits, labels), [0, 1, 2]) == 0
     assert best_member(SplitOutputs(logits, labels), [1, 2]) == 1
-    assert greedy(SplitOutputs(logits, labels), size=3, start=2) == [2, 0, 0]
+    assert greedy(SplitOutputs(logits, labels), size=3, start=2)[0] == [2, 0, 0]
 
 
 # -------------------------------------------------------------- start rule
@@ -297,7 +301,7 @@ def test_greedy_results_best_val(pool_files):
     assert first["metrics"]["accuracy"]["value"] == pytest.approx(100.0 * 52 / 80)
     assert first["metrics"]["efficiency"]["value"] == pytest.approx(0.0)
     order_idx = [IDS.index(m) for m in out["order"]]
-    assert order_idx == greedy(stacks["val"], 3, 1)
+    assert order_idx == greedy(stacks["val"], 3, 1)[0]
     for m, row in enumerate(out["sizes"], start=1):
         assert row["members"] == out["order"][:m]
         assert row["distinct"] == len(set(row["members"]))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from multisym import metrics
+from multisym import metrics, rowblocks
+from multisym import outputs as outputs_module
 from multisym.outputs import SplitOutputs, resample_counts, resample_counts_by_item, resampled_auuqc
 
 ENSEMBLES = ([0], [2, 2], [0, 2, 3], [0, 0, 1, 3, 3], [3, 1])
@@ -34,10 +35,41 @@ def test_terms_equal_the_definitions(pool, chosen):
     np.testing.assert_allclose(outputs.mean_probs(chosen), metrics.ensemble_probs(logits[chosen]), atol=1e-6)
 
 
-def test_resample_counts_are_the_bootstrap_resamples():
-    draws = metrics.bootstrap_indices(50, 30, 5)
-    expected = np.stack([np.bincount(d, minlength=50) for d in draws])
-    np.testing.assert_array_equal(resample_counts(50, 30, 5), expected)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_resample_counts_are_the_bootstrap_resamples(threads):
+    resample_counts.cache_clear()
+    rowblocks.set_job_threads(threads)
+    try:
+        draws = metrics.bootstrap_indices(300, 120, 5)  # 120 resamples: three chunks, the last one short
+        expected = np.stack([np.bincount(d, minlength=300) for d in draws])
+        counts = resample_counts(300, 120, 5)
+    finally:
+        rowblocks.set_job_threads(None)
+        resample_counts.cache_clear()
+    assert counts.dtype == np.uint8
+    np.testing.assert_array_equal(counts, expected)
+    # resample b is its own stream: drawing fewer resamples keeps the first ones
+    np.testing.assert_array_equal(metrics.bootstrap_indices(300, 4, 5), draws[:4])
+
+
+def test_resample_counts_too_large_for_a_byte_are_kept_whole(monkeypatch):
+    """A resample that draws one item 256 times or more (only possible from
+    n = 256 items) gets wider integers, not a wrapped count."""
+    class Stuck:  # every draw is item 0
+        def __init__(self, seed, resample):
+            pass
+
+        def integers(self, low, high, size):
+            return np.zeros(size, dtype=np.int64)
+
+    monkeypatch.setattr(metrics, "resample_stream", Stuck)
+    monkeypatch.setattr(outputs_module, "resample_stream", Stuck)
+    resample_counts.cache_clear()
+    try:
+        counts = resample_counts(300, 3, 0)
+    finally:
+        resample_counts.cache_clear()
+    assert counts.dtype != np.uint8 and (counts[:, 0] == 300).all() and (counts[:, 1:] == 0).all()
 
 
 @pytest.mark.parametrize("chosen", ENSEMBLES)

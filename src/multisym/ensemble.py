@@ -32,21 +32,23 @@ def best_member(outputs: SplitOutputs, candidates: list[int]) -> int:
     return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]
 
 
-def greedy(outputs: SplitOutputs, size: int, start: int) -> list[int]:
+def greedy(outputs: SplitOutputs, size: int, start: int) -> tuple[list[int], list[tuple[float, float]]]:
     """Greedy selection with replacement from ``start`` up to ``size`` members,
     scored on ``outputs`` (the selection split); returns the chosen pool
-    indices in order (the ensemble of size m is the first m of them). Keeps
-    the running sum of the chosen members' probabilities, so each candidate
+    indices in order (the ensemble of size m is the first m of them) and the
+    selection score (accuracy, −NLL) of each of those ensembles. Keeps the
+    running sum of the chosen members' probabilities, so each candidate
     costs one addition."""
-    chosen = [start]
+    chosen, scores = [start], [outputs.member_score(start)]
     outputs.with_probs(range(len(outputs)))
     total = outputs.probs[start].copy()
     while len(chosen) < size:
-        scores = outputs.candidate_scores(total, len(chosen) + 1)
-        pick = max(range(len(outputs)), key=lambda k: (scores[k], -k))
+        candidates = outputs.candidate_scores(total, len(chosen) + 1)
+        pick = max(range(len(outputs)), key=lambda k: (candidates[k], -k))
         chosen.append(pick)
+        scores.append(candidates[pick])
         total += outputs.probs[pick]
-    return chosen
+    return chosen, scores
 
 
 def start_member(
@@ -161,16 +163,16 @@ def greedy_results(ids: list[str], classes: list[str], stacks: dict, settings: d
     fixed = ids.index(greedy_settings["start_member"]) if greedy_settings["start"] == "fixed" else None
     rng = np.random.default_rng(greedy_settings["seed"])
     start = start_member(greedy_settings["start"], select, first_class, rng, fixed)
-    order = greedy(select, greedy_settings["max_size"], start)
+    order, selection_scores = greedy(select, greedy_settings["max_size"], start)
+    prefixes = [order[:size] for size in range(1, len(order) + 1)]
     sizes = []
-    for size in range(1, len(order) + 1):
-        chosen = order[:size]
-        terms = test.terms(chosen, diversity=False)
+    for size, chosen, terms in zip(range(1, len(order) + 1), prefixes,
+                                   test.terms_of(prefixes, [False] * len(prefixes))):
         sizes.append({
             "size": size,
             "members": [ids[i] for i in chosen],
             "distinct": len(set(chosen)),
-            "selection_accuracy": 100.0 * select.score(select.mean_probs(chosen))[0],
+            "selection_accuracy": 100.0 * selection_scores[size - 1][0],
             "metrics": test.summary(chosen, settings["bootstrap"], terms),
             "uq_curve": dict(zip(("fraction_removed", "accuracy"),
                                  (v.tolist() for v in test.uq_curve(chosen, terms)))),
@@ -186,14 +188,17 @@ def random_results(ids: list[str], classes: list[str], stacks: dict, settings: d
     random_settings = settings["random"]
     rng = np.random.default_rng(random_settings["seed"])
     by_class = {c: [i for i, k in enumerate(classes) if k == c] for c in dict.fromkeys(classes)}
+    drawn = {size: random_draws(by_class, size, random_settings["draws"], rng) for size in random_settings["sizes"]}
+    ensembles = [(size, chosen) for size, draws in drawn.items() for chosen in draws]
+    all_terms = iter(stacks["test"].terms_of([chosen for _, chosen in ensembles],
+                                             [size == settings["diversity_size"] for size, _ in ensembles]))
     sizes = []
     for size in random_settings["sizes"]:
         draws = []
-        for chosen in random_draws(by_class, size, random_settings["draws"], rng):
-            terms = stacks["test"].terms(chosen, diversity=size == settings["diversity_size"])
+        for chosen in drawn[size]:
             draws.append({
                 "members": [ids[i] for i in chosen],
-                "metrics": stacks["test"].summary(chosen, settings["bootstrap"], terms, ci=False),
+                "metrics": stacks["test"].summary(chosen, settings["bootstrap"], next(all_terms), ci=False),
             })
         names = draws[0]["metrics"].keys()
         values = {n: np.array([d["metrics"][n]["value"] for d in draws]) for n in names}

@@ -212,8 +212,16 @@ def summarise(logits: np.ndarray, labels: np.ndarray, bootstrap: dict) -> dict[s
 
 def bootstrap_indices(n: int, samples: int, seed: int) -> np.ndarray:
     """(samples, n) indices drawn with replacement; the same seed gives the same
-    resamples for every ensemble, so CIs of two ensembles are paired."""
-    return np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    resamples for every ensemble, so CIs of two ensembles are paired. Resample
+    b is drawn from its own stream, ``resample_stream(seed, b)``, so any
+    subset of resamples can be drawn apart (on several threads)."""
+    return np.stack([resample_stream(seed, b).integers(0, n, size=n) for b in range(samples)])
+
+
+def resample_stream(seed: int, resample: int) -> np.random.Generator:
+    """The generator of bootstrap resample ``resample``: NumPy's SeedSequence
+    of the pair (seed, resample), which makes independent streams."""
+    return np.random.default_rng([seed, resample])
 
 
 def percentile_ci(values: np.ndarray, level: float) -> list[float]:

@@ -21,10 +21,12 @@ members:
 they differ by less than C · 1e-12 · 28 per sample). No metric recomputes a
 softmax, and an ensemble costs a few passes over each of its distinct members.
 Both are done a block of rows at a time on every core of the job
-(``rowblocks``). Bootstrap CIs take the resamples as a (B, N) count matrix
-once: the mean of every per-sample metric and the binned sums of ECE over
-all resamples are one matrix product; AUUQC sorts each ensemble once and
-reads every resample's curve from cumulative counts. ``tests/test_outputs.py``
+(``rowblocks``); ensembles evaluated together (``terms_of``) share each
+block's reads of the members. Bootstrap CIs take the resamples as a (B, N)
+matrix of small integer counts, drawn once per job: the mean of every
+per-sample metric and the binned sums of ECE over all resamples are one
+matrix product; AUUQC sorts each ensemble once and reads every resample's
+curve from cumulative counts. ``tests/test_outputs.py``
 checks all of it against the definitions in ``metrics``. NumPy only.
 """
 
@@ -34,10 +36,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from .metrics import ECE_BINS, PROB_FLOOR, UQ_POINTS, class_accuracy, percentile_ci, uq_curve
+from .metrics import (ECE_BINS, PROB_FLOOR, UQ_POINTS, bootstrap_indices, class_accuracy, percentile_ci,
+                      resample_stream, uq_curve)
 from .rowblocks import for_each, job_threads, row_blocks, scratch
 
 LOG_FLOOR = float(np.log(PROB_FLOOR))
+AUUQC_BLOCK = 64  # items per block of the resampled AUUQC's cumulative counts
 
 
 class SplitOutputs:
@@ -156,20 +160,38 @@ class SplitOutputs:
     # -------------------------------------------------------------- metrics
     def terms(self, chosen: list[int], diversity: bool = True) -> dict[str, np.ndarray]:
         """Per-sample values of every metric of ``metrics.ensemble_metrics``,
-        plus the confidence behind ECE; computed a block of rows at a time so
-        the member sums stay in cache. Without ``diversity`` the KL and spread
-        terms (four of the five sums over members, Table 3's columns) are left
-        out; inconsistency, from the members' hits, stays. One member, alone
-        or repeated, is its prepared per-sample values."""
-        m, weights = len(chosen), _weights(chosen)
-        if len(weights) == 1:
-            return self._member_terms(weights[0][0], m, diversity)
-        self.with_probs([j for j, _ in weights])
+        plus the confidence behind ECE. Without ``diversity`` the KL and
+        spread terms (four of the five sums over members, Table 3's columns)
+        are left out; inconsistency, from the members' hits, stays. One
+        member, alone or repeated, is its prepared per-sample values."""
+        return self.terms_of([chosen], [diversity])[0]
+
+    def terms_of(self, ensembles: list[list[int]], diversity: list[bool]) -> list[dict[str, np.ndarray]]:
+        """``terms`` of several ensembles at once: a block of rows at a time,
+        every ensemble of the block in turn, so each member's block is read
+        from memory once for all of them (summing members, not arithmetic,
+        is what costs: an ensemble of m members reads m arrays of N x C) and
+        each ensemble's sums stay in cache."""
+        weights = [_weights(chosen) for chosen in ensembles]
+        several = [k for k, w in enumerate(weights) if len(w) > 1]
+        self.with_probs(dict.fromkeys(j for k in several for j, _ in weights[k]))
         n = len(self.labels)
         names = ("hits", "p_true", "confidence", "sum_squares", "entropy", "pairs", "spread_prob", "spread_logit")
-        per_sample = {name: np.zeros(n) for name in names}
-        for_each(row_blocks(n), lambda rows: self._ensemble_block(rows, weights, diversity, per_sample),
-                 self.threads)
+        per_sample = {k: {name: np.zeros(n) for name in names} for k in several}
+
+        def block(rows: slice) -> None:
+            for k in several:
+                self._ensemble_block(rows, weights[k], diversity[k], per_sample[k])
+
+        for_each(row_blocks(n), block, self.threads)
+        return [self._combined_terms(weights[k], diversity[k], per_sample[k]) if k in per_sample
+                else self._member_terms(weights[k][0][0], len(ensembles[k]), diversity[k])
+                for k in range(len(ensembles))]
+
+    def _combined_terms(self, weights: list[tuple[int, int]], diversity: bool,
+                        per_sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``terms`` of an ensemble of several distinct members from its sums over members."""
+        m = sum(w for _, w in weights)
         hits, p_true = per_sample["hits"], per_sample["p_true"]
         correct_members = sum(w * self.hits[j] for j, w in weights).astype(np.float64)
         mean_entropy = sum(w * self.entropy[j] for j, w in weights) / m
@@ -265,10 +287,10 @@ class SplitOutputs:
         if not ci:
             return out
         draws = (n, bootstrap["samples"], bootstrap["seed"])
-        counts, by_item = resample_counts(*draws), resample_counts_by_item(*draws)
+        by_item = resample_counts_by_item(*draws)
         names = list(terms)
         values = np.stack([terms[name] for name in names], axis=1)
-        resampled = counts @ np.concatenate([values, binned], axis=1).astype(np.float32) / n
+        resampled = resampled_means(by_item, np.concatenate([values, binned], axis=1))
         level = bootstrap["level"]
         for i, name in enumerate(names):
             out[name]["ci"] = percentile_ci(resampled[:, i], level)
@@ -313,31 +335,57 @@ def _spread(total: np.ndarray, squares: np.ndarray, m: int, scratch: np.ndarray)
     return scratch.mean(axis=1)
 
 
+RESAMPLE_CHUNK = 50  # resamples drawn and counted together on one thread
+ITEM_BLOCK = 4096  # items whose counts are made float at a time for the resampled means
+
+
 @lru_cache(maxsize=4)
 def resample_counts(n: int, samples: int, seed: int) -> np.ndarray:
-    """(samples, n) float32: how often each item is in each resample; the
-    resamples of ``metrics.bootstrap_indices`` (drawn a block at a time and
-    counted a resample at a time: one resample's counts stay in cache)."""
-    rng = np.random.default_rng(seed)
-    counts = np.empty((samples, n), np.float32)
-    block = max(1, 2**22 // max(n, 1))
-    for start in range(0, samples, block):
-        for row, draws in enumerate(rng.integers(0, n, size=(min(block, samples - start), n)), start):
-            counts[row] = np.bincount(draws, minlength=n)
+    """(samples, n): how often each item is in each resample of
+    ``metrics.bootstrap_indices``; uint8 when every count fits (always for
+    n < 256; a resample of n ≥ 256 items would have to draw one item 256
+    times), else int64. Each resample has its own stream, so chunks of
+    resamples are drawn on the job's threads."""
+    chunks = [range(start, min(start + RESAMPLE_CHUNK, samples)) for start in range(0, samples, RESAMPLE_CHUNK)]
+    counts = np.empty((samples, n), np.uint8)
+
+    def count(resamples: range) -> bool:
+        """Fill the chunk's rows; False when a count does not fit uint8."""
+        fits = True
+        for b in resamples:
+            row = np.bincount(resample_stream(seed, b).integers(0, n, size=n), minlength=n)
+            counts[b] = row
+            fits = fits and (n < 256 or row.max() < 256)
+        return fits
+
+    if not all(for_each(chunks, count)):
+        counts = np.stack([np.bincount(d, minlength=n) for d in bootstrap_indices(n, samples, seed)])
     counts.setflags(write=False)
     return counts
 
 
 @lru_cache(maxsize=2)
 def resample_counts_by_item(n: int, samples: int, seed: int) -> np.ndarray:
-    """``resample_counts`` transposed to (n, samples), as uint8 when every
-    count fits (a resample of n ≥ 256 items would have to draw one item 256
-    times), so reading it moves a quarter of the bytes."""
-    counts = resample_counts(n, samples, seed)
-    dtype = np.uint8 if n < 256 or counts.max() < 256 else np.int32
-    by_item = np.ascontiguousarray(counts.T, dtype=dtype)
+    """``resample_counts`` transposed to (n, samples), contiguous: an item's
+    counts in every resample side by side."""
+    by_item = np.ascontiguousarray(resample_counts(n, samples, seed).T)
     by_item.setflags(write=False)
     return by_item
+
+
+def resampled_means(by_item: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(samples, k): the mean of each column of ``values`` (n, k) over each
+    resample, Σ_i c_bi v_i / n. The counts are made float32 a block of items
+    at a time (never the whole (n, samples) matrix); the blocks' products are
+    added in block order in float64."""
+    n = len(values)
+    values = np.ascontiguousarray(values, np.float32)
+    total = np.zeros((values.shape[1], by_item.shape[1]))
+    for rows in row_blocks(n, ITEM_BLOCK):
+        counts = scratch("counts", (rows.stop - rows.start, by_item.shape[1]))
+        counts[...] = by_item[rows]
+        total += values[rows].T @ counts
+    return total.T / n
 
 
 def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarray,
@@ -356,31 +404,34 @@ def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarr
 
 
 def _auuqc_of(by_item: np.ndarray, order: np.ndarray, sorted_hits: np.ndarray) -> np.ndarray:
-    """``resampled_auuqc`` of the resamples in ``by_item``'s columns. Cumulative
-    sums are taken per block of about sqrt(n) items (at most 64), then inside
-    the one block where each cut falls. Counts and hits are whole numbers:
-    every sum is exact."""
+    """``resampled_auuqc`` of the resamples in ``by_item``'s columns. Counts are
+    summed per block of ``AUUQC_BLOCK`` items in sorted order and cumulated
+    over blocks; each cut is then found inside the one block where it falls.
+    Counts and hits are whole numbers: every sum is exact."""
     n, samples = by_item.shape
-    removed = np.floor(np.linspace(0.0, 0.98, UQ_POINTS) * n).astype(int)
-    width = int(min(64, max(4, np.sqrt(n))))
+    removed = np.floor(np.linspace(0.0, 0.98, UQ_POINTS) * n).astype(np.int64)
+    width = AUUQC_BLOCK
     blocks = -(-n // width)
     # (items, resamples) in sorted order, padded with zero rows to whole blocks;
     # reused between ensembles: fresh memory costs more in page faults than the arithmetic
     drawn = scratch("drawn", (blocks * width, samples), by_item.dtype)
     drawn_hits = scratch("drawn_hits", (blocks * width, samples), by_item.dtype)
+    hit_rows = np.zeros(blocks * width, by_item.dtype)  # a 0/1 factor of the count's own type: no cast per element
+    hit_rows[:n] = sorted_hits
     drawn[n:] = 0
     np.take(by_item, order, axis=0, out=drawn[:n], mode="clip")  # "raise" would copy through a buffer
-    np.multiply(drawn, np.pad(sorted_hits, (0, blocks * width - n))[:, None], out=drawn_hits)
-    # counts and hits before each block, per resample: (blocks + 1, resamples)
+    np.multiply(drawn, hit_rows[:, None], out=drawn_hits)
+    # counts and hits before each block, per resample: (2, blocks + 1, resamples)
+    block_sum = np.uint16 if by_item.dtype == np.uint8 else np.int64  # width x 255 fits 16 bits
     before = np.zeros((2, blocks + 1, samples), np.int64)
     for k, values in enumerate((drawn, drawn_hits)):
-        np.cumsum(values.reshape(blocks, width, samples).sum(axis=1, dtype=np.int64), axis=0, out=before[k, 1:])
+        np.cumsum(values.reshape(blocks, width, samples).sum(axis=1, dtype=block_sum), axis=0, out=before[k, 1:])
     # the block holding the k-th removal: the first whose cumulative count reaches k
     counts_by_draw = np.ascontiguousarray(before[0, 1:-1].T)
     block = np.stack([np.searchsorted(row, removed, side="left") for row in counts_by_draw], axis=1)
     columns = np.arange(samples)
     need = removed[:, None] - before[0][block, columns]  # removals inside the block, (points, resamples)
-    flat = ((block * width)[..., None] + np.arange(width)) * samples + columns[:, None]
+    flat = ((block * width)[..., None] + np.arange(width)) * samples + columns[:, None]  # the block's items
     cum = np.cumsum(drawn.ravel()[flat], axis=-1, dtype=np.int64)
     cum_hits = np.cumsum(drawn_hits.ravel()[flat], axis=-1, dtype=np.int64)
     item = np.minimum((cum < need[..., None]).sum(axis=-1), width - 1)  # where the k-th removal falls
