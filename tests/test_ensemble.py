@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from multisym.ensemble import (
+    JOB_INPUTS,
     START_RULES,
     best_member,
     composition,
@@ -263,19 +264,24 @@ def test_load_logits_reads_every_member(pool_files):
 
 def test_load_logits_reads_only_the_splits_a_job_uses(pool_files):
     """Random and whole-pool jobs read test only; member metrics compute no
-    probabilities, greedy only those of the chosen members on test, and
-    both give the same results."""
-    test_only = load_logits(pool_files, splits=("test",))
+    probabilities, greedy prepares on test only the chosen members, with
+    probabilities where they are summed, and all give the same results."""
+    test_only = load_logits(pool_files, JOB_INPUTS["random"])
     assert set(test_only) == {"test", "test_logits", "test_labels"}
-    lean, full = load_logits(pool_files, probs=()), load_logits(pool_files)
+    lean, full = load_logits(pool_files, JOB_INPUTS["members"]), load_logits(pool_files)
     assert member_results(IDS, CLASSES, lean, settings(), NUM_CLASSES) == member_results(
         IDS, CLASSES, full, settings(), NUM_CLASSES)
     assert all(p is None for p in lean["test"].probs + lean["val"].probs)
-    greedy_lean = load_logits(pool_files, probs=("val",))
+    greedy_lean = load_logits(pool_files, JOB_INPUTS["greedy"])
+    assert not greedy_lean["test"].prepared.any()
     out = greedy_results(IDS, CLASSES, greedy_lean, settings(max_size=2))
     assert out == greedy_results(IDS, CLASSES, full, settings(max_size=2))
+    chosen = [IDS[i] in out["order"] for i in range(len(IDS))]
+    assert list(greedy_lean["test"].prepared) == chosen
     kept = [p is not None for p in greedy_lean["test"].probs]
-    assert kept == [IDS[i] in out["order"] and len(set(out["order"])) > 1 for i in range(len(IDS))]
+    assert kept == [c and len(set(out["order"])) > 1 for c in chosen]
+    with pytest.raises(ValueError, match="unknown preparation 'eager'"):
+        SplitOutputs(lean["test_logits"], lean["test_labels"], prepare="eager")
 
 
 def test_load_logits_rejects_different_labels(pool_files, tmp_path):

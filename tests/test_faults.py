@@ -20,7 +20,7 @@ from conftest import SMOKE, planned_jobs, tool_env
 from multisym import checkpoint, data, failures
 from multisym import config as config_module
 from multisym.data import write_npz
-from multisym.files import CorruptFileError, WriteError, read_npz
+from multisym.files import CorruptFileError, WriteError, map_npz, read_npz
 from multisym.members import member_table
 from multisym.pretrain import STATE_FILE, train_member
 
@@ -221,9 +221,33 @@ def test_failure_report_keeps_what_is_still_failing(tmp_path):
     assert not any((tmp_path / f"failures.{ext}").exists() for ext in failures.FORMATS)
 
 
-def test_a_corrupt_results_file_is_named_with_what_to_do(tmp_path):
+@pytest.mark.parametrize("read", [read_npz, lambda path: map_npz(path, ["test_logits"])])
+def test_a_corrupt_results_file_is_named_with_what_to_do(tmp_path, read):
     path = tmp_path / "logits.npz"
     write_npz(path, test_logits=np.zeros(3, dtype=np.float32))
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(CorruptFileError, match=rf"{path}: cannot read it .*Delete it and run the same command again"):
-        read_npz(path)
+        read(path)
+
+
+def test_mapped_arrays_are_the_stored_ones_read_only(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"test_logits": rng.standard_normal((5, 3)).astype(np.float16), "test_labels": np.arange(5),
+              "fortran": np.asfortranarray(rng.standard_normal((4, 6)))}
+    path, packed = tmp_path / "logits.npz", tmp_path / "packed.npz"
+    write_npz(path, **arrays)
+    np.savez_compressed(packed, **arrays)  # compressed entries cannot be mapped: they are read
+    for source in (path, packed):
+        mapped = map_npz(source, list(arrays))
+        for key, array in arrays.items():
+            np.testing.assert_array_equal(mapped[key], array)
+            assert mapped[key].dtype == array.dtype and not mapped[key].flags.writeable
+    with pytest.raises(KeyError):
+        map_npz(path, ["val_logits"])
+    # an entry whose array runs past its end is corrupt, not read beyond it
+    data = bytearray(path.read_bytes())
+    header = data.index(b"'shape': (5, 3)")
+    data[header:header + 15] = b"'shape': (9, 3)"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="longer than its zip entry"):
+        map_npz(path, ["test_logits"])

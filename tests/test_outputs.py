@@ -150,7 +150,7 @@ def test_threads_and_kept_probabilities_change_no_value(pool):
     probabilities a member alone has exactly the same terms."""
     logits, labels, outputs = pool
     one_thread = SplitOutputs(logits, labels, threads=1)
-    lean = SplitOutputs(logits, labels, probs=False, threads=3)
+    lean = SplitOutputs(logits, labels, prepare="values", threads=3)
     for chosen in ENSEMBLES:
         for name, values in one_thread.terms(chosen).items():
             np.testing.assert_array_equal(outputs.terms(chosen)[name], values, err_msg=name)
@@ -205,3 +205,17 @@ def test_a_jobs_threads_are_the_ones_it_was_given():
     finally:
         rowblocks.set_job_threads(None)
     assert rowblocks.job_threads() >= 1
+
+
+def test_ensemble_entropy_where_every_member_gives_a_class_no_probability():
+    """Rows where the mean probability of a class is exactly 0 (every member's
+    softmax underflows there) take the 1e-12 floor, not 0 · log 0."""
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((2, 300, 6)).astype(np.float32)
+    logits[:, :20] *= 500.0
+    labels = rng.integers(0, 6, 300)
+    outputs = SplitOutputs(logits, labels)
+    assert (outputs.mean_probs([0, 1])[:20] == 0).any()
+    got = outputs.terms([0, 1])
+    assert all(np.isfinite(values).all() for values in got.values())
+    np.testing.assert_allclose(got["bald"], metrics.bald_terms(logits), rtol=2e-4, atol=1e-5)

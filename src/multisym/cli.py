@@ -360,7 +360,7 @@ def cmd_member_metrics(args) -> None:
     spec = json.loads(args.spec_json)
     if len(spec["members"]) != len(args.logits):
         raise SystemExit(f"error: {len(spec['members'])} members but {len(args.logits)} logits files")
-    stacks = load_logits(args.logits, **JOB_INPUTS["members"])
+    stacks = load_logits(args.logits, JOB_INPUTS["members"])
     result = member_results(spec["members"], spec["modes"], stacks, spec, stacks["test_logits"][0].shape[-1],
                             spec.get("axes"), spec.get("axis"))
     _write_json(result, args.out)
@@ -375,7 +375,7 @@ def cmd_ensemble(args) -> None:
     if len(spec["members"]) != len(args.logits):
         raise SystemExit(f"error: {len(spec['members'])} members but {len(args.logits)} logits files")
     runner = {"greedy": greedy_results, "random": random_results, "all": whole_pool_results}[args.strategy]
-    result = runner(spec["members"], spec["classes"], load_logits(args.logits, **JOB_INPUTS[args.strategy]), spec)
+    result = runner(spec["members"], spec["classes"], load_logits(args.logits, JOB_INPUTS[args.strategy]), spec)
     _write_json({"pool": spec["pool"], "strategy": args.strategy, "members": spec["members"],
                  "classes": spec["classes"], **result}, args.out)
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .files import read_npz
+from .files import map_npz
 from .metrics import dominance_of_hits, percentile_ci
 from .outputs import SplitOutputs, resample_counts
-from .rowblocks import for_each
 
 START_RULES = ("best_val", "random", "fixed")
 
@@ -112,36 +111,36 @@ PAPER_VARIANT_NOTE = {
 }
 
 
-# What each job reads and which splits' probabilities it computes at once:
-# member metrics take every member alone (no probabilities); greedy scores
-# every member on val but reports only the chosen ones on test (computed
-# when first summed); random and whole-pool ensembles use test only.
+# What each job reads, and what it prepares of each split at once (see
+# SplitOutputs): member metrics take every member alone (no probabilities);
+# greedy scores every member on val but reports only the chosen ones on test
+# (prepared when first used); random and whole-pool ensembles use test only.
 JOB_INPUTS = {
-    "members": {"probs": ()},
-    "greedy": {"probs": ("val",)},
-    "random": {"splits": ("test",)},
-    "all": {"splits": ("test",)},
+    "members": {"val": "values", "test": "values"},
+    "greedy": {"val": "probs", "test": "later"},
+    "random": {"test": "probs"},
+    "all": {"test": "probs"},
 }
 
 
-def load_logits(paths: list[str], splits: tuple[str, ...] = ("val", "test"),
-                probs: tuple[str, ...] | None = None) -> dict:
-    """Each member's file read once (the files on the job's cores): for every
-    split of ``splits``, ``{split}_logits``: the members' (N, C) arrays as
-    stored, ``{split}_labels``, and ``{split}``: the split's SplitOutputs,
-    whose prepared values every ensemble shares. ``probs``: the splits whose
-    probabilities are computed at once (default: all; see SplitOutputs).
-    All files must share the labels."""
-    keys = [f"{split}_{kind}" for split in splits for kind in ("logits", "labels")]
-    stored = for_each(paths, lambda path: read_npz(path, keys))
+def load_logits(paths: list[str], prepare: dict[str, str] | None = None) -> dict:
+    """Each member's file mapped into memory, not copied (``files.map_npz``):
+    for every split of ``prepare`` (default: val and test, all prepared at
+    once), ``{split}_logits``: the members' (N, C) arrays as stored,
+    ``{split}_labels``, and ``{split}``: the split's SplitOutputs, prepared
+    as ``prepare`` says, whose values every ensemble shares. All files must
+    share the labels."""
+    prepare = prepare or {"val": "probs", "test": "probs"}
+    keys = [f"{split}_{kind}" for split in prepare for kind in ("logits", "labels")]
+    stored = [map_npz(path, keys) for path in paths]
     out = {}
-    for split in splits:
+    for split, how in prepare.items():
         labels = stored[0][f"{split}_labels"]
         for path, arrays in zip(paths, stored):
             if not np.array_equal(labels, arrays[f"{split}_labels"]):
                 raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
         out[f"{split}_logits"], out[f"{split}_labels"] = [arrays[f"{split}_logits"] for arrays in stored], labels
-        out[split] = SplitOutputs(out[f"{split}_logits"], labels, probs=probs is None or split in probs)
+        out[split] = SplitOutputs(out[f"{split}_logits"], labels, prepare=how)
     return out
 
 
@@ -252,6 +251,7 @@ def dominance(ids: list[str], modes: list[str], stacks: dict, num_classes: int, 
         return {}
     best_eq, best_inv = best_member(stacks["val"], eq), best_member(stacks["val"], inv)
     test = stacks["test"]
+    test.prepare(eq + inv)
 
     def shares(e, v, weights=None):
         return dominance_of_hits(test.hits[e], test.hits[v], test.labels, num_classes, weights)

@@ -6,7 +6,10 @@ No torch here (tables and the probe use it).
 
 from __future__ import annotations
 
+import mmap
 import os
+import struct
+import zipfile
 from pathlib import Path
 
 from .errors import UserError
@@ -51,6 +54,57 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     atomic_write_bytes(text.encode(), path)
 
 
+def _corrupt(path, error: Exception) -> CorruptFileError:
+    return CorruptFileError(
+        f"{path}: cannot read it ({type(error).__name__}: {error}); it is truncated or corrupt. "
+        "Delete it and run the same command again: the step that wrote it rebuilds it"
+    )
+
+
+def _read_only(arrays: dict) -> dict:
+    for array in arrays.values():
+        array.setflags(write=False)
+    return arrays
+
+
+def map_npz(path: str | Path, keys: list[str]) -> dict:
+    """The arrays ``keys`` of an uncompressed .npz (``np.savez``) as read-only
+    views of the file mapped into memory: no copy, and pages are read from
+    the page cache as they are first used. A compressed array is read as
+    ``read_npz`` reads it. A missing file or key raises as ``read_npz`` does;
+    anything unreadable is a CorruptFileError."""
+    import numpy as np
+    from numpy.lib import format as npy
+
+    header_readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+    try:
+        with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
+            members = {key: archive.getinfo(f"{key}.npy") for key in keys}
+            if any(info.compress_type != zipfile.ZIP_STORED for info in members.values()):
+                return _read_only(read_npz(path, keys))
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            out = {}
+            for key, info in members.items():
+                # the local header: 30 bytes, then the name and an extra field of the lengths it gives
+                name_length, extra_length = struct.unpack("<HH", mapped[info.header_offset + 26:info.header_offset + 30])
+                start = info.header_offset + 30 + name_length + extra_length
+                handle.seek(start)
+                read_header = header_readers.get(npy.read_magic(handle))
+                if read_header is None:  # a format version this does not map
+                    return _read_only(read_npz(path, keys))
+                shape, fortran, dtype = read_header(handle)
+                offset, count = handle.tell(), int(np.prod(shape))
+                if offset + count * dtype.itemsize > start + info.file_size:
+                    raise ValueError(f"{key}: the array is longer than its zip entry")
+                array = np.frombuffer(mapped, dtype, count, offset)
+                out[key] = array.reshape(shape, order="F" if fortran else "C")
+            return out
+    except (FileNotFoundError, KeyError):
+        raise
+    except Exception as error:
+        raise _corrupt(path, error) from error
+
+
 def read_npz(path: str | Path, keys: list[str] | None = None) -> dict:
     """Every array of an .npz written by an earlier step (only ``keys`` when
     given), or a CorruptFileError naming the file and how to rebuild it."""
@@ -62,7 +116,4 @@ def read_npz(path: str | Path, keys: list[str] | None = None) -> dict:
     except (FileNotFoundError, KeyError):  # a missing file or array is not a corrupt one
         raise
     except Exception as error:
-        raise CorruptFileError(
-            f"{path}: cannot read it ({type(error).__name__}: {error}); it is truncated or corrupt. "
-            "Delete it and run the same command again: the step that wrote it rebuilds it"
-        ) from error
+        raise _corrupt(path, error) from error

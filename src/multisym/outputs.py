@@ -41,32 +41,54 @@ from .metrics import (ECE_BINS, PROB_FLOOR, UQ_POINTS, bootstrap_indices, class_
 from .rowblocks import for_each, job_threads, row_blocks, scratch
 
 LOG_FLOOR = float(np.log(PROB_FLOOR))
-AUUQC_BLOCK = 64  # items per block of the resampled AUUQC's cumulative counts
+AUUQC_BLOCK = 16  # items per block of the resampled AUUQC's cumulative counts
+
+
+PREPARE = ("probs", "values", "later")
 
 
 class SplitOutputs:
     """``logits``: (M, N, C), or M arrays of (N, C), kept in their stored dtype
-    (float16 files stay float16 in memory: 2 bytes a value, beside 4 for the
-    probabilities); ``labels`` (N,). ``probs``: compute every member's
-    probabilities now; without it, a member's are computed when an ensemble
-    of two or more distinct members first sums them (``with_probs``), so a
-    member used only alone (member metrics, a greedy pool's unchosen
-    members) never holds them. The
-    work is spread over ``threads`` threads (the job's cores by default)."""
+    (float16 files stay float16 in memory, or mapped from the file: 2 bytes a
+    value, beside 4 for the probabilities); ``labels`` (N,). ``prepare``:
+    what is computed now for every member: ``probs``, its per-sample values
+    and probabilities; ``values``, its per-sample values, and probabilities
+    when an ensemble of two or more distinct members first sums them;
+    ``later``, nothing until a member is first used (a greedy pool's members
+    never chosen are never read). Either way each member is prepared once
+    (``prepare``). The work is spread over ``threads`` threads (the job's
+    cores by default)."""
 
-    def __init__(self, logits, labels: np.ndarray, probs: bool = True, threads: int | None = None):
+    def __init__(self, logits, labels: np.ndarray, prepare: str = "probs", threads: int | None = None):
+        if prepare not in PREPARE:
+            raise ValueError(f"unknown preparation {prepare!r}; known: {PREPARE}")
         self.labels = np.asarray(labels)
         self.logits = logits
         self.threads = threads
-        members, (n, classes) = len(logits), logits[0].shape
+        members, n = len(logits), len(self.labels)
         self.probs: list[np.ndarray | None] = [None] * members
-        if probs:
-            self.probs = list(np.empty((members, n, classes), np.float32))
+        self.prepared = np.zeros(members, bool)
         self.lse = np.empty((members, n), np.float32)
         self.entropy, self.p_true, self.confidence, self.sum_squares = (np.empty((members, n)) for _ in range(4))
         self.hits = np.empty((members, n), bool)
-        for_each([(j, rows) for j in range(members) for rows in row_blocks(n)], self._prepare, threads)
         self._rows = np.arange(n)
+        if prepare != "later":
+            self.prepare(range(members), probs=prepare == "probs")
+
+    def prepare(self, members, probs: bool = False) -> None:
+        """Compute the per-sample values of those of ``members`` not prepared
+        yet, and with ``probs`` the probabilities of those that have none (the
+        block pass again for a member prepared without: the same numbers)."""
+        todo = [j for j in dict.fromkeys(members) if not self.prepared[j] or (probs and self.probs[j] is None)]
+        if probs:
+            for j in todo:
+                self.probs[j] = np.empty(self.logits[j].shape, np.float32)
+        n = len(self.labels)
+        for_each([(j, rows) for j in todo for rows in row_blocks(n)], self._prepare, self.threads)
+        self.prepared[todo] = True
+
+    def with_probs(self, members) -> None:
+        self.prepare(members, probs=True)
 
     def _prepare(self, task: tuple[int, slice]) -> None:
         """One block of one member, in one pass of each kind: with t = z − max z
@@ -93,15 +115,6 @@ class SplitOutputs:
         if self.probs[j] is not None:
             np.divide(e, total[:, None], out=e)
 
-    def with_probs(self, members) -> None:
-        """Compute the probabilities of those of ``members`` that have none yet
-        (their block pass again, so the same numbers as prepared at once)."""
-        missing = [j for j in dict.fromkeys(members) if self.probs[j] is None]
-        for j in missing:
-            self.probs[j] = np.empty(self.logits[j].shape, np.float32)
-        n = len(self.labels)
-        for_each([(j, rows) for j in missing for rows in row_blocks(n)], self._prepare, self.threads)
-
     def _z(self, member: int, rows: slice) -> np.ndarray:
         """A block of a member's logits as float32 (converted into the thread's buffer when stored otherwise)."""
         z = self.logits[member][rows]
@@ -110,6 +123,23 @@ class SplitOutputs:
         out = scratch("z", z.shape)
         out[...] = z
         return out
+
+    def _member_block(self, member: int, rows: slice, made: dict) -> tuple[np.ndarray, ...]:
+        """A block of a member's diversity terms: its logits z as float32,
+        log q = max(z − lse, log 1e-12), z² and p²; kept in ``made`` for the
+        other ensembles of the block (converting float16 is the slowest pass)."""
+        if member not in made:
+            z = self.logits[member][rows]
+            if z.dtype != np.float32:
+                z = scratch(f"z{member}", z.shape)
+                z[...] = self.logits[member][rows]
+            log_q, zz, pp = (scratch(f"{name}{member}", z.shape) for name in ("log_q", "zz", "pp"))
+            np.subtract(z, self.lse[member, rows, None], out=log_q)
+            np.maximum(log_q, LOG_FLOOR, out=log_q)
+            np.multiply(z, z, out=zz)
+            np.multiply(self.probs[member][rows], self.probs[member][rows], out=pp)
+            made[member] = z, log_q, zz, pp
+        return made[member]
 
     def __len__(self) -> int:
         return len(self.logits)
@@ -154,6 +184,7 @@ class SplitOutputs:
 
     def member_score(self, member: int) -> tuple[float, float]:
         """``score`` of one member alone, from its prepared hits and p_y."""
+        self.prepare([member])
         nll = -np.log(np.maximum(self.p_true[member], PROB_FLOOR))
         return float(self.hits[member].mean()), -float(nll.mean())
 
@@ -175,13 +206,15 @@ class SplitOutputs:
         weights = [_weights(chosen) for chosen in ensembles]
         several = [k for k, w in enumerate(weights) if len(w) > 1]
         self.with_probs(dict.fromkeys(j for k in several for j, _ in weights[k]))
+        self.prepare([j for w in weights for j, _ in w])  # members alone: their values only
         n = len(self.labels)
         names = ("hits", "p_true", "confidence", "sum_squares", "entropy", "pairs", "spread_prob", "spread_logit")
         per_sample = {k: {name: np.zeros(n) for name in names} for k in several}
 
         def block(rows: slice) -> None:
+            member_blocks = {}  # each member's diversity terms on this block, made once
             for k in several:
-                self._ensemble_block(rows, weights[k], diversity[k], per_sample[k])
+                self._ensemble_block(rows, weights[k], diversity[k], per_sample[k], member_blocks)
 
         for_each(row_blocks(n), block, self.threads)
         return [self._combined_terms(weights[k], diversity[k], per_sample[k]) if k in per_sample
@@ -230,9 +263,10 @@ class SplitOutputs:
         return terms
 
     def _ensemble_block(self, rows: slice, weights: list[tuple[int, int]], diversity: bool,
-                        per_sample: dict[str, np.ndarray]) -> None:
+                        per_sample: dict[str, np.ndarray], member_blocks: dict) -> None:
         """``terms``' sums over members for one block of rows: S_p always, and
-        S_log q, S_pp, S_z, S_zz for the diversity terms."""
+        S_log q, S_pp, S_z, S_zz for the diversity terms (``member_blocks``:
+        the block's ``_member_block`` values made so far)."""
         m = sum(w for _, w in weights)
         shape = (rows.stop - rows.start, self.logits[weights[0][0]].shape[1])
         s_p, t = scratch("s_p", shape), scratch("t", shape)
@@ -243,15 +277,11 @@ class SplitOutputs:
             _accumulate(s_p, p, w, t, first)
             if not diversity:
                 continue
-            z = self._z(j, rows)
+            z, log_q, zz, pp = self._member_block(j, rows, member_blocks)
             _accumulate(s_z, z, w, t, first)
-            np.subtract(z, self.lse[j, rows, None], out=t)
-            np.maximum(t, LOG_FLOOR, out=t)
-            _accumulate(s_log_q, t, w, t, first)
-            np.multiply(p, p, out=t)
-            _accumulate(s_pp, t, w, t, first)
-            np.multiply(z, z, out=t)
-            _accumulate(s_zz, t, w, t, first)
+            _accumulate(s_log_q, log_q, w, t, first)
+            _accumulate(s_pp, pp, w, t, first)
+            _accumulate(s_zz, zz, w, t, first)
         out = {name: values[rows] for name, values in per_sample.items()}
         if diversity:
             out["pairs"][:] = np.einsum("nc,nc->n", s_p, s_log_q)
@@ -265,9 +295,7 @@ class SplitOutputs:
         out["p_true"][:] = probs[index, labels]
         out["confidence"][:] = probs[index, top]
         out["sum_squares"][:] = np.einsum("nc,nc->n", probs, probs)
-        np.maximum(probs, PROB_FLOOR, out=t)
-        np.log(t, out=t)
-        out["entropy"][:] = -np.einsum("nc,nc->n", probs, t)
+        out["entropy"][:] = _entropy(probs, t)
 
     def summary(self, chosen: list[int], bootstrap: dict, terms: dict | None = None,
                 ci: bool = True) -> dict[str, dict]:
@@ -304,6 +332,7 @@ class SplitOutputs:
         return uq_curve(terms["accuracy"] / 100.0, terms["bald"])
 
     def per_class_accuracy(self, member: int, num_classes: int) -> np.ndarray:
+        self.prepare([member])
         return class_accuracy(self.hits[member], self.labels, num_classes)[0]
 
 
@@ -324,15 +353,29 @@ def _accumulate(total: np.ndarray, value: np.ndarray, weight: int, scratch: np.n
     total += value
 
 
+def _entropy(probs: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """−Σ_c p log max(p, 1e-12) per row. The floor matters only where p = 0
+    (0 · log 0 is NaN): below 1e-12 it changes a term by under 1e-10. So the
+    log is taken as it is, and only rows that came out NaN are redone with
+    the floor (one pass fewer over every row)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.log(probs, out=scratch)
+        entropy = -np.einsum("nc,nc->n", probs, scratch)
+    zero = np.flatnonzero(np.isnan(entropy))
+    if len(zero):
+        entropy[zero] = -np.einsum("nc,nc->n", probs[zero], np.log(np.maximum(probs[zero], PROB_FLOOR)))
+    return entropy
+
+
 def _spread(total: np.ndarray, squares: np.ndarray, m: int, scratch: np.ndarray) -> np.ndarray:
-    """mean_c sqrt(max(S_xx − S_x² / m, 0) / (m − 1)) per row."""
+    """mean_c sqrt(max(S_xx − S_x² / m, 0) / (m − 1)) per row (the 1 / (m − 1)
+    taken out of the mean)."""
     np.multiply(total, total, out=scratch)
-    scratch /= -m
+    scratch *= -1.0 / m
     scratch += squares
     np.maximum(scratch, 0.0, out=scratch)
-    scratch /= m - 1
     np.sqrt(scratch, out=scratch)
-    return scratch.mean(axis=1)
+    return scratch.mean(axis=1) / np.sqrt(m - 1)
 
 
 RESAMPLE_CHUNK = 50  # resamples drawn and counted together on one thread
@@ -421,24 +464,25 @@ def _auuqc_of(by_item: np.ndarray, order: np.ndarray, sorted_hits: np.ndarray) -
     drawn[n:] = 0
     np.take(by_item, order, axis=0, out=drawn[:n], mode="clip")  # "raise" would copy through a buffer
     np.multiply(drawn, hit_rows[:, None], out=drawn_hits)
-    # counts and hits before each block, per resample: (2, blocks + 1, resamples)
+    # counts and hits before each block, per resample: (2, resamples, blocks + 1), cumulated
+    # along the last axis (NumPy's cumsum along a first axis of many rows is far slower)
     block_sum = np.uint16 if by_item.dtype == np.uint8 else np.int64  # width x 255 fits 16 bits
-    before = np.zeros((2, blocks + 1, samples), np.int64)
+    before = np.zeros((2, samples, blocks + 1), np.int64)
     for k, values in enumerate((drawn, drawn_hits)):
-        np.cumsum(values.reshape(blocks, width, samples).sum(axis=1, dtype=block_sum), axis=0, out=before[k, 1:])
+        sums = values.reshape(blocks, width, samples).sum(axis=1, dtype=block_sum)
+        np.cumsum(sums.T, axis=1, out=before[k, :, 1:])
     # the block holding the k-th removal: the first whose cumulative count reaches k
-    counts_by_draw = np.ascontiguousarray(before[0, 1:-1].T)
-    block = np.stack([np.searchsorted(row, removed, side="left") for row in counts_by_draw], axis=1)
+    block = np.stack([np.searchsorted(row, removed, side="left") for row in before[0, :, 1:-1]], axis=1)
     columns = np.arange(samples)
-    need = removed[:, None] - before[0][block, columns]  # removals inside the block, (points, resamples)
-    flat = ((block * width)[..., None] + np.arange(width)) * samples + columns[:, None]  # the block's items
-    cum = np.cumsum(drawn.ravel()[flat], axis=-1, dtype=np.int64)
-    cum_hits = np.cumsum(drawn_hits.ravel()[flat], axis=-1, dtype=np.int64)
+    need = removed[:, None] - before[0][columns, block]  # removals inside the block, (points, resamples)
+    items = (block * width)[..., None] + np.arange(width)  # the block's items, (points, resamples, width)
+    cum = np.cumsum(drawn[items, columns[:, None]], axis=-1, dtype=np.int64)
+    cum_hits = np.cumsum(drawn_hits[items, columns[:, None]], axis=-1, dtype=np.int64)
     item = np.minimum((cum < need[..., None]).sum(axis=-1), width - 1)  # where the k-th removal falls
     previous = np.maximum(item - 1, 0)[..., None]
     count_to = np.where(item > 0, np.take_along_axis(cum, previous, -1)[..., 0], 0)
     hits_to = np.where(item > 0, np.take_along_axis(cum_hits, previous, -1)[..., 0], 0)
     hit_rate = sorted_hits[np.minimum(block * width + item, n - 1)]
-    removed_hits = before[1][block, columns] + hits_to + (need - count_to) * hit_rate
-    total_hits = before[1, -1][None, :]
+    removed_hits = before[1][columns, block] + hits_to + (need - count_to) * hit_rate
+    total_hits = before[1, :, -1][None, :]
     return ((total_hits - removed_hits) / (n - removed)[:, None]).mean(axis=0)
