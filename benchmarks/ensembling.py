@@ -1,6 +1,7 @@
 """Ensembling at paper scale (issue 15, target 4): every pool, strategy, size
 and metric for synthetic logits of 18 members (6 Eq, 6 Inv, 6 Base), 50,000
-test and 10,000 val samples, 1,000 classes, stored as float16 .npz files.
+test and 10,000 val samples, 1,000 classes, stored as the workflow stores
+logits (float16 gaps to each row's maximum).
 
 It runs the workflow's jobs, one at a time, each as the command line its
 rule runs (``multisym member-metrics`` and ``multisym ensemble``, with the
@@ -40,8 +41,12 @@ def member_ids() -> list[str]:
 
 
 def write_logits(folder: Path, n_test: int, n_val: int) -> None:
-    """One float16 file per member: a shared class signal per mode plus member
-    noise, so members agree often but not always (about 75 % top-1)."""
+    """One file per member, written as the workflow writes logits
+    (``data.write_logits``: float16 gaps to each row's maximum): a shared
+    class signal per mode plus member noise, so members agree often but not
+    always (about 75 % top-1)."""
+    from multisym.data import write_logits as store
+
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     labels = {"test": rng.integers(0, CLASSES, n_test), "val": rng.integers(0, CLASSES, n_val)}
@@ -53,9 +58,9 @@ def write_logits(folder: Path, n_test: int, n_val: int) -> None:
         for split, y in labels.items():
             z = rng.standard_normal((len(y), CLASSES), dtype=np.float32)
             z[np.arange(len(y)), y] += rng.uniform(1.5, 5.5, len(y)).astype(np.float32)
-            arrays[f"{split}_logits"] = (2.0 * z).astype(np.float16)
+            arrays[f"{split}_logits"] = 2.0 * z
             arrays[f"{split}_labels"] = y
-        np.savez(path, **arrays)
+        store(path, **arrays)
 
 
 def settings() -> dict:
@@ -109,7 +114,7 @@ def main() -> None:
     parser.add_argument("--out", help="also write the figures to this JSON file")
     parser.add_argument("--threads", type=int, default=2, help="each job's --threads, as the rule gives it")
     args = parser.parse_args()
-    folder = Path(args.folder) / f"{args.test}x{args.val}"
+    folder = Path(args.folder) / f"{args.test}x{args.val}-gaps"
     start = time.perf_counter()
     write_logits(folder, args.test, args.val)
     print(f"synthetic logits in {folder} ({time.perf_counter() - start:.0f} s, cached for later runs)")

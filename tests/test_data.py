@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from multisym import data
 from multisym.data import (
     SPLITS,
     DataError,
@@ -275,3 +276,34 @@ def test_root_dataset_in_one_channel_is_its_luma(tmp_path):
     luma = (torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1) * decoded[3]).sum(1, keepdim=True)
     assert decoded[1].shape == luma.shape
     assert (decoded[1] - luma).abs().max() <= 1.5 / 255
+
+
+def test_logits_are_stored_as_float16_gaps_to_the_row_maximum(tmp_path):
+    rng = np.random.default_rng(0)
+    logits = (10 * rng.standard_normal((50, 7)) + 30).astype(np.float32)
+    logits[0, :2] = [100.0, 99.999]  # a near tie at the top: float16 of the raw logits would make it one
+    labels = rng.integers(0, 7, 50)
+    data.write_logits(tmp_path / "small.npz", test_logits=logits, test_labels=labels)
+    stored = dict(np.load(tmp_path / "small.npz"))
+    assert stored["test_logits"].dtype == np.float16 and stored["test_logit_max"].dtype == np.float32
+    np.testing.assert_array_equal(stored["test_logits"].max(axis=1), 0.0)  # the top class exactly
+    np.testing.assert_array_equal(stored["test_labels"], labels)
+    back = data.logits_of(stored, "test")
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back.argmax(axis=1), logits.argmax(axis=1))
+    assert back[0, 0] - back[0, 1] == pytest.approx(0.001, rel=1e-2)
+    # each gap within 2^-11 of itself: a logit of 30 stored raw would move by up to 0.016
+    np.testing.assert_allclose(back - back.max(1, keepdims=True), logits - logits.max(1, keepdims=True),
+                               rtol=2.0**-11, atol=1e-6)
+    # a gap beyond ±65,504 would become inf: that array keeps float32
+    large = logits.copy()
+    large[3, 2] = -7e4
+    data.write_logits(tmp_path / "large.npz", test_logits=large, val_logits=logits)
+    stored = dict(np.load(tmp_path / "large.npz"))
+    assert stored["test_logits"].dtype == np.float32 and stored["val_logits"].dtype == np.float16
+    np.testing.assert_allclose(data.logits_of(stored, "test"), large, rtol=1e-6, atol=1e-5)
+    # a diverged model's NaN rows stay NaN; whole logits without maxima are read as they are
+    logits[0] = np.nan
+    data.write_logits(tmp_path / "nan.npz", test_logits=logits)
+    assert np.isnan(data.logits_of(dict(np.load(tmp_path / "nan.npz")), "test")[0]).all()
+    np.testing.assert_array_equal(data.logits_of({"test_logits": large}, "test"), large)

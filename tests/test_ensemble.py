@@ -5,10 +5,12 @@ and class dominance (mse_spec §4.2, §4.3)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from multisym import data
 from multisym.ensemble import (
     JOB_INPUTS,
     START_RULES,
@@ -282,6 +284,44 @@ def test_load_logits_reads_only_the_splits_a_job_uses(pool_files):
     assert kept == [c and len(set(out["order"])) > 1 for c in chosen]
     with pytest.raises(ValueError, match="unknown preparation 'eager'"):
         SplitOutputs(lean["test_logits"], lean["test_labels"], prepare="eager")
+
+
+def test_compact_logits_files_give_the_results_of_whole_ones(pool_files, tmp_path):
+    """Files as the workflow writes them (float16 gaps to each row's maximum,
+    ``data.write_logits``) give the float32 files' results: the same members
+    chosen, every value within float16's rounding; a pool mixing both kinds
+    of file is read as whole float32 logits."""
+    compact = [str(tmp_path / "compact" / Path(path).name) for path in pool_files]
+    for path, target in zip(pool_files, compact):
+        with np.load(path) as stored:
+            data.write_logits(target, **stored)
+    whole, small = load_logits(pool_files), load_logits(compact)
+    assert small["test_logits"][0].dtype == np.float16 and small["test"].row_max is not None
+    for run in (lambda s: member_results(IDS, CLASSES, s, settings(), NUM_CLASSES),
+                lambda s: greedy_results(IDS, CLASSES, s, settings()),
+                lambda s: random_results(IDS, CLASSES, s, settings())):
+        assert_close(run(small), run(whole), atol=2e-3)
+    mixed = load_logits([compact[0], *pool_files[1:]])
+    assert mixed["test"].row_max is None and mixed["test_logits"][0].dtype == np.float32
+    assert_close(greedy_results(IDS, CLASSES, mixed, settings()), greedy_results(IDS, CLASSES, whole, settings()),
+                 atol=2e-3)
+
+
+def assert_close(got, expected, atol):
+    """Nested results equal, numbers to ``atol``; ECE to one test sample's
+    share (1/80): rounding may move a confidence across a bin's edge."""
+    if isinstance(expected, dict):
+        assert got.keys() == expected.keys()
+        for key in expected:
+            assert_close(got[key], expected[key], 1 / 80 if key == "ece" else atol)
+    elif isinstance(expected, list):
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            assert_close(a, b, atol)
+    elif isinstance(expected, float):
+        assert got == pytest.approx(expected, abs=atol)
+    else:
+        assert got == expected
 
 
 def test_load_logits_rejects_different_labels(pool_files, tmp_path):

@@ -10,8 +10,8 @@ training augmentation and the evaluation transform for val and test; the epoch
 kept is the best on val, never on test. Used here for the SSL-FT pool: one Base
 backbone fine-tuned with several seeds (head init, data order, augmentation).
 
-Logits files (``.npz``): ``val_logits``, ``test_logits`` (N, C) float32 and
-``val_labels``, ``test_labels``.
+Logits files (``.npz``, ``data.write_logits``): ``val_logits``, ``test_logits``
+(N, C) float16 and ``val_labels``, ``test_labels``.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def supervised_logits(model_path, data_path, manifest_path, out_logits, device="
     for split, (images, labels) in splits.items():
         outputs[f"{split}_logits"] = forward_in_batches(model, images, runtime, info.image_size).numpy()
         outputs[f"{split}_labels"] = labels.numpy()
-    write_npz(out_logits, **outputs)
+    data.write_logits(out_logits, **outputs)
 
 
 # ------------------------------------------------------------- fine-tuning
@@ -233,7 +233,7 @@ def finetune(
                 save_state()
         model.load_state_dict(best["model"], strict=True)
         val_logits = forward_in_batches(model, val_images, runtime, info.image_size)
-        write_npz(
+        data.write_logits(
             out_logits,
             val_logits=val_logits.numpy(),
             test_logits=forward_in_batches(model, test_images, runtime, info.image_size).numpy(),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .data import logits_of
 from .files import map_npz
 from .metrics import dominance_of_hits, percentile_ci
 from .outputs import SplitOutputs, resample_counts
@@ -132,15 +133,22 @@ def load_logits(paths: list[str], prepare: dict[str, str] | None = None) -> dict
     share the labels."""
     prepare = prepare or {"val": "probs", "test": "probs"}
     keys = [f"{split}_{kind}" for split in prepare for kind in ("logits", "labels")]
-    stored = [map_npz(path, keys) for path in paths]
+    stored = [map_npz(path, keys, optional=[f"{split}_logit_max" for split in prepare]) for path in paths]
     out = {}
     for split, how in prepare.items():
         labels = stored[0][f"{split}_labels"]
         for path, arrays in zip(paths, stored):
             if not np.array_equal(labels, arrays[f"{split}_labels"]):
                 raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
-        out[f"{split}_logits"], out[f"{split}_labels"] = [arrays[f"{split}_logits"] for arrays in stored], labels
-        out[split] = SplitOutputs(out[f"{split}_logits"], labels, prepare=how)
+        out[f"{split}_labels"] = labels
+        if all(f"{split}_logit_max" in arrays for arrays in stored):  # as data.write_logits stores them
+            out[f"{split}_logits"] = [arrays[f"{split}_logits"] for arrays in stored]
+            row_max = [arrays[f"{split}_logit_max"] for arrays in stored]
+        else:  # whole logits (files written before, or by hand), each member as float32 if any needs it
+            out[f"{split}_logits"] = [logits_of(arrays, split) if f"{split}_logit_max" in arrays
+                                      else arrays[f"{split}_logits"] for arrays in stored]
+            row_max = None
+        out[split] = SplitOutputs(out[f"{split}_logits"], labels, prepare=how, row_max=row_max)
     return out
 
 

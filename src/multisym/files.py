@@ -67,18 +67,21 @@ def _read_only(arrays: dict) -> dict:
     return arrays
 
 
-def map_npz(path: str | Path, keys: list[str]) -> dict:
+def map_npz(path: str | Path, keys: list[str], optional: list[str] = ()) -> dict:
     """The arrays ``keys`` of an uncompressed .npz (``np.savez``) as read-only
     views of the file mapped into memory: no copy, and pages are read from
     the page cache as they are first used. A compressed array is read as
-    ``read_npz`` reads it. A missing file or key raises as ``read_npz`` does;
-    anything unreadable is a CorruptFileError."""
+    ``read_npz`` reads it. A missing file or key raises as ``read_npz`` does
+    (keys in ``optional`` that the file lacks are left out); anything
+    unreadable is a CorruptFileError."""
     import numpy as np
     from numpy.lib import format as npy
 
     header_readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
     try:
         with open(path, "rb") as handle, zipfile.ZipFile(handle) as archive:
+            names = set(archive.namelist())
+            keys = [*keys, *(key for key in optional if f"{key}.npy" in names)]
             members = {key: archive.getinfo(f"{key}.npy") for key in keys}
             if any(info.compress_type != zipfile.ZIP_STORED for info in members.values()):
                 return _read_only(read_npz(path, keys))

@@ -59,11 +59,13 @@ class SplitOutputs:
     (``prepare``). The work is spread over ``threads`` threads (the job's
     cores by default)."""
 
-    def __init__(self, logits, labels: np.ndarray, prepare: str = "probs", threads: int | None = None):
+    def __init__(self, logits, labels: np.ndarray, prepare: str = "probs", threads: int | None = None,
+                 row_max: list[np.ndarray] | None = None):
         if prepare not in PREPARE:
             raise ValueError(f"unknown preparation {prepare!r}; known: {PREPARE}")
         self.labels = np.asarray(labels)
         self.logits = logits
+        self.row_max = row_max
         self.threads = threads
         members, n = len(logits), len(self.labels)
         self.probs: list[np.ndarray | None] = [None] * members
@@ -96,17 +98,23 @@ class SplitOutputs:
         H = −Σ p log p = log Σe − Σ e t / Σe (t ≤ 0, so nothing cancels; the
         definition's floor q = max(p, 1e-12) changes H by less than C · 4e-13)."""
         j, rows = task
-        z = self._z(j, rows)
-        t = scratch("t", z.shape)
-        index = np.arange(len(z))
-        top = z.argmax(axis=1)
-        np.subtract(z, z[index, top][:, None], out=t)
-        e = scratch("e", z.shape) if self.probs[j] is None else self.probs[j][rows]
+        stored = self.logits[j][rows]
+        t = scratch("t", stored.shape)
+        index = np.arange(len(stored))
+        if self.row_max is None:
+            z = self._z(j, rows)
+            top = z.argmax(axis=1)
+            z_max = z[index, top]
+            np.subtract(z, z_max[:, None], out=t)
+        else:  # stored as t itself (``data.write_logits``)
+            t[...] = stored
+            top, z_max = t.argmax(axis=1), self.row_max[j][rows]
+        e = scratch("e", t.shape) if self.probs[j] is None else self.probs[j][rows]
         np.exp(t, out=e)
         total = e.sum(axis=1)
         log_total = np.log(total)
         labels = self.labels[rows]
-        self.lse[j, rows] = z[index, top] + log_total
+        self.lse[j, rows] = z_max + log_total
         self.entropy[j, rows] = log_total - np.einsum("nc,nc->n", e, t) / total
         self.p_true[j, rows] = e[index, labels] / total
         self.confidence[j, rows] = 1.0 / total  # e = 1 at the top class
@@ -115,13 +123,16 @@ class SplitOutputs:
         if self.probs[j] is not None:
             np.divide(e, total[:, None], out=e)
 
-    def _z(self, member: int, rows: slice) -> np.ndarray:
-        """A block of a member's logits as float32 (converted into the thread's buffer when stored otherwise)."""
+    def _z(self, member: int, rows: slice, name: str = "z") -> np.ndarray:
+        """A block of a member's logits z as float32: as stored, or converted
+        into the thread's buffer ``name`` (and the row maxima added back)."""
         z = self.logits[member][rows]
-        if z.dtype == np.float32:
+        if z.dtype == np.float32 and self.row_max is None:
             return z
-        out = scratch("z", z.shape)
+        out = scratch(name, z.shape)
         out[...] = z
+        if self.row_max is not None:
+            out += self.row_max[member][rows, None]
         return out
 
     def _member_block(self, member: int, rows: slice, made: dict) -> tuple[np.ndarray, ...]:
@@ -129,10 +140,7 @@ class SplitOutputs:
         log q = max(z − lse, log 1e-12), z² and p²; kept in ``made`` for the
         other ensembles of the block (converting float16 is the slowest pass)."""
         if member not in made:
-            z = self.logits[member][rows]
-            if z.dtype != np.float32:
-                z = scratch(f"z{member}", z.shape)
-                z[...] = self.logits[member][rows]
+            z = self._z(member, rows, f"z{member}")
             log_q, zz, pp = (scratch(f"{name}{member}", z.shape) for name in ("log_q", "zz", "pp"))
             np.subtract(z, self.lse[member, rows, None], out=log_q)
             np.maximum(log_q, LOG_FLOOR, out=log_q)

@@ -85,7 +85,7 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
     chosen = fits[best]
     params = probe_parameters(chosen, scaler, int(feats["num_classes"]))
     write_npz(out_params, **params)
-    write_npz(
+    data.write_logits(
         out_logits,
         **{f"{s}_logits": probe_logits(params, feats[f"{s}_features"]) for s in EVAL_SPLITS},
         **{f"{s}_labels": y[s] for s in EVAL_SPLITS},

@@ -83,7 +83,7 @@ def member_logits(model_path, probe_params, shift_path, shift_manifest, data_man
     outputs = {"labels": labels}
     for name, images in sets.items():
         outputs[f"{name}_logits"] = classify(torch.from_numpy(images))
-    data.write_npz(out_path, **outputs)
+    data.write_logits(out_path, **outputs)
 
 
 def evaluate(pools: dict, logits_paths: dict[str, str], greedy_paths: dict[str, str], shift_manifest,
@@ -100,7 +100,7 @@ def evaluate(pools: dict, logits_paths: dict[str, str], greedy_paths: dict[str, 
     labels = next(iter(stored.values()))["labels"]
 
     def scores(members: list[str], name: str) -> dict[str, float]:
-        probs = ensemble_probs(np.stack([stored[m][f"{name}_logits"] for m in members]))
+        probs = ensemble_probs(np.stack([data.logits_of(stored[m], name) for m in members]))
         return {"accuracy": 100.0 * float(correct(probs, labels).mean()),
                 "nll": float(nll_terms(probs, labels).mean()), "ece": ece(probs, labels)}
 

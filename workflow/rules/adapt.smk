@@ -110,6 +110,8 @@ rule sup_logits:
     resources:
         runtime="1h",
         mem_mb=4000,
+    params:
+        version=stage_version("sup_logits"),
     shell:
         "multisym sup-logits --model {input.model} --data {input.data}"
         " --manifest {input.manifest} --out-logits {output.logits} --threads {threads} > {log} 2>&1"
