@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -200,12 +201,18 @@ def check_stage_versions(workflow_copy):
     quiet = workflow_copy.snakemake("figures", "-n", env=env)
     assert "Nothing to be done" in quiet.stdout + quiet.stderr
     stages = package / "stages.py"
-    stages.write_text(stages.read_text().replace('"audit_metrics": 1,', '"audit_metrics": 2,'))
+
+    def bump(stage):
+        text, found = re.subn(rf'"{stage}": (\d+),', lambda m: f'"{stage}": {int(m[1]) + 1},', stages.read_text())
+        assert found == 1, stage
+        stages.write_text(text)
+
+    bump("audit_metrics")
     counts = planned_jobs(workflow_copy.snakemake("figures", "-n", env=env).stdout)
     assert counts.pop("audit_metrics") == 1 and counts.pop("table") == 1 and counts.pop("figure") == 1
     assert set(counts) <= {"comparison", "checksums", "provenance", "figures", "total"}, counts
     # a new pretraining version trains every trained member again, in new run folders
-    stages.write_text(stages.read_text().replace('"pretrain": 1,', '"pretrain": 2,'))
+    bump("pretrain")
     counts = planned_jobs(workflow_copy.snakemake("figures", "-n", env=env).stdout)
     trained = [m for m in member_table(config_module.load(workflow_copy.folder / "config.yaml")) if not m.imported]
     assert counts["pretrain"] == len(trained) and "prepare_data" not in counts

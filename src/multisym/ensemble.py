@@ -127,10 +127,11 @@ JOB_INPUTS = {
 def load_logits(paths: list[str], prepare: dict[str, str] | None = None) -> dict:
     """Each member's file mapped into memory, not copied (``files.map_npz``):
     for every split of ``prepare`` (default: val and test, all prepared at
-    once), ``{split}_logits``: the members' (N, C) arrays as stored,
-    ``{split}_labels``, and ``{split}``: the split's SplitOutputs, prepared
-    as ``prepare`` says, whose values every ensemble shares. All files must
-    share the labels."""
+    once), ``{split}_logits``: the members' (N, C) arrays as stored (gaps to
+    each row's maximum from ``data.write_logits``: argmax and softmax are
+    those of the logits), ``{split}_labels``, and ``{split}``: the split's
+    SplitOutputs, prepared as ``prepare`` says, whose values every ensemble
+    shares. All files must share the labels."""
     prepare = prepare or {"val": "probs", "test": "probs"}
     keys = [f"{split}_{kind}" for split in prepare for kind in ("logits", "labels")]
     stored = [map_npz(path, keys, optional=[f"{split}_logit_max" for split in prepare]) for path in paths]
