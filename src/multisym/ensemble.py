@@ -40,7 +40,7 @@ def greedy(outputs: SplitOutputs, size: int, start: int) -> tuple[list[int], lis
     running sum of the chosen members' probabilities, so each candidate
     costs one addition."""
     chosen, scores = [start], [outputs.member_score(start)]
-    outputs.with_probs(range(len(outputs)))
+    outputs.prepare(range(len(outputs)), probs=True)
     total = outputs.probs[start].copy()
     while len(chosen) < size:
         candidates = outputs.candidate_scores(total, len(chosen) + 1)

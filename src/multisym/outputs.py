@@ -89,9 +89,6 @@ class SplitOutputs:
         for_each([(j, rows) for j in todo for rows in row_blocks(n)], self._prepare, self.threads)
         self.prepared[todo] = True
 
-    def with_probs(self, members) -> None:
-        self.prepare(members, probs=True)
-
     def _prepare(self, task: tuple[int, slice]) -> None:
         """One block of one member, in one pass of each kind: with t = z − max z
         and e = exp t, p = e / Σe, lse = max z + log Σe and the entropy
@@ -155,7 +152,7 @@ class SplitOutputs:
     # ------------------------------------------------------------ selection
     def mean_probs(self, chosen: list[int]) -> np.ndarray:
         """f̄ = (1/m) Σ_{j in chosen} p_j, shape (N, C)."""
-        self.with_probs(chosen)
+        self.prepare(chosen, probs=True)
         total = np.zeros(self.logits[chosen[0]].shape, np.float32)
         for j, w in _weights(chosen):
             total += self.probs[j] if w == 1 else w * self.probs[j]
@@ -173,7 +170,7 @@ class SplitOutputs:
         per-block sums are added in block order, so any thread count gives
         the same scores."""
         blocks, members = row_blocks(len(self.labels)), len(self)
-        self.with_probs(range(members))
+        self.prepare(range(members), probs=True)
         hits, nll = np.zeros((2, members, len(blocks)))
 
         def score_block(b: int) -> None:
@@ -213,7 +210,7 @@ class SplitOutputs:
         each ensemble's sums stay in cache."""
         weights = [_weights(chosen) for chosen in ensembles]
         several = [k for k, w in enumerate(weights) if len(w) > 1]
-        self.with_probs(dict.fromkeys(j for k in several for j, _ in weights[k]))
+        self.prepare([j for k in several for j, _ in weights[k]], probs=True)
         self.prepare([j for w in weights for j, _ in w])  # members alone: their values only
         n = len(self.labels)
         names = ("hits", "p_true", "confidence", "sum_squares", "entropy", "pairs", "spread_prob", "spread_logit")
