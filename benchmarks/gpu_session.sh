@@ -11,7 +11,7 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-timeout -k 10 150 python3 -m pytest -q -p no:cacheprovider -s tests/test_views.py tests/test_streaming.py \
+timeout -k 10 150 python3 -m pytest -o addopts="" -q -p no:cacheprovider -s tests/test_views.py tests/test_streaming.py \
     tests/test_optim.py tests/test_symmetries.py 2>&1 | grep -E "nvjpeg vs|passed|failed|Error" | tail -8
 timeout -k 10 200 python3 benchmarks/pretrain_step.py --profile-views --out "$OUT/pretrain_step.json" 2>&1 | tee "$OUT/pretrain_step.log"
 timeout -k 10 200 python3 benchmarks/paper_path.py --step-json "$OUT/pretrain_step.json" --out "$OUT/paper_path.json" \
