@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from multisym.views import (
     ViewSpec,
@@ -15,6 +16,7 @@ from multisym.views import (
     blur_kernel_size,
     gaussian_blur,
     hsv_to_rgb,
+    make_view_batch,
     make_views,
     resize_center,
     rgb_to_hsv,
@@ -173,6 +175,40 @@ def test_samples_are_independent():
     dists = torch.cdist(flat, flat)
     off_diag = dists[~torch.eye(16, dtype=torch.bool)]
     assert (off_diag > 1e-3).all()
+
+
+class CountedCalls(TorchDispatchMode):
+    """Counts the ATen operations run under it, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_views_drawn_together_are_the_views_drawn_one_spec_at_a_time(channels, dtype):
+    """The Eq member's three specs (two 24-px views with other probabilities,
+    a 12-px small crop): the same random numbers in the same order, the same
+    views (the blur's convolution may round differently for another batch),
+    and each operation launched once per output size."""
+    images = rand_images(16, channels, 40, 48)
+    specs = [ViewSpec(size=24, blur_p=1.0), ViewSpec(size=24, blur_p=0.1, solarize_p=0.2, brightness=0.6),
+             ViewSpec(size=12, crop_scale=(0.05, 0.14), blur_p=0.1)]
+    one_at_a_time, together = gen(5), gen(5)
+    expected = [make_views(images, spec, one_at_a_time, dtype) for spec in specs]
+    with CountedCalls() as counted:
+        views = make_view_batch(images, specs, together, dtype)
+    assert [v.shape for v in views] == [e.shape for e in expected] and all(v.dtype == dtype for v in views)
+    for view, reference in zip(views, expected):
+        torch.testing.assert_close(view, reference, rtol=0, atol=2 * torch.finfo(dtype).eps)
+    assert torch.equal(torch.rand(4, generator=one_at_a_time), torch.rand(4, generator=together))
+    assert counted.calls["roi_align"] == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")

@@ -33,7 +33,7 @@ from .members import settings_hash
 from .models import ContrastiveModel, SupervisedModel, build_backbone, equivariance_head, select_device
 from .symmetries import get_group
 from .stopping import InterruptedRun, StopSignal
-from .views import ViewSpec, make_views
+from .views import ViewSpec, make_view_batch, make_views
 
 STATE_FILE = "state.pt"
 SNAPSHOTS = "snapshots"
@@ -119,13 +119,13 @@ class ContrastiveStep:
             self.p = settings["p"]
 
     def draw(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        views = [make_views(images, spec, generator, self.runtime.view_dtype) for spec in self.specs]
+        specs = [*self.specs, self.small_spec] if self.mode == "eq" else self.specs
+        views = make_view_batch(images, specs, generator, self.runtime.view_dtype)
         if self.mode == "inv":
             views = [self.group.act(v, self.group.sample_non_identity(len(v), self.p, generator)) for v in views]
         batch = {"view1": views[0], "view2": views[1]}
         if self.mode == "eq":
-            small = make_views(images, self.small_spec, generator, self.runtime.view_dtype)
-            batch["orbit"], batch["elements"] = self.group.orbit(small)
+            batch["orbit"], batch["elements"] = self.group.orbit(views[2])
         return batch
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -35,6 +35,7 @@ from torchvision.ops import roi_align
 __all__ = [
     "ViewSpec",
     "make_views",
+    "make_view_batch",
     "resize_center",
     "sample_crop_boxes",
     "crop_resize",
@@ -244,17 +245,21 @@ def sample_crop_boxes(
     return torch.stack([left, top, left + w, top + h], dim=1).to(torch.float32)
 
 
-def crop_resize(images: Tensor, boxes: Tensor, size: int) -> Tensor:
-    """Crop each sample's box and resample it to size x size with bilinear roi_align.
+def crop_resize(images: Tensor, boxes: Tensor, size: int, index: Tensor | None = None) -> Tensor:
+    """Crop each box and resample it to size x size with bilinear roi_align.
 
-    ``aligned=True`` makes box (0, 0, W, H) map pixel centres onto pixel centres.
-    The sampling ratio is adaptive (ceil(box side / size) points per output bin),
-    which averages when downscaling and samples exactly at bin centres otherwise.
+    Box k crops image ``index[k]`` (default: box i crops image i), so several
+    views of one image need no copies of it. ``aligned=True`` makes box
+    (0, 0, W, H) map pixel centres onto pixel centres. The sampling ratio is
+    adaptive (ceil(box side / size) points per output bin), which averages when
+    downscaling and samples exactly at bin centres otherwise.
     """
-    idx = torch.arange(images.shape[0], dtype=images.dtype, device=images.device)
-    rois = torch.cat([idx[:, None], to_device(boxes, images.device, images.dtype)], dim=1)
+    if index is None:
+        index = torch.arange(images.shape[0])
+    rois = torch.cat([index[:, None].to(boxes.dtype), boxes], dim=1)
     out = roi_align(
-        images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True
+        images, to_device(rois, images.device, images.dtype), output_size=(size, size),
+        spatial_scale=1.0, sampling_ratio=0, aligned=True,
     )
     return out.clamp_(0.0, 1.0)
 
@@ -427,6 +432,83 @@ def _jitter_factors(u: Tensor, spec: ViewSpec) -> Tensor:
     return torch.stack(cols, dim=1)
 
 
+@dataclass
+class _Draws:
+    """One spec's random parameters for a batch, on the CPU."""
+
+    boxes: Tensor  # (B, 4) crop boxes
+    factors: Tensor  # (B, 4) jitter factors
+    sigma: Tensor  # (B,) blur sigma
+    masks: dict[str, Tensor]  # which samples each optional step applies to
+
+
+def _draw(spec: ViewSpec, batch: int, height: int, width: int, generator: torch.Generator) -> _Draws:
+    """The crop boxes, then ``_N_UNIFORMS`` uniforms per sample, in this order."""
+    boxes = sample_crop_boxes(batch, height, width, spec.crop_scale, spec.crop_ratio, generator)
+    u = torch.rand(batch, _N_UNIFORMS, generator=generator, dtype=torch.float64)
+    masks = {
+        name: u[:, col] < p
+        for name, col, p in (
+            ("flip", _U_FLIP, spec.flip_p),
+            ("jitter", _U_JITTER, spec.jitter_p),
+            ("gray", _U_GRAY, spec.grayscale_p),
+            ("blur", _U_BLUR, spec.blur_p),
+            ("solarize", _U_SOLARIZE, spec.solarize_p),
+        )
+    }
+    return _Draws(boxes, _jitter_factors(u, spec), _uniform(u[:, _U_SIGMA], *spec.blur_sigma), masks)
+
+
+def _render(images: Tensor, draws: list[_Draws], size: int, ksize: int, use_hue: bool,
+            dtype: torch.dtype) -> Tensor:
+    """The views of ``draws`` (each one view of every image) as one batch,
+    (len(draws) B, C, size, size), in ``dtype`` after the crop."""
+    device, batch = images.device, images.shape[0]
+    cat = lambda values: torch.cat(values) if len(values) > 1 else values[0]  # noqa: E731
+    boxes = cat([d.boxes for d in draws])
+    factors = to_device(cat([d.factors for d in draws]), device, dtype)
+    sigma = to_device(cat([d.sigma for d in draws]), device, dtype)
+    # kept on the CPU: _apply_to_subset picks its samples there
+    masks = {name: cat([d.masks[name] for d in draws]) for name in draws[0].masks}
+
+    # roi_align in float32: in float16 its sampling positions would be off by
+    # up to a quarter pixel on a 256-px image
+    x = crop_resize(images, boxes, size, torch.arange(batch).repeat(len(draws))).to(dtype)
+    x = hflip(x, to_device(masks["flip"], device))
+    x = _apply_to_subset(x, masks["jitter"], lambda y, f: _color_jitter(y, f, use_hue), factors)
+    if images.shape[1] == 3:
+        x = _apply_to_subset(x, masks["gray"], to_grayscale)
+    x = _apply_to_subset(x, masks["blur"], lambda y, s: gaussian_blur(y, s, ksize), sigma)
+    return _apply_to_subset(x, masks["solarize"], solarize)
+
+
+def make_view_batch(images: Tensor, specs: list[ViewSpec], generator: torch.Generator,
+                    dtype: torch.dtype = torch.float32) -> list[Tensor]:
+    """One view of every sample per spec: ``make_views`` for each spec in turn,
+    with the same random numbers, and the same values up to float round-off
+    (the blur's convolution may sum in another order for another batch).
+
+    Specs with the same output size, blur kernel and hue step (the two 224-px
+    views of §2.2) are computed as one batch: each operation is launched once
+    for all of them, and on a GPU the host's launches are most of what the
+    views cost (issue 15).
+    """
+    _check_generator(generator)
+    images = _check_images(images)
+    batch, channels, height, width = images.shape
+    draws = [_draw(spec, batch, height, width, generator) for spec in specs]
+    together: dict[tuple[int, int, bool], list[int]] = {}
+    for i, spec in enumerate(specs):
+        key = (spec.size, blur_kernel_size(spec.blur_sigma[1], spec.size), channels == 3 and spec.hue > 0)
+        together.setdefault(key, []).append(i)
+    views: list[Tensor | None] = [None] * len(specs)
+    for (size, ksize, use_hue), members in together.items():
+        rendered = _render(images, [draws[i] for i in members], size, ksize, use_hue, dtype)
+        for i, view in zip(members, rendered.split(batch)):
+            views[i] = view
+    return views
+
+
 def make_views(images: Tensor, spec: ViewSpec, generator: torch.Generator,
                dtype: torch.dtype = torch.float32) -> Tensor:
     """Draw one random view per sample: (B, C, H, W) in [0, 1] -> (B, C, size, size).
@@ -440,38 +522,7 @@ def make_views(images: Tensor, spec: ViewSpec, generator: torch.Generator,
     bandwidth-bound passes and resolves [0, 1] to 2^-11, finer than 8-bit
     pixels and than the bf16 a mixed-precision backbone reads them in.
     """
-    _check_generator(generator)
-    images = _check_images(images)
-    batch, channels, height, width = images.shape
-    device = images.device
-
-    boxes = sample_crop_boxes(batch, height, width, spec.crop_scale, spec.crop_ratio, generator)
-    u = torch.rand(batch, _N_UNIFORMS, generator=generator, dtype=torch.float64)
-    factors = to_device(_jitter_factors(u, spec), device, dtype)
-    sigma = to_device(_uniform(u[:, _U_SIGMA], *spec.blur_sigma), device, dtype)
-    draws = {  # kept on the CPU: _apply_to_subset picks its samples there
-        name: u[:, col] < p
-        for name, col, p in (
-            ("flip", _U_FLIP, spec.flip_p),
-            ("jitter", _U_JITTER, spec.jitter_p),
-            ("gray", _U_GRAY, spec.grayscale_p),
-            ("blur", _U_BLUR, spec.blur_p),
-            ("solarize", _U_SOLARIZE, spec.solarize_p),
-        )
-    }
-
-    # roi_align in float32: in float16 its sampling positions would be off by
-    # up to a quarter pixel on a 256-px image
-    x = crop_resize(images, boxes, spec.size).to(dtype)
-    x = hflip(x, to_device(draws["flip"], device))
-    use_hue = channels == 3 and spec.hue > 0
-    x = _apply_to_subset(x, draws["jitter"], lambda y, f: _color_jitter(y, f, use_hue), factors)
-    if channels == 3:
-        x = _apply_to_subset(x, draws["gray"], to_grayscale)
-    ksize = blur_kernel_size(spec.blur_sigma[1], spec.size)
-    x = _apply_to_subset(x, draws["blur"], lambda y, s: gaussian_blur(y, s, ksize), sigma)
-    x = _apply_to_subset(x, draws["solarize"], solarize)
-    return x
+    return make_view_batch(images, [spec], generator, dtype)[0]
 
 
 def resize_center(images: Tensor, size: int) -> Tensor:
