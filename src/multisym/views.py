@@ -464,12 +464,11 @@ def _render(images: Tensor, draws: list[_Draws], size: int, ksize: int, use_hue:
     """The views of ``draws`` (each one view of every image) as one batch,
     (len(draws) B, C, size, size), in ``dtype`` after the crop."""
     device, batch = images.device, images.shape[0]
-    cat = lambda values: torch.cat(values) if len(values) > 1 else values[0]  # noqa: E731
-    boxes = cat([d.boxes for d in draws])
-    factors = to_device(cat([d.factors for d in draws]), device, dtype)
-    sigma = to_device(cat([d.sigma for d in draws]), device, dtype)
+    boxes = torch.cat([d.boxes for d in draws])
+    factors = to_device(torch.cat([d.factors for d in draws]), device, dtype)
+    sigma = to_device(torch.cat([d.sigma for d in draws]), device, dtype)
     # kept on the CPU: _apply_to_subset picks its samples there
-    masks = {name: cat([d.masks[name] for d in draws]) for name in draws[0].masks}
+    masks = {name: torch.cat([d.masks[name] for d in draws]) for name in draws[0].masks}
 
     # roi_align in float32: in float16 its sampling positions would be off by
     # up to a quarter pixel on a 256-px image

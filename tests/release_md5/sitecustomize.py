@@ -32,13 +32,15 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds the two modules as the other finders do, runs them, then replaces
     their ``check_integrity``."""
 
+    def __init__(self):
+        self._loaders = {}
+
     def find_spec(self, fullname, path, target=None):
         if fullname not in PATCHED:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None:
             return None
-        self._loaders = getattr(self, "_loaders", {})
         self._loaders[fullname] = spec.loader
         spec.loader = self
         return spec
