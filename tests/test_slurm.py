@@ -1,7 +1,8 @@
 """The cluster path on a real one-node SLURM (tests/local_slurm.py): the slurm
 profile as typed, GPU training submitted with submitit by waiting local rules,
-and what a cluster job sees. Run one at a time (the node has 2 CPUs); each
-Snakemake call has a hard timeout, so a hung status poll fails the test."""
+and what a cluster job sees. They run one at a time, in one pytest-xdist
+worker (--dist loadfile), as the node has 2 CPUs; each Snakemake call has a
+hard timeout, so a hung status poll fails the test."""
 
 from __future__ import annotations
 
