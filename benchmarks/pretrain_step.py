@@ -193,14 +193,13 @@ def main() -> int:
     images = torch.rand(batch_size, 3, info.image_size, info.image_size, generator=generator).to(device)
     labels = torch.randint(0, info.num_classes, (batch_size,), generator=generator).to(device)
 
-    def fresh(precision: str = "auto"):
+    def fresh(precision: str = "auto", nchw: bool = False):
         torch.manual_seed(0)
-        model = build_model(settings, info).to(device)
-        runtime = make_runtime(device, precision, info)
-        if precision == "fp16":
+        model = build_model(settings, info)
+        runtime = make_runtime(device, precision, info, model)
+        if nchw:
             runtime.channels_last = False
-        if runtime.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = runtime.place(model)
         return model, runtime, ContrastiveStep(settings, model, runtime)
 
     model, runtime, step = fresh()
@@ -242,7 +241,7 @@ def main() -> int:
         monitor.check()
 
     if "official" in wanted:
-        model, runtime, step = fresh("fp16" if cuda else "fp32")
+        model, runtime, step = fresh("fp16" if cuda else "fp32", nchw=True)
         nchw = {k: v.contiguous() for k, v in batch.items()}
         official = OfficialStep(step, model, info.num_classes, device, spec)
         results["official"] = timed(lambda: official(nchw, labels), device, steps, args.repeats, warmup)

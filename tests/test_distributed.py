@@ -46,7 +46,8 @@ INFO = DatasetInfo(name="digits", num_classes=10, channels=1, image_size=8, mean
 
 def drawn_global_batch(settings: dict) -> dict[str, torch.Tensor]:
     images = torch.rand(BATCH, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    return ContrastiveStep(settings, build_model(settings, INFO), make_runtime(torch.device("cpu"), "fp32", INFO)) \
+    model = build_model(settings, INFO)
+    return ContrastiveStep(settings, model, make_runtime(torch.device("cpu"), "fp32", INFO, model)) \
         .draw(images, torch.zeros(BATCH, dtype=torch.long), torch.Generator().manual_seed(2))
 
 
@@ -62,7 +63,7 @@ def shard(batch: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
 def reference(settings: dict) -> tuple[float, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     model = build_model(settings, INFO)
-    runtime = make_runtime(torch.device("cpu"), "fp32", INFO)
+    runtime = make_runtime(torch.device("cpu"), "fp32", INFO, model)
     batch = drawn_global_batch(settings)
     parts = [model(*(runtime.prepare(shard(batch, r)[k]) for k in ("view1", "view2", "orbit"))) for r in range(WORLD)]
     z1, z2 = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -78,7 +79,7 @@ def worker(rank: int, port: int, settings: dict, out: str) -> None:
     try:
         torch.manual_seed(0)
         model = build_model(settings, INFO)
-        runtime = make_runtime(torch.device("cpu"), "fp32", INFO)
+        runtime = make_runtime(torch.device("cpu"), "fp32", INFO, model)
         step = ContrastiveStep(settings, distributed.wrap(model, torch.device("cpu")), runtime)
         terms = step.loss(shard(drawn_global_batch(settings), rank))
         terms["loss"].backward()

@@ -148,6 +148,33 @@ def test_signal_on_an_epochs_last_step_resumes_into_the_next_epoch(tmp_path, smo
     assert read_rows(straight / "epochs.csv") == read_rows(resumed / "epochs.csv")
 
 
+@pytest.mark.parametrize("widths, channels_last", [([4, 8], False), ([16, 32, 64], True)])
+def test_cpu_runs_channels_last_unless_a_strided_1x1_conv_is_narrower_than_onednns_block(widths, channels_last):
+    """The smoke backbone's 4-to-8 downsampling convolution would abort in
+    oneDNN's NHWC backward; the embedded default's 16-channel one does not."""
+    import copy
+
+    from multisym.models import build_backbone
+    from multisym.pretrain import make_runtime
+
+    info = data.DatasetInfo("digits", 10, 1, 16, (0.3,), (0.4,))
+    torch.manual_seed(0)
+    nchw = build_backbone({"arch": "small_resnet", "widths": widths, "blocks": [1] * len(widths)}, 1)
+    placed = copy.deepcopy(nchw)
+    runtime = make_runtime(torch.device("cpu"), "auto", info, placed)
+    assert runtime.channels_last is channels_last
+    placed = runtime.place(placed)
+    assert placed.stages[0][0].conv1.weight.is_contiguous(memory_format=torch.channels_last) is channels_last
+
+    images = torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    expected, got = nchw((images - 0.3) / 0.4), placed(runtime.prepare(images))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    expected.square().sum().backward()
+    got.square().sum().backward()
+    for (name, a), b in zip(nchw.named_parameters(), placed.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-4 * float(a.grad.abs().max()), msg=name)
+
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
 
 

@@ -86,9 +86,9 @@ class AdaptedClassifier:
         from .files import read_npz
 
         self.network, settings = load_network(model_path, info, classifier=probe_params is None)
-        self.network = self.network.to(device)
         self.params = read_npz(probe_params) if probe_params is not None else None
-        self.runtime = make_runtime(device, "auto", info)
+        self.runtime = make_runtime(device, "auto", info, self.network)
+        self.network = self.runtime.place(self.network)
         self.size = settings.get("views", {}).get("size", info.image_size)
 
     def __call__(self, images) -> np.ndarray:
@@ -107,8 +107,8 @@ def extract_features(model_path, data_path, manifest_path, out_path, device="aut
     target = select_device(device)
     splits, info = data.load_splits(data_path, manifest_path)
     backbone, settings = load_network(model_path, info, classifier=False)
-    backbone = backbone.to(target)
-    runtime = make_runtime(target, "auto", info)
+    runtime = make_runtime(target, "auto", info, backbone)
+    backbone = runtime.place(backbone)
     size = settings["views"]["size"] if "views" in settings else info.image_size
     arrays = {}
     for split, (images, labels) in splits.items():
@@ -124,8 +124,9 @@ def supervised_logits(model_path, data_path, manifest_path, out_logits, device="
     set_threads(threads)
     target = select_device(device)
     splits, info = data.load_splits(data_path, manifest_path, EVAL_SPLITS)
-    model = load_network(model_path, info, classifier=True)[0].to(target)
-    runtime = make_runtime(target, "auto", info)
+    model = load_network(model_path, info, classifier=True)[0]
+    runtime = make_runtime(target, "auto", info, model)
+    model = runtime.place(model)
     outputs = {}
     for split, (images, labels) in splits.items():
         outputs[f"{split}_logits"] = forward_in_batches(model, images, runtime, info.image_size).numpy()
@@ -161,8 +162,8 @@ def finetune(
         generator = torch.Generator().manual_seed(settings["seed"])
         model = SupervisedModel(build_backbone(base_settings["backbone"], info.channels), info.num_classes)
         model.backbone.load_state_dict(exported["backbone"], strict=True)
-        model = model.to(target)
-        runtime = make_runtime(target, "auto", info)
+        runtime = make_runtime(target, "auto", info, model)
+        model = runtime.place(model)
         spec = supervised_view_spec(info.image_size, settings) if settings.get("train_augment", True) else None
         select = settings.get("selection_split", "val")
         if select not in ("val", "test"):

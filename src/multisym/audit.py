@@ -133,9 +133,9 @@ def member_outputs(model_path, probe_params, member_path, sets_path, sets_manife
     info = data.info(data.read_manifest(data_manifest))
     classifier = probe_params is None
     network, settings = load_network(model_path, info, classifier=classifier)
-    network = network.to(target).eval()
+    runtime = make_runtime(target, "auto", info, network)
+    network = runtime.place(network).eval()
     backbone = network.backbone if classifier else network
-    runtime = make_runtime(target, "auto", info)
     size = settings.get("views", {}).get("size", info.image_size)
     if not classifier:
         params = read_npz(probe_params)
@@ -167,7 +167,7 @@ def member_outputs(model_path, probe_params, member_path, sets_path, sets_manife
         eq_backbone.load_state_dict(exported["backbone"], strict=True)
         eq_head = equivariance_head(eq_backbone.out_dim, member_settings["pretrain"]["eq_head"], group.order)
         eq_head.load_state_dict(exported["eq_head"], strict=True)
-        model = torch.nn.Sequential(eq_backbone, eq_head).to(target)
+        model = runtime.place(torch.nn.Sequential(eq_backbone, eq_head))
         eq_size = member_settings["views"]["size"]
         test = torch.from_numpy(sets[TEST])
         outputs[f"{TEST}/{axis}/eq_head"] = np.stack([

@@ -87,6 +87,12 @@ class Runtime:
         x = (images - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def place(self, model: nn.Module) -> nn.Module:
+        """``model`` on this runtime's device, in its memory format (the inputs'
+        of ``prepare``, so no convolution reorders its operands)."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
     def amp(self):
         return self.autocast if self.autocast is not None else nullcontext()
 
@@ -232,9 +238,31 @@ def build_model(settings: dict, info: data.DatasetInfo) -> nn.Module:
     return ContrastiveModel(backbone, settings["pretrain"]["projector"], head)
 
 
-def make_runtime(device: torch.device, precision: str, info: data.DatasetInfo) -> Runtime:
-    """bf16 autocast and channels_last on CUDA by default (fp16 with a loss
-    scaler on GPUs without bf16); fp32 on the CPU."""
+# oneDNN's (AVX2, AVX-512) vector block of input channels; see below.
+ONEDNN_CHANNEL_BLOCK = 16
+
+
+def channels_last_safe_on_cpu(model: nn.Module) -> bool:
+    """Whether ``model`` may train in channels_last on the CPU. Not when a
+    strided 1x1 convolution has fewer input channels than oneDNN's vector
+    block: the backward pass of that convolution in NHWC writes past its
+    workspace (uxlfoundation/oneDNN#6035), which aborts or silently corrupts
+    the weight gradients (torch 2.14 aborts on the smoke config's 4-channel
+    stage)."""
+    return not any(
+        isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1
+        and m.in_channels < ONEDNN_CHANNEL_BLOCK
+        for m in model.modules()
+    )
+
+
+def make_runtime(device: torch.device, precision: str, info: data.DatasetInfo, model: nn.Module) -> Runtime:
+    """How ``model`` runs on ``device``: bf16 autocast on CUDA by default (fp16
+    with a loss scaler on GPUs without bf16), fp32 on the CPU; channels_last,
+    the layout of cuDNN's and oneDNN's fast convolutions (on the CPU the
+    embedded backbone's training step takes 0.75x the time and its inference
+    0.55x: ``benchmarks/README.md``), unless ``channels_last_safe_on_cpu``
+    rules it out."""
     if precision == "auto":
         precision = "fp32"
         if device.type == "cuda":
@@ -246,7 +274,7 @@ def make_runtime(device: torch.device, precision: str, info: data.DatasetInfo) -
         device=device,
         precision=precision,
         autocast=autocast,
-        channels_last=device.type == "cuda",
+        channels_last=device.type == "cuda" or channels_last_safe_on_cpu(model),
         mean=torch.tensor(info.mean, device=device).view(shape),
         std=torch.tensor(info.std, device=device).view(shape),
     )
@@ -396,7 +424,6 @@ def train_member(
         threads = set_threads(threads)
         # ------------------------------------------------------------ data
         images, labels, info = data.load_split(data_path, manifest_path, "train", decode, target)
-        runtime = make_runtime(target, precision, info)
         images, labels = images.to(target), labels.to(target)
         batch_size, shard = global_batch(recipe["batch_size"], len(images), process)
         steps_per_epoch = len(images) // batch_size
@@ -405,9 +432,9 @@ def train_member(
         torch.manual_seed(settings["seed"])
         generator = torch.Generator().manual_seed(settings["seed"])  # data order: the same in every process
         views = generator if process.world == 1 else view_generator(settings["seed"], process.rank)
-        model = build_model(settings, info).to(target)
-        if runtime.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model = build_model(settings, info)
+        runtime = make_runtime(target, precision, info, model)
+        model = runtime.place(model)
         trained = distributed.wrap(model, target)
         if settings["mode"] == "sup":
             step_fn = SupervisedStep(settings, trained, runtime, info.image_size)
