@@ -207,6 +207,30 @@ def test_emergence_members_train_independently_of_each_other(digits_sets):
         assert not np.allclose(b["test_logits"][:, 1], b["test_logits"][:, 2])
 
 
+def test_emergence_evaluates_each_member_as_its_own_network(digits_sets):
+    """Epoch 0's stored logits are each untrained member's plain forward pass
+    (its seed's initialisation) on the normalised orbit, element by element."""
+    import torch
+
+    from multisym.symmetries import get_group
+
+    root, _ = digits_sets
+    settings, path = run_emergence(root, 3, epochs=1)
+    info = data.info(data.read_manifest(root / "d.json"))
+    test = torch.from_numpy(audit.load_sets(root / "s.npz", root / "s.json")[0]["test"])
+    orbit = get_group(settings["group"]).orbit(test)[0]
+    orbit = (orbit - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
+    with np.load(path) as stored:
+        logits = stored["test_logits"][0]  # (members, |G|, N, C)
+    for index in range(3):
+        torch.manual_seed(settings["seed"] * 1000 + index)
+        net = emergence.member_network(info.channels, info.image_size, info.num_classes, settings["widths"],
+                                       settings["hidden"])
+        with torch.no_grad():
+            expected = net(orbit).reshape(logits.shape[1:]).numpy()
+        np.testing.assert_allclose(logits[index], expected, rtol=1e-5, atol=1e-5)
+
+
 def test_emergence_stored_logits_reproduce_the_figure(digits_sets, tmp_path):
     root, _ = digits_sets
     settings, path = run_emergence(root, 4)

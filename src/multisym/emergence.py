@@ -10,8 +10,11 @@ which would give rotation robustness for free): [conv3x3, ReLU, max-pool 2]
 per width, flatten, a hidden linear layer, ReLU, linear to the classes;
 PyTorch's default init with the member's own seed. All members are trained
 together: their parameters stacked (``torch.func.stack_module_state``) and the
-forward pass vectorised with ``vmap``; Adam's update is elementwise, so this
-is exactly M independent Adam runs. Each member draws its own data order.
+training forward pass vectorised with ``vmap``; Adam's update is elementwise,
+so this is exactly M independent Adam runs. Each member draws its own data
+order. Evaluation runs one member at a time on channels_last orbits, where
+the CPU's max-pooling is an order of magnitude faster than on the NCHW
+batches ``vmap`` hands it (the whole evaluation: 2.6x).
 
 Runs: ``augmented`` (each epoch is the whole orbit of every training image)
 and ``control`` (each image |G| times unrotated, so both runs take the same
@@ -98,15 +101,19 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
     batched = vmap(forward)
     optimizer = torch.optim.Adam(list(params.values()), lr=settings["lr"])
     sets, test_labels, manifest = load_sets(sets_path, sets_manifest)
-    orbits = {name: ((group.orbit(torch.from_numpy(x))[0] - mean) / std).to(target) for name, x in sets.items()}
+    orbits = {name: ((group.orbit(torch.from_numpy(x))[0] - mean) / std).to(target)
+              .contiguous(memory_format=torch.channels_last) for name, x in sets.items()}
+
+    def member(index: int) -> tuple[dict, dict]:
+        return {k: v[index] for k, v in params.items()}, {k: v[index] for k, v in buffers.items()}
 
     @torch.no_grad()
     def evaluate() -> dict[str, np.ndarray]:
         out = {}
         for name, orbit in orbits.items():
-            chunks = [batched(params, buffers, orbit[i:i + 1024].expand(count, *orbit[i:i + 1024].shape))
-                      for i in range(0, len(orbit), 1024)]
-            logits = torch.cat(chunks, dim=1)
+            logits = torch.stack([
+                torch.cat([functional_call(skeleton, member(m), (orbit[i:i + 1024],)) for i in range(0, len(orbit), 1024)])
+                for m in range(count)])
             out[name] = logits.reshape(count, group.order, -1, logits.shape[-1]).cpu().numpy()
         return out
 
