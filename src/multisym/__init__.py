@@ -2,7 +2,12 @@
 
 The package the Snakemake workflow calls: one module per concept (see DESIGN.md).
 Importing the package itself stays light (no torch), so that the Snakefile can
-use `multisym.config` and `multisym.members` while planning.
+use `multisym.config` and `multisym.members` while planning. It makes a later
+import of torchvision skip torch._dynamo (`multisym.imports`).
 """
 
 __version__ = "0.1.0"
+
+from .imports import defer_dynamo
+
+defer_dynamo()
