@@ -1,0 +1,135 @@
+"""The embedded default from scratch (issue 15, target 6): ``snakemake figures``
+on a clean copy of the committed tree, target under 10 minutes on 2 cores.
+
+The copy is ``git archive HEAD`` in a temporary folder, run with ``PYTHONPATH``
+pinned to its ``src/`` so the installed package cannot stand in for it; the
+environment is this interpreter's (its ``bin/`` leads ``PATH``). Besides the
+wall time it prints where the time went, from Snakemake's log: job-seconds per
+rule (start to finish, 1 s resolution) and how long 0, 1 or 2 jobs ran at
+once. Because this machine's speed varies from day to day, it first times
+``import torch, torchvision`` in a fresh process (median of 3) as a
+reference for comparing runs.
+
+    python benchmarks/embedded_default.py [--cores 2] [--out run.json] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_S = 600.0
+STAMP = re.compile(r"^\[(\w+ \w+ +\d+ [\d:]+ \d+)\]$")
+RULE = re.compile(r"^(?:local)?rule (\w+):$")
+JOBID = re.compile(r"^\s+jobid: (\d+)$")
+FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)")
+
+
+def import_seconds(repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch, torchvision"], check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def job_spans(log: str) -> list[tuple[str, datetime, datetime]]:
+    """(rule, start, end) of every finished job in a Snakemake log."""
+    spans, started, stamp, rule = [], {}, None, None
+    for line in log.splitlines():
+        if match := STAMP.match(line):
+            stamp = datetime.strptime(match.group(1), "%a %b %d %H:%M:%S %Y")
+        elif match := RULE.match(line):
+            rule = match.group(1)
+        elif (match := JOBID.match(line)) and rule is not None:
+            started[match.group(1)] = (rule, stamp)
+            rule = None
+        elif (match := FINISHED.match(line)) and match.group(1) in started:
+            name, start = started.pop(match.group(1))
+            spans.append((name, start, stamp))
+    return spans
+
+
+def per_rule(spans) -> dict[str, dict]:
+    seconds, jobs = collections.Counter(), collections.Counter()
+    for rule, start, end in spans:
+        seconds[rule] += (end - start).total_seconds()
+        jobs[rule] += 1
+    return {rule: {"jobs": jobs[rule], "job_seconds": seconds[rule]} for rule, _ in seconds.most_common()}
+
+
+def concurrency(spans) -> dict[int, float]:
+    """Seconds during which n jobs ran at once, for each n."""
+    events = sorted([(start, 1) for _, start, _ in spans] + [(end, -1) for _, _, end in spans],
+                    key=lambda event: (event[0], event[1]))
+    held, running, previous = collections.Counter(), 0, events[0][0] if events else None
+    for stamp, change in events:
+        held[running] += (stamp - previous).total_seconds()
+        running, previous = running + change, stamp
+    return {n: seconds for n, seconds in sorted(held.items()) if seconds > 0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--out", help="write the figures as JSON here")
+    parser.add_argument("--keep", help="run in this (new) folder and keep it, instead of a temporary one")
+    args = parser.parse_args()
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    reference = import_seconds()
+    if args.keep:
+        folder = Path(args.keep)
+        folder.mkdir(parents=True)  # a new folder: never one that holds results
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="embedded-default-"))
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    env = {**os.environ, "PYTHONPATH": str(folder / "src"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "snakemake", "figures", "--cores", str(args.cores)],
+                         cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if run.returncode != 0:
+        sys.stderr.write(run.stderr[-5000:])
+        print(f"snakemake figures failed (exit {run.returncode}); its folder is kept: {folder}", file=sys.stderr)
+        return 1
+    spans = job_spans(run.stdout + run.stderr)
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    rules, held = per_rule(spans), concurrency(spans)
+    print(f"commit {commit}, {args.cores} cores; reference: import torch, torchvision {reference:.2f} s")
+    print(f"{'rule':<28} {'jobs':>5} {'job-s':>8}")
+    for rule, row in rules.items():
+        print(f"{rule:<28} {row['jobs']:>5} {row['job_seconds']:>8.0f}")
+    total = sum(row["job_seconds"] for row in rules.values())
+    print(f"{'all':<28} {len(spans):>5} {total:>8.0f}")
+    print("seconds with n jobs running: " + ", ".join(f"{n}: {s:.0f}" for n, s in held.items()))
+    print(f"snakemake figures from scratch {wall / 60:5.2f} min  target < {TARGET_S / 60:.0f} min  "
+          f"{'met' if wall < TARGET_S else 'MISSED'}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({
+            "commit": commit, "cores": args.cores, "import_torch_torchvision_s": reference, "wall_s": wall,
+            "target_s": TARGET_S, "jobs": len(spans), "job_seconds": total, "rules": rules,
+            "seconds_with_n_jobs": held}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
