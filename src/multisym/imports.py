@@ -6,9 +6,9 @@ in every process that imports torchvision, although torchvision compiles
 roi_align lazily precisely so that eager-mode users do not import dynamo
 (pytorch/vision#8436). It is called only when roi_align falls back to that
 compiled version (no torchvision C++ ops, or deterministic algorithms on a
-GPU). The import costs 1.1 to 2 s of the 2.7 to 5 s a workflow job spends
-importing torch and torchvision, in each of the hundred-odd jobs that build
-a network (``benchmarks/README.md``).
+GPU). That import is 40 to 50 % of what a workflow job spends importing
+torch and torchvision (1.1 of 2.7 s on a quick day of the CI machine), in
+each of the hundred-odd jobs that build a network (``benchmarks/README.md``).
 
 While that one module runs, ``torch._dynamo.utils`` is a stand-in whose
 ``is_compile_supported`` imports the real one when first called; the
