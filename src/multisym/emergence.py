@@ -14,7 +14,7 @@ training forward pass vectorised with ``vmap``; Adam's update is elementwise,
 so this is exactly M independent Adam runs. Each member draws its own data
 order. Evaluation runs one member at a time on channels_last orbits, where
 the CPU's max-pooling is an order of magnitude faster than on the NCHW
-batches ``vmap`` hands it (the whole evaluation: 2.6x).
+batches ``vmap`` hands it (the whole evaluation on one core: 2.6x).
 
 Runs: ``augmented`` (each epoch is the whole orbit of every training image)
 and ``control`` (each image |G| times unrotated, so both runs take the same

@@ -88,8 +88,8 @@ class Runtime:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def place(self, model: nn.Module) -> nn.Module:
-        """``model`` on this runtime's device, in its memory format (the inputs'
-        of ``prepare``, so no convolution reorders its operands)."""
+        """``model`` on this runtime's device, in the memory format that
+        ``prepare`` gives the inputs, so that no convolution converts either."""
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
