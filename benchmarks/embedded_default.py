@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,21 +28,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from workflow import seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 600.0
 STAMP = re.compile(r"^\[(\w+ \w+ +\d+ [\d:]+ \d+)\]$")
 RULE = re.compile(r"^(?:local)?rule (\w+):$")
 JOBID = re.compile(r"^\s+jobid: (\d+)$")
 FINISHED = re.compile(r"^Finished jobid: (\d+) \(Rule: (\w+)\)")
-
-
-def import_seconds(repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import torch, torchvision"], check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def job_spans(log: str) -> list[tuple[str, datetime, datetime]]:
@@ -91,7 +83,7 @@ def main() -> int:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.strip()
-    reference = import_seconds()
+    reference = seconds([sys.executable, "-c", "import torch, torchvision"], repeats=3)
     if args.keep:
         folder = Path(args.keep)
         folder.mkdir(parents=True)  # a new folder: never one that holds results
