@@ -682,8 +682,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run one subcommand; as the ``multisym`` program (no ``argv``), leave the
-    process as soon as it succeeds, without the interpreter's finalisation."""
     from .errors import UserError
 
     args = build_parser().parse_args(argv)
@@ -692,21 +690,25 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    if argv is None:
-        _exit_at_once()
 
 
-def _exit_at_once() -> None:
-    """Exit 0 without finalising the interpreter.
+def program() -> None:
+    """The ``multisym`` program: `main`, then exit at once on success.
 
     With torch loaded, CPython's finalisation (tearing down some two thousand
     modules and collecting their objects) costs 1 to 2 s of CPU per process on
     the CI machine: more than many workflow jobs' own work, in each of the
     hundred-odd jobs of a run. Every command has written and closed its
-    outputs when it returns, so all finalisation still owes is kept here: the
+    outputs when it returns, so all finalisation still owes is done here: the
     atexit handlers (multiprocessing reaping its children, logging's flush)
-    and the standard streams' buffers.
+    and the standard streams' buffers. ``python -m multisym.cli`` exits the
+    usual way, so profilers and coverage tools that write at exit still can.
     """
+    main()
+    _exit_at_once()
+
+
+def _exit_at_once() -> None:
     import atexit
     import os
 
