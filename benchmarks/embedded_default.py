@@ -56,22 +56,21 @@ def job_spans(log: str) -> list[tuple[str, datetime, datetime]]:
 
 
 def per_rule(spans) -> dict[str, dict]:
-    seconds, jobs = collections.Counter(), collections.Counter()
+    busy, jobs = collections.Counter(), collections.Counter()
     for rule, start, end in spans:
-        seconds[rule] += (end - start).total_seconds()
+        busy[rule] += (end - start).total_seconds()
         jobs[rule] += 1
-    return {rule: {"jobs": jobs[rule], "job_seconds": seconds[rule]} for rule, _ in seconds.most_common()}
+    return {rule: {"jobs": jobs[rule], "job_seconds": busy[rule]} for rule, _ in busy.most_common()}
 
 
 def concurrency(spans) -> dict[int, float]:
     """Seconds during which n jobs ran at once, for each n."""
-    events = sorted([(start, 1) for _, start, _ in spans] + [(end, -1) for _, _, end in spans],
-                    key=lambda event: (event[0], event[1]))
+    events = sorted([(start, 1) for _, start, _ in spans] + [(end, -1) for _, _, end in spans])
     held, running, previous = collections.Counter(), 0, events[0][0] if events else None
     for stamp, change in events:
         held[running] += (stamp - previous).total_seconds()
         running, previous = running + change, stamp
-    return {n: seconds for n, seconds in sorted(held.items()) if seconds > 0}
+    return {n: span for n, span in sorted(held.items()) if span > 0}
 
 
 def main() -> int:

@@ -109,11 +109,10 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
 
     @torch.no_grad()
     def evaluate() -> dict[str, np.ndarray]:
+        states = [member(m) for m in range(count)]
         out = {}
         for name, orbit in orbits.items():
-            logits = torch.stack([
-                torch.cat([functional_call(skeleton, member(m), (orbit[i:i + 1024],)) for i in range(0, len(orbit), 1024)])
-                for m in range(count)])
+            logits = torch.stack([torch.cat([forward(*state, chunk) for chunk in orbit.split(1024)]) for state in states])
             out[name] = logits.reshape(count, group.order, -1, logits.shape[-1]).cpu().numpy()
         return out
 
