@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (see benchmarks/README.md): install the project
 # over the machine's own torch, run the CUDA tests, then the GPU benchmarks:
-# the step four ways (target 1) and the whole loop with each decoder (target 2).
+# the step five ways (target 1) and the whole loop, in memory and with nvjpeg, each
+# with and without the CUDA graph (target 2).
 # Wheels the machine lacks travel in .whl/ (jsonschema and its dependencies, lightly).
 set -o pipefail
 OUT=${OUT:-/tmp/bench-out}
@@ -11,8 +12,11 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-deps --no-build-isolation -e . || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-timeout -k 10 150 python3 -m pytest -o addopts="" -q -p no:cacheprovider -s tests/test_views.py tests/test_streaming.py \
-    tests/test_optim.py tests/test_symmetries.py 2>&1 | grep -E "nvjpeg vs|passed|failed|Error" | tail -8
+timeout -k 10 150 python3 -m pytest -o addopts="" -q -p no:cacheprovider -n 8 -s tests/test_graphs.py tests/test_views.py \
+    tests/test_streaming.py tests/test_optim.py tests/test_symmetries.py \
+    tests/test_pretrain.py::test_non_finite_loss_on_cuda_stops_before_any_save \
+    tests/test_pretrain.py::test_signal_on_cuda_saves_device_sums_and_resumes 2>&1 | tee "$OUT/tests.log" \
+    | grep -E "nvjpeg vs|passed|failed|Error|warning: capturing" | tail -12
 timeout -k 10 200 python3 benchmarks/pretrain_step.py --profile-views --out "$OUT/pretrain_step.json" 2>&1 | tee "$OUT/pretrain_step.log"
 timeout -k 10 200 python3 benchmarks/paper_path.py --step-json "$OUT/pretrain_step.json" --out "$OUT/paper_path.json" \
-    2>&1 | tee "$OUT/paper_path.log" | grep -v "epoch 1/"
+    --variants memory,device,memory-eager,device-eager,read-device 2>&1 | tee "$OUT/paper_path.log" | grep -v "epoch 1/"

@@ -1,8 +1,11 @@
 """Time one Eq pretraining step four ways on the same tensors (issue 15, target 1).
 
   backbone  the bare backbone forward + backward on every view and crop (the floor)
-  ours      multisym's step: bf16 autocast, channels_last, foreach LARS, no host
-            syncs (the loss check reads a pinned flag one step late)
+  ours      multisym's step as train_member runs it: bf16 autocast,
+            channels_last, foreach LARS, no host syncs (the loss check reads a
+            pinned flag one step late), cuDNN's autotuned kernels, and on CUDA
+            the forward and backward pass replayed from a CUDA graph
+  ours-eager  the same without the graph (CUDA only)
   official  a faithful reimplementation of the official step (mse_spec §2):
             fp16 autocast + GradScaler, NCHW, the per-parameter LARS loop, the
             detached online classifier, a loss read back every step
@@ -35,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multisym import config as config_module
-from multisym import optim
+from multisym import graphs, optim
 from multisym.data import DatasetInfo
 from multisym.losses import cross_view_info_nce, equivariance_loss
 from multisym.members import member_table
@@ -172,7 +175,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=None, help="images per step (default 128 on CUDA, 32 on CPU)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--variants", default="backbone,ours,official,lightly,ours+views")
+    parser.add_argument("--variants", default="backbone,ours,ours-eager,official,lightly,ours+views")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--profile-views", action="store_true",
                         help="also print the device kernels that drawing the views spends its time in")
@@ -216,29 +219,38 @@ def main() -> int:
         results["backbone"] = timed(bare, device, steps, args.repeats, warmup)
 
     spec = settings["pretrain"]["optimizer"]
-    if "ours" in wanted or "ours+views" in wanted:
+
+    def ours(capture: bool, views: bool = False):
+        """train_member's step on a fresh model: the learning rate set, the
+        views drawn (or the fixed ones), forward and backward (replayed from a
+        CUDA graph with ``capture``), the loss check, the optimizer step."""
         model, runtime, step = fresh()
         optimizer = optim.build_optimizer(model, spec, device)
+        scaler = torch.amp.GradScaler(device.type, enabled=runtime.precision == "fp16")
+        gradients = graphs.GradientStep(step.loss, optimizer, scaler, capture)
         monitor = LossMonitor("benchmark", device)
         counter = {"step": 0}
 
-        def ours(views: bool = False):
+        def one_step():
             optim.set_learning_rate(optimizer, optim.learning_rate(counter["step"], 10_000, 100, spec))
-            drawn = step.draw(images, labels, generator) if views else batch
-            terms = step.loss(drawn)
+            terms = gradients(step.draw(images, labels, generator) if views else batch)
             monitor.record(terms, 0, counter["step"])
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             counter["step"] += 1
 
-        if "ours" in wanted:
-            results["ours"] = timed(ours, device, steps, args.repeats, warmup)
-        if "ours+views" in wanted:
-            results["ours+views"] = timed(lambda: ours(views=True), device, steps, args.repeats, warmup)
-            if args.profile_views:
-                profile_views(step, images, labels, device, lambda: ours(views=True))
-        monitor.check()
+        return one_step, step
+
+    captured = graphs.wanted(device, 1)
+    if "ours-eager" in wanted and captured:
+        results["ours-eager"] = timed(ours(capture=False)[0], device, steps, args.repeats, warmup)
+    if "ours" in wanted:
+        results["ours"] = timed(ours(captured)[0], device, steps, args.repeats, warmup)
+    if "ours+views" in wanted:
+        whole, step = ours(captured, views=True)
+        results["ours+views"] = timed(whole, device, steps, args.repeats, warmup)
+        if args.profile_views:
+            profile_views(step, images, labels, device, whole)
 
     if "official" in wanted:
         model, runtime, step = fresh("fp16" if cuda else "fp32", nchw=True)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import checkpoint, data, distributed, optim, provenance, streaming
+from . import checkpoint, data, distributed, graphs, optim, provenance, streaming
 from .losses import cross_view_info_nce, equivariance_loss
 from .errors import UserError
 from .members import settings_hash
@@ -194,9 +194,10 @@ class LossMonitor:
 
     def record(self, terms: dict[str, Tensor], epoch: int, index: int) -> None:
         self.check()
-        loss = terms["loss"].detach()
-        for key, value in terms.items():
-            value = value.detach().to(torch.float64)
+        # float64 copies: a step replayed from a CUDA graph overwrites the terms it returned
+        values = {key: value.detach().to(torch.float64) for key, value in terms.items()}
+        loss = values["loss"]
+        for key, value in values.items():
             self.sums[key] = self.sums[key] + value if key in self.sums else value
         if self.device.type == "cuda":
             self._flag.copy_(torch.isfinite(loss), non_blocking=True)
@@ -410,7 +411,9 @@ def train_member(
     final export) and, with ``keep_every`` k > 0, the export of every k-th
     epoch in ``<run_dir>/snapshots/``. ``decode`` (``gpu_jobs.decode``) says
     where a dataset's JPEG files are decoded: ``cpu`` or ``device``
-    (``streaming``).
+    (``streaming``). A run on one GPU replays its forward and backward pass
+    from a CUDA graph (``graphs``); on CUDA cuDNN picks its fastest kernels
+    for the run's fixed shapes.
 
     In a process group (``distributed.joined``) each process trains on its
     contiguous shard of every global batch, draws its views from its own
@@ -443,6 +446,9 @@ def train_member(
         # ------------------------------------------- optimizer and schedule
         optimizer = optim.build_optimizer(model, recipe["optimizer"], target)
         scaler = torch.amp.GradScaler(target.type, enabled=runtime.precision == "fp16")
+        if target.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # every step has the same shapes
+        gradients = graphs.GradientStep(step_fn.loss, optimizer, scaler, graphs.wanted(target, process.world))
         # ---------------------------------------------------------- resume
         state_path = run_dir / STATE_FILE
         epoch, step, history, resume = 0, 0, [], None
@@ -459,7 +465,8 @@ def train_member(
         elif process.main:
             checkpoint.atomic_write_text(
                 json.dumps(provenance.record(settings=settings, settings_hash=digest, threads=threads,
-                                             device=str(target), processes=process.world, decode=decode), indent=2) + "\n",
+                                             device=str(target), processes=process.world, decode=decode,
+                                             cuda_graphs=gradients.capture), indent=2) + "\n",
                 run_dir / "run.json",
             )
         # ------------------------------------------------------------ loop
@@ -499,14 +506,13 @@ def train_member(
                 for index in range(first, steps_per_epoch):
                     batch = order[index * batch_size:(index + 1) * batch_size][shard]
                     inputs = images[rows[index * batch_size:(index + 1) * batch_size][shard]]
-                    if index + 1 < steps_per_epoch:  # a streamed split decodes the next batch while this one trains
-                        streaming.prefetch(images, rows[(index + 1) * batch_size:(index + 2) * batch_size][shard])
+                    # a streamed split decodes the next batches while this one trains
+                    upcoming = range(index + 1, min(index + 1 + streaming.AHEAD, steps_per_epoch))
+                    streaming.prefetch(images, *(rows[i * batch_size:(i + 1) * batch_size][shard] for i in upcoming))
                     lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
                     optim.set_learning_rate(optimizer, lr)
-                    terms = step_fn(inputs, labels[batch], views)
+                    terms = gradients(step_fn.draw(inputs, labels[batch], views))
                     monitor.record(terms, epoch, index)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(terms["loss"]).backward()
                     scaler.step(optimizer)
                     scaler.update()
                     step += 1
