@@ -57,11 +57,15 @@ def test_prefetched_rows_are_returned_and_a_different_request_is_decoded_afresh(
     _, paths = food
     memory, _, _ = data.load_split(*paths, "train")
     images, _ = streamed(monkeypatch, paths)
-    images.prefetch(torch.tensor([3, 4]))
-    assert images._ahead is not None
-    assert torch.equal(images[torch.tensor([3, 4])], memory[[3, 4]]) and images._ahead is None
-    images.prefetch(torch.tensor([8, 9]))
+    images.prefetch(torch.tensor([3, 4]), torch.tensor([5, 6]))
+    images.prefetch(torch.tensor([5, 6]), torch.tensor([7]))  # [5, 6] is not started twice
+    assert len(images._ahead) == 3
+    assert torch.equal(images[torch.tensor([3, 4])], memory[[3, 4]]) and len(images._ahead) == 2
+    assert torch.equal(images[torch.tensor([5, 6])], memory[[5, 6]])
     assert torch.equal(images[torch.tensor([1, 2])], memory[[1, 2]])  # not what was prefetched
+    images.prefetch(*(torch.tensor([row]) for row in range(10, 10 + streaming.MAX_PENDING + 1)))
+    assert len(images._ahead) == streaming.MAX_PENDING  # the oldest dropped: [7] and [10]
+    assert torch.equal(images[torch.tensor([7])], memory[[7]])  # decoded afresh
     streaming.prefetch(memory, torch.tensor([1]))  # a tensor in memory: nothing to do
     with pytest.raises(IndexError, match="1-d index"):
         images[np.zeros((2, 2), dtype=np.int64)]

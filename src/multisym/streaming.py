@@ -11,8 +11,10 @@ float32 in [0, 1]. Views then crop and augment on the device (``views``).
 ``StreamedImages`` stands in for the (N, C, S, S) tensor a training or
 evaluation loop indexes: ``images[rows]`` (a slice, index array or tensor)
 decodes those rows on a pool of at most 8 workers and returns them on the
-device given to ``.to()``; ``prefetch(rows)`` starts decoding the next batch
-while the current one trains.
+device given to ``.to()``; ``prefetch(rows, ...)`` starts decoding the next
+batches while the current one trains. Pretraining keeps ``AHEAD`` batches
+in flight: a step replayed from a CUDA graph fills the device's command queue
+at once, and the decoder's work queued behind it is ready a step later.
 
 Two decoders fill a batch (``gpu_jobs.decode``):
 
@@ -34,6 +36,7 @@ import multiprocessing
 import os
 import signal
 import warnings
+from collections import OrderedDict
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,6 +54,8 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 LIMIT_VARIABLE = "MULTISYM_IN_MEMORY_GIB"
 DEFAULT_LIMIT_GIB = 8.0
 MAX_THREADS = 8  # decoding workers, threads or processes
+AHEAD = 2  # batches a training loop has decoded ahead of the one it trains on
+MAX_PENDING = 4  # prefetched batches kept waiting for their request, the oldest dropped
 
 
 def in_memory_limit_bytes() -> float:
@@ -265,7 +270,7 @@ class StreamedImages:
         # Assembles a prefetched batch off the training thread: nvjpeg's calls
         # wait for the device, which would stop that thread queueing the step.
         self._assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
-        self._ahead: tuple[bytes, Future] | None = None
+        self._ahead: OrderedDict[bytes, Future] = OrderedDict()  # prefetched batches by their rows
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -294,17 +299,23 @@ class StreamedImages:
     def _batch(self, rows: np.ndarray, futures: list[Future]) -> Tensor:
         return self.decoder.assemble([future.result() for future in futures], rows, self.device)
 
-    def prefetch(self, key) -> None:
-        """Start reading and assembling ``key``'s rows; the next ``self[key]``
-        returns them."""
-        rows = self._rows(key)
-        self._ahead = (rows.tobytes(), self._assembler.submit(self._batch, rows, self._submit(rows)))
+    def prefetch(self, *keys) -> None:
+        """Start reading and assembling each key's rows, in order, unless
+        already started; a later ``self[key]`` returns them."""
+        for key in keys:
+            rows = self._rows(key)
+            tag = rows.tobytes()
+            if tag in self._ahead:
+                continue
+            self._ahead[tag] = self._assembler.submit(self._batch, rows, self._submit(rows))
+            if len(self._ahead) > MAX_PENDING:
+                self._ahead.popitem(last=False)[1].cancel()
 
     def __getitem__(self, key) -> Tensor:
         rows = self._rows(key)
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == rows.tobytes():
-            return ahead[1].result()
+        ahead = self._ahead.pop(rows.tobytes(), None)
+        if ahead is not None:
+            return ahead.result()
         return self._batch(rows, self._submit(rows))
 
     def close(self) -> None:
@@ -339,10 +350,10 @@ def decoder_for(source, index: np.ndarray, size: int, channels: int, decode: str
     return fallback
 
 
-def prefetch(images, key) -> None:
-    """Start decoding the next batch of streamed images (nothing for a tensor)."""
+def prefetch(images, *keys) -> None:
+    """Start decoding the next batches of streamed images (nothing for a tensor)."""
     if isinstance(images, StreamedImages):
-        images.prefetch(key)
+        images.prefetch(*keys)
 
 
 def on_host(images, order: Tensor) -> Tensor:
