@@ -129,6 +129,39 @@ def read_only(paths: tuple[Path, Path], decode: str, batch: int, device: torch.d
             "peak_gib": None}
 
 
+class DataPathTimings:
+    """With ``--timings``: the wall time of each part of the streamed data path,
+    per batch, in the thread that runs it: the assembling thread waiting for
+    the file reads, nvjpeg's decode call (it returns once its stream is done),
+    the resize and crop; the training thread waiting for a prefetched batch."""
+
+    PARTS = {"reads": (streaming.StreamedImages, "_batch"), "decode": (streaming.JpegDecoder, "_decode"),
+             "resize": (streaming.JpegDecoder, "_resized"), "wait": (streaming.StreamedImages, "__getitem__")}
+
+    def __init__(self):
+        self.seconds: dict[str, list[float]] = {part: [] for part in self.PARTS}
+        self.originals = {part: getattr(owner, name) for part, (owner, name) in self.PARTS.items()}
+        for part, (owner, name) in self.PARTS.items():
+            setattr(owner, name, self._timed(part, self.originals[part]))
+
+    def _timed(self, part: str, function):
+        def timed(*args, **kwargs):
+            tick = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[part].append(time.perf_counter() - tick)
+        return timed
+
+    def summary(self, last: int) -> dict[str, float]:
+        """Mean milliseconds per batch over the last ``last`` batches ("reads":
+        the whole assembly, the reads' wait being it less decode and resize)."""
+        for part, (owner, name) in self.PARTS.items():
+            setattr(owner, name, self.originals[part])
+        return {part: 1000 * float(np.mean(values[-last:])) if values else float("nan")
+                for part, values in self.seconds.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=5120,
@@ -140,6 +173,8 @@ def main() -> int:
     parser.add_argument("--variants", default="memory,device,memory-eager,device-eager,read-device,cpu,read-cpu")
     parser.add_argument("--step-json", default=None, help="pretrain_step.py's JSON of this machine (else run it)")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--timings", action="store_true",
+                        help="also time the parts of the streamed data path per batch (DataPathTimings)")
     args = parser.parse_args()
 
     cfg = config_module.load(ROOT / "config" / "paper.yaml")
@@ -168,7 +203,15 @@ def main() -> int:
                 if variant.startswith("read-"):
                     figures["variants"][variant] = read_only(paths, decode, args.batch, device)
                     continue
-                result = train(settings, paths, tmp / f"run-{variant}", decode, limit, path == variant)
+                timings = DataPathTimings() if args.timings and limit == "0" else None
+                try:
+                    result = train(settings, paths, tmp / f"run-{variant}", decode, limit, path == variant)
+                finally:
+                    spent = timings.summary(last=steps) if timings is not None else None
+                if spent is not None:
+                    result["data_path_ms"] = spent
+                    print(f"{variant} data path, ms per batch of the last epoch: "
+                          + ", ".join(f"{k} {v:.1f}" for k, v in spent.items()), flush=True)
             except Exception as error:  # one failing path must not lose the others' figures
                 print(f"{variant}: {type(error).__name__}: {error}", file=sys.stderr)
                 continue

@@ -184,3 +184,6 @@ def test_nvjpeg_on_the_gpu_is_close_to_the_cpu_path(odd_food, monkeypatch):
     difference = (gpu.cpu() - memory).abs()
     print(f"nvjpeg vs CPU path: mean |d| {difference.mean() * 255:.3f}/255, max {difference.max() * 255:.1f}/255")
     assert difference.mean() < 2 / 255 and difference.max() < 48 / 255
+    streamed = images.to("cuda")
+    streamed.prefetch(slice(0, 3))  # assembled on the side stream, handed over to this one
+    assert torch.equal(streamed[0:3], gpu[0:3])

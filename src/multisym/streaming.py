@@ -25,9 +25,14 @@ Two decoders fill a batch (``gpu_jobs.decode``):
 - ``JpegDecoder`` (``device``): the threads only read each file's bytes; the
   batch's JPEGs are decoded on the device (nvjpeg through
   ``torchvision.io.decode_jpeg``, on the GPU's hardware decoder where it has
-  one) and resized there, on a side CUDA stream, with the same torchvision
-  functions as the CPU path. A file that is not a JPEG, or that the device
-  decoder rejects (CMYK JPEGs), is decoded by the CPU path instead.
+  one) and resized there with the same torchvision functions as the CPU path.
+  A file that is not a JPEG, or that the device decoder rejects (CMYK JPEGs),
+  is decoded by the CPU path instead.
+
+On CUDA a batch is assembled on a side stream of high priority, and the
+caller's stream waits for it when the batch is handed over: the assembling
+thread never queues work on the training stream, whose queue a step replayed
+from a CUDA graph keeps full.
 """
 
 from __future__ import annotations
@@ -178,7 +183,6 @@ class JpegDecoder:
     def __init__(self, files: list[Path], fallback: SplitDecoder):
         self.files, self.fallback = files, fallback
         self.shape = fallback.shape
-        self._streams: dict[torch.device, torch.cuda.Stream] = {}
 
     def workers(self, count: int) -> Executor:
         """Threads: reading a file releases the GIL."""
@@ -235,23 +239,9 @@ class JpegDecoder:
         return out
 
     def assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
-        """The batch of split ``rows`` on ``device``. On CUDA the work runs on
-        a side stream (the tensors it frees are then not reused under the
-        training stream's queued work), which the default stream, the
-        training's, waits for."""
+        """The batch of split ``rows`` on ``device``."""
         if not parts:
             return torch.empty((0, *self.shape[1:]), device=device)
-        if device.type != "cuda":
-            return self._assemble(parts, rows, device)
-        stream = self._streams.setdefault(device, torch.cuda.Stream(device))
-        with torch.cuda.stream(stream):
-            batch = self._assemble(parts, rows, device)
-        current = torch.cuda.current_stream(device)
-        current.wait_stream(stream)
-        batch.record_stream(current)
-        return batch
-
-    def _assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
         jpegs = [position for position, part in enumerate(parts) if part.dim() == 1]  # the rest: the CPU path's
         images = [part if part.dim() == 1 else _to_device(part, device) for part in parts]
         for position, image in zip(jpegs, self._decode([parts[p] for p in jpegs], [int(rows[p]) for p in jpegs],
@@ -271,6 +261,7 @@ class StreamedImages:
         # wait for the device, which would stop that thread queueing the step.
         self._assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
         self._ahead: OrderedDict[bytes, Future] = OrderedDict()  # prefetched batches by their rows
+        self._stream: torch.cuda.Stream | None = None  # where batches are assembled on CUDA
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -296,8 +287,30 @@ class StreamedImages:
     def _submit(self, rows: np.ndarray) -> list[Future]:
         return [self.decoder.task(self._pool, int(row)) for row in rows]
 
-    def _batch(self, rows: np.ndarray, futures: list[Future]) -> Tensor:
-        return self.decoder.assemble([future.result() for future in futures], rows, self.device)
+    def _batch(self, rows: np.ndarray, futures: list[Future]) -> tuple[Tensor, torch.cuda.Event | None]:
+        """The assembled batch and, on CUDA, the event that marks it done on the side stream."""
+        parts = [future.result() for future in futures]
+        if self.device.type != "cuda":
+            return self.decoder.assemble(parts, rows, self.device), None
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device, priority=-1)
+        with torch.cuda.stream(self._stream):
+            batch = self.decoder.assemble(parts, rows, self.device)
+            done = torch.cuda.Event()
+            done.record(self._stream)
+        return batch, done
+
+    @staticmethod
+    def _handed_over(assembled: tuple[Tensor, torch.cuda.Event | None]) -> Tensor:
+        """The batch for the caller's stream, which waits on the device for
+        the side stream's work; its memory is then not reused before the
+        caller's work queued so far is done."""
+        batch, done = assembled
+        if done is not None:
+            current = torch.cuda.current_stream(batch.device)
+            current.wait_event(done)
+            batch.record_stream(current)
+        return batch
 
     def prefetch(self, *keys) -> None:
         """Start reading and assembling each key's rows, in order, unless
@@ -314,9 +327,7 @@ class StreamedImages:
     def __getitem__(self, key) -> Tensor:
         rows = self._rows(key)
         ahead = self._ahead.pop(rows.tobytes(), None)
-        if ahead is not None:
-            return ahead.result()
-        return self._batch(rows, self._submit(rows))
+        return self._handed_over(ahead.result() if ahead is not None else self._batch(rows, self._submit(rows)))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
