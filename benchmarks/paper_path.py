@@ -107,7 +107,7 @@ def train(settings: dict, paths: tuple[Path, Path], run: Path, decode: str, limi
 
 
 def read_only(paths: tuple[Path, Path], decode: str, batch: int, device: torch.device) -> dict:
-    """Images/s of the streamed batches alone, the next ones prefetched as in training."""
+    """Images/s of the streamed batches alone, the next prefetched as in training."""
     os.environ[streaming.LIMIT_VARIABLE] = "0"
     images, _, _ = data.load_split(*paths, "train", decode, device)
     images = images.to(device)
@@ -119,8 +119,7 @@ def read_only(paths: tuple[Path, Path], decode: str, batch: int, device: torch.d
                 torch.cuda.synchronize()
             tick = time.perf_counter()
         images[start:start + batch]
-        streaming.prefetch(images, *(slice(start + ahead * batch, start + (ahead + 1) * batch)
-                                     for ahead in range(1, streaming.AHEAD + 1)))
+        streaming.prefetch(images, slice(start + batch, start + 2 * batch))
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - tick

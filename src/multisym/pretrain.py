@@ -506,9 +506,8 @@ def train_member(
                 for index in range(first, steps_per_epoch):
                     batch = order[index * batch_size:(index + 1) * batch_size][shard]
                     inputs = images[rows[index * batch_size:(index + 1) * batch_size][shard]]
-                    # a streamed split decodes the next batches while this one trains
-                    upcoming = range(index + 1, min(index + 1 + streaming.AHEAD, steps_per_epoch))
-                    streaming.prefetch(images, *(rows[i * batch_size:(i + 1) * batch_size][shard] for i in upcoming))
+                    if index + 1 < steps_per_epoch:  # a streamed split decodes the next batch while this one trains
+                        streaming.prefetch(images, rows[(index + 1) * batch_size:(index + 2) * batch_size][shard])
                     lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
                     optim.set_learning_rate(optimizer, lr)
                     terms = gradients(step_fn.draw(inputs, labels[batch], views))

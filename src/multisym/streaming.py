@@ -11,10 +11,8 @@ float32 in [0, 1]. Views then crop and augment on the device (``views``).
 ``StreamedImages`` stands in for the (N, C, S, S) tensor a training or
 evaluation loop indexes: ``images[rows]`` (a slice, index array or tensor)
 decodes those rows on a pool of at most 8 workers and returns them on the
-device given to ``.to()``; ``prefetch(rows, ...)`` starts decoding the next
-batches while the current one trains. Pretraining keeps ``AHEAD`` batches
-in flight: a step replayed from a CUDA graph fills the device's command queue
-at once, and the decoder's work queued behind it is ready a step later.
+device given to ``.to()``; ``prefetch(rows)`` starts decoding the next batch
+while the current one trains.
 
 Two decoders fill a batch (``gpu_jobs.decode``):
 
@@ -25,14 +23,9 @@ Two decoders fill a batch (``gpu_jobs.decode``):
 - ``JpegDecoder`` (``device``): the threads only read each file's bytes; the
   batch's JPEGs are decoded on the device (nvjpeg through
   ``torchvision.io.decode_jpeg``, on the GPU's hardware decoder where it has
-  one) and resized there with the same torchvision functions as the CPU path.
-  A file that is not a JPEG, or that the device decoder rejects (CMYK JPEGs),
-  is decoded by the CPU path instead.
-
-On CUDA a batch is assembled on a side stream of high priority, and the
-caller's stream waits for it when the batch is handed over: the assembling
-thread never queues work on the training stream, whose queue a step replayed
-from a CUDA graph keeps full.
+  one) and resized there, on a side CUDA stream, with the same torchvision
+  functions as the CPU path. A file that is not a JPEG, or that the device
+  decoder rejects (CMYK JPEGs), is decoded by the CPU path instead.
 """
 
 from __future__ import annotations
@@ -41,7 +34,6 @@ import multiprocessing
 import os
 import signal
 import warnings
-from collections import OrderedDict
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -59,8 +51,6 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 LIMIT_VARIABLE = "MULTISYM_IN_MEMORY_GIB"
 DEFAULT_LIMIT_GIB = 8.0
 MAX_THREADS = 8  # decoding workers, threads or processes
-AHEAD = 2  # batches a training loop has decoded ahead of the one it trains on
-MAX_PENDING = 4  # prefetched batches kept waiting for their request, the oldest dropped
 
 
 def in_memory_limit_bytes() -> float:
@@ -183,6 +173,7 @@ class JpegDecoder:
     def __init__(self, files: list[Path], fallback: SplitDecoder):
         self.files, self.fallback = files, fallback
         self.shape = fallback.shape
+        self._streams: dict[torch.device, torch.cuda.Stream] = {}
 
     def workers(self, count: int) -> Executor:
         """Threads: reading a file releases the GIL."""
@@ -239,9 +230,23 @@ class JpegDecoder:
         return out
 
     def assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
-        """The batch of split ``rows`` on ``device``."""
+        """The batch of split ``rows`` on ``device``. On CUDA the work runs on
+        a side stream (the tensors it frees are then not reused under the
+        training stream's queued work), which the default stream, the
+        training's, waits for."""
         if not parts:
             return torch.empty((0, *self.shape[1:]), device=device)
+        if device.type != "cuda":
+            return self._assemble(parts, rows, device)
+        stream = self._streams.setdefault(device, torch.cuda.Stream(device))
+        with torch.cuda.stream(stream):
+            batch = self._assemble(parts, rows, device)
+        current = torch.cuda.current_stream(device)
+        current.wait_stream(stream)
+        batch.record_stream(current)
+        return batch
+
+    def _assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
         jpegs = [position for position, part in enumerate(parts) if part.dim() == 1]  # the rest: the CPU path's
         images = [part if part.dim() == 1 else _to_device(part, device) for part in parts]
         for position, image in zip(jpegs, self._decode([parts[p] for p in jpegs], [int(rows[p]) for p in jpegs],
@@ -260,8 +265,7 @@ class StreamedImages:
         # Assembles a prefetched batch off the training thread: nvjpeg's calls
         # wait for the device, which would stop that thread queueing the step.
         self._assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
-        self._ahead: OrderedDict[bytes, Future] = OrderedDict()  # prefetched batches by their rows
-        self._stream: torch.cuda.Stream | None = None  # where batches are assembled on CUDA
+        self._ahead: tuple[bytes, Future] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -287,47 +291,21 @@ class StreamedImages:
     def _submit(self, rows: np.ndarray) -> list[Future]:
         return [self.decoder.task(self._pool, int(row)) for row in rows]
 
-    def _batch(self, rows: np.ndarray, futures: list[Future]) -> tuple[Tensor, torch.cuda.Event | None]:
-        """The assembled batch and, on CUDA, the event that marks it done on the side stream."""
-        parts = [future.result() for future in futures]
-        if self.device.type != "cuda":
-            return self.decoder.assemble(parts, rows, self.device), None
-        if self._stream is None:
-            self._stream = torch.cuda.Stream(self.device, priority=-1)
-        with torch.cuda.stream(self._stream):
-            batch = self.decoder.assemble(parts, rows, self.device)
-            done = torch.cuda.Event()
-            done.record(self._stream)
-        return batch, done
+    def _batch(self, rows: np.ndarray, futures: list[Future]) -> Tensor:
+        return self.decoder.assemble([future.result() for future in futures], rows, self.device)
 
-    @staticmethod
-    def _handed_over(assembled: tuple[Tensor, torch.cuda.Event | None]) -> Tensor:
-        """The batch for the caller's stream, which waits on the device for
-        the side stream's work; its memory is then not reused before the
-        caller's work queued so far is done."""
-        batch, done = assembled
-        if done is not None:
-            current = torch.cuda.current_stream(batch.device)
-            current.wait_event(done)
-            batch.record_stream(current)
-        return batch
-
-    def prefetch(self, *keys) -> None:
-        """Start reading and assembling each key's rows, in order, unless
-        already started; a later ``self[key]`` returns them."""
-        for key in keys:
-            rows = self._rows(key)
-            tag = rows.tobytes()
-            if tag in self._ahead:
-                continue
-            self._ahead[tag] = self._assembler.submit(self._batch, rows, self._submit(rows))
-            if len(self._ahead) > MAX_PENDING:
-                self._ahead.popitem(last=False)[1].cancel()
+    def prefetch(self, key) -> None:
+        """Start reading and assembling ``key``'s rows; the next ``self[key]``
+        returns them."""
+        rows = self._rows(key)
+        self._ahead = (rows.tobytes(), self._assembler.submit(self._batch, rows, self._submit(rows)))
 
     def __getitem__(self, key) -> Tensor:
         rows = self._rows(key)
-        ahead = self._ahead.pop(rows.tobytes(), None)
-        return self._handed_over(ahead.result() if ahead is not None else self._batch(rows, self._submit(rows)))
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == rows.tobytes():
+            return ahead[1].result()
+        return self._batch(rows, self._submit(rows))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -361,10 +339,10 @@ def decoder_for(source, index: np.ndarray, size: int, channels: int, decode: str
     return fallback
 
 
-def prefetch(images, *keys) -> None:
-    """Start decoding the next batches of streamed images (nothing for a tensor)."""
+def prefetch(images, key) -> None:
+    """Start decoding the next batch of streamed images (nothing for a tensor)."""
     if isinstance(images, StreamedImages):
-        images.prefetch(*keys)
+        images.prefetch(key)
 
 
 def on_host(images, order: Tensor) -> Tensor:
