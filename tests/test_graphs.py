@@ -43,7 +43,7 @@ def trainer(device: torch.device, capture: bool):
         monitor.record(terms, 0, index)
         scaler.step(optimizer)
         scaler.update()
-        return {key: float(value) for key, value in terms.items()}
+        return {key: float(value.detach()) for key, value in terms.items()}
 
     return train, model, gradients, step
 
@@ -53,15 +53,16 @@ def batches(device: torch.device, count: int) -> list[torch.Tensor]:
     return [torch.rand(BATCH, 1, 8, 8, generator=generator).to(device) for _ in range(count)]
 
 
-@pytest.mark.parametrize("device, processes, variable, expected", [
-    ("cpu", 1, None, False), ("cuda", 1, None, True), ("cuda", 2, None, False), ("cuda", 1, "0", False),
-    ("cuda", 1, "1", True),
+@pytest.mark.parametrize("device, processes, streamed, variable, expected", [
+    ("cpu", 1, False, None, False), ("cuda", 1, False, None, True), ("cuda", 2, False, None, False),
+    ("cuda", 1, True, None, False), ("cuda", 1, False, "0", False), ("cuda", 1, False, "1", True),
 ])
-def test_graphs_are_used_on_one_gpu_unless_switched_off(monkeypatch, device, processes, variable, expected):
+def test_graphs_are_used_on_one_gpu_with_the_split_in_memory_unless_switched_off(
+        monkeypatch, device, processes, streamed, variable, expected):
     monkeypatch.delenv(graphs.VARIABLE, raising=False)
     if variable is not None:
         monkeypatch.setenv(graphs.VARIABLE, variable)
-    assert graphs.wanted(torch.device(device), processes) is expected
+    assert graphs.wanted(torch.device(device), processes, streamed) is expected
 
 
 def test_eager_steps_set_each_batchs_gradients_afresh():
