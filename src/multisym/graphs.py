@@ -3,10 +3,10 @@ and replayed at every later step (issue 15, target 2).
 
 At paper scale the eager Eq step launches about 2,750 kernels, and the host
 takes about as long to queue them as an H200 takes to run them (84 ms): any
-other host work of the loop (drawing the views, the streamed data path's
-threads) then lengthens the step. A replay queues the whole forward and
-backward pass in one call (PyTorch's whole-network capture,
-``torch.cuda.graph``), which leaves the host free for the rest.
+other host work of the loop (drawing the views) then lengthens the step. A
+replay queues the whole forward and backward pass in one call (PyTorch's
+whole-network capture, ``torch.cuda.graph``), which leaves the host free for
+the rest.
 
 A replay runs the captured kernels on the captured addresses: each step's
 batch is copied into the tensors the graph was captured on, and every replay
@@ -20,8 +20,9 @@ compute what eager steps compute, with the same kernels.
 
 Graphs are used on CUDA in a single process (DDP's gradient hooks are not
 captured) when the training split is held in memory, unless
-``MULTISYM_CUDA_GRAPHS=0``: an operational setting that changes no result, so
-an environment variable, like the streaming limit. A streamed split trains
+``MULTISYM_CUDA_GRAPHS=0``: an operational setting, no part of a member's
+settings (changing it retrains nothing), so an environment variable like the
+streaming limit. A streamed split trains
 eagerly: its decoding thread queues device work of its own, which the
 replayed step's full command queue holds back (on an H200, nvjpeg's call took
 82 ms per batch under the graphed step against 10.5 ms under the eager one,
@@ -96,7 +97,7 @@ class GradientStep:
         self.optimizer.zero_grad(set_to_none=True)  # the backward pass inside allocates the graph's gradients
         graph = torch.cuda.CUDAGraph()
         try:
-            # thread_local: the streamed data path's threads go on using the device meanwhile
+            # thread_local: other threads of the process may go on using the device meanwhile
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 outputs = self._backward(inputs)
         except RuntimeError as error:

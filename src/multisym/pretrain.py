@@ -109,8 +109,8 @@ class ContrastiveStep:
     L = L_CL(z1, z2) + λ · L_eq (eq only), §2.3-§2.5.
 
     ``draw`` makes the batch's views from the CPU generator; ``loss`` runs the
-    networks on them. Calling the step does both; the benchmark times ``loss``
-    alone on fixed views."""
+    networks on them (``graphs.GradientStep`` adds the backward pass, the
+    benchmark times it on fixed views)."""
 
     def __init__(self, settings: dict, model: ContrastiveModel, runtime: Runtime):
         self.mode = settings["mode"]
@@ -149,9 +149,6 @@ class ContrastiveStep:
         terms["loss"] = loss
         return terms
 
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        return self.loss(self.draw(images, labels, generator))
-
 
 class SupervisedStep:
     """Cross-entropy of a backbone + linear classifier on augmented images."""
@@ -168,9 +165,6 @@ class SupervisedStep:
             logits = self.model(self.runtime.prepare(batch["view"]))
         loss = F.cross_entropy(logits.float(), batch["labels"])
         return {"loss": loss, "train_acc": (logits.argmax(1) == batch["labels"]).float().mean()}
-
-    def __call__(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        return self.loss(self.draw(images, labels, generator))
 
 
 class LossMonitor:
