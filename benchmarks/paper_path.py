@@ -131,11 +131,13 @@ def read_only(paths: tuple[Path, Path], decode: str, batch: int, device: torch.d
 
 class DataPathTimings:
     """With ``--timings``: the wall time of each part of the streamed data path,
-    per batch, in the thread that runs it: the assembling thread waiting for
-    the file reads, nvjpeg's decode call (it returns once its stream is done),
-    the resize and crop; the training thread waiting for a prefetched batch."""
+    per batch, in the thread that runs it: the whole assembly of a batch (the
+    wait for its file reads, the decode, the resize), nvjpeg's decode call (it
+    returns once its stream is done), the resize and crop; the training
+    thread's wait for a prefetched batch. (Files of 7a2a877 name the assembly
+    "reads".)"""
 
-    PARTS = {"reads": (streaming.StreamedImages, "_batch"), "decode": (streaming.JpegDecoder, "_decode"),
+    PARTS = {"assembly": (streaming.StreamedImages, "_batch"), "decode": (streaming.JpegDecoder, "_decode"),
              "resize": (streaming.JpegDecoder, "_resized"), "wait": (streaming.StreamedImages, "__getitem__")}
 
     def __init__(self):
@@ -154,8 +156,8 @@ class DataPathTimings:
         return timed
 
     def summary(self, last: int) -> dict[str, float]:
-        """Mean milliseconds per batch over the last ``last`` batches ("reads":
-        the whole assembly, the reads' wait being it less decode and resize)."""
+        """Mean milliseconds per batch over the last ``last`` batches; puts the
+        timed functions back."""
         for part, (owner, name) in self.PARTS.items():
             setattr(owner, name, self.originals[part])
         return {part: 1000 * float(np.mean(values[-last:])) if values else float("nan")
