@@ -43,7 +43,7 @@ def trainer(device: torch.device, capture: bool):
         monitor.record(terms, 0, index)
         scaler.step(optimizer)
         scaler.update()
-        return {key: float(value.detach()) for key, value in terms.items()}
+        return {key: float(value) for key, value in terms.items()}
 
     return train, model, gradients, step
 

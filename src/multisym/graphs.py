@@ -54,7 +54,7 @@ class GradientStep:
     """Loss terms and gradients of one batch: ``terms = loss(batch)``, then the
     backward pass of ``scaler.scale(terms["loss"])``. Eager, or with
     ``capture`` (CUDA only) replayed from a graph after ``WARMUP_STEPS`` eager
-    steps. The returned terms are valid until the next call."""
+    steps. The returned terms, detached, are valid until the next call."""
 
     def __init__(self, loss: Callable[[dict[str, Tensor]], dict[str, Tensor]], optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, capture: bool):
@@ -78,7 +78,9 @@ class GradientStep:
     def _backward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         terms = self.loss(batch)
         self.scaler.scale(terms["loss"]).backward()
-        return terms
+        # detached, so that no autograd node outlives its step (a kept one
+        # would run the next step's gradient accumulation on its old stream)
+        return {name: value.detach() for name, value in terms.items()}
 
     def _eager(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
