@@ -34,6 +34,7 @@ images/s with at most 8 CPU workers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -135,7 +136,7 @@ class DataPathTimings:
     wait for its file reads, the decode, the resize), nvjpeg's decode call (it
     returns once its stream is done), the resize and crop; the training
     thread's wait for a prefetched batch. (Files of 7a2a877 name the assembly
-    "reads".)"""
+    "reads".) A context: the functions are timed inside it."""
 
     PARTS = {"assembly": (streaming.StreamedImages, "_batch"), "decode": (streaming.JpegDecoder, "_decode"),
              "resize": (streaming.JpegDecoder, "_resized"), "wait": (streaming.StreamedImages, "__getitem__")}
@@ -143,8 +144,15 @@ class DataPathTimings:
     def __init__(self):
         self.seconds: dict[str, list[float]] = {part: [] for part in self.PARTS}
         self.originals = {part: getattr(owner, name) for part, (owner, name) in self.PARTS.items()}
+
+    def __enter__(self) -> "DataPathTimings":
         for part, (owner, name) in self.PARTS.items():
             setattr(owner, name, self._timed(part, self.originals[part]))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for part, (owner, name) in self.PARTS.items():
+            setattr(owner, name, self.originals[part])
 
     def _timed(self, part: str, function):
         def timed(*args, **kwargs):
@@ -156,10 +164,7 @@ class DataPathTimings:
         return timed
 
     def summary(self, last: int) -> dict[str, float]:
-        """Mean milliseconds per batch over the last ``last`` batches; puts the
-        timed functions back."""
-        for part, (owner, name) in self.PARTS.items():
-            setattr(owner, name, self.originals[part])
+        """Mean milliseconds per batch over the last ``last`` batches."""
         return {part: 1000 * float(np.mean(values[-last:])) if values else float("nan")
                 for part, values in self.seconds.items()}
 
@@ -206,12 +211,10 @@ def main() -> int:
                     figures["variants"][variant] = read_only(paths, decode, args.batch, device)
                     continue
                 timings = DataPathTimings() if args.timings and limit == "0" else None
-                try:
+                with timings or contextlib.nullcontext():
                     result = train(settings, paths, tmp / f"run-{variant}", decode, limit, path == variant)
-                finally:
-                    spent = timings.summary(last=steps) if timings is not None else None
-                if spent is not None:
-                    result["data_path_ms"] = spent
+                if timings is not None:
+                    result["data_path_ms"] = spent = timings.summary(last=steps)
                     print(f"{variant} data path, ms per batch of the last epoch: "
                           + ", ".join(f"{k} {v:.1f}" for k, v in spent.items()), flush=True)
             except Exception as error:  # one failing path must not lose the others' figures

@@ -22,13 +22,13 @@ Graphs are used on CUDA in a single process (DDP's gradient hooks are not
 captured) when the training split is held in memory, unless
 ``MULTISYM_CUDA_GRAPHS=0``: an operational setting, no part of a member's
 settings (changing it retrains nothing), so an environment variable like the
-streaming limit. A streamed split trains
-eagerly: its decoding thread queues device work of its own, which the
-replayed step's full command queue holds back (on an H200, nvjpeg's call took
-82 ms per batch under the graphed step against 10.5 ms under the eager one,
-and the whole loop ran at 101.9 ms per step against 93.8;
-``benchmarks/README.md``). The graph keeps its own memory for the step's
-activations. A capture that fails warns and leaves the run on eager steps.
+streaming limit. A streamed split trains eagerly: its decoding thread queues
+device work of its own, which the replayed step's full command queue holds
+back (on an H200, nvjpeg's call took 82 ms per batch under the graphed step
+against 10.5 ms under the eager one, and the whole loop ran at 101.9 ms per
+step against 93.8; ``benchmarks/README.md``). The graph keeps its own memory
+for the step's activations. A capture that fails warns and leaves the run on
+eager steps.
 """
 
 from __future__ import annotations
