@@ -27,6 +27,21 @@ include: "workflow/rules/shift.smk"
 include: "workflow/rules/audit.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/failures.smk"
+include: "workflow/rules/warm.smk"
+
+
+onstart:
+    start_warm_starts(log)
+
+
+onsuccess:
+    stop_warm_starts()
+    clear_failures()
+
+
+onerror:
+    stop_warm_starts()
+    report_failures()
 
 
 rule all:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import config as config_module
@@ -693,24 +694,30 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def program() -> None:
-    """The ``multisym`` program: `main`, then exit at once on success.
+    """The ``multisym`` program: in a worker of the run's warm-start server
+    if there is one (`multisym.warm`), else `main` here; then exit at once.
 
     With torch loaded, CPython's finalisation (tearing down some two thousand
     modules and collecting their objects) costs 1 to 2 s of CPU per process on
     the CI machine: more than many workflow jobs' own work, in each of the
     hundred-odd jobs of a run. Every command has written and closed its
-    outputs when it returns, so all finalisation still owes is done here: the
-    atexit handlers (multiprocessing reaping its children, logging's flush)
-    and the standard streams' buffers. ``python -m multisym.cli`` exits the
-    usual way, so profilers and coverage tools that write at exit still can.
+    outputs when it returns, so all finalisation still owes is done by
+    `finish`. ``python -m multisym.cli`` exits the usual way, so profilers and
+    coverage tools that write at exit still can.
     """
+    from . import warm
+
+    warm.delegate()
     main()
-    _exit_at_once()
+    finish()
+    os._exit(0)
 
 
-def _exit_at_once() -> None:
+def finish() -> None:
+    """What finalisation owes once a command returned: the atexit handlers
+    (multiprocessing reaping its children, logging's flush) and the standard
+    streams' buffers."""
     import atexit
-    import os
 
     atexit._run_exitfuncs()  # no public API runs them
     for stream in (sys.stdout, sys.stderr):
@@ -718,7 +725,6 @@ def _exit_at_once() -> None:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe: nothing left to deliver
             pass
-    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -66,14 +66,10 @@ def report_failures():
     print(page.read_text(), file=sys.stderr)
 
 
-onerror:
-    report_failures()
-
-
-onsuccess:
-    # a whole run that succeeds leaves no failure standing (a failed member
-    # whose settings were changed has become another member); a partial one
-    # clears the jobs it ran
+def clear_failures():
+    """A whole run that succeeds leaves no failure standing (a failed member
+    whose settings were changed has become another member); a partial one
+    clears the jobs it ran."""
     whole = {job.rule.name for job in workflow.dag.targetjobs} & {"all", "figures"}
     done = {job_name(job) for job in workflow.dag.jobs}
     multisym.failures.clear(LAYOUT.root, None if whole else done)

@@ -1,0 +1,372 @@
+"""Warm starts: the jobs of a local run forked from one process that has
+already imported torch.
+
+Each ``multisym`` job otherwise starts a fresh interpreter and imports torch,
+torchvision, numpy and the plotting stack before doing its own work: 2.5 to
+5 s of CPU on the 2-core CI machine (its speed varies from day to day), in
+each of the 190 jobs of the embedded default, whose whole chain is some
+1,300 to 1,600 job-seconds (``benchmarks/README.md``). For a local run the
+Snakefile starts a server (`start`) that imports those libraries once and
+listens on a Unix socket in a private folder. A job (`delegate`, the first
+thing the ``multisym`` program does) sends it its arguments, working
+directory, environment, ``sys.path`` and standard streams; the server forks a
+worker that runs the command as the fresh process would have:
+
+- the project's own modules are imported afresh in the worker, so it runs the
+  code on disk, not the code of when the server started;
+- the thread counts Snakemake sets in each job's environment
+  (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and the like) are applied to
+  torch and to the BLAS libraries already loaded, which read them at load;
+- the signals the job receives (Snakemake's or the terminal's) are forwarded
+  to the worker's process group, and a job killed outright gets its worker
+  killed by the server;
+- the job exits with the worker's exit status, or dies by the worker's signal.
+
+Any doubt means a cold start, the usual fresh process: no server (its socket
+missing, refused or gone), another interpreter (a job in a conda env), a
+SLURM job (whose resources are its allocation's, not the login node's), or
+``MULTISYM_WARM=0``. Forking after these imports is what torch's DataLoader
+does on Linux; it is safe because the server runs no parallel region and never
+initialises CUDA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SOCKET_VARIABLE = "MULTISYM_WARM_SOCKET"
+SWITCH_VARIABLE = "MULTISYM_WARM"
+# the third-party modules the workflow's commands import, heaviest first;
+# project modules are never preloaded (see the module docstring)
+PRELOADED = (
+    "torch", "torchvision", "torchvision.models", "torchvision.transforms.v2", "torchvision.io",
+    "torchvision.ops", "torch.func", "torch.multiprocessing", "numpy", "scipy.stats", "sklearn.linear_model",
+    "sklearn.model_selection", "sklearn.preprocessing", "matplotlib.pyplot", "seaborn", "PIL.Image",
+    "jsonschema", "yaml", "threadpoolctl",
+)
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+MESSAGE_BYTES = 1 << 20
+# Snakemake exports these per job, from its ``threads``; the libraries read
+# them when they are loaded, which in a worker was in the server
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def wanted() -> bool:
+    """Whether warm starts are on (``MULTISYM_WARM`` is not 0)."""
+    return os.environ.get(SWITCH_VARIABLE, "1") != "0"
+
+
+# --- the job's side -------------------------------------------------------------
+
+
+def delegate() -> None:
+    """Run this ``multisym`` command in a worker of the run's server and exit
+    with its status; return (to run it cold) if there is no such server or it
+    refuses this job."""
+    path = os.environ.get(SOCKET_VARIABLE)
+    if not path or not wanted():
+        return
+    try:
+        for fd in (0, 1, 2):
+            os.fstat(fd)
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        connection.connect(path)
+        request = {"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "path": sys.path,
+                   "interpreter": _interpreter()}
+        socket.send_fds(connection, [json.dumps(request).encode()], [0, 1, 2])
+        reply = json.loads(connection.recv(MESSAGE_BYTES) or b'{"refused": "no reply"}')
+    except OSError:
+        return
+    if "refused" in reply:
+        connection.close()
+        return
+    worker = reply["pid"]
+
+    def forward(signum, frame):
+        try:
+            os.killpg(worker, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in FORWARDED:
+        signal.signal(signum, forward)
+    message = connection.recv(MESSAGE_BYTES)
+    if not message:
+        print(f"error: the warm-start server ended before this job's worker (pid {worker}) did; "
+              f"rerun the job, or set {SWITCH_VARIABLE}=0 to run jobs in fresh processes", file=sys.stderr)
+        os._exit(1)
+    _exit_like(json.loads(message)["status"])
+
+
+def _interpreter() -> list[str]:
+    """The interpreter binary and environment (a venv's python, python3 and
+    python3.11 are one)."""
+    return [os.path.realpath(sys.executable), sys.prefix]
+
+
+def _exit_like(status: int) -> None:
+    """Exit with the worker's code, or die by the signal that ended it."""
+    if status < 0:
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+        status = 128 - status
+    os._exit(status)
+
+
+# --- the server's side ----------------------------------------------------------
+
+
+def serve(path: str, parent: int) -> None:
+    """Preload, then fork a worker per job until ``parent`` (the Snakemake
+    process) is gone or the server is sent SIGTERM."""
+    import importlib
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C is the jobs' to act on
+    signal.signal(signal.SIGTERM, _stop)
+    started = time.monotonic()
+    # ``python -m multisym.warm`` has imported the package, and so its
+    # torchvision import hook (multisym.imports), before torchvision
+    for name in PRELOADED:
+        importlib.import_module(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path + ".new")
+    listener.listen(64)
+    os.rename(path + ".new", path)  # jobs find the socket only once it answers
+    _log(f"ready in {time.monotonic() - started:.1f} s, pid {os.getpid()}, {sys.executable}")
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    workers: dict[int, _Worker] = {}
+    try:
+        while os.getppid() == parent:
+            for key, _ in selector.select(timeout=1.0):
+                if key.fileobj is listener:
+                    worker = _accept(listener, selector, workers)
+                    if worker is not None:
+                        workers[worker.pid] = worker
+                elif key.data[0] == "exit":
+                    key.data[1].finish(selector)
+                    del workers[key.data[1].pid]
+                else:
+                    key.data[1].job_gone(selector)
+    except _Stopped:
+        pass
+    finally:
+        for worker in workers.values():
+            worker.kill(signal.SIGTERM)
+        os.unlink(path)
+        os.rmdir(os.path.dirname(path))
+        _log("stopped")
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum, frame):
+    raise _Stopped
+
+
+def _log(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
+
+
+class _Worker:
+    """A forked worker, the connection to its job and a pidfd to await it."""
+
+    def __init__(self, pid: int, connection: socket.socket, command: str):
+        self.pid, self.connection, self.command = pid, connection, command
+        self.pidfd = os.pidfd_open(pid)
+        self.started = time.monotonic()
+
+    def kill(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def job_gone(self, selector) -> None:
+        """The job's end of the connection: readable only once it is gone
+        (jobs send nothing after their request), so its worker is stopped."""
+        selector.unregister(self.connection)
+        _log(f"job of worker {self.pid} is gone: SIGTERM to the worker's group")
+        self.kill(signal.SIGTERM)
+
+    def finish(self, selector) -> None:
+        _, wait_status = os.waitpid(self.pid, 0)
+        status = os.waitstatus_to_exitcode(wait_status)
+        selector.unregister(self.pidfd)
+        os.close(self.pidfd)
+        try:
+            selector.unregister(self.connection)
+        except KeyError:
+            pass
+        try:
+            self.connection.send(json.dumps({"status": status}).encode())
+        except OSError:
+            pass
+        self.connection.close()
+        _log(f"worker {self.pid} ({self.command}) ended with {status} after {time.monotonic() - self.started:.1f} s")
+
+
+def _accept(listener, selector, workers) -> _Worker | None:
+    connection, _ = listener.accept()
+    connection.settimeout(10)
+    try:
+        message, fds, _, _ = socket.recv_fds(connection, MESSAGE_BYTES, 3)
+        request = json.loads(message)
+    except (OSError, ValueError) as error:
+        _log(f"unreadable request ({error})")
+        connection.close()
+        return None
+    refusal = _refusal(request, fds)
+    if refusal:
+        _log(f"refused: {refusal}")
+        for fd in fds:
+            os.close(fd)
+        connection.send(json.dumps({"refused": refusal}).encode())
+        connection.close()
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid == 0:
+        inherited = [listener.fileno(), selector.fileno()]
+        for worker in workers.values():
+            inherited += [worker.pidfd, worker.connection.fileno()]
+        _become_the_job(request, fds, inherited + [connection.fileno()])
+    for fd in fds:
+        os.close(fd)
+    command = " ".join(request["argv"][1:2])
+    worker = _Worker(pid, connection, command)
+    connection.settimeout(None)
+    connection.send(json.dumps({"pid": pid}).encode())
+    selector.register(worker.pidfd, selectors.EVENT_READ, ("exit", worker))
+    selector.register(connection, selectors.EVENT_READ, ("job", worker))
+    _log(f"worker {pid} runs {command}")
+    return worker
+
+
+def _refusal(request: dict, fds: list[int]) -> str | None:
+    if len(fds) != 3:
+        return f"expected 3 standard streams, got {len(fds)}"
+    if request.get("interpreter") != _interpreter():
+        return f"the job runs {request.get('interpreter')}, this server {_interpreter()}"
+    job_allocation = request.get("env", {}).get("SLURM_JOB_ID")
+    if job_allocation != os.environ.get("SLURM_JOB_ID"):
+        return f"the job runs in SLURM allocation {job_allocation}, outside this server's"
+    return None
+
+
+# --- the worker's side ----------------------------------------------------------
+
+
+def _become_the_job(request: dict, fds: list[int], inherited: list[int]) -> None:
+    """In the forked worker: take the job's streams, place and environment,
+    then run its command on freshly imported project modules. Never returns."""
+    code = 1
+    try:
+        os.setsid()  # its own group, which the job's signals are forwarded to
+        for signum in FORWARDED + (signal.SIGCHLD,):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for fd in inherited:
+            os.close(fd)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.path[:] = request["path"]
+        sys.argv[:] = request["argv"]
+        _apply_thread_counts()
+        for name in [name for name in sys.modules if name == "multisym" or name.startswith("multisym.")]:
+            del sys.modules[name]
+        from multisym import cli
+
+        code = _run(cli)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+    finally:
+        os._exit(code)
+
+
+def _run(cli) -> int:
+    """The command's exit code as the interpreter would give it, after its
+    exit handlers ran and its streams were flushed (`cli.finish`)."""
+    try:
+        cli.main(sys.argv[1:])
+        code = 0
+    except SystemExit as exit:
+        if exit.code is None or isinstance(exit.code, int):
+            code = exit.code or 0
+        else:  # sys.exit("message")
+            print(exit.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        sys.excepthook(*sys.exc_info())
+        code = 128 + signal.SIGINT
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    cli.finish()
+    return code
+
+
+def _apply_thread_counts() -> None:
+    """What a fresh process would take from ``OMP_NUM_THREADS`` and the BLAS
+    variables at load: torch's intra-op threads and the loaded BLAS pools."""
+    import threadpoolctl
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    for variable in BLAS_THREAD_VARIABLES:
+        if os.environ.get(variable):
+            threadpoolctl.threadpool_limits(int(os.environ[variable]), user_api="blas")
+            break
+
+
+# --- started and stopped by the Snakefile -------------------------------------
+
+
+class Server:
+    """The run's server process, started by the Snakefile's ``onstart`` and
+    stopped by ``onsuccess``/``onerror``; jobs find it through
+    ``MULTISYM_WARM_SOCKET``, which it sets in this (Snakemake's) process."""
+
+    def __init__(self, log_path: str):
+        self.folder = tempfile.mkdtemp(prefix="multisym-warm-")  # private: mode 0700
+        self.socket = os.path.join(self.folder, "socket")
+        with open(log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "multisym.warm", self.socket, str(os.getpid())],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        os.environ[SOCKET_VARIABLE] = self.socket
+
+    @classmethod
+    def start(cls, log_path: str) -> Server | None:
+        return cls(log_path) if wanted() else None
+
+    def stop(self) -> None:
+        os.environ.pop(SOCKET_VARIABLE, None)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        shutil.rmtree(self.folder, ignore_errors=True)  # gone unless the server died before it could
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))

@@ -1,0 +1,19 @@
+# Warm starts (multisym.warm): in a local run, every `multisym` job forks from
+# one server that has imported torch and the plotting stack once, instead of
+# importing them afresh; MULTISYM_WARM=0 turns this off. Runs on an executor
+# plugin (SLURM) start no server: their jobs run elsewhere.
+import multisym.warm
+
+WARM_SERVERS = []
+
+
+def start_warm_starts(logs):
+    """The server's log goes beside Snakemake's own log of the run."""
+    if workflow.local_exec and logs:
+        log = re.sub(r"\.snakemake\.log$", "", logs[0]) + ".warm.log"
+        WARM_SERVERS.extend(filter(None, [multisym.warm.Server.start(log)]))
+
+
+def stop_warm_starts():
+    while WARM_SERVERS:
+        WARM_SERVERS.pop().stop()
