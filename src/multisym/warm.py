@@ -32,6 +32,7 @@ initialises CUDA.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -116,9 +117,10 @@ def _interpreter() -> list[str]:
 def _exit_like(status: int) -> None:
     """Exit with the worker's code, or die by the signal that ended it."""
     if status < 0:
-        signal.signal(-status, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL's disposition cannot be set
+            signal.signal(-status, signal.SIG_DFL)
         os.kill(os.getpid(), -status)
-        status = 128 - status
+        status = 128 - status  # a signal whose default is to be ignored
     os._exit(status)
 
 
@@ -148,27 +150,33 @@ def serve(path: str, parent: int) -> None:
     try:
         while os.getppid() == parent:
             for key, _ in selector.select(timeout=1.0):
-                if key.fileobj is listener:
-                    worker = _accept(listener, selector, workers)
-                    if worker is not None:
-                        workers[worker.pid] = worker
-                elif key.data[0] == "exit":
-                    key.data[1].finish(selector)
-                    del workers[key.data[1].pid]
-                else:
-                    key.data[1].job_gone(selector)
+                try:
+                    _handle(key, listener, selector, workers)
+                except Exception as error:  # one job's trouble must not end the others'
+                    _log(f"error: {error!r}")
     except _Stopped:
         pass
     finally:
         for worker in workers.values():
             worker.kill(signal.SIGTERM)
-        os.unlink(path)
-        os.rmdir(os.path.dirname(path))
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)
         _log("stopped")
 
 
-class _Stopped(Exception):
-    pass
+def _handle(key, listener, selector, workers: dict) -> None:
+    if key.fileobj is listener:
+        worker = _accept(listener, selector, workers)
+        if worker is not None:
+            workers[worker.pid] = worker
+    elif key.data[0] == "exit":
+        workers.pop(key.data[1].pid).finish(selector)
+    else:
+        key.data[1].job_gone(selector)
+
+
+class _Stopped(BaseException):
+    """SIGTERM, raised out of whatever the server is doing; not an Exception,
+    so that the loop's guard around each event lets it through."""
 
 
 def _stop(signum, frame):
@@ -243,12 +251,19 @@ def _accept(listener, selector, workers) -> _Worker | None:
         for worker in workers.values():
             inherited += [worker.pidfd, worker.connection.fileno()]
         _become_the_job(request, fds, inherited + [connection.fileno()])
+    # the worker leads its own group, which the job's signals go to; set here
+    # too, so that it is in place before the job can send one
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)
     for fd in fds:
         os.close(fd)
     command = " ".join(request["argv"][1:2])
     worker = _Worker(pid, connection, command)
     connection.settimeout(None)
-    connection.send(json.dumps({"pid": pid}).encode())
+    try:
+        connection.send(json.dumps({"pid": pid}).encode())
+    except OSError:  # the job is gone already
+        worker.kill(signal.SIGTERM)
     selector.register(worker.pidfd, selectors.EVENT_READ, ("exit", worker))
     selector.register(connection, selectors.EVENT_READ, ("job", worker))
     _log(f"worker {pid} runs {command}")
@@ -274,7 +289,8 @@ def _become_the_job(request: dict, fds: list[int], inherited: list[int]) -> None
     then run its command on freshly imported project modules. Never returns."""
     code = 1
     try:
-        os.setsid()  # its own group, which the job's signals are forwarded to
+        with contextlib.suppress(OSError):  # the server may have done it first
+            os.setpgid(0, 0)
         for signum in FORWARDED + (signal.SIGCHLD,):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
