@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import prepared_eq_member, tool_env
+from conftest import eq_member_with_reference, tool_env
 from multisym import warm
-from multisym.pretrain import STATE_FILE, train_member
+from multisym.pretrain import STATE_FILE
 
 PROGRAM = str(Path(sys.executable).parent / "multisym")
 DIGITS = {"name": "digits", "image_size": 16, "splits": {"seed": 0, "val": 0.15, "test": 0.15}}
@@ -50,6 +50,15 @@ def job_env(**changes) -> dict:
 def served(log: Path) -> list[tuple[int, str]]:
     """(worker pid, exit status) of each job the server ran."""
     return [(int(pid), status) for pid, status in re.findall(r"worker (\d+) \(\S+\) ended with (-?\d+)", log.read_text())]
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs: neither gone nor a zombie (one whose parent, the
+    killed server, is not there to reap it, until init does)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def prepare_data(folder: Path, dataset: dict, **env) -> subprocess.CompletedProcess:
@@ -96,13 +105,8 @@ def test_jobs_the_server_should_not_take_run_cold(tmp_path, server, monkeypatch)
 
 @pytest.fixture(scope="module")
 def eq_member(tmp_path_factory):
-    """A smoke Eq member and the weights of its uninterrupted run."""
-    folder = tmp_path_factory.mktemp("warm-member")
-    settings, prepared = prepared_eq_member(folder, 25, 64)
-    reference = folder / "reference"
-    assert train_member(settings, *prepared, reference, reference / "model.pt", reference / "epochs.csv",
-                        device="cpu", threads=1)
-    return settings, prepared, reference
+    """A smoke Eq member and the weights of its uninterrupted, cold run."""
+    return eq_member_with_reference(tmp_path_factory.mktemp("warm-member"))
 
 
 def pretrain(eq_member, run: Path, stderr=subprocess.PIPE) -> subprocess.Popen:
@@ -159,8 +163,7 @@ def test_a_job_killed_outright_takes_its_worker_with_it(tmp_path, server, eq_mem
     # the server sent it SIGTERM, on which pretraining saves its state and stops
     assert served(server) == [(worker, str(128 + signal.SIGTERM))]
     assert (run / STATE_FILE).exists() and not (run / "model.pt").exists()
-    with pytest.raises(ProcessLookupError):
-        os.kill(worker, 0)
+    assert not running(worker)
 
 
 def test_the_exit_status_of_a_worker_killed_by_a_signal_is_the_jobs(monkeypatch):
@@ -192,3 +195,26 @@ def test_the_jobs_thread_counts_apply_to_libraries_the_server_loaded():
     assert result.returncode == 0, result.stderr
     torch_threads, blas_pools = json.loads(result.stdout)
     assert torch_threads == 3 and blas_pools and set(blas_pools) == {3}
+
+
+def test_a_job_whose_server_dies_fails_and_stops_its_worker_first(tmp_path, eq_member, monkeypatch):
+    """No worker outlives the job Snakemake counts as failed: it would write
+    its outputs after the fact."""
+    monkeypatch.delenv(warm.SOCKET_VARIABLE, raising=False)
+    started = warm.Server(str(tmp_path / "warm.log"))
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(started.socket):
+            assert started.process.poll() is None and time.time() < deadline
+            time.sleep(0.1)
+        run = tmp_path / "run"
+        process = pretrain(eq_member, run)
+        wait_for_epochs(process, run, 1)
+        worker = int(re.search(r"worker (\d+) runs pretrain", (tmp_path / "warm.log").read_text()).group(1))
+        started.process.kill()
+        _, stderr = process.communicate(timeout=150)
+    finally:
+        started.stop()
+    assert process.returncode == 1 and "the warm-start server ended before this job's worker" in stderr
+    assert "stopped by SIGTERM" in stderr  # the worker saved its state before the job exited
+    assert not running(worker)

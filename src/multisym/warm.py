@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -56,6 +57,9 @@ PRELOADED = (
 )
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 MESSAGE_BYTES = 1 << 20
+# how long a job whose server died waits for its worker to stop (pretraining
+# saves its state on SIGTERM first)
+ORPHAN_GRACE_S = 120
 # Snakemake exports these per job, from its ``threads``; the libraries read
 # them when they are loaded, which in a worker was in the server
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
@@ -91,17 +95,24 @@ def delegate() -> None:
         connection.close()
         return
     worker = reply["pid"]
+    try:
+        ended = os.pidfd_open(worker)  # readable once the worker has exited
+    except ProcessLookupError:
+        ended = None
 
     def forward(signum, frame):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(worker, signum)
-        except ProcessLookupError:
-            pass
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
     message = connection.recv(MESSAGE_BYTES)
     if not message:
+        # the server died: its worker must not outlive the job that Snakemake
+        # is about to count as failed (it would write outputs after the fact)
+        forward(signal.SIGTERM, None)
+        if ended is not None:
+            select.select([ended], [], [], ORPHAN_GRACE_S)
         print(f"error: the warm-start server ended before this job's worker (pid {worker}) did; "
               f"rerun the job, or set {SWITCH_VARIABLE}=0 to run jobs in fresh processes", file=sys.stderr)
         os._exit(1)
@@ -302,6 +313,8 @@ def _become_the_job(request: dict, fds: list[int], inherited: list[int]) -> None
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        tempfile.tempdir = None  # found again from the job's TMPDIR (Snakemake's tmpdir resource)
+        time.tzset()
         sys.path[:] = request["path"]
         sys.argv[:] = request["argv"]
         _apply_thread_counts()

@@ -9,7 +9,7 @@ WARM_SERVERS = []
 
 def start_warm_starts(logs):
     """The server's log goes beside Snakemake's own log of the run."""
-    if workflow.local_exec and logs:
+    if workflow.local_exec and not workflow.touch and logs:
         log = re.sub(r"\.snakemake\.log$", "", logs[0]) + ".warm.log"
         WARM_SERVERS.extend(filter(None, [multisym.warm.Server.start(log)]))
 
