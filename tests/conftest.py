@@ -37,6 +37,18 @@ def prepared_eq_member(folder: Path, epochs: int, batch_size: int) -> tuple[dict
     return next(m for m in member_table(config_module.resolve(cfg)) if m.mode == "eq").settings, prepared
 
 
+def eq_member_with_reference(folder: Path) -> tuple[dict, tuple[Path, Path], Path]:
+    """`prepared_eq_member` for 25 epochs at 64, and the folder of its
+    uninterrupted run (CPU, one thread), for interrupted runs to match."""
+    from multisym.pretrain import train_member
+
+    settings, prepared = prepared_eq_member(folder, 25, 64)
+    reference = folder / "reference"
+    assert train_member(settings, *prepared, reference, reference / "model.pt", reference / "epochs.csv",
+                        device="cpu", threads=1)
+    return settings, prepared, reference
+
+
 def tool_env() -> dict:
     """The environment for subprocesses: this interpreter's bin folder first,
     so `multisym` and `snakemake` are the ones installed beside it."""

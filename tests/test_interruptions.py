@@ -19,21 +19,16 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, prepared_eq_member, tool_env
+from conftest import ROOT, eq_member_with_reference, tool_env
 from multisym import checkpoint, data
 from multisym import config as config_module
 from multisym.members import adaptation_candidates, member_table
-from multisym.pretrain import STATE_FILE, train_member
+from multisym.pretrain import STATE_FILE
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("signals")
-    settings, prepared = prepared_eq_member(folder, 25, 64)
-    reference = folder / "reference"
-    assert train_member(settings, *prepared, reference, reference / "model.pt", reference / "epochs.csv",
-                        device="cpu", threads=1)
-    return settings, prepared, reference
+    return eq_member_with_reference(tmp_path_factory.mktemp("signals"))
 
 
 def command(settings, prepared, run: Path) -> list[str]:
