@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine (see benchmarks/README.md): install the project
 # over the machine's own torch, run the CUDA tests, then the GPU benchmarks:
-# the step five ways (target 1) and the whole loop in memory (with and without the
-# CUDA graph) and streamed with nvjpeg, its data path timed per part (target 2).
+# the step five ways (target 1) and the whole loop in memory and streamed with nvjpeg,
+# on the legacy default stream and on a stream of its own, its data path timed per
+# part (target 2).
 # Wheels the machine lacks travel in .whl/ (jsonschema and its dependencies, lightly).
 set -o pipefail
 OUT=${OUT:-/tmp/bench-out}
@@ -19,4 +20,4 @@ timeout -k 10 150 python3 -m pytest -o addopts="" -q -p no:cacheprovider -n 8 -s
     | grep -E "nvjpeg vs|passed|failed|Error|warning: capturing" | tail -12
 timeout -k 10 200 python3 benchmarks/pretrain_step.py --profile-views --out "$OUT/pretrain_step.json" 2>&1 | tee "$OUT/pretrain_step.log"
 timeout -k 10 200 python3 benchmarks/paper_path.py --step-json "$OUT/pretrain_step.json" --out "$OUT/paper_path.json" \
-    --variants memory,device,memory-eager,read-device --timings 2>&1 | tee "$OUT/paper_path.log" | grep -v "epoch 1/"
+    --variants memory,device,device-stream,read-device --timings 2>&1 | tee "$OUT/paper_path.log" | grep -v "epoch 1/"
