@@ -18,8 +18,9 @@ worker that runs the command as the fresh process would have:
   (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and the like) are applied to
   torch and to the BLAS libraries already loaded, which read them at load;
 - the signals the job receives (Snakemake's or the terminal's) are forwarded
-  to the worker's process group, and a job killed outright gets its worker
-  killed by the server;
+  to the worker's process group; a job killed outright has its worker sent
+  SIGTERM by the server, and a job whose server died sends it SIGTERM itself
+  and fails once it has stopped, so no worker outlives its job;
 - the job exits with the worker's exit status, or dies by the worker's signal.
 
 Any doubt means a cold start, the usual fresh process: no server (its socket
@@ -141,37 +142,43 @@ def _exit_like(status: int) -> None:
 def serve(path: str, parent: int) -> None:
     """Preload, then fork a worker per job until ``parent`` (the Snakemake
     process) is gone or the server is sent SIGTERM."""
-    import importlib
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's ^C is the jobs' to act on
     signal.signal(signal.SIGTERM, _stop)
-    started = time.monotonic()
-    # ``python -m multisym.warm`` has imported the package, and so its
-    # torchvision import hook (multisym.imports), before torchvision
-    for name in PRELOADED:
-        importlib.import_module(name)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listener.bind(path + ".new")
-    listener.listen(64)
-    os.rename(path + ".new", path)  # jobs find the socket only once it answers
-    _log(f"ready in {time.monotonic() - started:.1f} s, pid {os.getpid()}, {sys.executable}")
-    selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ)
     workers: dict[int, _Worker] = {}
     try:
+        listener, selector = _listen(path)
         while os.getppid() == parent:
             for key, _ in selector.select(timeout=1.0):
                 try:
                     _handle(key, listener, selector, workers)
                 except Exception as error:  # one job's trouble must not end the others'
                     _log(f"error: {error!r}")
-    except _Stopped:
+    except _Stopped:  # also while preloading, when a run ends within seconds
         pass
     finally:
         for worker in workers.values():
             worker.kill(signal.SIGTERM)
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
         _log("stopped")
+
+
+def _listen(path: str):
+    """Import `PRELOADED`, then open the socket; jobs find it only once it
+    answers. ``python -m multisym.warm`` has imported the package, and so its
+    torchvision import hook (multisym.imports), before torchvision."""
+    import importlib
+
+    started = time.monotonic()
+    for name in PRELOADED:
+        importlib.import_module(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(path + ".new")
+    listener.listen(64)
+    os.rename(path + ".new", path)
+    _log(f"ready in {time.monotonic() - started:.1f} s, pid {os.getpid()}, {sys.executable}")
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    return listener, selector
 
 
 def _handle(key, listener, selector, workers: dict) -> None:
@@ -382,10 +389,6 @@ class Server:
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         os.environ[SOCKET_VARIABLE] = self.socket
-
-    @classmethod
-    def start(cls, log_path: str) -> Server | None:
-        return cls(log_path) if wanted() else None
 
     def stop(self) -> None:
         os.environ.pop(SOCKET_VARIABLE, None)

@@ -8,10 +8,14 @@ WARM_SERVERS = []
 
 
 def start_warm_starts(logs):
-    """The server's log goes beside Snakemake's own log of the run."""
-    if workflow.local_exec and not workflow.touch and logs:
+    """The server's log goes beside Snakemake's own log of the run. Without a
+    server the jobs start cold, so failing to start one only costs time."""
+    if workflow.local_exec and not workflow.touch and logs and multisym.warm.wanted():
         log = re.sub(r"\.snakemake\.log$", "", logs[0]) + ".warm.log"
-        WARM_SERVERS.extend(filter(None, [multisym.warm.Server.start(log)]))
+        try:
+            WARM_SERVERS.append(multisym.warm.Server(log))
+        except OSError as error:
+            print(f"warm starts off, jobs start afresh: {error}", file=sys.stderr)
 
 
 def stop_warm_starts():
