@@ -16,7 +16,8 @@ python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchv
 timeout -k 10 150 python3 -m pytest -o addopts="" -q -p no:cacheprovider -n 8 -s tests/test_graphs.py tests/test_views.py \
     tests/test_streaming.py tests/test_optim.py tests/test_symmetries.py \
     tests/test_pretrain.py::test_non_finite_loss_on_cuda_stops_before_any_save \
-    tests/test_pretrain.py::test_signal_on_cuda_saves_device_sums_and_resumes 2>&1 | tee "$OUT/tests.log" \
+    tests/test_pretrain.py::test_signal_on_cuda_saves_device_sums_and_resumes \
+    tests/test_warm.py::test_preloading_never_asks_for_cuda tests/test_warm.py::test_a_worker_trains_on_the_gpu 2>&1 | tee "$OUT/tests.log" \
     | grep -E "nvjpeg vs|passed|failed|Error|warning: capturing" | tail -12
 timeout -k 10 200 python3 benchmarks/pretrain_step.py --profile-views --out "$OUT/pretrain_step.json" 2>&1 | tee "$OUT/pretrain_step.log"
 timeout -k 10 200 python3 benchmarks/paper_path.py --step-json "$OUT/pretrain_step.json" --out "$OUT/paper_path.json" \

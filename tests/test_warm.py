@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import eq_member_with_reference, tool_env
+from conftest import eq_member_with_reference, prepared_eq_member, tool_env
 from multisym import warm
 from multisym.pretrain import STATE_FILE
 
@@ -109,12 +109,13 @@ def eq_member(tmp_path_factory):
     return eq_member_with_reference(tmp_path_factory.mktemp("warm-member"))
 
 
-def pretrain(eq_member, run: Path, stderr=subprocess.PIPE) -> subprocess.Popen:
-    settings, (data, manifest), _ = eq_member
+def pretrain(eq_member, run: Path, stderr=subprocess.PIPE, device: str = "cpu") -> subprocess.Popen:
+    """`multisym pretrain` of ``eq_member`` (settings, (data, manifest), ...)."""
+    settings, (data, manifest), *_ = eq_member
     return subprocess.Popen(
         [PROGRAM, "pretrain", "--settings-json", json.dumps(settings), "--data", str(data), "--manifest",
          str(manifest), "--run-dir", str(run), "--out-model", str(run / "model.pt"), "--out-log",
-         str(run / "epochs.csv"), "--threads", "1", "--device", "cpu"],
+         str(run / "epochs.csv"), "--threads", "1", "--device", device],
         env=job_env(), stderr=stderr, text=True,
     )
 
@@ -218,3 +219,38 @@ def test_a_job_whose_server_dies_fails_and_stops_its_worker_first(tmp_path, eq_m
     assert process.returncode == 1 and "the warm-start server ended before this job's worker" in stderr
     assert "stopped by SIGTERM" in stderr  # the worker saved its state before the job exited
     assert not running(worker)
+
+
+def test_preloading_never_asks_for_cuda():
+    """A process that has queried CUDA (even its device count, which
+    initialises the driver) cannot hand it on to forked workers; the server
+    imports its modules without such a query, so workers can use the GPU."""
+    script = (
+        "import json, torch\n"
+        "asked = []\n"
+        "def recording(name, function):\n"
+        "    def call(*args, **kwargs):\n"
+        "        asked.append(name)\n"
+        "        return function(*args, **kwargs)\n"
+        "    return call\n"
+        "for name in ('is_available', 'device_count', 'init', '_lazy_init'):\n"
+        "    setattr(torch.cuda, name, recording(name, getattr(torch.cuda, name)))\n"
+        "torch._C._cuda_getDeviceCount = recording('_cuda_getDeviceCount', torch._C._cuda_getDeviceCount)\n"
+        "import importlib, multisym.warm\n"
+        "for module in multisym.warm.PRELOADED:\n"
+        "    importlib.import_module(module)\n"
+        "print(json.dumps([asked, torch.cuda.is_initialized()]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=job_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == [[], False]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_a_worker_trains_on_the_gpu(tmp_path, server):
+    run = tmp_path / "run"
+    process = pretrain(prepared_eq_member(tmp_path, 2, 64), run, device="cuda")
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr[-2000:]
+    assert served(server) == [(served(server)[0][0], "0")]
+    assert json.loads((run / "run.json").read_text())["device"].startswith("cuda")

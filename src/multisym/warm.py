@@ -170,7 +170,10 @@ def _listen(path: str):
 
     started = time.monotonic()
     for name in PRELOADED:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError as error:  # a job that needs it fails as it would cold
+            _log(f"not preloaded: {error}")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path + ".new")
     listener.listen(64)
