@@ -230,20 +230,18 @@ class _Worker:
         self.kill(signal.SIGTERM)
 
     def finish(self, selector) -> None:
+        """Reap the worker and tell its job the status (logged first, so the
+        log has it by the time the job has exited)."""
         _, wait_status = os.waitpid(self.pid, 0)
         status = os.waitstatus_to_exitcode(wait_status)
+        _log(f"worker {self.pid} ({self.command}) ended with {status} after {time.monotonic() - self.started:.1f} s")
         selector.unregister(self.pidfd)
         os.close(self.pidfd)
-        try:
+        with contextlib.suppress(KeyError):  # its job is gone already
             selector.unregister(self.connection)
-        except KeyError:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             self.connection.send(json.dumps({"status": status}).encode())
-        except OSError:
-            pass
         self.connection.close()
-        _log(f"worker {self.pid} ({self.command}) ended with {status} after {time.monotonic() - self.started:.1f} s")
 
 
 def _accept(listener, selector, workers) -> _Worker | None:
@@ -280,6 +278,7 @@ def _accept(listener, selector, workers) -> _Worker | None:
         os.close(fd)
     command = " ".join(request["argv"][1:2])
     worker = _Worker(pid, connection, command)
+    _log(f"worker {pid} runs {command}")
     connection.settimeout(None)
     try:
         connection.send(json.dumps({"pid": pid}).encode())
@@ -287,7 +286,6 @@ def _accept(listener, selector, workers) -> _Worker | None:
         worker.kill(signal.SIGTERM)
     selector.register(worker.pidfd, selectors.EVENT_READ, ("exit", worker))
     selector.register(connection, selectors.EVENT_READ, ("job", worker))
-    _log(f"worker {pid} runs {command}")
     return worker
 
 
