@@ -32,14 +32,18 @@ def server(tmp_path, monkeypatch):
     log = tmp_path / "warm.log"
     started = warm.Server(str(log))
     try:
-        deadline = time.time() + 120
-        while not os.path.exists(started.socket):
-            assert started.process.poll() is None and time.time() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_until_ready(started, log)
         yield log
     finally:
         started.stop()
     assert not os.path.exists(started.folder)
+
+
+def wait_until_ready(started: warm.Server, log: Path) -> None:
+    deadline = time.time() + 120
+    while not os.path.exists(started.socket):
+        assert started.process.poll() is None and time.time() < deadline, log.read_text()
+        time.sleep(0.1)
 
 
 def job_env(**changes) -> dict:
@@ -204,10 +208,7 @@ def test_a_job_whose_server_dies_fails_and_stops_its_worker_first(tmp_path, eq_m
     monkeypatch.delenv(warm.SOCKET_VARIABLE, raising=False)
     started = warm.Server(str(tmp_path / "warm.log"))
     try:
-        deadline = time.time() + 120
-        while not os.path.exists(started.socket):
-            assert started.process.poll() is None and time.time() < deadline
-            time.sleep(0.1)
+        wait_until_ready(started, tmp_path / "warm.log")
         run = tmp_path / "run"
         process = pretrain(eq_member, run)
         wait_for_epochs(process, run, 1)

@@ -101,23 +101,25 @@ def delegate() -> None:
     except ProcessLookupError:
         ended = None
 
-    def forward(signum, frame):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker, signum)
-
     for signum in FORWARDED:
-        signal.signal(signum, forward)
+        signal.signal(signum, lambda signum, frame: _signal_group(worker, signum))
     message = connection.recv(MESSAGE_BYTES)
     if not message:
         # the server died: its worker must not outlive the job that Snakemake
         # is about to count as failed (it would write outputs after the fact)
-        forward(signal.SIGTERM, None)
+        _signal_group(worker, signal.SIGTERM)
         if ended is not None:
             select.select([ended], [], [], ORPHAN_GRACE_S)
         print(f"error: the warm-start server ended before this job's worker (pid {worker}) did; "
               f"rerun the job, or set {SWITCH_VARIABLE}=0 to run jobs in fresh processes", file=sys.stderr)
         os._exit(1)
     _exit_like(json.loads(message)["status"])
+
+
+def _signal_group(worker: int, signum: int) -> None:
+    """Signal the worker's process group (its own children too), if still there."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(worker, signum)
 
 
 def _interpreter() -> list[str]:
@@ -157,7 +159,7 @@ def serve(path: str, parent: int) -> None:
         pass
     finally:
         for worker in workers.values():
-            worker.kill(signal.SIGTERM)
+            _signal_group(worker.pid, signal.SIGTERM)
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)
         _log("stopped")
 
@@ -216,18 +218,12 @@ class _Worker:
         self.pidfd = os.pidfd_open(pid)
         self.started = time.monotonic()
 
-    def kill(self, signum: int) -> None:
-        try:
-            os.killpg(self.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
-
     def job_gone(self, selector) -> None:
         """The job's end of the connection: readable only once it is gone
         (jobs send nothing after their request), so its worker is stopped."""
         selector.unregister(self.connection)
         _log(f"job of worker {self.pid} is gone: SIGTERM to the worker's group")
-        self.kill(signal.SIGTERM)
+        _signal_group(self.pid, signal.SIGTERM)
 
     def finish(self, selector) -> None:
         """Reap the worker and tell its job the status (logged first, so the
@@ -283,7 +279,7 @@ def _accept(listener, selector, workers) -> _Worker | None:
     try:
         connection.send(json.dumps({"pid": pid}).encode())
     except OSError:  # the job is gone already
-        worker.kill(signal.SIGTERM)
+        _signal_group(worker.pid, signal.SIGTERM)
     selector.register(worker.pidfd, selectors.EVENT_READ, ("exit", worker))
     selector.register(connection, selectors.EVENT_READ, ("job", worker))
     return worker
