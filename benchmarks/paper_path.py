@@ -68,16 +68,20 @@ SIZES = ((500, 375), (500, 375), (500, 333), (375, 500), (500, 400), (500, 500),
 TARGET = 0.9
 
 
-def write_jpeg(job: tuple[Path, int]) -> int:
+def photograph(seed: int) -> Image.Image:
     """A smooth random colour field with noise, so its JPEG size resembles a
     photograph's (about 110 KB at quality 90 for 500 x 375)."""
-    path, seed = job
     rng = np.random.default_rng(seed)
     width, height = SIZES[seed % len(SIZES)]
     coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
     image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
     noisy = np.clip(np.asarray(image, dtype=np.int16) + rng.integers(-20, 21, (height, width, 3)), 0, 255)
-    Image.fromarray(noisy.astype(np.uint8)).save(path, quality=90)
+    return Image.fromarray(noisy.astype(np.uint8))
+
+
+def write_jpeg(job: tuple[Path, int]) -> int:
+    path, seed = job
+    photograph(seed).save(path, quality=90)
     return path.stat().st_size
 
 
