@@ -15,6 +15,7 @@ from PIL import Image
 import dataset_fixtures as fx
 from multisym import datasets as ds
 from multisym.datasets import DatasetRootError, imagenet_classes, imagenet_r, imagenet_v2, open_sources
+from multisym.errors import UserError
 
 PRIMARY = ("cifar10", "cifar100", "mnist", "fashion_mnist", "flowers102", "food101", "inat2019", "imagenet",
            "imagenet100")
@@ -512,3 +513,10 @@ def test_imagenet100_draws_its_classes_with_a_seed(tmp_path):
     assert open_sources(spec)["train"].dataset.classes == drawn
     with pytest.raises(DatasetRootError, match="fewer than the 8 to draw"):
         ds.imagenet100_classes({**spec, "classes": {"sample": 8, "seed": 0}})
+
+
+def test_a_dataset_name_without_a_loader_is_a_user_error():
+    """A name no config would pass (rules hand settings over as JSON) still
+    gets the CLI's plain message, naming the names that work."""
+    with pytest.raises(UserError, match=r"'mnst' has no torchvision loader; set it to one of \[.*'mnist'"):
+        open_sources({"name": "mnst", "root": "/nowhere"})

@@ -290,7 +290,8 @@ def open_sources(spec: dict) -> dict[str, Source]:
         source, mask = imagenet_r(spec, "dataset", imagenet_classes(spec["imagenet_root"], "dataset.imagenet_root"))
         source.class_mask = mask
         return {"test": source}
-    raise ValueError(f"config key 'dataset.name': {name!r} has no torchvision loader; known: {sorted(LAYOUTS)}")
+    raise UserError(f"config key 'dataset.name': {name!r} has no torchvision loader; set it to one of "
+                    f"{sorted(LAYOUTS)}, or to digits for the embedded default")
 
 
 def has_official_test(name: str) -> bool:
