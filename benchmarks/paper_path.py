@@ -10,7 +10,8 @@ images per step, the paper's per-GPU batch, three ways:
 
   memory  the split decoded once and held on the device (the embedded and
           CIFAR scales' path: no loader runs)
-  cpu     streamed, each batch decoded by Pillow in at most 8 worker processes
+  cpu     streamed, each batch decoded by libjpeg-turbo (torchvision.io) in at
+          most 8 worker processes, a share of it each, into shared memory
           (``gpu_jobs.decode: cpu``)
   device  streamed, the threads only read files; nvjpeg decodes on the GPU
           (``gpu_jobs.decode: device``)
@@ -21,7 +22,7 @@ images per step, the paper's per-GPU batch, three ways:
 A training variant with the suffix ``-eager`` (``memory-eager``) runs with
 ``MULTISYM_CUDA_GRAPHS=0``: every step queued kernel by kernel instead of
 replayed from the CUDA graph (``multisym.graphs``), which train_member uses
-only for a split held in memory.
+unless nvjpeg decodes the split.
 A training variant with the suffix ``-stream`` (``device-stream``) runs
 train_member with a CUDA stream of its own as the current stream instead of
 the legacy default stream. It tests a hypothesis, not yet measured: that the
@@ -258,7 +259,7 @@ def main() -> int:
         print(f"{variant:<13} {result['step_ms']:8.1f} {result['images_per_s']:7.0f} "
               f"{result['peak_gib'] or float('nan'):9.2f} {ratio:12.3f}"
               + (f"  target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'}" if path in ("cpu", "device") else ""))
-    print("(a streamed split trains without the CUDA graph, -eager without it in memory too; "
+    print("(a split nvjpeg decodes trains without the CUDA graph, -eager variants without it whatever the path; "
           "the step alone is timed as train_member runs a split in memory, with the graph)")
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2, default=str) + "\n")

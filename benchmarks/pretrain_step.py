@@ -241,7 +241,7 @@ def main() -> int:
 
         return one_step, step
 
-    captured = graphs.wanted(device, 1, streamed=False)
+    captured = graphs.wanted(device, 1, nvjpeg=False)
     if "ours-eager" in wanted and captured:
         results["ours-eager"] = timed(ours(capture=False)[0], device, steps, args.repeats, warmup)
     if "ours" in wanted:

@@ -9,7 +9,11 @@ times batches of 128 read through ``StreamedImages``:
   (one per CPU, at most 8; ``streaming.decoding_threads``);
 * the wait for a batch that was prefetched while the caller worked for as long
   as one batch takes to decode in one worker (what the training loop sees
-  when the step is at least as long as the decode).
+  when the step is at least as long as the decode);
+* the decode rate with every batch prefetched while the caller's thread
+  launches small torch operations without a pause, as an eager training step
+  launches its kernels (a GPU's host-bound step holds the GIL most of the
+  time), and how many operations that thread launched per second meanwhile.
 
 It prints images/s per figure, and how many decoding cores would keep up with
 the step rate measured on one H200 (1,529 images/s, benchmarks/README.md).
@@ -24,10 +28,12 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from multisym import config as config_module
 from multisym import data, streaming
@@ -45,6 +51,34 @@ def batches_per_second(images, batch: int, rng) -> float:
     for key in rows:
         images[key]
     return len(rows) * batch / (time.perf_counter() - tick)
+
+
+def with_busy_caller(images, batch: int, rng, batches: int = 6) -> tuple[float, float]:
+    """(images/s, the caller's torch operations/s) with each batch prefetched
+    while the caller's thread launches operations."""
+    keys = [rng.permutation(len(images))[:batch] for _ in range(batches)]
+    images[keys[0]]
+    done, launched = threading.Event(), [0]
+
+    def launch():
+        x = torch.zeros(8)
+        while not done.is_set():
+            for _ in range(100):
+                x = x + 1
+            launched[0] += 100
+
+    thread = threading.Thread(target=launch)
+    thread.start()
+    tick = time.perf_counter()
+    images.prefetch(keys[1])
+    for index in range(1, batches):
+        images[keys[index]]
+        if index + 1 < batches:
+            images.prefetch(keys[index + 1])
+    seconds = time.perf_counter() - tick
+    done.set()
+    thread.join()
+    return (batches - 1) * batch / seconds, launched[0] / seconds
 
 
 def main() -> int:
@@ -83,12 +117,17 @@ def main() -> int:
         figures["wait_after_prefetch_ms"] = 1000 * float(np.median(waits))
         figures["step_ms_simulated"] = 1000 * work
         figures["cores_for_h200_rate"] = H200_STEP_RATE / figures["decode_1_thread"]
+        torch.set_num_threads(1)
+        figures["decode_1_thread_busy_caller"], figures["caller_ops_per_s"] = with_busy_caller(single, args.batch, rng)
     print(f"{figures['images']} streamed images (ImageNet-sized JPEG -> 256 px), batches of {args.batch}, "
           f"{figures['cpus']} CPUs")
     print(f"  decode, 1 process:          {figures['decode_1_thread']:8.1f} images/s")
     print(f"  decode, {threads} processes:        {figures[f'decode_{threads}_threads']:8.1f} images/s")
     print(f"  wait for a prefetched batch after {figures['step_ms_simulated']:.0f} ms of work: "
           f"{figures['wait_after_prefetch_ms']:.1f} ms")
+    print(f"  decode, 1 process, every batch prefetched while the caller launches torch operations: "
+          f"{figures['decode_1_thread_busy_caller']:.1f} images/s (the caller: "
+          f"{figures['caller_ops_per_s']:.0f} operations/s)")
     print(f"  cores to decode at one H200's step rate ({H200_STEP_RATE:.0f} images/s): "
           f"{figures['cores_for_h200_rate']:.1f} (the streamed path uses at most {streaming.MAX_THREADS})")
     if args.out:

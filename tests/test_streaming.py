@@ -6,6 +6,7 @@ written in Food-101's layout are streamed."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import dataset_fixtures as fx
 from conftest import SMOKE
 from multisym import config as config_module
 from multisym import data, streaming
+from multisym.errors import UserError
 from multisym.members import member_table
 from multisym.pretrain import train_member
 
@@ -94,6 +96,45 @@ def test_training_on_a_streamed_split_gives_the_in_memory_weights(food, monkeypa
                 assert torch.equal(weights[name][part][key], tensor), f"{name} {part}.{key}"
 
 
+def test_a_batch_is_one_task_per_worker_written_into_shared_memory(food, monkeypatch):
+    """The training thread holds the GIL most of the time, so a batch costs it
+    one result per worker, not one pickled image per row; a batch larger than
+    the shared slot is decoded a slotful at a time."""
+    _, paths = food
+    memory, _, _ = data.load_split(*paths, "train")
+    monkeypatch.setenv(streaming.LIMIT_VARIABLE, "0")
+    monkeypatch.setattr(streaming, "SLOT_BYTES", 10 * memory[0].numel())  # 10 images of uint8
+    images = streaming.StreamedImages(data.load_split(*paths, "train")[0].decoder, workers=2)
+    submitted = []
+    submit = images._pool.submit
+    monkeypatch.setattr(images._pool, "submit", lambda *args: submitted.append(args) or submit(*args))
+    rows = np.array([44, 0, 7, 7, 3, 30, 12])
+    assert torch.equal(images[rows], memory[rows])
+    assert [len(args[2]) for args in submitted] == [4, 3]
+    assert all(args[0] is streaming._decode_held for args in submitted)
+    submitted.clear()
+    assert torch.equal(images[:], memory)
+    assert [len(args[2]) for args in submitted] == [5, 5] * 4 + [3, 2]
+
+
+def test_a_damaged_file_fails_its_batch_by_name_and_the_next_batch_is_right(food, monkeypatch, tmp_path):
+    import shutil
+
+    section, _ = food
+    root = tmp_path / "root"
+    shutil.copytree(section["root"], root)
+    section = {**section, "root": str(root)}
+    paths = (tmp_path / "d.npz", tmp_path / "m.json")
+    data.prepare(section, *paths)
+    memory, _, _ = data.load_split(*paths, "train")
+    images, _ = streamed(monkeypatch, paths)
+    damaged = images.decoder.files[int(images.decoder.index[5])]
+    damaged.write_bytes(damaged.read_bytes()[:40])  # the JPEG header survives, the scan does not
+    with pytest.raises(UserError, match=f"{damaged.name} cannot be decoded .*replace it with an intact copy"):
+        images[np.arange(10)]
+    assert torch.equal(images[np.arange(10, 20)], memory[10:20])
+
+
 # ------------------------------------------------ JPEG files decoded on the device
 
 
@@ -154,6 +195,20 @@ def test_decoding_on_the_device_gives_the_cpu_paths_images(odd_food, monkeypatch
         images = images[:]
     assert torch.equal(images, memory)
     assert 0 < len(on_cpu) < len(memory)  # the PNG and CMYK files only
+
+
+def test_jpeg_files_decode_to_the_pixels_of_the_datasets_own_loader(odd_food):
+    """The CPU path decodes JPEG files with torchvision.io (libjpeg-turbo, as
+    Pillow does): the same tensors as through the dataset class, for every
+    size, and PNG and CMYK files take the dataset class's path."""
+    from multisym.datasets import open_sources
+
+    source = open_sources(json.loads(odd_food[1].read_text())["settings"])["train"]
+    rows = np.arange(len(source.labels))
+    by_files = streaming.SplitDecoder(source, rows, 12, 3, list(source.files))
+    by_class = streaming.SplitDecoder(source, rows, 12, 3)
+    for row in rows:
+        assert torch.equal(by_files.read(row), by_class.read(row)), source.files[row]
 
 
 def test_a_source_without_one_file_per_image_keeps_the_cpu_decoder(food):

@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-every", type=int, default=0,
                    help="also keep the weights of every k-th epoch in <run-dir>/snapshots (gpu_jobs.keep_every)")
     p.add_argument("--decode", default="cpu", choices=("cpu", "device"),
-                   help="where JPEG files are decoded: cpu (Pillow in up to 8 processes) or device "
+                   help="where JPEG files are decoded: cpu (libjpeg-turbo in up to 8 processes) or device "
                         "(nvjpeg where training runs; gpu_jobs.decode)")
     gpu_job_options(p)
 

@@ -19,14 +19,16 @@ writes them (its learning rate stays a per-step Python number). The first
 compute what eager steps compute, with the same kernels.
 
 Graphs are used on CUDA in a single process (DDP's gradient hooks are not
-captured) when the training split is held in memory, unless
+captured), unless the training split is streamed through nvjpeg or
 ``MULTISYM_CUDA_GRAPHS=0``: an operational setting, no part of a member's
 settings (changing it retrains nothing), so an environment variable like the
-streaming limit. A streamed split trains eagerly: its decoding thread queues
-device work of its own, which the replayed step's full command queue holds
-back (on an H200, nvjpeg's call took 82 ms per batch under the graphed step
-against 10.5 ms under the eager one, and the whole loop ran at 101.9 ms per
-step against 93.8; ``benchmarks/README.md``). The graph keeps its own memory
+streaming limit. A split that nvjpeg decodes trains eagerly: its decoding
+thread queues device work of its own, which the replayed step's full command
+queue holds back (on an H200, nvjpeg's call took 82 ms per batch under the
+graphed step against 10.5 ms under the eager one, and the whole loop ran at
+101.9 ms per step against 93.8; ``benchmarks/README.md``). A split decoded
+on the CPU only copies its batches to the device, and a replay, which
+releases the GIL, leaves the interpreter to the thread that assembles them. The graph keeps its own memory
 for the step's activations. A capture that fails warns and leaves the run on
 eager steps.
 """
@@ -44,10 +46,10 @@ WARMUP_STEPS = 3
 VARIABLE = "MULTISYM_CUDA_GRAPHS"
 
 
-def wanted(device: torch.device, processes: int, streamed: bool) -> bool:
+def wanted(device: torch.device, processes: int, nvjpeg: bool) -> bool:
     """Whether a run on ``device`` with ``processes`` processes, its split
-    ``streamed`` or in memory, captures its step."""
-    return device.type == "cuda" and processes == 1 and not streamed and os.environ.get(VARIABLE, "1") != "0"
+    streamed through ``nvjpeg`` or not, captures its step."""
+    return device.type == "cuda" and processes == 1 and not nvjpeg and os.environ.get(VARIABLE, "1") != "0"
 
 
 class GradientStep:

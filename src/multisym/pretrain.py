@@ -405,8 +405,8 @@ def train_member(
     final export) and, with ``keep_every`` k > 0, the export of every k-th
     epoch in ``<run_dir>/snapshots/``. ``decode`` (``gpu_jobs.decode``) says
     where a dataset's JPEG files are decoded: ``cpu`` or ``device``
-    (``streaming``). A run on one GPU with its split in memory replays its
-    forward and backward pass from a CUDA graph (``graphs``); on CUDA cuDNN
+    (``streaming``). A run on one GPU, unless nvjpeg decodes its split, replays
+    its forward and backward pass from a CUDA graph (``graphs``); on CUDA cuDNN
     picks its fastest kernels for the run's fixed shapes.
 
     In a process group (``distributed.joined``) each process trains on its
@@ -442,8 +442,8 @@ def train_member(
         scaler = torch.amp.GradScaler(target.type, enabled=runtime.precision == "fp16")
         if target.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every step has the same shapes
-        streamed = isinstance(images, streaming.StreamedImages)
-        gradients = graphs.GradientStep(step_fn.loss, optimizer, scaler, graphs.wanted(target, process.world, streamed))
+        gradients = graphs.GradientStep(step_fn.loss, optimizer, scaler,
+                                        graphs.wanted(target, process.world, streaming.decodes_on_device(images)))
         # ---------------------------------------------------------- resume
         state_path = run_dir / STATE_FILE
         epoch, step, history, resume = 0, 0, [], None

@@ -12,14 +12,20 @@ float32 in [0, 1]. Views then crop and augment on the device (``views``).
 evaluation loop indexes: ``images[rows]`` (a slice, index array or tensor)
 decodes those rows on a pool of at most 8 workers and returns them on the
 device given to ``.to()``; ``prefetch(rows)`` starts decoding the next batch
-while the current one trains.
+while the current one trains. A batch is one task per worker (a share of its
+rows), not one per image: the training thread, which launches the step's
+kernels, holds the GIL most of the time, and each task's result costs the
+assembling thread a turn at it.
 
 Two decoders fill a batch (``gpu_jobs.decode``):
 
-- ``SplitDecoder`` (``cpu``): each image decoded by Pillow and resized in a
-  worker process (Pillow's and torchvision's Python around the decode would
-  hold one interpreter's GIL: 8 threads decoded no faster than about two
-  cores); the batch travels as 8-bit pixels and becomes float on the device.
+- ``SplitDecoder`` (``cpu``): each image decoded and resized in a worker
+  process (the Python around a decode would hold one interpreter's GIL: 8
+  threads decoded no faster than about two cores), a JPEG file by
+  libjpeg-turbo through ``torchvision.io`` (a third faster than through
+  Pillow, the same pixels), anything else by the dataset's torchvision class.
+  The workers write 8-bit pixels straight into a buffer shared with this
+  process, so no image is pickled; the batch becomes float on the device.
 - ``JpegDecoder`` (``device``): the threads only read each file's bytes; the
   batch's JPEGs are decoded on the device (nvjpeg through
   ``torchvision.io.decode_jpeg``, on the GPU's hardware decoder where it has
@@ -30,16 +36,20 @@ Two decoders fill a batch (``gpu_jobs.decode``):
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import os
 import signal
+import threading
 import warnings
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .errors import UserError
 
 # torchvision 0.29 deprecates its image codecs for TorchCodec, which has no
 # build for the torch of the GPU machines this runs on; they still work.
@@ -51,6 +61,7 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 LIMIT_VARIABLE = "MULTISYM_IN_MEMORY_GIB"
 DEFAULT_LIMIT_GIB = 8.0
 MAX_THREADS = 8  # decoding workers, threads or processes
+SLOT_BYTES = 64 * 2**20  # the buffer worker processes decode into: 341 images of 256 px
 
 
 def in_memory_limit_bytes() -> float:
@@ -76,45 +87,88 @@ def _as_float(pixels: Tensor) -> Tensor:
     return F.to_dtype(pixels, torch.float32, scale=True)
 
 
-class SplitDecoder:
-    """Decodes row ``i`` of a split (position ``index[i]`` of its source) with
-    Pillow: RGB (or grayscale), shorter side resized to ``size`` (bilinear,
-    antialiased), centre square; 8-bit, float32 in [0, 1] once assembled."""
+def _shares(rows: np.ndarray, workers: int) -> list[np.ndarray]:
+    """``rows`` in at most ``workers`` consecutive, nearly equal, non-empty shares."""
+    return [share for share in np.array_split(rows, max(1, min(workers, len(rows)))) if len(share)]
 
-    def __init__(self, source, index: np.ndarray, size: int, channels: int):
+
+class SplitDecoder:
+    """Decodes row ``i`` of a split (position ``index[i]`` of its source):
+    RGB (or grayscale), shorter side resized to ``size`` (bilinear,
+    antialiased), centre square; 8-bit, float32 in [0, 1] once assembled.
+    ``files``, the source's file per image where it keeps one, are decoded
+    by ``torchvision.io`` when they are grey or YCbCr JPEGs."""
+
+    def __init__(self, source, index: np.ndarray, size: int, channels: int, files: list[Path] | None = None):
         from torchvision.transforms import v2
 
-        self.source, self.index = source, np.asarray(index)
+        self.source, self.index, self.files = source, np.asarray(index), files
         self.size, self.channels = size, channels
         self.shape = (len(self.index), channels, size, size)
-        self.transform = v2.Compose([
+        self.transform = v2.Compose([  # a decoded tensor passes PILToTensor unchanged
             v2.PILToTensor(), v2.RGB(), v2.Resize(size, antialias=True), v2.CenterCrop(size),
             *([v2.Grayscale(1)] if channels == 1 else []),
         ])
+        self._slot: Tensor | None = None  # (rows, C, S, S) uint8 shared with the workers
+        self._slot_lock = threading.Lock()
 
     def read(self, row: int) -> Tensor:
-        """Worker work: the decoded (C, S, S) uint8 image."""
-        image, _ = self.source.dataset[int(self.index[row])]
+        """The decoded (C, S, S) uint8 image; a file that cannot be read or
+        decoded is an error that names it (mid-training, not at preparation,
+        which only lists the files)."""
+        position = int(self.index[row])
+        try:
+            return self._read(position)
+        except (OSError, RuntimeError, ValueError) as error:
+            dataset = self.source.dataset
+            what = (self.files[position] if self.files is not None
+                    else f"image {position} of {type(dataset).__name__} at {getattr(dataset, 'root', '?')}")
+            raise UserError(f"{what} cannot be decoded ({error}); replace it with an intact copy") from error
+
+    def _read(self, position: int) -> Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg, read_file
+
+        if self.files is not None:
+            data = read_file(str(self.files[position]))
+            if jpeg_components(data) in (1, 3):  # not a PNG named .jpg nor a CMYK JPEG
+                try:
+                    return self.transform(decode_jpeg(data, mode=ImageReadMode.RGB))
+                except RuntimeError:  # Pillow may read what libjpeg-turbo's strict mode rejects
+                    pass
+        image, _ = self.source.dataset[position]
         return self.transform(image)
 
     def workers(self, count: int) -> Executor:
         """Processes forked from this one, as torch's DataLoader does on Linux
         (they touch no CUDA; they all start at the first task, before the
         training loop's threads), each holding this decoder. Spawned ones would
-        run the caller's main module again."""
+        run the caller's main module again. The slot they decode into is
+        mapped before they fork, so that their writes land in pages this
+        process reads: shared anonymous memory, which needs no room in
+        /dev/shm (a container's is often 64 MB)."""
+        if self._slot is None:
+            rows = max(1, min(self.shape[0], SLOT_BYTES // int(np.prod(self.shape[1:]))))
+            self._slot_memory = mmap.mmap(-1, rows * int(np.prod(self.shape[1:])))
+            self._slot = torch.frombuffer(self._slot_memory, dtype=torch.uint8).view(rows, *self.shape[1:])
         context = multiprocessing.get_context("fork")
         return ProcessPoolExecutor(count, mp_context=context, initializer=_hold, initargs=(self,))
 
-    def task(self, pool: Executor, row: int) -> Future:
-        return pool.submit(_read_held, row)
-
-    def assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
-        """The batch on ``device``: 8-bit pixels copied from pinned memory (the
-        copy does not wait for the device), float there."""
+    def batch(self, pool: Executor, workers: int, rows: np.ndarray, device: torch.device) -> Tensor:
+        """Split ``rows`` on ``device``: decoded by the workers into the slot, a
+        slotful at a time (one caller at a time), each copied to pinned memory
+        and from there to the device (the copy does not wait for the device),
+        float there."""
         pinned = device.type == "cuda"
-        batch = torch.empty((len(parts), *self.shape[1:]), dtype=torch.uint8, pin_memory=pinned)
-        for row, image in enumerate(parts):
-            batch[row] = torch.as_tensor(image)
+        batch = torch.empty((len(rows), *self.shape[1:]), dtype=torch.uint8, pin_memory=pinned)
+        with self._slot_lock:
+            for start in range(0, len(rows), len(self._slot)):
+                chunk = rows[start:start + len(self._slot)]
+                shares = _shares(np.arange(len(chunk)), workers)
+                futures = [pool.submit(_decode_held, int(share[0]), chunk[share].tolist()) for share in shares]
+                wait(futures)  # all of them, so that none writes into the slot after a failure
+                for future in futures:
+                    future.result()
+                batch[start:start + len(chunk)] = self._slot[:len(chunk)]
         return _as_float(_to_device(batch, device))
 
 
@@ -131,10 +185,10 @@ def _hold(decoder: SplitDecoder) -> None:
         signal.signal(number, signal.SIG_IGN)
 
 
-def _read_held(row: int) -> np.ndarray:
-    """An array, which pickles as its bytes: torch would share each tensor's
-    storage through a file-descriptor handshake, slower for 128 small images."""
-    return _held.read(row).numpy()
+def _decode_held(start: int, rows: list[int]) -> None:
+    """Worker work: ``rows`` decoded into the shared slot from position ``start``."""
+    for offset, row in enumerate(rows):
+        _held._slot[start + offset] = _held.read(row)
 
 
 # Start-of-frame markers (FF C0-CF but DHT C4, JPG C8, DAC CC): they carry the
@@ -173,14 +227,16 @@ class JpegDecoder:
     def __init__(self, files: list[Path], fallback: SplitDecoder):
         self.files, self.fallback = files, fallback
         self.shape = fallback.shape
-        self._streams: dict[torch.device, torch.cuda.Stream] = {}
 
     def workers(self, count: int) -> Executor:
         """Threads: reading a file releases the GIL."""
         return ThreadPoolExecutor(count, thread_name_prefix="read")
 
-    def task(self, pool: Executor, row: int) -> Future:
-        return pool.submit(self.read, row)
+    def batch(self, pool: Executor, workers: int, rows: np.ndarray, device: torch.device) -> Tensor:
+        """Split ``rows`` on ``device``: read by the threads, a share each, then assembled."""
+        futures = [pool.submit(lambda share: [self.read(row) for row in share], share)
+                   for share in _shares(rows, workers)]
+        return self.assemble([part for future in futures for part in future.result()], rows, device)
 
     def read(self, row: int) -> Tensor:
         """Thread work: the file's bytes (uint8, 1-d), or the image decoded by
@@ -230,23 +286,9 @@ class JpegDecoder:
         return out
 
     def assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
-        """The batch of split ``rows`` on ``device``. On CUDA the work runs on
-        a side stream (the tensors it frees are then not reused under the
-        training stream's queued work), which the default stream, the
-        training's, waits for."""
+        """The batch of split ``rows`` on ``device``."""
         if not parts:
             return torch.empty((0, *self.shape[1:]), device=device)
-        if device.type != "cuda":
-            return self._assemble(parts, rows, device)
-        stream = self._streams.setdefault(device, torch.cuda.Stream(device))
-        with torch.cuda.stream(stream):
-            batch = self._assemble(parts, rows, device)
-        current = torch.cuda.current_stream(device)
-        current.wait_stream(stream)
-        batch.record_stream(current)
-        return batch
-
-    def _assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
         jpegs = [position for position, part in enumerate(parts) if part.dim() == 1]  # the rest: the CPU path's
         images = [part if part.dim() == 1 else _to_device(part, device) for part in parts]
         for position, image in zip(jpegs, self._decode([parts[p] for p in jpegs], [int(rows[p]) for p in jpegs],
@@ -261,11 +303,13 @@ class StreamedImages:
     def __init__(self, decoder: SplitDecoder | JpegDecoder, device: torch.device | str = "cpu",
                  pool: Executor | None = None, workers: int | None = None):
         self.decoder, self.device = decoder, torch.device(device)
-        self._pool = pool or decoder.workers(workers or decoding_threads())
+        self._workers = workers or decoding_threads()
+        self._pool = pool or decoder.workers(self._workers)
         # Assembles a prefetched batch off the training thread: nvjpeg's calls
         # wait for the device, which would stop that thread queueing the step.
         self._assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
         self._ahead: tuple[bytes, Future] | None = None
+        self._side: torch.cuda.Stream | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -276,7 +320,7 @@ class StreamedImages:
 
     def to(self, device) -> "StreamedImages":
         """The same images, returned on ``device`` when indexed."""
-        return StreamedImages(self.decoder, device, self._pool)
+        return StreamedImages(self.decoder, device, self._pool, self._workers)
 
     def _rows(self, key) -> np.ndarray:
         if isinstance(key, Tensor):
@@ -288,24 +332,36 @@ class StreamedImages:
             raise IndexError(f"streamed images are indexed by a 1-d index, a tensor or a slice, not {key!r}")
         return rows
 
-    def _submit(self, rows: np.ndarray) -> list[Future]:
-        return [self.decoder.task(self._pool, int(row)) for row in rows]
+    def _consumer(self) -> torch.cuda.Stream | None:
+        """The stream that will read a batch asked for now: the asking thread's."""
+        return torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
 
-    def _batch(self, rows: np.ndarray, futures: list[Future]) -> Tensor:
-        return self.decoder.assemble([future.result() for future in futures], rows, self.device)
+    def _batch(self, rows: np.ndarray, consumer: torch.cuda.Stream | None) -> Tensor:
+        """On CUDA the batch's device work runs on a side stream (the tensors
+        it frees are then not reused under the consumer's queued work, and the
+        copies overlap the step), which ``consumer`` waits for."""
+        if consumer is None:
+            return self.decoder.batch(self._pool, self._workers, rows, self.device)
+        self._side = self._side or torch.cuda.Stream(self.device)
+        with torch.cuda.stream(self._side):
+            batch = self.decoder.batch(self._pool, self._workers, rows, self.device)
+        consumer.wait_stream(self._side)
+        if batch.numel():
+            batch.record_stream(consumer)
+        return batch
 
     def prefetch(self, key) -> None:
-        """Start reading and assembling ``key``'s rows; the next ``self[key]``
+        """Start decoding and assembling ``key``'s rows; the next ``self[key]``
         returns them."""
         rows = self._rows(key)
-        self._ahead = (rows.tobytes(), self._assembler.submit(self._batch, rows, self._submit(rows)))
+        self._ahead = (rows.tobytes(), self._assembler.submit(self._batch, rows, self._consumer()))
 
     def __getitem__(self, key) -> Tensor:
         rows = self._rows(key)
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == rows.tobytes():
             return ahead[1].result()
-        return self._batch(rows, self._submit(rows))
+        return self._batch(rows, self._consumer())
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -331,12 +387,19 @@ def decode_split(decoder: SplitDecoder | JpegDecoder, device: torch.device | str
 
 def decoder_for(source, index: np.ndarray, size: int, channels: int, decode: str = "cpu"):
     """The split's decoder: ``JpegDecoder`` for ``decode: device`` when the
-    source keeps one file per image, else ``SplitDecoder``."""
-    fallback = SplitDecoder(source, index, size, channels)
+    source keeps one file per image, else ``SplitDecoder`` (given the files
+    when there is one per image)."""
     files = list(source.files)
-    if decode == "device" and len(files) == len(source.labels) and len(files) > 0:
-        return JpegDecoder(files, fallback)
-    return fallback
+    if not 0 < len(files) == len(source.labels):
+        return SplitDecoder(source, index, size, channels)
+    if decode == "device":
+        return JpegDecoder(files, SplitDecoder(source, index, size, channels))
+    return SplitDecoder(source, index, size, channels, files)
+
+
+def decodes_on_device(images) -> bool:
+    """Whether ``images`` is a split streamed through nvjpeg."""
+    return isinstance(images, StreamedImages) and isinstance(images.decoder, JpegDecoder)
 
 
 def prefetch(images, key) -> None:
