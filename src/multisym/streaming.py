@@ -308,7 +308,7 @@ class StreamedImages:
         # Assembles a prefetched batch off the training thread: nvjpeg's calls
         # wait for the device, which would stop that thread queueing the step.
         self._assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
-        self._ahead: tuple[bytes, Future] | None = None
+        self._ahead: tuple[bytes, Future] | None = None  # rows, and their (batch, made) to come
         self._side: torch.cuda.Stream | None = None
 
     @property
@@ -332,36 +332,41 @@ class StreamedImages:
             raise IndexError(f"streamed images are indexed by a 1-d index, a tensor or a slice, not {key!r}")
         return rows
 
-    def _consumer(self) -> torch.cuda.Stream | None:
-        """The stream that will read a batch asked for now: the asking thread's."""
-        return torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
-
-    def _batch(self, rows: np.ndarray, consumer: torch.cuda.Stream | None) -> Tensor:
-        """On CUDA the batch's device work runs on a side stream (the tensors
-        it frees are then not reused under the consumer's queued work, and the
-        copies overlap the step), which ``consumer`` waits for."""
-        if consumer is None:
-            return self.decoder.batch(self._pool, self._workers, rows, self.device)
+    def _batch(self, rows: np.ndarray) -> tuple[Tensor, torch.cuda.Event | None]:
+        """The batch of ``rows`` and, on CUDA, the event that marks it made:
+        its device work runs on a side stream (the copies overlap the step,
+        and what it frees is not reused under the step's queued work)."""
+        if self.device.type != "cuda":
+            return self.decoder.batch(self._pool, self._workers, rows, self.device), None
         self._side = self._side or torch.cuda.Stream(self.device)
         with torch.cuda.stream(self._side):
             batch = self.decoder.batch(self._pool, self._workers, rows, self.device)
-        consumer.wait_stream(self._side)
-        if batch.numel():
-            batch.record_stream(consumer)
+            made = torch.cuda.Event()
+            made.record()
+        return batch, made
+
+    def _hand_over(self, batch: Tensor, made: torch.cuda.Event | None) -> Tensor:
+        """``batch`` for the asking thread's current stream, which waits for it
+        there: the step queued before it does not."""
+        if made is not None:
+            consumer = torch.cuda.current_stream(self.device)
+            consumer.wait_event(made)
+            if batch.numel():
+                batch.record_stream(consumer)
         return batch
 
     def prefetch(self, key) -> None:
         """Start decoding and assembling ``key``'s rows; the next ``self[key]``
         returns them."""
         rows = self._rows(key)
-        self._ahead = (rows.tobytes(), self._assembler.submit(self._batch, rows, self._consumer()))
+        self._ahead = (rows.tobytes(), self._assembler.submit(self._batch, rows))
 
     def __getitem__(self, key) -> Tensor:
         rows = self._rows(key)
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] == rows.tobytes():
-            return ahead[1].result()
-        return self._batch(rows, self._consumer())
+            return self._hand_over(*ahead[1].result())
+        return self._hand_over(*self._batch(rows))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
