@@ -515,4 +515,3 @@ def test_imagenet100_draws_its_classes_with_a_seed(tmp_path):
     assert open_sources(spec)["train"].dataset.classes == drawn
     with pytest.raises(DatasetRootError, match="fewer than the 8 to draw"):
         ds.imagenet100_classes({**spec, "classes": {"sample": 8, "seed": 0}})
-

@@ -200,7 +200,7 @@ def test_decoding_on_the_device_gives_the_cpu_paths_images(odd_food, monkeypatch
 def test_jpeg_files_decode_to_the_pixels_of_the_datasets_own_loader(odd_food):
     """The CPU path decodes JPEG files with torchvision.io (libjpeg-turbo, as
     Pillow does): the same tensors as through the dataset class, for every
-    size, and PNG and CMYK files take the dataset class's path."""
+    size, the PNG and CMYK files (which go to the dataset class) included."""
     from multisym.datasets import open_sources
 
     source = open_sources(json.loads(odd_food[1].read_text())["settings"])["train"]

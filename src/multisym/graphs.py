@@ -28,9 +28,9 @@ queue holds back (on an H200, nvjpeg's call took 82 ms per batch under the
 graphed step against 10.5 ms under the eager one, and the whole loop ran at
 101.9 ms per step against 93.8; ``benchmarks/README.md``). A split decoded
 on the CPU only copies its batches to the device, and a replay, which
-releases the GIL, leaves the interpreter to the thread that assembles them. The graph keeps its own memory
-for the step's activations. A capture that fails warns and leaves the run on
-eager steps.
+releases the GIL, leaves the interpreter to the thread that assembles them.
+The graph keeps its own memory for the step's activations. A capture that
+fails warns and leaves the run on eager steps.
 """
 
 from __future__ import annotations
