@@ -16,8 +16,8 @@ fixes, and this script tells them apart in a few seconds:
     only less decoding work (or a faster engine) helps.
 
 It decodes one batch of synthetic ImageNet-sized JPEGs (``paper_path.
-photograph``), as ``streaming.JpegDecoder`` does (a batch call to
-``torchvision.io.decode_jpeg`` under a side stream of its own), three ways:
+photograph``) as a split streamed through nvjpeg does (a batch call to
+``torchvision.io.decode_jpeg`` under the side stream of ``StreamedImages``), three ways:
 with the device idle; while a kernel that spins for ``--busy-ms`` runs on the
 legacy default stream; while it runs on another non-blocking stream. A call
 that returns only after the spinning kernel has ended waited for it.
@@ -68,7 +68,7 @@ def cycles_per_ms() -> float:
 def decode_ms(jpegs: list[torch.Tensor], side: torch.cuda.Stream, busy: torch.cuda.Stream | None,
               cycles: int) -> float:
     """Host milliseconds of one batch decode call on the ``side`` stream (one
-    for every call, as in ``JpegDecoder``, so that the caching allocator reuses
+    for every call, as in ``StreamedImages``, so that the caching allocator reuses
     its blocks rather than allocating), with the spinning kernel queued first
     on ``busy`` (None: the device idle)."""
     torch.cuda.synchronize()
