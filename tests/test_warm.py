@@ -84,11 +84,13 @@ def test_a_job_runs_in_a_worker_with_its_place_streams_and_exit_status(tmp_path,
     for name in ("dataset.npz", "manifest.json"):
         assert (tmp_path / "warm" / "data" / name).read_bytes() == (tmp_path / "cold" / "data" / name).read_bytes()
 
-    failed = prepare_data(tmp_path / "bad", {**DIGITS, "name": "no-such-set"})  # a traceback, exit 1
-    cold_failed = prepare_data(tmp_path / "bad", {**DIGITS, "name": "no-such-set"}, MULTISYM_WARM="0")
+    # settings no validated config would hand over: an uncaught KeyError, a traceback, exit 1
+    unsplit = {key: value for key, value in DIGITS.items() if key != "splits"}
+    failed = prepare_data(tmp_path / "bad", unsplit)
+    cold_failed = prepare_data(tmp_path / "bad", unsplit, MULTISYM_WARM="0")
     assert failed.returncode == cold_failed.returncode == 1
-    assert failed.stderr.splitlines()[-1] == cold_failed.stderr.splitlines()[-1]
-    assert "Traceback" in failed.stderr and "no-such-set" in failed.stderr
+    assert failed.stderr.splitlines()[-1] == cold_failed.stderr.splitlines()[-1] == "KeyError: 'splits'"
+    assert "Traceback" in failed.stderr
     assert served(server)[-1][1] == "1"
     usage = subprocess.run([PROGRAM, "features"], env=job_env(), capture_output=True, text=True, timeout=120)
     assert usage.returncode == 2 and "the following arguments are required" in usage.stderr
