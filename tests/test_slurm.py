@@ -158,7 +158,7 @@ def test_hard_kill_resumes_from_the_last_epoch(cluster, workflow_copy, tmp_path)
     """(c) scancel --signal=KILL of a running pretraining job (no warning, no
     state saved then): Snakemake fails; run again, the new job resumes from the
     last epoch's checkpoint and ends with an uninterrupted run's weights."""
-    path, member, run_dir = long_member(workflow_copy, "killed", epochs=150)
+    path, member, run_dir = long_member(workflow_copy, "killed", epochs=60)  # 50 left (10 s or more) at the kill
     target = str(run_dir.relative_to(workflow_copy.folder) / "model.pt")
     first = start_snakemake(workflow_copy, f"--configfile={path.name}", target, *slurm_args())
     wait_until(lambda: epochs_done(run_dir) >= 10, 300, "10 epochs in the SLURM job")
@@ -180,7 +180,7 @@ def test_hard_kill_resumes_from_the_last_epoch(cluster, workflow_copy, tmp_path)
 def test_restarted_snakemake_reattaches_to_its_job(cluster, workflow_copy):
     """(d) Snakemake killed while a GPU job runs, then --unlock and the same
     command: the waiter reattaches to the running job; no second job."""
-    # 160 epochs: a member of its own (the kill test's has 150), so sacct's history by name is this test's
+    # 160 epochs: a member of its own (the kill test's has 60), so sacct's history by name is this test's
     path, member, run_dir = long_member(workflow_copy, "reattach", epochs=160)
     target = str(run_dir.relative_to(workflow_copy.folder) / "model.pt")
     first = start_snakemake(workflow_copy, f"--configfile={path.name}", target, *slurm_args())
@@ -204,7 +204,8 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster, workflow_copy, tmp
     arrives signal_delay_s ahead, the job saves its state mid-epoch and
     requeues itself, the requeued job resumes, and the final weights equal an
     uninterrupted run's (trained meanwhile on the node's other CPU)."""
-    path, member, run_dir = long_member(workflow_copy, "limited", epochs=900)
+    # 600 epochs: 120 s or more of training (0.2 s an epoch at best here), the signal at 90 s or sooner
+    path, member, run_dir = long_member(workflow_copy, "limited", epochs=600)
     target = str(run_dir.relative_to(workflow_copy.folder) / "model.pt")
     data = workflow_copy.folder / "results" / "limited" / "data" / "dataset.npz"
     tmp_path = tmp_path_factory.mktemp("reference")
@@ -224,7 +225,7 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster, workflow_copy, tmp
     assert re.search(r"resumed \S+ from epoch \d+, batch \d+", log)
     final = torch.load(run_dir / "model.pt", weights_only=True)
     assert same_weights(final, torch.load(tmp_path / "model.pt", weights_only=True))
-    assert epochs_done(run_dir) == 900
+    assert epochs_done(run_dir) == 600
 
 
 # ------------------------------------------------------------ several GPUs
