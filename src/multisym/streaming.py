@@ -126,15 +126,14 @@ class SplitDecoder:
             raise UserError(f"{what} cannot be decoded ({error}); replace it with an intact copy") from error
 
     def _read(self, position: int) -> Tensor:
-        from torchvision.io import ImageReadMode, decode_jpeg, read_file
+        from torchvision.io import ImageReadMode, decode_jpeg
 
-        if self.files is not None:
-            data = read_file(str(self.files[position]))
-            if jpeg_components(data) in (1, 3):  # not a PNG named .jpg nor a CMYK JPEG
-                try:
-                    return self.transform(decode_jpeg(data, mode=ImageReadMode.RGB))
-                except RuntimeError:  # Pillow may read what libjpeg-turbo's strict mode rejects
-                    pass
+        data = None if self.files is None else jpeg_bytes(self.files[position])
+        if data is not None:
+            try:
+                return self.transform(decode_jpeg(data, mode=ImageReadMode.RGB))
+            except RuntimeError:  # Pillow may read what libjpeg-turbo's strict mode rejects
+                pass
         image, _ = self.source.dataset[position]
         return self.transform(image)
 
@@ -147,8 +146,9 @@ class SplitDecoder:
         process reads: shared anonymous memory, which needs no room in
         /dev/shm (a container's is often 64 MB)."""
         if self._slot is None:
-            rows = max(1, min(self.shape[0], SLOT_BYTES // int(np.prod(self.shape[1:]))))
-            self._slot_memory = mmap.mmap(-1, rows * int(np.prod(self.shape[1:])))
+            image_bytes = int(np.prod(self.shape[1:]))
+            rows = max(1, min(self.shape[0], SLOT_BYTES // image_bytes))
+            self._slot_memory = mmap.mmap(-1, rows * image_bytes)
             self._slot = torch.frombuffer(self._slot_memory, dtype=torch.uint8).view(rows, *self.shape[1:])
         context = multiprocessing.get_context("fork")
         return ProcessPoolExecutor(count, mp_context=context, initializer=_hold, initargs=(self,))
@@ -220,6 +220,16 @@ def jpeg_components(data: Tensor) -> int | None:
     return None
 
 
+def jpeg_bytes(path: Path) -> Tensor | None:
+    """The file's bytes (uint8, 1-d) when it is a grey or YCbCr JPEG, which
+    libjpeg-turbo and nvjpeg decode; None for anything else (a PNG named .jpg,
+    a CMYK JPEG)."""
+    from torchvision.io import read_file
+
+    data = read_file(str(path))
+    return data if jpeg_components(data) in (1, 3) else None
+
+
 class JpegDecoder:
     """Decodes a batch of a split's JPEG files on the device it is returned on
     (see the module docstring); ``fallback`` decodes what is not a JPEG."""
@@ -242,10 +252,8 @@ class JpegDecoder:
         """Thread work: the file's bytes (uint8, 1-d), or the image decoded by
         the CPU path when it is not a grey or YCbCr JPEG (PNG files named
         .JPEG and CMYK JPEGs exist in ImageNet's train set)."""
-        from torchvision.io import read_file
-
-        data = read_file(str(self.files[int(self.fallback.index[row])]))
-        return data if jpeg_components(data) in (1, 3) else self.fallback.read(row)
+        data = jpeg_bytes(self.files[int(self.fallback.index[row])])
+        return data if data is not None else self.fallback.read(row)
 
     def _decode(self, datas: list[Tensor], rows: list[int], device: torch.device) -> list[Tensor]:
         """uint8 (3, H, W) images of split ``rows`` on ``device``; one at a
