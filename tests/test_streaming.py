@@ -16,7 +16,7 @@ from PIL import Image
 import dataset_fixtures as fx
 from conftest import SMOKE
 from multisym import config as config_module
-from multisym import data, streaming
+from multisym import data, decoding_process, streaming
 from multisym.errors import UserError
 from multisym.members import member_table
 from multisym.pretrain import train_member
@@ -80,8 +80,10 @@ def test_training_on_a_streamed_split_gives_the_in_memory_weights(food, monkeypa
     monkeypatch.setattr(streaming.StreamedImages, "__getitem__",
                         lambda self, key: decoded.append(len(self)) or original(self, key))
     weights = {}
-    for name, limit, decode in (("memory", "8", "cpu"), ("streamed", "0", "cpu"), ("jpeg", "0", "device")):
+    for name, limit, decode in (("memory", "8", "cpu"), ("streamed", "0", "cpu"), ("jpeg", "0", "device"),
+                                ("process", "0", "device")):
         monkeypatch.setenv(streaming.LIMIT_VARIABLE, limit)
+        monkeypatch.setenv(decoding_process.VARIABLE, "1" if name == "process" else "0")
         run = tmp_path / name
         assert train_member(settings, *paths, run, run / "model.pt", run / "epochs.csv", device="cpu", threads=1,
                             decode=decode)
@@ -89,8 +91,8 @@ def test_training_on_a_streamed_split_gives_the_in_memory_weights(food, monkeypa
         if name == "memory":
             assert decoded == [45]  # once, the whole split
             decoded.clear()
-    assert len(decoded) == 2 * 2 * 2  # two steps in each of two epochs, for each decoder
-    for name in ("streamed", "jpeg"):
+    assert len(decoded) == 3 * 2 * 2  # two steps in each of two epochs, for each decoder
+    for name in ("streamed", "jpeg", "process"):
         for part in ("backbone", "projector", "eq_head"):
             for key, tensor in weights["memory"][part].items():
                 assert torch.equal(weights[name][part][key], tensor), f"{name} {part}.{key}"
@@ -192,6 +194,11 @@ def test_decoding_on_the_device_gives_the_cpu_paths_images(odd_food, monkeypatch
     if limit == "0":
         assert isinstance(images, streaming.StreamedImages)
         assert isinstance(images.decoder, streaming.JpegDecoder)
+        decoder = images.decoder
+        odd = [row for row in range(len(memory))
+               if streaming.jpeg_bytes(decoder.files[int(decoder.fallback.index[row])]) is None]
+        assert odd and torch.equal(images[odd], memory[odd])  # a batch without a JPEG
+        on_cpu.clear()
         images = images[:]
     assert torch.equal(images, memory)
     assert 0 < len(on_cpu) < len(memory)  # the PNG and CMYK files only
@@ -223,15 +230,125 @@ def test_a_source_without_one_file_per_image_keeps_the_cpu_decoder(food):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
-def test_nvjpeg_on_the_gpu_is_close_to_the_cpu_path(odd_food, monkeypatch):
+@pytest.mark.parametrize("process", ["0", "1"])
+def test_nvjpeg_on_the_gpu_is_close_to_the_cpu_path(odd_food, monkeypatch, process):
     """nvjpeg's IDCT and upsampling are not libjpeg-turbo's: after the resize the
     images differ by mean |d| < 2/255 and max |d| < 48/255 on these pure-noise pictures,
-    JPEG's worst case (measured on an H200: 1.3/255 and 30/255)."""
+    JPEG's worst case (measured on an H200: 1.3/255 and 30/255). In a process of
+    its own, the batches reach this one through CUDA's inter-process memory."""
     memory, _, _ = data.load_split(*odd_food, "train")
     monkeypatch.setenv(streaming.LIMIT_VARIABLE, "0")
+    monkeypatch.setenv(decoding_process.VARIABLE, process)
     images, _, _ = data.load_split(*odd_food, "train", "device")
-    gpu = images.to("cuda")[:]
-    assert gpu.device.type == "cuda"
+    try:
+        gpu = images.to("cuda")[:]
+        again = images.to("cuda")[np.arange(len(memory))[::-1].copy()]
+    finally:
+        images.close()
+    assert gpu.device.type == "cuda" and torch.equal(again, gpu.flip(0))
     difference = (gpu.cpu() - memory).abs()
-    print(f"nvjpeg vs CPU path: mean |d| {difference.mean() * 255:.3f}/255, max {difference.max() * 255:.1f}/255")
+    print(f"nvjpeg vs CPU path{' (own process)' * (process == '1')}: mean |d| {difference.mean() * 255:.3f}/255, "
+          f"max {difference.max() * 255:.1f}/255")
     assert difference.mean() < 2 / 255 and difference.max() < 48 / 255
+
+
+# ------------------------------------------------ nvjpeg in a process of its own
+
+
+@pytest.fixture
+def in_a_process(monkeypatch):
+    """``decode: device`` decodes in a process of its own; its slot holds 5 images."""
+    monkeypatch.setenv(decoding_process.VARIABLE, "1")
+    monkeypatch.setattr(decoding_process, "SLOT_BYTES", 5 * 3 * 12 * 12)
+
+
+def test_a_decoding_process_gives_the_cpu_paths_images_a_slotful_at_a_time(odd_food, monkeypatch, in_a_process):
+    """The PNG and CMYK files take the CPU path in the decoding process too; a
+    batch larger than the slot is asked for a slotful at a time; the step
+    replays its graph (nvjpeg's waits are the other process's)."""
+    memory, _, _ = data.load_split(*odd_food, "train")
+    images, _ = streamed(monkeypatch, odd_food, decode="device")
+    assert isinstance(images.decoder, decoding_process.ProcessJpegDecoder) and not streaming.decodes_on_device(images)
+    asked = []
+    ask = decoding_process.DecodingProcess._ask
+    monkeypatch.setattr(decoding_process.DecodingProcess, "_ask", lambda self, rows: asked.append(len(rows)) or ask(self, rows))
+    try:
+        assert torch.equal(images[:], memory)
+        assert len(memory) == 9 and asked == [5, 4]
+        images.prefetch(np.array([3, 1]))
+        assert torch.equal(images[np.array([3, 1])], memory[[3, 1]])
+        process = images._pool._process
+    finally:
+        images.close()
+    assert not process.is_alive()
+
+
+def test_a_decoding_process_names_a_damaged_file_and_survives_it_and_a_dead_one_is_replaced(
+        food, monkeypatch, tmp_path, in_a_process):
+    import shutil
+
+    section, _ = food
+    root = tmp_path / "root"
+    shutil.copytree(section["root"], root)
+    section = {**section, "root": str(root)}
+    paths = (tmp_path / "d.npz", tmp_path / "m.json")
+    data.prepare(section, *paths)
+    memory, _, _ = data.load_split(*paths, "train")
+    images, _ = streamed(monkeypatch, paths, decode="device")
+    damaged = images.decoder.jpeg.files[int(images.decoder.jpeg.fallback.index[2])]
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    try:
+        with pytest.raises(UserError, match=f"{damaged.name} cannot be decoded .*replace it with an intact copy"):
+            images[np.arange(4)]
+        assert torch.equal(images[np.arange(5, 9)], memory[5:9])  # the same process
+        first = images._pool._process
+        first.kill()
+        first.join()
+        with pytest.raises(RuntimeError, match="decoding process ended .*the next batch starts a new one"):
+            images[np.arange(10, 14)]
+        assert torch.equal(images[np.arange(10, 14)], memory[10:14])
+        assert images._pool._process is not first
+    finally:
+        images.close()
+
+
+EXITS = """
+import os, sys, numpy as np
+from multisym import data, decoding_process, streaming
+if __name__ == "__main__":
+    os.environ[streaming.LIMIT_VARIABLE] = "0"
+    images, _, _ = data.load_split(sys.argv[1], sys.argv[2], "train", "device")
+    images[np.arange(3)]
+    print(images._pool._process.pid, flush=True)
+    if sys.argv[3] == "killed":
+        os.kill(os.getpid(), 9)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "killed"])
+def test_a_decoding_process_ends_with_its_training_process(food, tmp_path, in_a_process, how):
+    """At a normal exit without ``close`` (multiprocessing's own exit handler
+    would wait for a process that ignores SIGTERM) and when killed outright."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "exits.py"
+    script.write_text(EXITS)
+    _, paths = food
+    done = subprocess.run([sys.executable, str(script), *map(str, paths), how], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == (0 if how == "exit" else -9), done.stderr
+    status = Path(f"/proc/{done.stdout.split()[-1]}/status")
+
+    def gone() -> bool:
+        try:
+            return "zombie" in status.read_text()
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 20
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert gone()

@@ -31,7 +31,9 @@ Two decoders fill a batch (``gpu_jobs.decode``):
   ``torchvision.io.decode_jpeg``, on the GPU's hardware decoder where it has
   one) and resized there, on a side CUDA stream, with the same torchvision
   functions as the CPU path. A file that is not a JPEG, or that the device
-  decoder rejects (CMYK JPEGs), is decoded by the CPU path instead.
+  decoder rejects (CMYK JPEGs), is decoded by the CPU path instead. With
+  ``MULTISYM_NVJPEG_PROCESS=1`` it runs in a process of its own
+  (``decoding_process``), whose waits on the device are not the training's.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def _to_device(batch: Tensor, device: torch.device) -> Tensor:
     return batch.to(device, non_blocking=True) if device.type != "cpu" else batch
 
 
-def _as_float(pixels: Tensor) -> Tensor:
+def as_float(pixels: Tensor) -> Tensor:
     """8-bit pixels as float32 in [0, 1], by the same torchvision function on
     any device (so the same values)."""
     from torchvision.transforms.v2 import functional as F
@@ -111,6 +113,17 @@ class SplitDecoder:
         ])
         self._slot: Tensor | None = None  # (rows, C, S, S) uint8 shared with the workers
         self._slot_lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        """Pickled for a spawned process (``decoding_process``): without the
+        slot, which belongs to this process's workers, or its lock."""
+        state = {**self.__dict__, "_slot": None}
+        for name in ("_slot_lock", "_slot_memory"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _slot_lock=threading.Lock())
 
     def read(self, row: int) -> Tensor:
         """The decoded (C, S, S) uint8 image; a file that cannot be read or
@@ -169,20 +182,26 @@ class SplitDecoder:
                 for future in futures:
                     future.result()
                 batch[start:start + len(chunk)] = self._slot[:len(chunk)]
-        return _as_float(_to_device(batch, device))
+        return as_float(_to_device(batch, device))
 
 
 _held: SplitDecoder | None = None  # a worker process's decoder
 
 
+def ignore_job_signals() -> None:
+    """In a decoding process: leave the signals that stop or requeue a job to
+    the training process, which saves its state at its next step and then
+    ends its decoders."""
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(number, signal.SIG_IGN)
+
+
 def _hold(decoder: SplitDecoder) -> None:
-    """Worker start: keep the decoder, one torch thread, and leave the signals
-    that stop or requeue a job to the training process (which saves its state)."""
+    """Worker start: keep the decoder, one torch thread, no job signals."""
     global _held
     _held = decoder
     torch.set_num_threads(1)
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
-        signal.signal(number, signal.SIG_IGN)
+    ignore_job_signals()
 
 
 def _decode_held(start: int, rows: list[int]) -> None:
@@ -243,7 +262,12 @@ class JpegDecoder:
         return ThreadPoolExecutor(count, thread_name_prefix="read")
 
     def batch(self, pool: Executor, workers: int, rows: np.ndarray, device: torch.device) -> Tensor:
-        """Split ``rows`` on ``device``: read by the threads, a share each, then assembled."""
+        """Split ``rows`` on ``device``, float32 in [0, 1]."""
+        return as_float(self.pixels(pool, workers, rows, device))
+
+    def pixels(self, pool: Executor, workers: int, rows: np.ndarray, device: torch.device) -> Tensor:
+        """Split ``rows`` on ``device``, uint8: read by the threads, a share
+        each, then assembled."""
         futures = [pool.submit(lambda share: [self.read(row) for row in share], share)
                    for share in _shares(rows, workers)]
         return self.assemble([part for future in futures for part in future.result()], rows, device)
@@ -261,6 +285,8 @@ class JpegDecoder:
         rejects, when the batch call fails."""
         from torchvision.io import ImageReadMode, decode_jpeg
 
+        if not datas:  # a batch of PNG and CMYK files only; torchvision refuses an empty list
+            return []
         try:
             return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
         except RuntimeError:
@@ -294,21 +320,23 @@ class JpegDecoder:
         return out
 
     def assemble(self, parts: list[Tensor], rows: np.ndarray, device: torch.device) -> Tensor:
-        """The batch of split ``rows`` on ``device``."""
+        """The uint8 batch of split ``rows`` on ``device``."""
         if not parts:
-            return torch.empty((0, *self.shape[1:]), device=device)
+            return torch.empty((0, *self.shape[1:]), dtype=torch.uint8, device=device)
         jpegs = [position for position, part in enumerate(parts) if part.dim() == 1]  # the rest: the CPU path's
         images = [part if part.dim() == 1 else _to_device(part, device) for part in parts]
         for position, image in zip(jpegs, self._decode([parts[p] for p in jpegs], [int(rows[p]) for p in jpegs],
                                                         device)):
             images[position] = image
-        return _as_float(torch.stack(self._resized(images)))
+        return torch.stack(self._resized(images))
 
 
 class StreamedImages:
-    """A split's images, decoded when indexed (see the module docstring)."""
+    """A split's images, decoded when indexed (see the module docstring) by
+    ``decoder``: a ``SplitDecoder``, ``JpegDecoder`` or
+    ``decoding_process.ProcessJpegDecoder``."""
 
-    def __init__(self, decoder: SplitDecoder | JpegDecoder, device: torch.device | str = "cpu",
+    def __init__(self, decoder, device: torch.device | str = "cpu",
                  pool: Executor | None = None, workers: int | None = None):
         self.decoder, self.device = decoder, torch.device(device)
         self._workers = workers or decoding_threads()
@@ -381,7 +409,7 @@ class StreamedImages:
         self._assembler.shutdown(wait=False, cancel_futures=True)
 
 
-def decode_split(decoder: SplitDecoder | JpegDecoder, device: torch.device | str = "cpu",
+def decode_split(decoder, device: torch.device | str = "cpu",
                  chunk: int = 512) -> Tensor | StreamedImages:
     """The split in memory (on the CPU) when it fits under the limit, else
     streamed; ``device`` is where a ``JpegDecoder`` decodes the chunks of the
@@ -400,18 +428,22 @@ def decode_split(decoder: SplitDecoder | JpegDecoder, device: torch.device | str
 
 def decoder_for(source, index: np.ndarray, size: int, channels: int, decode: str = "cpu"):
     """The split's decoder: ``JpegDecoder`` for ``decode: device`` when the
-    source keeps one file per image, else ``SplitDecoder`` (given the files
-    when there is one per image)."""
+    source keeps one file per image (in a process of its own with
+    ``MULTISYM_NVJPEG_PROCESS=1``, ``decoding_process``), else
+    ``SplitDecoder`` (given the files when there is one per image)."""
+    from . import decoding_process
+
     files = list(source.files)
     if not 0 < len(files) == len(source.labels):
         return SplitDecoder(source, index, size, channels)
     if decode == "device":
-        return JpegDecoder(files, SplitDecoder(source, index, size, channels))
+        jpeg = JpegDecoder(files, SplitDecoder(source, index, size, channels, files))
+        return decoding_process.ProcessJpegDecoder(jpeg) if decoding_process.wanted() else jpeg
     return SplitDecoder(source, index, size, channels, files)
 
 
 def decodes_on_device(images) -> bool:
-    """Whether ``images`` is a split streamed through nvjpeg."""
+    """Whether ``images`` is a split streamed through nvjpeg in this process."""
     return isinstance(images, StreamedImages) and isinstance(images.decoder, JpegDecoder)
 
 
