@@ -17,10 +17,14 @@ fixes, and this script tells them apart in a few seconds:
 
 It decodes one batch of synthetic ImageNet-sized JPEGs (``paper_path.
 photograph``) as a split streamed through nvjpeg does (a batch call to
-``torchvision.io.decode_jpeg`` under the side stream of ``StreamedImages``), three ways:
+``torchvision.io.decode_jpeg`` under the side stream of ``StreamedImages``), four ways:
 with the device idle; while a kernel that spins for ``--busy-ms`` runs on the
-legacy default stream; while it runs on another non-blocking stream. A call
-that returns only after the spinning kernel has ended waited for it.
+legacy default stream; while it runs on another non-blocking stream; while it
+runs in another process (the remedy of ``MULTISYM_NVJPEG_PROCESS=1``, seen from
+the decoder's side: without MPS the two CUDA contexts take turns on the GPU, so
+this tells whether a long kernel of the other context holds the decoder back
+for its whole length). A call that returns only after the spinning kernel has
+ended waited for it.
 
     python benchmarks/nvjpeg_waits.py [--images 128 --busy-ms 300 --out FILE.json]
 """
@@ -83,6 +87,41 @@ def decode_ms(jpegs: list[torch.Tensor], side: torch.cuda.Stream, busy: torch.cu
     return spent
 
 
+def spin_on_request(cycles: int, go, launched) -> None:
+    """Another process: queue the spinning kernel each time ``go`` is set."""
+    torch.cuda._sleep(1000)  # the context and the kernel, before the first request
+    torch.cuda.synchronize()
+    launched.set()
+    for _ in range(REPEATS):
+        go.wait()
+        go.clear()
+        torch.cuda._sleep(cycles)
+        launched.set()
+        torch.cuda.synchronize()
+
+
+def decode_ms_beside_a_process(jpegs: list[torch.Tensor], side: torch.cuda.Stream, cycles: int) -> list[float]:
+    """Host milliseconds of ``REPEATS`` decode calls, each made right after
+    another process has queued the spinning kernel."""
+    context = torch.multiprocessing.get_context("spawn")
+    go, launched = context.Event(), context.Event()
+    spinner = context.Process(target=spin_on_request, args=(cycles, go, launched), daemon=True)
+    spinner.start()
+    launched.wait()
+    spent = []
+    for _ in range(REPEATS):
+        torch.cuda.synchronize()
+        launched.clear()
+        go.set()
+        launched.wait()
+        tick = time.perf_counter()
+        with torch.cuda.stream(side):
+            decode_jpeg(jpegs, mode=ImageReadMode.RGB, device="cuda")
+        spent.append(1000 * (time.perf_counter() - tick))
+    spinner.join(30)
+    return spent
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=128, help="JPEGs per batch (the paper's per-GPU batch)")
@@ -103,6 +142,7 @@ def main() -> int:
                "busy_ms": args.busy_ms, "decode_ms": {}}
     for case, busy in cases.items():
         figures["decode_ms"][case] = statistics.median(decode_ms(jpegs, side, busy, cycles) for _ in range(REPEATS))
+    figures["decode_ms"]["another process busy"] = statistics.median(decode_ms_beside_a_process(jpegs, side, cycles))
     idle = figures["decode_ms"]["idle"]
     waits = {case: spent > idle + args.busy_ms / 2 for case, spent in figures["decode_ms"].items() if case != "idle"}
     figures["waits"] = waits
@@ -111,8 +151,12 @@ def main() -> int:
     for case, spent in figures["decode_ms"].items():
         print(f"{case:<28} {spent:8.1f} ms" + (f"  waits for it: {'yes' if waits[case] else 'no'}"
                                                  if case in waits else ""))
-    if waits["another stream busy"]:
-        verdict = "the decoder synchronises the whole device: decode in a process of its own"
+    if waits["another stream busy"] and waits["another process busy"]:
+        verdict = ("the decoder synchronises the whole device, and a long kernel of another process holds it back "
+                   "too: a process of its own does not escape it; decode on the CPU (gpu_jobs.decode: cpu)")
+    elif waits["another stream busy"]:
+        verdict = ("the decoder synchronises the whole device: decode in a process of its own "
+                   "(MULTISYM_NVJPEG_PROCESS=1, paper_path.py's device-process)")
     elif waits["legacy default stream busy"]:
         verdict = "the decoder waits for the legacy default stream: train on a stream of its own"
     else:
