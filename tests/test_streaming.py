@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -88,6 +89,7 @@ def test_training_on_a_streamed_split_gives_the_in_memory_weights(food, monkeypa
         assert train_member(settings, *paths, run, run / "model.pt", run / "epochs.csv", device="cpu", threads=1,
                             decode=decode)
         weights[name] = torch.load(run / "model.pt", weights_only=True)
+        assert not [child for child in multiprocessing.active_children() if child.name == "nvjpeg"]  # ended
         if name == "memory":
             assert decoded == [45]  # once, the whole split
             decoded.clear()

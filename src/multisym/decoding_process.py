@@ -80,7 +80,7 @@ class DecodingProcess:
 
     def __init__(self, jpeg: JpegDecoder, threads: int):
         self.jpeg, self.threads = jpeg, threads
-        self._lock = threading.Lock()  # one slotful in flight
+        self._lock = threading.RLock()  # one slotful in flight; shutdown waits for it
         self._process = self._connection = self._slot = None
 
     def _start(self, device: torch.device) -> None:
@@ -131,20 +131,27 @@ class DecodingProcess:
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """Ask the process to leave; kill it if it has not within ``STOP_WAIT_S``
-        (it ignores the job's signals, which the training process handles)."""
-        process, self._process = self._process, None
-        if process is None:
-            return
+        (it ignores the job's signals, which the training process handles).
+        A slotful in flight is waited for as long, so that nothing else
+        talks to the process meanwhile."""
+        idle = self._lock.acquire(timeout=STOP_WAIT_S)
         try:
-            self._connection.send(None)
-        except OSError:
-            pass
-        process.join(STOP_WAIT_S)
-        if process.is_alive():
-            process.kill()
-            process.join()
-        self._connection.close()
-        _running.discard(self)
+            process, self._process = self._process, None
+            if process is None:
+                return
+            try:
+                self._connection.send(None)
+            except OSError:
+                pass
+            process.join(STOP_WAIT_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            self._connection.close()
+            _running.discard(self)
+        finally:
+            if idle:
+                self._lock.release()
 
 
 @atexit.register

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -417,11 +417,12 @@ def train_member(
     digest = settings_hash(settings)
     recipe = settings["supervised"] if settings["mode"] == "sup" else settings["pretrain"]
     with distributed.joined(select_device(device)) as (process, target), \
-            distributed.on_main(checkpoint.RunLock(run_dir), process):
+            distributed.on_main(checkpoint.RunLock(run_dir), process), ExitStack() as resources:
         threads = set_threads(threads)
         # ------------------------------------------------------------ data
         images, labels, info = data.load_split(data_path, manifest_path, "train", decode, target)
         images, labels = images.to(target), labels.to(target)
+        resources.callback(streaming.close, images)  # a streamed split's decoding processes
         batch_size, shard = global_batch(recipe["batch_size"], len(images), process)
         steps_per_epoch = len(images) // batch_size
         total_steps = steps_per_epoch * recipe["epochs"]

@@ -453,6 +453,12 @@ def prefetch(images, key) -> None:
         images.prefetch(key)
 
 
+def close(images) -> None:
+    """End the decoding workers of streamed images (nothing for a tensor)."""
+    if isinstance(images, StreamedImages):
+        images.close()
+
+
 def on_host(images, order: Tensor) -> Tensor:
     """The order to pick streamed rows by, on the host (one copy per epoch, not
     a device sync per step); a tensor in memory takes ``order`` as it is."""
