@@ -192,6 +192,12 @@ class DataPathTimings:
                 for part, values in self.seconds.items()}
 
 
+def save(figures: dict, out: str | None) -> None:
+    """The figures so far as JSON, after every variant: what has run survives a time limit."""
+    if out:
+        Path(out).write_text(json.dumps(figures, indent=2, default=str) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=5120,
@@ -236,6 +242,7 @@ def main() -> int:
             try:
                 if variant.startswith("read-"):
                     figures["variants"][variant] = read_only(paths, decode, args.batch, device)
+                    save(figures, args.out)
                     continue
                 timings = DataPathTimings() if args.timings and limit == "0" else None
                 with timings or contextlib.nullcontext():
@@ -252,6 +259,7 @@ def main() -> int:
             result["step_ms"] = 1000 * result["epoch_s"] / steps
             result["streamed"] = limit == "0"
             figures["variants"][variant] = result
+            save(figures, args.out)
     figures["step_only"] = step_only(args.batch, args.step_json)
     step_rate = figures["step_only"]["images_per_s"]
 
@@ -269,8 +277,7 @@ def main() -> int:
               + (f"  target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'}" if result.get("streamed") else ""))
     print("(a split nvjpeg decodes in the training process trains without the CUDA graph, -eager variants without "
           "it whatever the path; the step alone is timed as train_member runs a split in memory, with the graph)")
-    if args.out:
-        Path(args.out).write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    save(figures, args.out)
     return 0
 
 
