@@ -274,12 +274,14 @@ def test_a_decoding_process_gives_the_cpu_paths_images_a_slotful_at_a_time(odd_f
     asked = []
     ask = decoding_process.DecodingProcess._ask
     monkeypatch.setattr(decoding_process.DecodingProcess, "_ask", lambda self, rows: asked.append(len(rows)) or ask(self, rows))
+    images = images.to("cpu:0")  # a device as given, like "cuda" for "cuda:0"
     try:
         assert torch.equal(images[:], memory)
         assert len(memory) == 9 and asked == [5, 4]
+        process = images._pool._process
         images.prefetch(np.array([3, 1]))
         assert torch.equal(images[np.array([3, 1])], memory[[3, 1]])
-        process = images._pool._process
+        assert images._pool._process is process  # one process for every batch
     finally:
         images.close()
     assert not process.is_alive()

@@ -81,12 +81,13 @@ class DecodingProcess:
     def __init__(self, jpeg: JpegDecoder, threads: int):
         self.jpeg, self.threads = jpeg, threads
         self._lock = threading.RLock()  # one slotful in flight; shutdown waits for it
-        self._process = self._connection = self._slot = None
+        self._process = self._connection = self._slot = self._device = None
 
     def _start(self, device: torch.device) -> None:
-        if self._process is not None and self._slot.device == device:
+        if self._process is not None and device == self._device:  # as asked: "cuda" is not "cuda:0"
             return
         self.shutdown()
+        self._device = device
         image_bytes = int(np.prod(self.jpeg.shape[1:]))
         rows = max(1, min(self.jpeg.shape[0], SLOT_BYTES // image_bytes))
         self._slot = torch.empty((rows, *self.jpeg.shape[1:]), dtype=torch.uint8, device=device)
