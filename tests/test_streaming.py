@@ -121,15 +121,21 @@ def test_a_batch_is_one_task_per_worker_written_into_shared_memory(food, monkeyp
     assert [len(args[2]) for args in submitted] == [5, 5] * 4 + [3, 2]
 
 
-def test_a_damaged_file_fails_its_batch_by_name_and_the_next_batch_is_right(food, monkeypatch, tmp_path):
+@pytest.fixture
+def food_copy(food, tmp_path):
+    """The dataset files and manifest of a copy of ``food``'s root, for a test that damages a file."""
     import shutil
 
     section, _ = food
     root = tmp_path / "root"
     shutil.copytree(section["root"], root)
-    section = {**section, "root": str(root)}
     paths = (tmp_path / "d.npz", tmp_path / "m.json")
-    data.prepare(section, *paths)
+    data.prepare({**section, "root": str(root)}, *paths)
+    return paths
+
+
+def test_a_damaged_file_fails_its_batch_by_name_and_the_next_batch_is_right(food_copy, monkeypatch):
+    paths = food_copy
     memory, _, _ = data.load_split(*paths, "train")
     images, _ = streamed(monkeypatch, paths)
     damaged = images.decoder.files[int(images.decoder.index[5])]
@@ -288,15 +294,8 @@ def test_a_decoding_process_gives_the_cpu_paths_images_a_slotful_at_a_time(odd_f
 
 
 def test_a_decoding_process_names_a_damaged_file_and_survives_it_and_a_dead_one_is_replaced(
-        food, monkeypatch, tmp_path, in_a_process):
-    import shutil
-
-    section, _ = food
-    root = tmp_path / "root"
-    shutil.copytree(section["root"], root)
-    section = {**section, "root": str(root)}
-    paths = (tmp_path / "d.npz", tmp_path / "m.json")
-    data.prepare(section, *paths)
+        food_copy, monkeypatch, in_a_process):
+    paths = food_copy
     memory, _, _ = data.load_split(*paths, "train")
     images, _ = streamed(monkeypatch, paths, decode="device")
     damaged = images.decoder.jpeg.files[int(images.decoder.jpeg.fallback.index[2])]
