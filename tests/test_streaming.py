@@ -89,6 +89,8 @@ def test_training_on_a_streamed_split_gives_the_in_memory_weights(food, monkeypa
         assert train_member(settings, *paths, run, run / "model.pt", run / "epochs.csv", device="cpu", threads=1,
                             decode=decode)
         weights[name] = torch.load(run / "model.pt", weights_only=True)
+        assert json.loads((run / "run.json").read_text())["decoder"] == {
+            "memory": None, "streamed": "SplitDecoder", "jpeg": "JpegDecoder", "process": "ProcessJpegDecoder"}[name]
         assert not [child for child in multiprocessing.active_children() if child.name == "nvjpeg"]  # ended
         if name == "memory":
             assert decoded == [45]  # once, the whole split

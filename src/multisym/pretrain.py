@@ -462,6 +462,7 @@ def train_member(
             checkpoint.atomic_write_text(
                 json.dumps(provenance.record(settings=settings, settings_hash=digest, threads=threads,
                                              device=str(target), processes=process.world, decode=decode,
+                                             decoder=streaming.decoder_name(images),
                                              cuda_graphs=gradients.capture), indent=2) + "\n",
                 run_dir / "run.json",
             )

@@ -442,6 +442,12 @@ def decoder_for(source, index: np.ndarray, size: int, channels: int, decode: str
     return SplitDecoder(source, index, size, channels, files)
 
 
+def decoder_name(images) -> str | None:
+    """What decodes a streamed split (its decoder's class name, for the run's
+    provenance); None for a split in memory."""
+    return type(images.decoder).__name__ if isinstance(images, StreamedImages) else None
+
+
 def decodes_on_device(images) -> bool:
     """Whether ``images`` is a split streamed through nvjpeg in this process."""
     return isinstance(images, StreamedImages) and isinstance(images.decoder, JpegDecoder)
