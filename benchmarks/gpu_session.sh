@@ -21,7 +21,7 @@ timeout -k 10 150 python3 -m pytest -o addopts="" -q -p no:cacheprovider -n 8 -s
     tests/test_pretrain.py::test_signal_on_cuda_saves_device_sums_and_resumes \
     tests/test_warm.py::test_preloading_never_asks_for_cuda tests/test_warm.py::test_a_worker_trains_on_the_gpu 2>&1 | tee "$OUT/tests.log" \
     | grep -E "nvjpeg vs|passed|failed|Error|warning: capturing" | tail -12
-timeout -k 10 60 python3 benchmarks/nvjpeg_waits.py --out "$OUT/nvjpeg_waits.json" 2>&1 | tee "$OUT/nvjpeg_waits.log"
+timeout -k 10 90 python3 benchmarks/nvjpeg_waits.py --out "$OUT/nvjpeg_waits.json" 2>&1 | tee "$OUT/nvjpeg_waits.log"
 timeout -k 10 200 python3 benchmarks/pretrain_step.py --profile-views --out "$OUT/pretrain_step.json" 2>&1 | tee "$OUT/pretrain_step.log"
 timeout -k 10 300 python3 benchmarks/paper_path.py --step-json "$OUT/pretrain_step.json" --out "$OUT/paper_path.json" \
     --variants memory,cpu,device-process,device-stream,read-cpu,read-device-process,device,read-device --timings 2>&1 | tee "$OUT/paper_path.log" | grep -v "epoch 1/"

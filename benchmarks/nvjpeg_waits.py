@@ -45,6 +45,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from paper_path import photograph
 
 REPEATS = 3
+SPINNER_WAIT_S = 30.0  # for the other process to start (it imports torch) or to queue its kernel
 
 
 def jpeg_batch(count: int) -> list[torch.Tensor]:
@@ -102,23 +103,30 @@ def spin_on_request(cycles: int, go, launched) -> None:
 
 def decode_ms_beside_a_process(jpegs: list[torch.Tensor], side: torch.cuda.Stream, cycles: int) -> list[float]:
     """Host milliseconds of ``REPEATS`` decode calls, each made right after
-    another process has queued the spinning kernel."""
+    another process has queued the spinning kernel (none if that process
+    does not answer)."""
     context = torch.multiprocessing.get_context("spawn")
     go, launched = context.Event(), context.Event()
     spinner = context.Process(target=spin_on_request, args=(cycles, go, launched), daemon=True)
     spinner.start()
-    launched.wait()
     spent = []
+    if not launched.wait(SPINNER_WAIT_S):
+        print("the spinning process did not start", file=sys.stderr)
+        spinner.kill()
+        return spent
     for _ in range(REPEATS):
         torch.cuda.synchronize()
         launched.clear()
         go.set()
-        launched.wait()
+        if not launched.wait(SPINNER_WAIT_S):
+            break
         tick = time.perf_counter()
         with torch.cuda.stream(side):
             decode_jpeg(jpegs, mode=ImageReadMode.RGB, device="cuda")
         spent.append(1000 * (time.perf_counter() - tick))
-    spinner.join(30)
+    spinner.join(SPINNER_WAIT_S)
+    if spinner.is_alive():
+        spinner.kill()
     return spent
 
 
@@ -142,7 +150,8 @@ def main() -> int:
                "busy_ms": args.busy_ms, "decode_ms": {}}
     for case, busy in cases.items():
         figures["decode_ms"][case] = statistics.median(decode_ms(jpegs, side, busy, cycles) for _ in range(REPEATS))
-    figures["decode_ms"]["another process busy"] = statistics.median(decode_ms_beside_a_process(jpegs, side, cycles))
+    beside = decode_ms_beside_a_process(jpegs, side, cycles)
+    figures["decode_ms"]["another process busy"] = statistics.median(beside) if beside else float("nan")
     idle = figures["decode_ms"]["idle"]
     waits = {case: spent > idle + args.busy_ms / 2 for case, spent in figures["decode_ms"].items() if case != "idle"}
     figures["waits"] = waits
