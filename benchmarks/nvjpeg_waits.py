@@ -80,12 +80,17 @@ def decode_ms(jpegs: list[torch.Tensor], side: torch.cuda.Stream, busy: torch.cu
     if busy is not None:
         with torch.cuda.stream(busy):
             torch.cuda._sleep(cycles)
+    spent = timed_decode(jpegs, side)
+    torch.cuda.synchronize()
+    return spent
+
+
+def timed_decode(jpegs: list[torch.Tensor], side: torch.cuda.Stream) -> float:
+    """Host milliseconds of one batch decode call under the ``side`` stream."""
     tick = time.perf_counter()
     with torch.cuda.stream(side):
         decode_jpeg(jpegs, mode=ImageReadMode.RGB, device="cuda")
-    spent = 1000 * (time.perf_counter() - tick)
-    torch.cuda.synchronize()
-    return spent
+    return 1000 * (time.perf_counter() - tick)
 
 
 def spin_on_request(cycles: int, go, launched) -> None:
@@ -120,10 +125,7 @@ def decode_ms_beside_a_process(jpegs: list[torch.Tensor], side: torch.cuda.Strea
         go.set()
         if not launched.wait(SPINNER_WAIT_S):
             break
-        tick = time.perf_counter()
-        with torch.cuda.stream(side):
-            decode_jpeg(jpegs, mode=ImageReadMode.RGB, device="cuda")
-        spent.append(1000 * (time.perf_counter() - tick))
+        spent.append(timed_decode(jpegs, side))
     spinner.join(SPINNER_WAIT_S)
     if spinner.is_alive():
         spinner.kill()

@@ -269,7 +269,7 @@ def test_nvjpeg_on_the_gpu_is_close_to_the_cpu_path(odd_food, monkeypatch, proce
 def in_a_process(monkeypatch):
     """``decode: device`` decodes in a process of its own; its slot holds 5 images."""
     monkeypatch.setenv(decoding_process.VARIABLE, "1")
-    monkeypatch.setattr(decoding_process, "SLOT_BYTES", 5 * 3 * 12 * 12)
+    monkeypatch.setattr(streaming, "SLOT_BYTES", 5 * 3 * 12 * 12)
 
 
 def test_a_decoding_process_gives_the_cpu_paths_images_a_slotful_at_a_time(odd_food, monkeypatch, in_a_process):

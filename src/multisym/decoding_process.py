@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from .errors import UserError
-from .streaming import SLOT_BYTES, JpegDecoder, as_float, ignore_job_signals
+from .streaming import JpegDecoder, as_float, ignore_job_signals, slot_rows
 
 VARIABLE = "MULTISYM_NVJPEG_PROCESS"
 STOP_WAIT_S = 10.0  # for the decoding process to leave on its own when asked
@@ -88,9 +88,8 @@ class DecodingProcess:
             return
         self.shutdown()
         self._device = device
-        image_bytes = int(np.prod(self.jpeg.shape[1:]))
-        rows = max(1, min(self.jpeg.shape[0], SLOT_BYTES // image_bytes))
-        self._slot = torch.empty((rows, *self.jpeg.shape[1:]), dtype=torch.uint8, device=device)
+        self._slot = torch.empty((slot_rows(self.jpeg.shape), *self.jpeg.shape[1:]), dtype=torch.uint8,
+                                 device=device)
         # spawned: a CUDA context cannot be forked, and torch's pickler shares the slot
         context = torch.multiprocessing.get_context("spawn")
         self._connection, theirs = context.Pipe()

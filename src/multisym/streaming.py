@@ -89,6 +89,12 @@ def as_float(pixels: Tensor) -> Tensor:
     return F.to_dtype(pixels, torch.float32, scale=True)
 
 
+def slot_rows(shape: tuple[int, ...]) -> int:
+    """Images of a split of (N, C, S, S) ``shape`` that a slot of at most
+    ``SLOT_BYTES`` of uint8 pixels holds: at least one, at most N."""
+    return max(1, min(shape[0], SLOT_BYTES // int(np.prod(shape[1:]))))
+
+
 def _shares(rows: np.ndarray, workers: int) -> list[np.ndarray]:
     """``rows`` in at most ``workers`` consecutive, nearly equal, non-empty shares."""
     return [share for share in np.array_split(rows, max(1, min(workers, len(rows)))) if len(share)]
@@ -159,9 +165,8 @@ class SplitDecoder:
         process reads: shared anonymous memory, which needs no room in
         /dev/shm (a container's is often 64 MB)."""
         if self._slot is None:
-            image_bytes = int(np.prod(self.shape[1:]))
-            rows = max(1, min(self.shape[0], SLOT_BYTES // image_bytes))
-            self._slot_memory = mmap.mmap(-1, rows * image_bytes)
+            rows = slot_rows(self.shape)
+            self._slot_memory = mmap.mmap(-1, rows * int(np.prod(self.shape[1:])))
             self._slot = torch.frombuffer(self._slot_memory, dtype=torch.uint8).view(rows, *self.shape[1:])
         context = multiprocessing.get_context("fork")
         return ProcessPoolExecutor(count, mp_context=context, initializer=_hold, initargs=(self,))
