@@ -47,3 +47,60 @@ def test_probe_reaches_the_minimum_at_weak_regularisation(tmp_path):
     # the case discriminates: the default tolerance is far from the minimum here
     default = LogisticRegression(C=100.0, max_iter=1000).fit(x, y)
     assert objective(default.coef_, default.intercept_, x, y, 100.0) / minimum - 1 > 0.05
+
+
+def test_a_probe_job_asks_for_more_memory_than_its_fit_takes(tmp_path):
+    """The memory a probe job asks a cluster for bounds the fit's measured peak
+    (in a process of its own, on features where the data, not the libraries,
+    dominate) without asking for more than twice it."""
+    import subprocess
+    import sys
+
+    from multisym.probe import job_memory_mb
+
+    rng = np.random.default_rng(0)
+    classes, dims = 200, 512
+    splits = {"train": 24_000, "val": 3_000, "test": 3_000}
+    arrays = {}
+    for split, rows in splits.items():
+        labels = rng.integers(0, classes, rows)
+        arrays[f"{split}_labels"] = labels
+        arrays[f"{split}_features"] = (rng.standard_normal((rows, dims)) + (labels[:, None] % 5 == np.arange(dims) % 5)
+                                       ).astype(np.float16)
+    write_npz(tmp_path / "features.npz", num_classes=np.asarray(classes), **arrays)
+    del arrays
+    fit = (
+        "import resource, sys, warnings\nwarnings.simplefilter('ignore')\n"
+        "from multisym.probe import fit_probe\n"
+        "d = sys.argv[1]\n"
+        "fit_probe(f'{d}/features.npz', {'C': [1.0], 'max_iter': 12, 'tol': 1e-8},"
+        " f'{d}/logits.npz', f'{d}/summary.json', f'{d}/params.npz')\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", fit, str(tmp_path)], capture_output=True, text=True, check=True)
+    peak_mb = int(result.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    assert json.loads((tmp_path / "summary.json").read_text())["iterations"] == [12]  # L-BFGS's history full
+    asked = job_memory_mb(tmp_path / "features.npz")
+    assert peak_mb < asked < 2 * peak_mb, (peak_mb, asked)
+
+
+def test_a_probe_jobs_time_limit_covers_its_worst_case(tmp_path):
+    """The time limit covers every C running max_iter iterations at the assumed
+    rate, shrinks with threads, and is never under an hour; at paper scale
+    (iNat-2019: 212k train images of 2,048 features, 1,010 classes) it is
+    hours, where the rule used to ask for one hour and 4 GB."""
+    from multisym import probe
+
+    settings = {"C": [0.01, 0.1, 1.0, 10.0, 100.0], "max_iter": 1000, "tol": 1e-8}
+    write_npz(tmp_path / "small.npz", num_classes=np.asarray(10),
+              **{f"{s}_features": np.zeros((50, 64), np.float16) for s in ("train", "val", "test")},
+              **{f"{s}_labels": np.zeros(50, np.int64) for s in ("train", "val", "test")})
+    assert probe.feature_shapes(tmp_path / "small.npz") == (50, 150, 64, 10)
+    assert probe.job_runtime_min(tmp_path / "small.npz", settings, threads=1) == 60
+
+    train, rows, dims, classes = 212_170, 265_213, 2_048, 1_010
+    operations = 5 * 1000 * probe.EVALUATIONS_PER_ITERATION * 4 * train * dims * classes
+    one_thread = probe.runtime_min(train, dims, classes, settings, threads=1)
+    assert one_thread * 60 >= operations / probe.FLOPS_PER_THREAD > (one_thread - 1) * 60
+    assert 17 * 60 < probe.runtime_min(train, dims, classes, settings, threads=16) < 21 * 60
+    assert 12_000 < probe.memory_mb(train, rows, dims, classes) < 16_000

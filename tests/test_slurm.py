@@ -28,10 +28,12 @@ from multisym.members import member_table
 
 pytestmark = pytest.mark.workflow
 
-# The node has 2 CPUs and 2 fake GPUs: every job must fit on it.
+# The node has 2 CPUs and 2 fake GPUs: every job must fit on it, and the
+# ensembling jobs (8 threads, as many CPUs asked for) take one each, so that two
+# run at once as the other CPU jobs do.
 SMALL_JOBS = {"cpus_per_task": 1, "mem_gb": 2, "time_limit_min": 10}
 FAST = ("--slurm-init-seconds-before-status-checks", "2", "--default-resources", "mem_mb=1000", "runtime=10",
-        "cpus_per_task=1")
+        "cpus_per_task=1", "--set-threads", "ensemble=1", "member_metrics=1")
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +108,14 @@ def test_paper_plan_with_the_slurm_profile(cluster, workflow_copy):
     assert "gpu_nodes=4, gpus_per_node=8, gpu_cpus_per_task=10, gpu_mem_gb=480, gpu_time_limit_min=1440" in pretrain
     assert "keep_every=100" in pretrain
     assert '"executor": "slurm"' in pretrain
-    probe_like = next(b for b in blocks if "rule prepare_data:" in b)
-    assert "cpus_per_task=1" in probe_like and "mem_mb=4000" in probe_like and "runtime=60" in probe_like
+    data_job = next(b for b in blocks if "rule prepare_data:" in b)
+    assert "cpus_per_task=1" in data_job and "mem_mb=4000" in data_job and "runtime=60" in data_job
+    # a job of several threads asks for as many CPUs; a probe sizes its memory
+    # and time limit from its features file, which does not exist yet
+    for rule in ("ensemble", "transfer_probe"):
+        job = next(b for b in blocks if f"rule {rule}:" in b)
+        assert re.search(r"cpus_per_task=(\d+)", job).group(1) == re.search(r"threads: (\d+)", job).group(1), job
+    assert "mem_mb=<TBD>" in job and "runtime=<TBD>" in job
 
 
 # ------------------------------------------------------- kills and restarts

@@ -96,3 +96,59 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
                "train_accuracy": float((chosen.predict(x["train"]) == y["train"]).mean())}
     atomic_write_text(json.dumps(summary, indent=2) + "\n", out_summary)
     return summary
+
+
+# ------------------------------------------------------ what a probe job needs
+# Peak memory of fit_probe, fitted to its peak resident size on synthetic
+# features (n_train 5,000 to 40,000, d 512 to 1,024, K 200 to 1,000; the
+# model came out 5 to 28 % above each measured peak): float64 copies of the
+# features (1.3 per value), L-BFGS's (n_train, K) arrays (2.4), the val and
+# test decisions (3), copies of the weights and L-BFGS's 10 correction pairs
+# (30 (K, d) arrays), on top of the libraries.
+LIBRARIES_MB = 200
+MEMORY_MARGIN = 1.25
+# Floating-point operations per second one probe thread is assumed to sustain
+# in float64: a third of what one core of the 2-core CI machine reached
+# (35 GFLOP/s), for slower nodes and threads that scale imperfectly.
+FLOPS_PER_THREAD = 1e10
+EVALUATIONS_PER_ITERATION = 1.25  # L-BFGS's line search now and then evaluates twice
+
+
+def feature_shapes(features_path) -> tuple[int, int, int, int]:
+    """(train rows, all rows, feature size, classes) from the file's headers."""
+    from .files import map_npz
+
+    arrays = map_npz(features_path, [f"{s}_features" for s in data.SPLITS] + ["num_classes"])
+    train, dims = arrays["train_features"].shape
+    rows = sum(arrays[f"{s}_features"].shape[0] for s in data.SPLITS)
+    return train, rows, dims, int(arrays["num_classes"])
+
+
+def memory_mb(train: int, rows: int, dims: int, classes: int) -> int:
+    """Memory a probe job asks for (MB): the fit's peak model above, with a
+    25 % margin. iNat-2019 at paper scale (265k images of 2,048 features, 80 %
+    of them train, 1,010 classes): 14 GB."""
+    values = 1.3 * rows * dims + 2.4 * train * classes + 3 * (rows - train) * classes + 30 * classes * dims
+    return int(MEMORY_MARGIN * (LIBRARIES_MB + 8 * values / 2**20)) + 1
+
+
+def runtime_min(train: int, dims: int, classes: int, settings: dict, threads: int, floor_min: int = 60) -> int:
+    """Time limit of a probe job (minutes), for the worst case: every C of the
+    grid runs ``max_iter`` L-BFGS iterations, each evaluating the loss and its
+    gradient (4 · n_train · d · K operations) 1.25 times, at FLOPS_PER_THREAD
+    per thread; never under ``floor_min``. iNat-2019 at paper scale with the
+    default grid: 19 hours on 16 threads."""
+    evaluations = len(settings["C"]) * settings["max_iter"] * EVALUATIONS_PER_ITERATION
+    seconds = evaluations * 4 * train * dims * classes / (FLOPS_PER_THREAD * max(1, threads))
+    return max(floor_min, int(seconds / 60) + 1)
+
+
+def job_memory_mb(features_path) -> int:
+    """``memory_mb`` of the features file's shapes."""
+    return memory_mb(*feature_shapes(features_path))
+
+
+def job_runtime_min(features_path, settings: dict, threads: int) -> int:
+    """``runtime_min`` of the features file's shapes."""
+    train, _, dims, classes = feature_shapes(features_path)
+    return runtime_min(train, dims, classes, settings, threads)

@@ -32,10 +32,11 @@ if ADAPT_MODE == "probe":
             LAYOUT.log("probe", "{ssl_member}"),
         conda:
             env("workflow")
-        threads: 1
+        threads: config["probe"]["threads"]
         resources:
-            runtime="1h",
-            mem_mb=4000,
+            cpus_per_task=threads_as_cpus,
+            runtime=probe_runtime,
+            mem_mb=probe_mem_mb,
         params:
             settings=probe_settings_json,
             version=stage_version("probe"),

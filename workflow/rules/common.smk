@@ -155,7 +155,27 @@ def all_member_models(wildcards):
 
 # ---------------------------------------------------------------- adaptation
 def probe_settings_json(wildcards):
-    return json.dumps(config["probe"], sort_keys=True)
+    # threads size the job, not the fit: changing them reruns nothing
+    fit = {k: v for k, v in config["probe"].items() if k != "threads"}
+    return json.dumps(fit, sort_keys=True)
+
+
+def threads_as_cpus(wildcards, threads):
+    # a cluster job asks for the CPUs its threads run on (the slurm profile's
+    # default is 1, right for the single-threaded rules)
+    return threads
+
+
+def probe_mem_mb(wildcards, input):
+    from multisym.probe import job_memory_mb
+
+    return job_memory_mb(input.features)
+
+
+def probe_runtime(wildcards, input, threads):
+    from multisym.probe import job_runtime_min
+
+    return job_runtime_min(input.features, config["probe"], threads)
 
 
 def candidate_settings(folder):

@@ -12,6 +12,8 @@ rule member_metrics:
     conda:
         env("workflow")
     threads: 8
+    resources:
+        cpus_per_task=threads_as_cpus,
     params:
         spec=member_metrics_spec_json,
         version=stage_version("member_metrics"),
@@ -30,6 +32,8 @@ rule ensemble:
     conda:
         env("workflow")
     threads: 8
+    resources:
+        cpus_per_task=threads_as_cpus,
     params:
         spec=ensemble_spec_json,
         version=stage_version("ensemble"),
