@@ -1,0 +1,103 @@
+"""What a probe job asks a cluster for against what its fit takes (issue 15,
+fast probing at paper scale): the memory (``probe.job_memory_mb``) against
+the fit's peak resident size, and the time limit (``probe.job_runtime_min``)
+against the measured time per L-BFGS iteration, extrapolated to iNat-2019 at
+paper scale (212k train images of 2,048 features, 1,010 classes).
+
+Each case writes synthetic float16 features as the features step caches them,
+then runs ``probe.fit_probe`` (one C) in a process of its own twice, with 2 and
+with 2 + ``--iterations`` L-BFGS iterations; the difference is the time of
+those iterations, without the reading and standardising both runs share.
+
+    python benchmarks/probe_scale.py [--threads 1] [--iterations 5] [--out run.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from multisym.data import write_npz
+from multisym.probe import FLOPS_PER_THREAD, job_memory_mb, memory_mb, runtime_min
+
+# (train rows, feature size, classes); val and test are a tenth of train each
+CASES = ((16_000, 2_048, 1_010), (24_000, 512, 200), (8_000, 1_024, 1_000))
+INAT = (212_170, 265_213, 2_048, 1_010)  # train rows, all rows, d, K
+FIT = """
+import resource, sys, time, warnings
+warnings.simplefilter("ignore")
+from multisym.probe import fit_probe
+folder, iterations = sys.argv[1], int(sys.argv[2])
+start = time.perf_counter()
+fit_probe(f"{folder}/features.npz", {"C": [1.0], "max_iter": iterations, "tol": 1e-8},
+          f"{folder}/logits.npz", f"{folder}/summary.json", f"{folder}/params.npz")
+print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def write_features(folder: Path, train: int, dims: int, classes: int) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, rows in (("train", train), ("val", train // 10), ("test", train // 10)):
+        labels = rng.integers(0, classes, rows)
+        arrays[f"{split}_labels"] = labels
+        arrays[f"{split}_features"] = rng.standard_normal((rows, dims), dtype=np.float32).astype(np.float16)
+    write_npz(folder / "features.npz", num_classes=np.asarray(classes), **arrays)
+
+
+def fit(folder: Path, iterations: int, threads: int) -> tuple[float, float]:
+    """(seconds, peak MB) of fit_probe in a fresh process."""
+    env = {**os.environ, **{name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                           "MKL_NUM_THREADS")}}
+    out = subprocess.run([sys.executable, "-c", FIT, str(folder), str(iterations)], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--out", help="write the figures as JSON here")
+    args = parser.parse_args()
+    rows = []
+    print(f"{'train x d x K':>22} {'peak MB':>8} {'asked MB':>9} {'s/iteration':>12} {'GFLOP/s':>8}")
+    for train, dims, classes in CASES:
+        with tempfile.TemporaryDirectory() as name:
+            folder = Path(name)
+            write_features(folder, train, dims, classes)
+            short, _ = fit(folder, 2, args.threads)
+            long, peak = fit(folder, 2 + args.iterations, args.threads)
+            asked = job_memory_mb(folder / "features.npz")
+        per_iteration = (long - short) / args.iterations
+        rate = 4 * train * dims * classes / per_iteration / 1e9
+        rows.append({"train": train, "dims": dims, "classes": classes, "peak_mb": peak, "asked_mb": asked,
+                     "seconds_per_iteration": per_iteration, "gflops": rate})
+        print(f"{f'{train} x {dims} x {classes}':>22} {peak:8.0f} {asked:9d} {per_iteration:12.2f} {rate:8.1f}"
+              f"  {'ok' if peak < asked else 'ASKS TOO LITTLE'}")
+    # iNat at paper scale: the job's request, and one iteration at the rate
+    # measured on the largest case against the rate the time limit assumes
+    train, rows_all, dims, classes = INAT
+    operations = 4 * train * dims * classes
+    settings = {"C": [0.01, 0.1, 1.0, 10.0, 100.0], "max_iter": 1000}  # the schema's defaults
+    inat = {"asked_mb": memory_mb(train, rows_all, dims, classes),
+            "asked_min_16_threads": runtime_min(train, dims, classes, settings, 16),
+            "seconds_per_iteration_measured_rate": operations / (rows[0]["gflops"] * 1e9),
+            "seconds_per_iteration_assumed_rate": operations / (FLOPS_PER_THREAD * args.threads)}
+    print(f"iNat-2019 at paper scale ({train} x {dims} x {classes}): asks {inat['asked_mb']} MB and "
+          f"{inat['asked_min_16_threads'] / 60:.1f} h on 16 threads; one iteration on {args.threads} thread(s) "
+          f"{inat['seconds_per_iteration_measured_rate']:.0f} s at the measured rate, "
+          f"{inat['seconds_per_iteration_assumed_rate']:.0f} s at the assumed {FLOPS_PER_THREAD / 1e9:.0f} GFLOP/s")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"threads": args.threads, "cases": rows, "inat": inat}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
