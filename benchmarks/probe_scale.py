@@ -31,14 +31,15 @@ from multisym.probe import FLOPS_PER_THREAD, job_memory_mb, memory_mb, runtime_m
 CASES = ((16_000, 2_048, 1_010), (24_000, 512, 200), (8_000, 1_024, 1_000))
 INAT = (212_170, 265_213, 2_048, 1_010)  # train rows, all rows, d, K
 FIT = """
-import resource, sys, time, warnings
+import re, sys, time, warnings
 warnings.simplefilter("ignore")
 from multisym.probe import fit_probe
 folder, iterations = sys.argv[1], int(sys.argv[2])
 start = time.perf_counter()
 fit_probe(f"{folder}/features.npz", {"C": [1.0], "max_iter": iterations, "tol": 1e-8},
           f"{folder}/logits.npz", f"{folder}/summary.json", f"{folder}/params.npz")
-print(time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+peak_kib = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)
+print(time.perf_counter() - start, int(peak_kib) / 1024)
 """
 
 
@@ -53,7 +54,9 @@ def write_features(folder: Path, train: int, dims: int, classes: int) -> None:
 
 
 def fit(folder: Path, iterations: int, threads: int) -> tuple[float, float]:
-    """(seconds, peak MB) of fit_probe in a fresh process."""
+    """(seconds, peak MB) of fit_probe in a fresh process. The peak is its
+    VmHWM, which starts afresh at exec; getrusage's ru_maxrss would start from
+    this process's own peak."""
     env = {**os.environ, **{name: str(threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                                            "MKL_NUM_THREADS")}}
     out = subprocess.run([sys.executable, "-c", FIT, str(folder), str(iterations)], env=env, check=True,
