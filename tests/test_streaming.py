@@ -336,8 +336,6 @@ def test_a_decoding_process_ends_with_its_training_process(food, tmp_path, in_a_
     would wait for a process that ignores SIGTERM) and when killed outright."""
     import subprocess
     import sys
-    import time
-    from pathlib import Path
 
     script = tmp_path / "exits.py"
     script.write_text(EXITS)
@@ -345,7 +343,15 @@ def test_a_decoding_process_ends_with_its_training_process(food, tmp_path, in_a_
     done = subprocess.run([sys.executable, str(script), *map(str, paths), how], capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == (0 if how == "exit" else -9), done.stderr
-    status = Path(f"/proc/{done.stdout.split()[-1]}/status")
+    wait_until_gone(int(done.stdout.split()[-1]))
+
+
+def wait_until_gone(pid: int, seconds: float = 20) -> None:
+    """Fail unless process ``pid`` ends (or is a zombie) within ``seconds``."""
+    import time
+    from pathlib import Path
+
+    status = Path(f"/proc/{pid}/status")
 
     def gone() -> bool:
         try:
@@ -353,7 +359,42 @@ def test_a_decoding_process_ends_with_its_training_process(food, tmp_path, in_a_
         except FileNotFoundError:
             return True
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + seconds
     while not gone() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert gone()
+    assert gone(), f"process {pid} is still running"
+
+
+OPEN_AT_EXIT = """
+import os, sys, numpy as np
+from multisym import cli, data, streaming
+if __name__ == "__main__":
+    os.environ[streaming.LIMIT_VARIABLE] = "0"
+    images, _, _ = data.load_split(sys.argv[1], sys.argv[2], "train")
+    images[np.arange(3)]
+    print(*(process.pid for process in images._pool._processes.values()), flush=True)
+    if sys.argv[3] == "killed":
+        os.kill(os.getpid(), 9)
+    cli.finish()
+    os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("how", ["finish", "killed"])
+def test_cpu_decoding_workers_end_with_a_command_that_holds_its_split(food, tmp_path, how):
+    """`multisym` runs the exit handlers itself, then leaves at once: a split
+    still referenced then must not keep it waiting for its workers. Killed
+    outright, it leaves its workers to notice on their own."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "open_at_exit.py"
+    script.write_text(OPEN_AT_EXIT)
+    _, paths = food
+    done = subprocess.run([sys.executable, str(script), *map(str, paths), how], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == (0 if how == "finish" else -9), done.stderr
+    workers = [int(pid) for pid in done.stdout.split()]
+    assert workers
+    for pid in workers:
+        wait_until_gone(pid)

@@ -38,12 +38,15 @@ Two decoders fill a batch (``gpu_jobs.decode``):
 
 from __future__ import annotations
 
+import atexit
 import mmap
 import multiprocessing
 import os
 import signal
 import threading
+import time
 import warnings
+import weakref
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -169,7 +172,7 @@ class SplitDecoder:
             self._slot_memory = mmap.mmap(-1, rows * int(np.prod(self.shape[1:])))
             self._slot = torch.frombuffer(self._slot_memory, dtype=torch.uint8).view(rows, *self.shape[1:])
         context = multiprocessing.get_context("fork")
-        return ProcessPoolExecutor(count, mp_context=context, initializer=_hold, initargs=(self,))
+        return ProcessPoolExecutor(count, mp_context=context, initializer=_hold, initargs=(self, os.getpid()))
 
     def batch(self, pool: Executor, workers: int, rows: np.ndarray, device: torch.device) -> Tensor:
         """Split ``rows`` on ``device``: decoded by the workers into the slot, a
@@ -201,12 +204,23 @@ def ignore_job_signals() -> None:
         signal.signal(number, signal.SIG_IGN)
 
 
-def _hold(decoder: SplitDecoder) -> None:
-    """Worker start: keep the decoder, one torch thread, no job signals."""
+def _hold(decoder: SplitDecoder, parent: int) -> None:
+    """Worker start: keep the decoder, one torch thread, no job signals, and
+    leave once ``parent`` has gone."""
     global _held
     _held = decoder
     torch.set_num_threads(1)
     ignore_job_signals()
+    threading.Thread(target=_exit_with, args=(parent,), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with(parent: int, poll_s: float = 1.0) -> None:
+    """In a worker: exit once the process that started it has gone. Killed
+    outright, that process could not end its workers, which ignore the job's
+    signals and would wait for work for ever."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os._exit(0)
 
 
 def _decode_held(start: int, rows: list[int]) -> None:
@@ -351,6 +365,7 @@ class StreamedImages:
         self._assembler = ThreadPoolExecutor(1, thread_name_prefix="assemble")
         self._ahead: tuple[bytes, Future] | None = None  # rows, and their (batch, made) to come
         self._side: torch.cuda.Stream | None = None
+        _open.add(self)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -409,9 +424,26 @@ class StreamedImages:
             return self._hand_over(*ahead[1].result())
         return self._hand_over(*self._batch(rows))
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._assembler.shutdown(wait=False, cancel_futures=True)
+    def close(self, wait: bool = False) -> None:
+        """End the decoding workers; ``wait`` until they have gone."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._assembler.shutdown(wait=wait, cancel_futures=True)
+
+
+_open: weakref.WeakSet[StreamedImages] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open() -> None:
+    """End the workers of every split still open at exit, and wait for them.
+    multiprocessing's own exit handler, registered before this one (with
+    ProcessPoolExecutor's import) and so run after it, joins the worker
+    processes: they wait for work until their executor shuts down, which
+    Python does only at its threading shutdown, after the handlers when
+    `cli.finish` runs them. Not waiting here would race that handler, which
+    closes the queue the executor's stop messages go through."""
+    for images in list(_open):
+        images.close(wait=True)
 
 
 def decode_split(decoder, device: torch.device | str = "cpu",
