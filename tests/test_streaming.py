@@ -334,16 +334,25 @@ if __name__ == "__main__":
 def test_a_decoding_process_ends_with_its_training_process(food, tmp_path, in_a_process, how):
     """At a normal exit without ``close`` (multiprocessing's own exit handler
     would wait for a process that ignores SIGTERM) and when killed outright."""
+    for pid in exit_script_children(EXITS, food[1], how, tmp_path, timeout=120):
+        wait_until_gone(pid)
+
+
+def exit_script_children(script: str, paths, how: str, tmp_path, timeout: float) -> list[int]:
+    """Run ``script`` on the split at ``paths`` in a process of its own, which
+    prints the pids of its decoding processes and then exits as ``how`` says
+    (``killed``: by SIGKILL, else normally); those pids."""
     import subprocess
     import sys
 
-    script = tmp_path / "exits.py"
-    script.write_text(EXITS)
-    _, paths = food
-    done = subprocess.run([sys.executable, str(script), *map(str, paths), how], capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert done.returncode == (0 if how == "exit" else -9), done.stderr
-    wait_until_gone(int(done.stdout.split()[-1]))
+    path = tmp_path / "exits.py"
+    path.write_text(script)
+    done = subprocess.run([sys.executable, str(path), *map(str, paths), how], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert done.returncode == (-9 if how == "killed" else 0), done.stderr
+    pids = [int(pid) for pid in done.stdout.split()]
+    assert pids
+    return pids
 
 
 def wait_until_gone(pid: int, seconds: float = 20) -> None:
@@ -385,16 +394,5 @@ def test_cpu_decoding_workers_end_with_a_command_that_holds_its_split(food, tmp_
     """`multisym` runs the exit handlers itself, then leaves at once: a split
     still referenced then must not keep it waiting for its workers. Killed
     outright, it leaves its workers to notice on their own."""
-    import subprocess
-    import sys
-
-    script = tmp_path / "open_at_exit.py"
-    script.write_text(OPEN_AT_EXIT)
-    _, paths = food
-    done = subprocess.run([sys.executable, str(script), *map(str, paths), how], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == (0 if how == "finish" else -9), done.stderr
-    workers = [int(pid) for pid in done.stdout.split()]
-    assert workers
-    for pid in workers:
+    for pid in exit_script_children(OPEN_AT_EXIT, food[1], how, tmp_path, timeout=60):
         wait_until_gone(pid)
