@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from multisym.config import section_defaults
 from multisym.data import write_npz
 from multisym.probe import FLOPS_PER_THREAD, job_memory_mb, memory_mb, runtime_min
 
@@ -89,7 +90,7 @@ def main() -> None:
     # measured on the largest case against the rate the time limit assumes
     train, rows_all, dims, classes = INAT
     operations = 4 * train * dims * classes
-    settings = {"C": [0.01, 0.1, 1.0, 10.0, 100.0], "max_iter": 1000}  # the schema's defaults
+    settings = section_defaults("probe")  # the grid and max_iter the time limit is for
     inat = {"asked_mb": memory_mb(train, rows_all, dims, classes),
             "asked_min_16_threads": runtime_min(train, dims, classes, settings, 16),
             "seconds_per_iteration_measured_rate": operations / (rows[0]["gflops"] * 1e9),
