@@ -71,6 +71,34 @@ def test_planning_never_imports_torch(workflow_copy):
     assert result.stdout.strip().endswith("NOTORCH"), result.stdout[-2000:] + result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_probe_on_the_gpu_asks_the_cluster_for_one(workflow_copy, device):
+    """probe.device cuda: every probe job asks the SLURM executor for a GPU on
+    the cluster section's partition and model, and passes the device to the
+    fit (so switching reruns the probes); on the CPU a probe asks for no GPU,
+    keeps the profile's partition, and its settings are those of the probes
+    made before the key existed."""
+    site = '{"partition": "gpu", "gpu_model": "a100"}'
+    result = workflow_copy.snakemake(
+        "-n", "-p", "--configfile=config/smoke.yaml", "--default-resources", "slurm_partition=cpu",
+        "--config", f'probe={{"device": "{device}"}}', f"cluster={site}",
+    )
+    blocks = result.stdout.split("\n\n")
+    probes = [b for b in blocks if re.search(r"^rule (transfer_)?probe:", b, re.M)]
+    others = [b for b in blocks if re.search(r"^rule ensemble:", b, re.M)]
+    assert probes and others
+    for job in probes:
+        resources = re.search(r"resources: (.*)", job).group(1)
+        settings = json.loads(re.search(r"--settings-json '(.*?)'", job).group(1))
+        if device == "cuda":
+            assert "gpu=1" in resources and "gpu_model=a100" in resources and "slurm_partition=gpu" in resources
+            assert settings["device"] == "cuda"
+        else:
+            assert "gpu" not in resources.replace("slurm_partition=cpu", "") and "slurm_partition=cpu" in resources
+            assert set(settings) == {"C", "max_iter", "tol"}
+    assert all("slurm_partition=cpu" in job and "gpu=" not in job for job in others)
+
+
 def test_a_config_file_fully_defines_its_run(workflow_copy):
     """--configfile X gives exactly X plus schema defaults, never values of config.yaml."""
     default = yaml.safe_load((ROOT / "config.yaml").read_text())

@@ -7,7 +7,10 @@ train features x_i, minimising
 
 its inverse regularisation C is chosen on val accuracy (ties go to the
 stronger regularisation, the first of the ascending grid). The chosen fit's
-decision function gives the val and test logits. No torch here.
+decision function gives the val and test logits. With ``probe.device:
+cuda`` the same solver runs with its objective on the GPU
+(``multisym.device_probe``); torch is imported only then, so that planning
+(which reads this module for a job's request) never loads it.
 
 scikit-learn's L-BFGS stops when the largest gradient entry of that objective
 divided by C·n falls below ``tol``. Its default, 1e-4, stopped digits fits
@@ -61,10 +64,23 @@ def probe_logits(params: dict[str, np.ndarray], features: np.ndarray) -> np.ndar
     return logits.astype(np.float32)
 
 
+def _fitter(x_train: np.ndarray, y_train: np.ndarray, settings: dict):
+    """fit(C) on the configured device: scikit-learn's L-BFGS on the CPU, or
+    the same solver with its objective on the GPU (``multisym.device_probe``)."""
+    max_iter, tol = settings["max_iter"], settings["tol"]
+    if settings.get("device", "cpu") == "cuda":
+        from . import device_probe
+
+        objective = device_probe.DeviceObjective(x_train, y_train, device_probe.cuda_device())
+        return lambda c: device_probe.fit(objective, c, max_iter, tol)
+    from sklearn.linear_model import LogisticRegression
+
+    return lambda c: LogisticRegression(C=c, max_iter=max_iter, tol=tol).fit(x_train, y_train)
+
+
 def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_params) -> dict:
     """Logistic-regression probe, C chosen on val; writes val/test logits and
     the probe's parameters (to apply it to other inputs, e.g. shift sets)."""
-    from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     feats = {k: (v.astype(np.float64) if k.endswith("_features") else v) for k, v in read_npz(features_path).items()}
@@ -75,12 +91,11 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
     x = {"train": scaler.transform(feats.pop("train_features"), copy=False)}
     x.update({s: scaler.transform(feats[f"{s}_features"]) for s in EVAL_SPLITS})
     y = {s: feats[f"{s}_labels"] for s in data.SPLITS}
-    grid = sorted(probe_settings["C"])
+    grid, fit = sorted(probe_settings["C"]), _fitter(x["train"], y["train"], probe_settings)
     fits, val_acc = [], []
     for c in grid:
-        model = LogisticRegression(C=c, max_iter=probe_settings["max_iter"], tol=probe_settings["tol"])
-        fits.append(model.fit(x["train"], y["train"]))
-        val_acc.append(float((model.predict(x["val"]) == y["val"]).mean()))
+        fits.append(fit(c))
+        val_acc.append(float((fits[-1].predict(x["val"]) == y["val"]).mean()))
     best = int(np.argmax(val_acc))  # first maximum = strongest regularisation among ties
     chosen = fits[best]
     params = probe_parameters(chosen, scaler, int(feats["num_classes"]))
@@ -91,7 +106,7 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
         **{f"{s}_labels": y[s] for s in EVAL_SPLITS},
     )
     # iterations per C: one equal to max_iter means that fit stopped unconverged
-    summary = {"C": grid[best], "grid": grid, "val_accuracy": val_acc,
+    summary = {"C": grid[best], "grid": grid, "val_accuracy": val_acc, "device": probe_settings.get("device", "cpu"),
                "iterations": [int(m.n_iter_.max()) for m in fits],
                "train_accuracy": float((chosen.predict(x["train"]) == y["train"]).mean())}
     atomic_write_text(json.dumps(summary, indent=2) + "\n", out_summary)
@@ -112,6 +127,13 @@ MEMORY_MARGIN = 1.25
 # (35 GFLOP/s), for slower nodes and threads that scale imperfectly.
 FLOPS_PER_THREAD = 1e10
 EVALUATIONS_PER_ITERATION = 1.25  # L-BFGS's line search now and then evaluates twice
+# The GPU fit (probe.device cuda), assumed rather than measured: float64 at
+# 1e12 FLOP/s (a tenth of a data-centre GPU's; gaming GPUs run float64 at
+# 1/64 of their float32 rate) plus 50 ms a loss evaluation for the host's
+# part (sending the weights, fetching the gradient, L-BFGS-B's update).
+GPU_FLOPS = 1e12
+GPU_EVALUATION_S = 0.05
+CUDA_LIBRARIES_MB = 3000
 
 
 def feature_shapes(features_path) -> tuple[int, int, int, int]:
@@ -124,11 +146,16 @@ def feature_shapes(features_path) -> tuple[int, int, int, int]:
     return train, rows, dims, int(arrays["num_classes"])
 
 
-def memory_mb(train: int, rows: int, dims: int, classes: int) -> int:
-    """Memory a probe job asks for (MB): the fit's peak model above, with a
-    25 % margin. iNat-2019 at paper scale (265k images of 2,048 features, 80 %
-    of them train, 1,010 classes): 14 GB."""
-    values = 1.3 * rows * dims + 2.4 * train * classes + 3 * (rows - train) * classes + 30 * classes * dims
+def memory_mb(train: int, rows: int, dims: int, classes: int, device: str = "cpu") -> int:
+    """Host memory a probe job asks for (MB): the fit's peak model above, with
+    a 25 % margin. iNat-2019 at paper scale (265k images of 2,048 features, 80 %
+    of them train, 1,010 classes): 14 GB. On the GPU the (n_train, K) arrays
+    live on the device, and torch with its CUDA context is counted instead
+    (CUDA_LIBRARIES_MB, an allowance: not measured here)."""
+    values = 1.3 * rows * dims + 3 * (rows - train) * classes + 30 * classes * dims
+    if device == "cuda":
+        return int(MEMORY_MARGIN * (CUDA_LIBRARIES_MB + 8 * values / 2**20)) + 1
+    values += 2.4 * train * classes
     return int(MEMORY_MARGIN * (LIBRARIES_MB + 8 * values / 2**20)) + 1
 
 
@@ -136,16 +163,21 @@ def runtime_min(train: int, dims: int, classes: int, settings: dict, threads: in
     """Time limit of a probe job (minutes), for the worst case: every C of the
     grid runs ``max_iter`` L-BFGS iterations, each evaluating the loss and its
     gradient (4 · n_train · d · K operations) 1.25 times, at FLOPS_PER_THREAD
-    per thread; never under ``floor_min``. iNat-2019 at paper scale with the
-    default grid: 19 hours on 16 threads."""
+    per thread, or on a GPU at GPU_FLOPS plus GPU_EVALUATION_S; never under
+    ``floor_min``. iNat-2019 at paper scale with the default grid: 19 hours
+    on 16 threads, 3 on a GPU."""
     evaluations = len(settings["C"]) * settings["max_iter"] * EVALUATIONS_PER_ITERATION
-    seconds = evaluations * 4 * train * dims * classes / (FLOPS_PER_THREAD * max(1, threads))
+    operations = 4 * train * dims * classes
+    if settings.get("device", "cpu") == "cuda":
+        seconds = evaluations * (operations / GPU_FLOPS + GPU_EVALUATION_S)
+    else:
+        seconds = evaluations * operations / (FLOPS_PER_THREAD * max(1, threads))
     return max(floor_min, int(seconds / 60) + 1)
 
 
-def job_memory_mb(features_path) -> int:
+def job_memory_mb(features_path, settings: dict) -> int:
     """``memory_mb`` of the features file's shapes."""
-    return memory_mb(*feature_shapes(features_path))
+    return memory_mb(*feature_shapes(features_path), settings.get("device", "cpu"))
 
 
 def job_runtime_min(features_path, settings: dict, threads: int) -> int:

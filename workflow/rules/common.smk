@@ -155,9 +155,32 @@ def all_member_models(wildcards):
 
 # ---------------------------------------------------------------- adaptation
 def probe_settings_json(wildcards):
-    # threads size the job, not the fit: changing them reruns nothing
-    fit = {k: v for k, v in config["probe"].items() if k != "threads"}
+    # threads size the job, not the fit: changing them reruns nothing; device
+    # cpu is the fit every probe was made with before the key existed
+    fit = {
+        k: v
+        for k, v in config["probe"].items()
+        if k != "threads" and (k, v) != ("device", "cpu")
+    }
     return json.dumps(fit, sort_keys=True)
+
+
+def probe_gpu_resources():
+    """A probe on the GPU asks the SLURM executor for one, on the cluster
+    section's partition, account, QoS, constraint and GPU model (the site
+    values of GPU training jobs); a probe on the CPU adds nothing, so the
+    profile's defaults stand."""
+    if config["probe"]["device"] != "cuda":
+        return {}
+    names = {
+        "partition": "slurm_partition",
+        "account": "slurm_account",
+        "qos": "qos",
+        "constraint": "constraint",
+        "gpu_model": "gpu_model",
+    }
+    site = config["cluster"]
+    return {"gpu": 1, **{names[k]: site[k] for k in names if site[k]}}
 
 
 def threads_as_cpus(wildcards, threads):
@@ -169,7 +192,7 @@ def threads_as_cpus(wildcards, threads):
 def probe_mem_mb(wildcards, input):
     from multisym.probe import job_memory_mb
 
-    return job_memory_mb(input.features)
+    return job_memory_mb(input.features, config["probe"])
 
 
 def probe_runtime(wildcards, input, threads):

@@ -65,6 +65,7 @@ rule transfer_probe:
         env("workflow")
     threads: config["probe"]["threads"]
     resources:
+        **probe_gpu_resources(),
         cpus_per_task=threads_as_cpus,
         runtime=probe_runtime,
         mem_mb=probe_mem_mb,
