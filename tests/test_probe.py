@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from multisym.data import write_npz
+from multisym.data import logits_of, write_npz
 from multisym.files import read_npz
 from multisym.probe import fit_probe
 
@@ -52,8 +53,8 @@ def test_probe_reaches_the_minimum_at_weak_regularisation(tmp_path):
 
 def digits_split(tmp_path, classes: int = 10):
     """The 8x8 digits of the first ``classes`` classes as a features file
-    (float16, as the workflow caches them); returns the raw train features
-    and labels, standardised, as both probe paths fit them."""
+    (float16, as the workflow caches them); returns the train features,
+    standardised as both probe paths fit them, and their labels."""
     from sklearn.datasets import load_digits
     from sklearn.preprocessing import StandardScaler
 
@@ -76,7 +77,6 @@ def test_the_gpu_fits_objective_and_solver_are_scikit_learns(tmp_path, classes):
     within 1e-9); with weak regularisation both stop within tol of the same
     minimum and predict alike. Two classes are one logistic regression, as
     scikit-learn fits them."""
-    import torch
     from sklearn.linear_model import LogisticRegression
 
     from multisym.device_probe import DeviceObjective, fit
@@ -101,8 +101,6 @@ def test_the_gpu_fits_objective_and_solver_are_scikit_learns(tmp_path, classes):
 def test_a_gpu_probe_where_there_is_none_says_what_to_do(tmp_path):
     """probe.device cuda in a job that sees no GPU stops before fitting, with
     the setting to change, and writes nothing."""
-    import torch
-
     from multisym.errors import UserError
 
     if torch.cuda.is_available():
@@ -114,7 +112,7 @@ def test_a_gpu_probe_where_there_is_none_says_what_to_do(tmp_path):
     assert not any(path.exists() for path in outputs)
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="no CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
 def test_a_probe_on_the_gpu_chooses_and_predicts_as_the_cpu_probe(tmp_path):
     """The whole probe on the GPU against the CPU's: the same C, the same
     test predictions, logits within 1e-3 of each other."""
@@ -129,8 +127,6 @@ def test_a_probe_on_the_gpu_chooses_and_predicts_as_the_cpu_probe(tmp_path):
         runs[device] = summary, read_npz(out / "logits.npz")
     (cpu, cpu_logits), (gpu, gpu_logits) = runs["cpu"], runs["cuda"]
     assert gpu["device"] == "cuda" and gpu["C"] == cpu["C"]
-    from multisym.data import logits_of
-
     a, b = logits_of(cpu_logits, "test"), logits_of(gpu_logits, "test")
     assert (a.argmax(axis=1) == b.argmax(axis=1)).all()
     assert np.abs(a - b).max() < 1e-3
