@@ -95,8 +95,7 @@ def main() -> None:
         rows.append({"train": train, "dims": dims, "classes": classes, "peak_mb": peak, "asked_mb": asked,
                      "device_peak_mb": device_peak, "seconds_per_iteration": per_iteration, "gflops": rate})
         print(f"{f'{train} x {dims} x {classes}':>22} {peak:8.0f} {asked:9d} {device_peak:9.0f} {per_iteration:12.2f}"
-              f" {rate:8.1f}"
-              f"  {'ok' if peak < asked else 'ASKS TOO LITTLE'}")
+              f" {rate:8.1f}  {'ok' if peak < asked else 'ASKS TOO LITTLE'}")
     # iNat at paper scale: the job's request, and one iteration at the rate
     # measured on the largest case against the rate the time limit assumes
     train, rows_all, dims, classes = INAT

@@ -71,7 +71,6 @@ class DeviceObjective:
     def __init__(self, x: np.ndarray, y: np.ndarray, device):
         import torch
 
-        self.torch = torch
         self.classes, encoded = np.unique(y, return_inverse=True)
         self.x = torch.as_tensor(x, dtype=torch.float64, device=device)
         labels = torch.as_tensor(encoded, device=device)[:, None]
@@ -84,7 +83,9 @@ class DeviceObjective:
         self.C = 1.0
 
     def __call__(self, w: np.ndarray) -> tuple[float, np.ndarray]:
-        torch, n = self.torch, self.n
+        import torch
+
+        n = self.n
         params = torch.as_tensor(w.reshape(self.rows, self.dims + 1), device=self.x.device)
         weight, bias = params[:, :-1], params[:, -1]
         z = torch.addmm(bias, self.x, weight.T)

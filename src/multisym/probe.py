@@ -64,11 +64,10 @@ def probe_logits(params: dict[str, np.ndarray], features: np.ndarray) -> np.ndar
     return logits.astype(np.float32)
 
 
-def _fitter(x_train: np.ndarray, y_train: np.ndarray, settings: dict):
-    """fit(C) on the configured device: scikit-learn's L-BFGS on the CPU, or
-    the same solver with its objective on the GPU (``multisym.device_probe``)."""
-    max_iter, tol = settings["max_iter"], settings["tol"]
-    if settings.get("device", "cpu") == "cuda":
+def _fitter(x_train: np.ndarray, y_train: np.ndarray, max_iter: int, tol: float, device: str):
+    """fit(C) on ``device``: scikit-learn's L-BFGS on the CPU, or the same
+    solver with its objective on the GPU (``multisym.device_probe``)."""
+    if device == "cuda":
         from . import device_probe
 
         objective = device_probe.DeviceObjective(x_train, y_train, device_probe.cuda_device())
@@ -91,7 +90,10 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
     x = {"train": scaler.transform(feats.pop("train_features"), copy=False)}
     x.update({s: scaler.transform(feats[f"{s}_features"]) for s in EVAL_SPLITS})
     y = {s: feats[f"{s}_labels"] for s in data.SPLITS}
-    grid, fit = sorted(probe_settings["C"]), _fitter(x["train"], y["train"], probe_settings)
+    # the workflow leaves device cpu out of the settings (common.smk)
+    device = probe_settings.get("device", "cpu")
+    grid = sorted(probe_settings["C"])
+    fit = _fitter(x["train"], y["train"], probe_settings["max_iter"], probe_settings["tol"], device)
     fits, val_acc = [], []
     for c in grid:
         fits.append(fit(c))
@@ -106,7 +108,7 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
         **{f"{s}_labels": y[s] for s in EVAL_SPLITS},
     )
     # iterations per C: one equal to max_iter means that fit stopped unconverged
-    summary = {"C": grid[best], "grid": grid, "val_accuracy": val_acc, "device": probe_settings.get("device", "cpu"),
+    summary = {"C": grid[best], "grid": grid, "val_accuracy": val_acc, "device": device,
                "iterations": [int(m.n_iter_.max()) for m in fits],
                "train_accuracy": float((chosen.predict(x["train"]) == y["train"]).mean())}
     atomic_write_text(json.dumps(summary, indent=2) + "\n", out_summary)
