@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from workflow import seconds
+from workflow import seconds, tool_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 600.0
@@ -90,8 +89,7 @@ def main() -> int:
         folder = Path(tempfile.mkdtemp(prefix="embedded-default-"))
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    env = {**os.environ, "PYTHONPATH": str(folder / "src"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = tool_env(folder)
     start = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "snakemake", "figures", "--cores", str(args.cores)],
                          cwd=folder, env=env, capture_output=True, text=True)

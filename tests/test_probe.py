@@ -99,13 +99,12 @@ def test_the_gpu_fits_objective_and_solver_are_scikit_learns(tmp_path, classes):
 
 
 def test_a_gpu_probe_where_there_is_none_says_what_to_do(tmp_path):
-    """probe.device cuda in a job that sees no GPU stops before fitting, with
-    the setting to change, and writes nothing."""
+    """probe.device cuda in a job that sees no GPU stops before it reads its
+    features (here none exist), with the setting to change, and writes nothing."""
     from multisym.errors import UserError
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    digits_split(tmp_path)
     outputs = [tmp_path / name for name in ("logits.npz", "summary.json", "params.npz")]
     with pytest.raises(UserError, match="probe.device is cuda but this job sees no GPU.*probe.device: cpu"):
         fit_probe(tmp_path / "features.npz", {"C": [1.0], "max_iter": 100, "tol": 1e-8, "device": "cuda"}, *outputs)

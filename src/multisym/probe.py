@@ -64,13 +64,13 @@ def probe_logits(params: dict[str, np.ndarray], features: np.ndarray) -> np.ndar
     return logits.astype(np.float32)
 
 
-def _fitter(x_train: np.ndarray, y_train: np.ndarray, max_iter: int, tol: float, device: str):
-    """fit(C) on ``device``: scikit-learn's L-BFGS on the CPU, or the same
-    solver with its objective on the GPU (``multisym.device_probe``)."""
-    if device == "cuda":
+def _fitter(x_train: np.ndarray, y_train: np.ndarray, max_iter: int, tol: float, gpu):
+    """fit(C): scikit-learn's L-BFGS on the CPU, or, given a ``gpu``, the same
+    solver with its objective there (``multisym.device_probe``)."""
+    if gpu is not None:
         from . import device_probe
 
-        objective = device_probe.DeviceObjective(x_train, y_train, device_probe.cuda_device())
+        objective = device_probe.DeviceObjective(x_train, y_train, gpu)
         return lambda c: device_probe.fit(objective, c, max_iter, tol)
     from sklearn.linear_model import LogisticRegression
 
@@ -82,6 +82,14 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
     the probe's parameters (to apply it to other inputs, e.g. shift sets)."""
     from sklearn.preprocessing import StandardScaler
 
+    # the workflow leaves device cpu out of the settings (common.smk); a job
+    # without the GPU it was given stops here, before reading its features
+    device = probe_settings.get("device", "cpu")
+    gpu = None
+    if device == "cuda":
+        from .device_probe import cuda_device
+
+        gpu = cuda_device()
     feats = {k: (v.astype(np.float64) if k.endswith("_features") else v) for k, v in read_npz(features_path).items()}
     scaler = StandardScaler().fit(feats["train_features"])
     # train is standardised in place (its raw form is not used again), so float64
@@ -90,10 +98,8 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
     x = {"train": scaler.transform(feats.pop("train_features"), copy=False)}
     x.update({s: scaler.transform(feats[f"{s}_features"]) for s in EVAL_SPLITS})
     y = {s: feats[f"{s}_labels"] for s in data.SPLITS}
-    # the workflow leaves device cpu out of the settings (common.smk)
-    device = probe_settings.get("device", "cpu")
     grid = sorted(probe_settings["C"])
-    fit = _fitter(x["train"], y["train"], probe_settings["max_iter"], probe_settings["tol"], device)
+    fit = _fitter(x["train"], y["train"], probe_settings["max_iter"], probe_settings["tol"], gpu)
     fits, val_acc = [], []
     for c in grid:
         fits.append(fit(c))
