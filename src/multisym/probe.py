@@ -26,7 +26,7 @@ import json
 
 import numpy as np
 
-from . import data
+from . import data, device_probe
 from .data import write_npz
 from .files import atomic_write_text, read_npz
 
@@ -68,8 +68,6 @@ def _fitter(x_train: np.ndarray, y_train: np.ndarray, max_iter: int, tol: float,
     """fit(C): scikit-learn's L-BFGS on the CPU, or, given a ``gpu``, the same
     solver with its objective there (``multisym.device_probe``)."""
     if gpu is not None:
-        from . import device_probe
-
         objective = device_probe.DeviceObjective(x_train, y_train, gpu)
         return lambda c: device_probe.fit(objective, c, max_iter, tol)
     from sklearn.linear_model import LogisticRegression
@@ -85,11 +83,7 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
     # the workflow leaves device cpu out of the settings (common.smk); a job
     # without the GPU it was given stops here, before reading its features
     device = probe_settings.get("device", "cpu")
-    gpu = None
-    if device == "cuda":
-        from .device_probe import cuda_device
-
-        gpu = cuda_device()
+    gpu = device_probe.cuda_device() if device == "cuda" else None
     feats = {k: (v.astype(np.float64) if k.endswith("_features") else v) for k, v in read_npz(features_path).items()}
     scaler = StandardScaler().fit(feats["train_features"])
     # train is standardised in place (its raw form is not used again), so float64
