@@ -7,7 +7,8 @@
 # workers, and streamed with nvjpeg (in a process of its own, on a stream of its own,
 # as main runs it), its data path timed per part (target 2); last, the probe's fit
 # with its objective on the GPU (probe.device cuda) against what its job asks for.
-# Wheels the machine lacks travel in .whl/ (jsonschema and its dependencies, lightly).
+# Wheels the machine lacks travel in .whl/, which benchmarks/gpu_wheels.sh fills here
+# (submitit, jsonschema and its dependencies, lightly).
 set -o pipefail
 OUT=${OUT:-/tmp/bench-out}
 mkdir -p "$OUT"
