@@ -64,6 +64,13 @@ def probe_logits(params: dict[str, np.ndarray], features: np.ndarray) -> np.ndar
     return logits.astype(np.float32)
 
 
+def fit_device(settings: dict) -> str:
+    """Where the fit runs: cpu or cuda. The workflow leaves device cpu out of
+    a probe's settings (common.smk), so that probes made before the key
+    existed stay up to date."""
+    return settings.get("device", "cpu")
+
+
 def _fitter(x_train: np.ndarray, y_train: np.ndarray, max_iter: int, tol: float, gpu):
     """fit(C): scikit-learn's L-BFGS on the CPU, or, given a ``gpu``, the same
     solver with its objective there (``multisym.device_probe``)."""
@@ -80,9 +87,8 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
     the probe's parameters (to apply it to other inputs, e.g. shift sets)."""
     from sklearn.preprocessing import StandardScaler
 
-    # the workflow leaves device cpu out of the settings (common.smk); a job
-    # without the GPU it was given stops here, before reading its features
-    device = probe_settings.get("device", "cpu")
+    # a job without the GPU it was given stops here, before reading its features
+    device = fit_device(probe_settings)
     gpu = device_probe.cuda_device() if device == "cuda" else None
     feats = {k: (v.astype(np.float64) if k.endswith("_features") else v) for k, v in read_npz(features_path).items()}
     scaler = StandardScaler().fit(feats["train_features"])
@@ -156,9 +162,11 @@ def memory_mb(train: int, rows: int, dims: int, classes: int, device: str = "cpu
     (CUDA_LIBRARIES_MB, an allowance: not measured here)."""
     values = 1.3 * rows * dims + 3 * (rows - train) * classes + 30 * classes * dims
     if device == "cuda":
-        return int(MEMORY_MARGIN * (CUDA_LIBRARIES_MB + 8 * values / 2**20)) + 1
-    values += 2.4 * train * classes
-    return int(MEMORY_MARGIN * (LIBRARIES_MB + 8 * values / 2**20)) + 1
+        libraries = CUDA_LIBRARIES_MB
+    else:
+        libraries = LIBRARIES_MB
+        values += 2.4 * train * classes
+    return int(MEMORY_MARGIN * (libraries + 8 * values / 2**20)) + 1
 
 
 def runtime_min(train: int, dims: int, classes: int, settings: dict, threads: int, floor_min: int = 60) -> int:
@@ -170,7 +178,7 @@ def runtime_min(train: int, dims: int, classes: int, settings: dict, threads: in
     on 16 threads, 3 on a GPU."""
     evaluations = len(settings["C"]) * settings["max_iter"] * EVALUATIONS_PER_ITERATION
     operations = 4 * train * dims * classes
-    if settings.get("device", "cpu") == "cuda":
+    if fit_device(settings) == "cuda":
         seconds = evaluations * (operations / GPU_FLOPS + GPU_EVALUATION_S)
     else:
         seconds = evaluations * operations / (FLOPS_PER_THREAD * max(1, threads))
@@ -179,7 +187,7 @@ def runtime_min(train: int, dims: int, classes: int, settings: dict, threads: in
 
 def job_memory_mb(features_path, settings: dict) -> int:
     """``memory_mb`` of the features file's shapes."""
-    return memory_mb(*feature_shapes(features_path), settings.get("device", "cpu"))
+    return memory_mb(*feature_shapes(features_path), fit_device(settings))
 
 
 def job_runtime_min(features_path, settings: dict, threads: int) -> int:
