@@ -31,6 +31,7 @@ include: "workflow/rules/warm.smk"
 
 
 onstart:
+    refuse_local_training_under_slurm()
     start_warm_starts(log)
 
 

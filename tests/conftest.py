@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,79 @@ def planned_jobs(dry_run_output: str) -> dict[str, int]:
         if parts[0] != "total":
             counts[parts[0]] = int(parts[1])
     return counts
+
+
+# ------------------------------------------------------- the test cluster
+# One real SLURM cluster (tests/local_slurm.py) for the whole test session,
+# started by the controlling pytest process before its workers and stopped at
+# the end. While a slurm.conf names a controller that does not answer, every
+# Snakemake start waits about 9 s: the SLURM executor plugin, imported with
+# Snakemake, asks `scontrol show config` with a 10 s timeout
+# (docs/troubleshooting.md). A controller that answers all session long keeps
+# that wait out of every workflow test, whichever worker runs it.
+CLUSTER_STATE = "TEST_SLURM_STATE"  # the state folder, for the workers
+_CLUSTER: dict = {}
+
+
+def _wants_cluster(config) -> bool:
+    if os.geteuid() != 0:
+        return False
+    for arg in config.args or ["tests"]:
+        path = Path(arg.split("::")[0])
+        if path.is_dir() or path.name == "test_slurm.py":
+            return True
+    return False
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput") or not _wants_cluster(config):
+        return
+    from local_slurm import LocalSlurm
+
+    # the daemons run as users slurm and mysql: pytest's private temporary folders are closed to them
+    state = Path(tempfile.mkdtemp(prefix="multisym-slurm-", dir="/var/tmp"))
+    state.chmod(0o755)
+    os.environ[CLUSTER_STATE] = str(state)
+    slurm = LocalSlurm(state)
+
+    def start():
+        try:
+            slurm.start()
+            (state / "ready").write_text("ok\n")
+        except Exception as error:  # the SLURM tests report it; the others need no cluster
+            (state / "failed").write_text(f"{type(error).__name__}: {error}\n")
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    _CLUSTER.update(slurm=slurm, thread=thread, state=state)
+
+
+def pytest_unconfigure(config):
+    if not _CLUSTER:
+        return
+    _CLUSTER["thread"].join()
+    _CLUSTER["slurm"].stop()
+    shutil.rmtree(_CLUSTER["state"], ignore_errors=True)
+    _CLUSTER.clear()
+
+
+def session_cluster(timeout: float = 600) -> Path:
+    """The session's cluster state folder once its daemons answer (pytest.fail
+    with the reason when it could not start)."""
+    import time
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.fail("the SLURM tests start a local cluster and need root (CI runs as root)")
+    if CLUSTER_STATE not in os.environ:
+        pytest.fail("no session cluster: run the SLURM tests through pytest from the repository root")
+    state = Path(os.environ[CLUSTER_STATE])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (state / "ready").exists():
+            return state
+        if (state / "failed").exists():
+            pytest.fail(f"the local SLURM cluster did not start: {(state / 'failed').read_text()}")
+        time.sleep(0.5)
+    pytest.fail(f"the local SLURM cluster did not start within {timeout:.0f} s (logs in {state / 'log'})")

@@ -145,6 +145,8 @@ SlurmdPidFile={self._pid_file('slurmd')}
 SlurmctldLogFile={self.dir}/log/slurmctld.log
 SlurmdLogFile={self.dir}/log/slurmd.log
 JobCompType=jobcomp/none
+# sacct shows the comment the Snakemake plugin sets (rule_<rule>_wildcards_...)
+AccountingStoreFlags=job_comment
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageTRES=gres/gpu

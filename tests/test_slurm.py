@@ -9,21 +9,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from conftest import SMOKE, planned_jobs, tool_env
-from local_slurm import LocalSlurm, wait_until
+from conftest import ROOT, SMOKE, planned_jobs, session_cluster, tool_env
+from local_slurm import wait_until
 from multisym.config import resolve, section_defaults
 from multisym.data import prepare
+from multisym.launch import LIVE_STATES, slurm_state
 from multisym.members import member_table
 
 pytestmark = pytest.mark.workflow
@@ -38,23 +38,32 @@ FAST = ("--slurm-init-seconds-before-status-checks", "2", "--default-resources",
 
 @pytest.fixture(scope="module")
 def cluster():
-    if os.geteuid() != 0:
-        pytest.fail("the SLURM tests start a local cluster and need root (CI runs as root)")
-    # the daemons run as users slurm and mysql: pytest's private temporary folders are closed to them
-    state = Path(tempfile.mkdtemp(prefix="multisym-slurm-", dir="/var/tmp"))
-    state.chmod(0o755)
-    slurm = LocalSlurm(state)
-    try:
-        yield slurm.start()
-    finally:
-        slurm.stop()
-        shutil.rmtree(state, ignore_errors=True)
+    """The session's cluster (conftest.py starts it once, before the workers)."""
+    return session_cluster()
 
 
 def slurm_args(poll_s: float = 2) -> tuple[str, ...]:
+    """The slurm profile as typed, plus a --config: training still goes to
+    SLURM (cluster.executor auto follows the SLURM executor)."""
     jobs = json.dumps({"pretrain": SMALL_JOBS, "adapt": SMALL_JOBS})
-    return ("--profile", "slurm", *FAST, "--config", f"gpu_jobs={jobs}",
-            f'cluster={{"executor": "slurm", "poll_s": {poll_s}}}')
+    return ("--profile", "slurm", *FAST, "--config", f"gpu_jobs={jobs}", f'cluster={{"poll_s": {poll_s}}}')
+
+
+def sacct(*args: str) -> list[list[str]]:
+    out = subprocess.run(["sacct", "-X", "-n", "-P", *args], capture_output=True, text=True, check=True).stdout
+    return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+LOG_TABLE = re.compile(r"^\| (?P<what>[^|]+) \| `(?P<path>[^`]+)` \|$", re.MULTILINE)
+# rows of docs/cluster.md's log table that the tiny config below does not produce
+NOT_IN_THIS_RUN = ()
+
+
+def documented_log_paths() -> dict[str, str]:
+    """docs/cluster.md's table of log locations: what -> a glob pattern."""
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    table = text[text.index("## Logs"):]
+    return {m["what"]: re.sub(r"<[^>]+>", "*", m["path"]) for m in LOG_TABLE.finditer(table)}
 
 
 def small_smoke() -> dict:
@@ -93,21 +102,40 @@ def test_figures_through_the_slurm_profile(cluster, workflow_copy):
         record = json.loads((run / "slurm_job.json").read_text())
         assert record["job_id"].isdigit() and Path(record["folder"]).is_dir()
         assert (run / "model.pt").is_file()
-    assert json.loads(next((root / "finetune").glob("*/slurm_job.json")).read_text())["job_id"]
+    finetuned = json.loads(next((root / "finetune").glob("*/slurm_job.json")).read_text())["job_id"]
+    # a --config beside the profile kept every GPU job in SLURM: sacct knows each one, completed
+    trained = [json.loads(p.read_text())["job_id"] for p in root.glob("*/*/slurm_job.json")]
+    assert finetuned in trained and len(trained) == sum(1 for _ in root.glob("*/*/model.pt"))
+    states = {row[0]: row[1] for row in sacct("-j", ",".join(trained), "--format=JobID,State")}
+    assert states == {job: "COMPLETED" for job in trained}, states
+    # every waiter logged its attempt and the job's states
+    waiter = next((root / "members").glob("eq-*/waiter.log")).read_text()
+    assert "=== attempt by pid" in waiter and "submitted SLURM job" in waiter and " RUNNING" in waiter
+    # every log location of docs/cluster.md exists after such a run
+    for what, pattern in documented_log_paths().items():
+        if what not in NOT_IN_THIS_RUN:
+            assert list(workflow_copy.folder.glob(pattern)), (what, pattern)
+    # sacct maps a plugin job to its rule through the plugin's comment
+    comments = [row[0] for row in sacct("--format=Comment%200", "--starttime=now-1hour") if row[0]]
+    assert any(c.startswith("rule_probe_wildcards_") for c in comments), comments[:5]
 
 
 def test_paper_plan_with_the_slurm_profile(cluster, workflow_copy):
     """(e) The paper config plans its whole pool with each GPU job's request
     from the config, and CPU jobs' requests from the profile, not the host."""
+    profile = workflow_copy.folder / "slurm" / "config.yaml"
+    profile.write_text(profile.read_text().replace("&gpu_site {", "&gpu_site {cluster_partition: site-gpus, "))
     result = workflow_copy.snakemake("-n", "--profile", "slurm", "--configfile=config/paper.yaml",
-                                     hard_timeout=120)
+                                     "--config", "name=paper-here", hard_timeout=120)
     counts = planned_jobs(result.stdout)
     assert counts["pretrain"] == 28 and counts["adapt_candidate"] == 21 and counts["finetune"] == 7
     blocks = result.stdout.split("\n\n")
     pretrain = next(b for b in blocks if "rule pretrain:" in b)
     assert "gpu_nodes=4, gpus_per_node=8, gpu_cpus_per_task=10, gpu_mem_gb=480, gpu_time_limit_min=1440" in pretrain
     assert "keep_every=100" in pretrain
-    assert '"executor": "slurm"' in pretrain
+    # the site values of the profile survive a --config (it replaces a profile's config: list)
+    assert "cluster_partition=site-gpus" in pretrain and "--cluster partition=site-gpus" in pretrain
+    assert "cluster_executor=auto" in pretrain  # a dry run cannot tell where training will go
     data_job = next(b for b in blocks if "rule prepare_data:" in b)
     assert "cpus_per_task=1" in data_job and "mem_mb=4000" in data_job and "runtime=60" in data_job
     # a job of several threads asks for as many CPUs; a probe sizes its memory
@@ -179,8 +207,8 @@ def test_hard_kill_resumes_from_the_last_epoch(cluster, workflow_copy, tmp_path)
     again = json.loads((run_dir / "slurm_job.json").read_text())
     assert again["job_id"] != killed
     resumed = (Path(again["folder"]) / f"{again['job_id']}_0_log.err").read_text()
-    assert re.search(r"resumed \S+ from epoch (\d+)", resumed) and int(
-        re.search(r"from epoch (\d+)", resumed).group(1)) >= 10
+    # numbered from 1, as "epoch 10/60" when the tenth ends
+    assert int(re.search(r"resumed \S+ (?:at the start of|in) epoch (\d+)/60", resumed).group(1)) >= 11
     final = torch.load(run_dir / "model.pt", weights_only=True)
     assert same_weights(final, uninterrupted_weights(workflow_copy, member, path, tmp_path))
 
@@ -196,6 +224,7 @@ def test_restarted_snakemake_reattaches_to_its_job(cluster, workflow_copy):
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     job = json.loads((run_dir / "slurm_job.json").read_text())["job_id"]
+    assert slurm_state(job) in LIVE_STATES  # a hard kill of Snakemake leaves its GPU job running
     workflow_copy.snakemake("--unlock", f"--configfile={path.name}", *slurm_args(), hard_timeout=120)
     workflow_copy.snakemake(f"--configfile={path.name}", target, *slurm_args(), hard_timeout=600)
     assert json.loads((run_dir / "slurm_job.json").read_text())["job_id"] == job
@@ -212,8 +241,8 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster, workflow_copy, tmp
     arrives signal_delay_s ahead, the job saves its state mid-epoch and
     requeues itself, the requeued job resumes, and the final weights equal an
     uninterrupted run's (trained meanwhile on the node's other CPU)."""
-    # 600 epochs: 120 s or more of training (0.2 s an epoch at best here), the signal at 90 s or sooner
-    path, member, run_dir = long_member(workflow_copy, "limited", epochs=600)
+    # 1000 epochs: 90 s or more of training (0.09 s an epoch at best here), the signal 75 s into the job
+    path, member, run_dir = long_member(workflow_copy, "limited", epochs=1000)
     target = str(run_dir.relative_to(workflow_copy.folder) / "model.pt")
     data = workflow_copy.folder / "results" / "limited" / "data" / "dataset.npz"
     tmp_path = tmp_path_factory.mktemp("reference")
@@ -224,16 +253,17 @@ def test_time_limit_checkpoints_requeues_and_resumes(cluster, workflow_copy, tmp
     limited = json.dumps({"pretrain": {**SMALL_JOBS, "time_limit_min": 2}, "adapt": SMALL_JOBS})
     workflow_copy.snakemake(
         f"--configfile={path.name}", target, "--profile", "slurm", *FAST, "--config", f"gpu_jobs={limited}",
-        'cluster={"executor": "slurm", "poll_s": 2, "signal_delay_s": 30}', hard_timeout=900,
+        'cluster={"poll_s": 2, "signal_delay_s": 45}', hard_timeout=900,
     )
     assert reference.wait(timeout=600) == 0
     record = json.loads((run_dir / "slurm_job.json").read_text())
     log = (Path(record["folder"]) / f"{record['job_id']}_0_log.err").read_text()
     assert "stopped by SIGUSR2" in log and "DUE TO JOB REQUEUE" in log
-    assert re.search(r"resumed \S+ from epoch \d+, batch \d+", log)
+    stopped = re.search(r"stopped by SIGUSR2 in epoch (\d+) after batch (\d+)", log)
+    assert f"resumed {run_dir.name} in epoch {stopped[1]}/1000 after batch {stopped[2]}" in log
     final = torch.load(run_dir / "model.pt", weights_only=True)
     assert same_weights(final, torch.load(tmp_path / "model.pt", weights_only=True))
-    assert epochs_done(run_dir) == 600
+    assert epochs_done(run_dir) == 1000
 
 
 # ------------------------------------------------------------ several GPUs
@@ -260,3 +290,93 @@ def test_a_two_gpu_job_trains_as_two_local_processes_do(cluster, tmp_path):
     assert provenance["processes"] == 2 and provenance["slurm_job_id"] == record["job_id"]
     slurm, local = (torch.load(tmp_path / name / "model.pt", weights_only=True) for name in runs)
     assert same_weights(slurm, local)
+
+
+# ------------------------------------------------ what a cluster user meets
+def test_local_training_under_the_slurm_executor_is_refused(cluster, workflow_copy):
+    """cluster.executor local with --profile slurm would train on the login
+    node: the run stops when it starts, before anything is submitted."""
+    path = workflow_copy.write_config("refused.yaml", {**small_smoke(), "name": "refused"})
+    before = len(sacct("--starttime=now-1hour", "--format=JobID"))
+    result = workflow_copy.snakemake(f"--configfile={path.name}", "--profile", "slurm", *FAST, "--config",
+                                     'cluster={"executor": "local"}', check=False, hard_timeout=300)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "cluster.executor is local" in output and "Nothing was submitted" in output, output[-3000:]
+    assert len(sacct("--starttime=now-1hour", "--format=JobID")) == before
+    assert not (workflow_copy.folder / "results" / "refused").exists()
+
+
+def pretrain_by_hand(member, data: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
+    """A waiter as the workflow starts it under --profile slurm, by hand."""
+    command = [*local_pretrain(member, data, out), "--snakemake-executor", "slurm", "--cluster", "poll_s=1",
+               *options]
+    return subprocess.run(["timeout", "-k", "10", "300", *command], env=tool_env(), capture_output=True, text=True)
+
+
+def test_a_job_that_can_never_start_fails_at_once(cluster, tmp_path):
+    """More CPUs than the partition's node has: SLURM keeps the job PENDING
+    (PartitionConfig) forever; the waiter cancels it and fails within a
+    minute, naming the key to change and the partition's limits. A request
+    sbatch refuses outright fails before anything is submitted."""
+    config = resolve(small_smoke())
+    member = next(m for m in member_table(config) if m.mode == "eq")
+    data = tmp_path / "data"
+    prepare(config["dataset"], data / "dataset.npz", data / "manifest.json")
+    started = time.monotonic()
+    done = pretrain_by_hand(member, data, tmp_path / "pending", "--gpu-cpus-per-task", "64", "--gpu-mem-gb", "1",
+                            "--gpu-time-limit-min", "10")
+    seconds = time.monotonic() - started
+    assert done.returncode == 2 and seconds < 60, (seconds, done.stderr[-3000:])
+    assert "can never start: pending with reason PartitionConfig" in done.stderr
+    assert "gpu_jobs.pretrain.cpus_per_task" in done.stderr and "TotalCPUs=" in done.stderr
+    assert "Traceback" not in done.stderr
+    job = json.loads((tmp_path / "pending" / "slurm_job.json").read_text())["job_id"]
+    assert slurm_state(job) not in LIVE_STATES  # cancelled, not left pending
+    refused = pretrain_by_hand(member, data, tmp_path / "refused", "--gpu-cpus-per-task", "1",
+                               "--gpu-mem-gb", "100000", "--gpu-time-limit-min", "10")
+    assert refused.returncode == 2 and "SLURM refused the job" in refused.stderr, refused.stderr[-3000:]
+    assert "gpu_jobs.pretrain.mem_gb=100000" in refused.stderr and "Nothing was submitted" in refused.stderr
+    assert not (tmp_path / "refused" / "slurm_job.json").exists()
+
+
+def test_a_late_warning_leaves_a_finished_job_completed(cluster, workflow_copy):
+    """SIGUSR2 sent again and again from the last epoch's log line until the
+    job ends: the outputs are exported, the job exits 0 and SLURM accounts it
+    COMPLETED (it was FAILED 12:0, "User defined signal 2")."""
+    path, member, run_dir = long_member(workflow_copy, "late", epochs=40)
+    target = str(run_dir.relative_to(workflow_copy.folder) / "model.pt")
+    run = start_snakemake(workflow_copy, f"--configfile={path.name}", target, *slurm_args(poll_s=1))
+    wait_until(lambda: epochs_done(run_dir) >= 40, 300, "the last epoch in the SLURM job")
+    job = json.loads((run_dir / "slurm_job.json").read_text())["job_id"]
+    sent = 0
+    while run.poll() is None and slurm_state(job) in LIVE_STATES | {None}:
+        subprocess.run(["scancel", "--signal=USR2", job], capture_output=True)
+        sent += 1
+        time.sleep(0.1)
+    output = run.communicate(timeout=120)[0]
+    assert run.returncode == 0, output[-3000:]
+    assert sent > 0
+    assert sacct("-j", job, "--format=State,ExitCode") == [["COMPLETED", "0:0"]]
+    model = torch.load(run_dir / "model.pt", weights_only=True)
+    assert model["epochs"] == 40
+
+
+def test_ctrl_c_cancels_the_gpu_jobs(cluster, workflow_copy):
+    """SIGINT to Snakemake's process group (Ctrl-C at a terminal): the waiter
+    cancels its SLURM job, which saves its state, waits for it to end and
+    exits; nothing keeps running."""
+    path, member, run_dir = long_member(workflow_copy, "interrupted", epochs=400)
+    target = str(run_dir.relative_to(workflow_copy.folder) / "model.pt")
+    run = start_snakemake(workflow_copy, f"--configfile={path.name}", target, *slurm_args())
+    wait_until(lambda: epochs_done(run_dir) >= 3, 300, "3 epochs in the SLURM job")
+    job = json.loads((run_dir / "slurm_job.json").read_text())["job_id"]
+    os.killpg(run.pid, signal.SIGINT)
+    output = run.communicate(timeout=180)[0]
+    assert run.returncode != 0
+    assert slurm_state(job) == "CANCELLED", output[-3000:]
+    waiter = (run_dir / "waiter.log").read_text()
+    assert f"SIGINT: cancelling SLURM job {job}" in waiter and f"SLURM job {job} ended CANCELLED" in waiter
+    record = json.loads((run_dir / "slurm_job.json").read_text())
+    job_log = (Path(record["folder"]) / f"{job}_0_log.err").read_text()
+    assert "stopped by SIGTERM" in job_log and (run_dir / "state.pt").is_file()

@@ -30,8 +30,8 @@ from .checksums import sha256_file
 from .data import write_npz
 from .members import settings_hash
 from .models import SupervisedModel, build_backbone, select_device
-from .pretrain import (STATE_FILE, epoch_start, history_csv, make_runtime, restore_training, set_threads,
-                       supervised_view_spec, training_state)
+from .pretrain import (STATE_FILE, epoch_start, history_csv, make_runtime, restore_training, resume_position,
+                       set_threads, supervised_view_spec, training_state)
 from .stopping import InterruptedRun, StopSignal
 from .views import make_views, resize_center
 
@@ -185,8 +185,8 @@ def finetune(
             epoch, step, rows, best = state["epoch"], state["step"], list(state["rows"]), dict(state["best"])
             if "batch" in state:
                 resume = {key: state[key] for key in ("batch", "order", "losses")}
-            position = f", batch {resume['batch']}" if resume else ""
-            print(f"resumed fine-tuning {run_dir.name} from epoch {epoch}{position}", file=sys.stderr)
+            print(f"resumed fine-tuning {run_dir.name} {resume_position(epoch, resume, settings['epochs'])}",
+                  file=sys.stderr)
 
         def save_state(**partial) -> None:
             checkpoint.save({"settings_hash": digest, "epoch": epoch, "step": step, "rows": rows, "best": best,
@@ -232,25 +232,26 @@ def finetune(
                     best = {"score": score, "epoch": epoch,
                             "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
                 save_state()
-        model.load_state_dict(best["model"], strict=True)
-        val_logits = forward_in_batches(model, val_images, runtime, info.image_size)
-        data.write_logits(
-            out_logits,
-            val_logits=val_logits.numpy(),
-            test_logits=forward_in_batches(model, test_images, runtime, info.image_size).numpy(),
-            val_labels=val_labels.numpy(),
-            test_labels=test_labels.numpy(),
-        )
-        checkpoint.save({"settings": json.dumps(settings, sort_keys=True), "epoch": best["epoch"],
-                         "settings_hash": settings_hash(settings), "backbone": model.backbone.state_dict(),
-                         "classifier": model.classifier.state_dict()}, out_model)
-        checkpoint.atomic_write_text(history_csv(rows), out_log)
-        val_accuracy = float((val_logits.argmax(1) == val_labels).float().mean())
-        summary = {"best_epoch": best["epoch"], "selection_split": select, "selection_accuracy": best["score"],
-                   "val_accuracy": val_accuracy, "lr": settings["optimizer"]["lr"]}
-        if out_summary is not None:
-            checkpoint.atomic_write_text(json.dumps(summary, indent=2) + "\n", out_summary)
-        state_path.unlink(missing_ok=True)  # every output is written; the state held the best weights twice over
+            stop.finish()  # the final state is saved: a late signal has nothing left to save
+            model.load_state_dict(best["model"], strict=True)
+            val_logits = forward_in_batches(model, val_images, runtime, info.image_size)
+            data.write_logits(
+                out_logits,
+                val_logits=val_logits.numpy(),
+                test_logits=forward_in_batches(model, test_images, runtime, info.image_size).numpy(),
+                val_labels=val_labels.numpy(),
+                test_labels=test_labels.numpy(),
+            )
+            checkpoint.save({"settings": json.dumps(settings, sort_keys=True), "epoch": best["epoch"],
+                             "settings_hash": settings_hash(settings), "backbone": model.backbone.state_dict(),
+                             "classifier": model.classifier.state_dict()}, out_model)
+            checkpoint.atomic_write_text(history_csv(rows), out_log)
+            val_accuracy = float((val_logits.argmax(1) == val_labels).float().mean())
+            summary = {"best_epoch": best["epoch"], "selection_split": select, "selection_accuracy": best["score"],
+                       "val_accuracy": val_accuracy, "lr": settings["optimizer"]["lr"]}
+            if out_summary is not None:
+                checkpoint.atomic_write_text(json.dumps(summary, indent=2) + "\n", out_summary)
+            state_path.unlink(missing_ok=True)  # every output is written; the state held the best weights twice over
         return summary
 
 

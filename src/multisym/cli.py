@@ -114,7 +114,7 @@ def cmd_pretrain(args) -> None:
         print("stopped early; rerun the same command to resume", file=sys.stderr)
 
 
-def _train(call, run_dir, job: tuple[dict, dict]):
+def _train(call, run_dir, job: tuple[dict, dict, str]):
     """A training run, here or as a SLURM job; stopped by a signal (its state
     saved), it exits with 128 + the signal's number."""
     from .launch import run
@@ -132,19 +132,25 @@ GPU_JOB_OPTIONS = (("--gpu-nodes", "nodes"), ("--gpus-per-node", "gpus_per_node"
                    ("--gpu-time-limit-min", "time_limit_min"))
 
 
-def _gpu_job(args, step: str, kwargs: dict) -> tuple[dict, dict]:
+def _gpu_job(args, step: str, kwargs: dict) -> tuple[dict, dict, str]:
     """The job request and the site settings (``gpu_jobs.<step>`` and
-    ``cluster``); without them the run stays in this process. A SLURM job
-    takes its thread count from its allocation, not from the submitting rule."""
-    from .config import section_defaults
+    ``cluster``, checked against the schema); without them the run stays in
+    this process. A SLURM job takes its thread count from its allocation, not
+    from the submitting rule."""
+    from .config import check_signal_delay, resolve_cluster, section_defaults
 
     _check_review_tier(args.review_tier, step, kwargs.get("out_model"))
     job = section_defaults("gpu_jobs")[step]
     job.update({key: getattr(args, f"gpu_{key}") for _, key in GPU_JOB_OPTIONS if getattr(args, f"gpu_{key}") is not None})
-    cluster = json.loads(args.cluster_json) if args.cluster_json else section_defaults("cluster")
+    given = json.loads(args.cluster_json) if args.cluster_json else {}
+    for pair in args.cluster:
+        key, _, value = pair.partition("=")
+        given[key] = value
+    cluster = resolve_cluster(given, args.snakemake_executor)
     if cluster["executor"] == "slurm":
+        check_signal_delay(cluster["signal_delay_s"], {step: job})
         kwargs["threads"] = None
-    return job, cluster
+    return job, cluster, step
 
 
 # Review tiers (README "Reviewing"): which training steps each one allows.
@@ -453,7 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
         """What a SLURM job asks for (gpu_jobs.<step>; schema defaults when left out)."""
         for option, key in GPU_JOB_OPTIONS:
             p.add_argument(option, type=int, dest=f"gpu_{key}", help=f"gpu_jobs.<step>.{key} of a SLURM job")
-        p.add_argument("--cluster-json", help="the cluster section: executor local runs here, slurm submits (JSON)")
+        p.add_argument("--cluster-json", help="the cluster section as JSON: executor local runs here, slurm submits")
+        p.add_argument("--cluster", action="append", default=[], metavar="KEY=VALUE",
+                       help="one key of the cluster section (over --cluster-json; as the workflow passes its resources)")
+        p.add_argument("--snakemake-executor", default="local",
+                       help="the executor Snakemake runs with (cluster.executor auto follows it)")
         p.add_argument("--review-tier", choices=sorted(TIER_ALLOWS), default="scratch",
                        help="review.tier: checkpoints refuses pretraining, results refuses all training")
 

@@ -120,18 +120,77 @@ def own_channels(dataset: dict) -> int:
     return 1 if dataset["name"] in GREY_DATASETS else 3
 
 
-def _parse_command_line_scalars(config: dict) -> None:
-    """Snakemake reads nested ``--config`` values (and a profile's ``config:``
-    entries) as strings; the site sections hold only numbers, null and names,
-    so their strings are read as YAML scalars ("120" -> 120, "null" -> None)."""
-    def parse(node):
-        if isinstance(node, dict):
-            return {key: parse(value) for key, value in node.items()}
-        return yaml.safe_load(node) if isinstance(node, str) and node.strip() else node
+JSON_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None),
+              "array": list, "object": dict, "string": str}
 
-    for section in ("cluster", "gpu_jobs"):
-        if isinstance(config.get(section), dict):
-            config[section] = parse(config[section])
+
+def _subschema(schema: dict, root: dict) -> dict:
+    """``schema`` with a local ``$ref`` followed."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema if isinstance(schema, dict) else {}
+
+
+def _types(schema: dict, root: dict) -> set[str]:
+    schema = _subschema(schema, root)
+    declared = schema.get("type", [])
+    types = {declared} if isinstance(declared, str) else set(declared)
+    for branch in schema.get("oneOf", []) + schema.get("anyOf", []):
+        types |= _types(branch, root)
+    if not types and "enum" in schema:
+        types = {name for value in schema["enum"] for name, kind in JSON_TYPES.items()
+                 if isinstance(value, kind) and not (name in ("integer", "number") and isinstance(value, bool))}
+    return types
+
+
+def _is_type(value, name: str) -> bool:
+    if name in ("integer", "number") and isinstance(value, bool):
+        return False
+    return isinstance(value, JSON_TYPES[name])
+
+
+def _coerce(value, schema: dict, root: dict):
+    """``value`` with every string that stands where the schema admits no
+    string read as YAML, when that gives a value of an admitted type.
+
+    Snakemake reads nested ``--config`` values (``--config 'pretrain={epochs:
+    5}'``) and a profile's ``config:`` entries with YAML's base loader, so
+    every scalar inside arrives as a string ("5", "null", "true"); this puts
+    them back to what the schema asks for. A string where a string is allowed
+    stays a string (an account named ``123456`` included)."""
+    schema = _subschema(schema, root)
+    if isinstance(value, str):
+        allowed = _types(schema, root)
+        if "null" in allowed and value.strip() in ("null", "Null", "NULL", "~"):
+            return None
+        if not allowed or "string" in allowed:
+            return value
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            return value
+        if any(_is_type(parsed, name) for name in allowed):
+            return _coerce(parsed, schema, root) if isinstance(parsed, (dict, list)) else parsed
+        return value
+    if isinstance(value, dict):
+        branches = [_subschema(b, root) for b in schema.get("oneOf", [])]
+        properties = schema.get("properties") or next((b.get("properties") for b in branches if "properties" in b), {})
+        extra = schema.get("additionalProperties")
+        return {key: _coerce(item, properties.get(key, extra if isinstance(extra, dict) else {}), root)
+                for key, item in value.items()}
+    if isinstance(value, list):
+        branches = [_subschema(b, root) for b in schema.get("oneOf", [])]
+        items = schema.get("items") or next((b.get("items") for b in branches if "items" in b), {})
+        return [_coerce(item, items, root) for item in value]
+    return value
+
+
+def _parse_command_line_scalars(config: dict) -> None:
+    """Every section through the schema's types (see ``_coerce``)."""
+    schema = load_schema()
+    for key, value in list(config.items()):
+        if key in schema["properties"]:
+            config[key] = _coerce(value, schema["properties"][key], schema)
 
 
 def _inherit_transfer_format(config: dict) -> None:
@@ -217,9 +276,58 @@ def section_defaults(section: str) -> dict:
     return instance
 
 
+WARNING_SHARE = 0.4  # of a job's time limit, at most, for SLURM's warning before it
+
+
+def check_signal_delay(signal_delay_s: int, jobs: dict[str, dict]) -> None:
+    """SLURM's warning (``cluster.signal_delay_s`` before the time limit) must
+    leave a job most of its time: at 40 % or more of the limit a job would
+    save and requeue itself soon after every start, or at once."""
+    for step, job in jobs.items():
+        limit_s = job["time_limit_min"] * 60
+        if signal_delay_s >= WARNING_SHARE * limit_s:
+            shortest = signal_delay_s // int(WARNING_SHARE * 60) + 1
+            raise ConfigError(
+                f"config key 'cluster.signal_delay_s': SLURM's warning {signal_delay_s} s before the time limit "
+                f"is {signal_delay_s / limit_s:.0%} of gpu_jobs.{step}.time_limit_min ({job['time_limit_min']} min), "
+                f"so the job would requeue itself soon after every start. Keep it under {WARNING_SHARE:.0%}: "
+                f"lower cluster.signal_delay_s below {int(WARNING_SHARE * limit_s)} s, or raise "
+                f"gpu_jobs.{step}.time_limit_min to {shortest} or more"
+            )
+
+
+def resolve_cluster(given: dict, snakemake_executor: str = "local") -> dict:
+    """The ``cluster`` section as a GPU waiter receives it (the workflow's
+    resources ``cluster_<key>``, strings; empty for null), checked against the
+    schema with its defaults, and ``executor: auto`` resolved: slurm when
+    Snakemake runs with the SLURM executor, else local. Refuses local training
+    under the SLURM executor, which would train on the submitting host."""
+    schema = load_schema()
+    section = schema["properties"]["cluster"]
+    given = {key: (None if value == "" else value) for key, value in given.items()}
+    cluster = _coerce(given, section, schema)
+    validator = _validator_filling_defaults()({"$defs": schema["$defs"], **section})
+    errors = sorted(validator.iter_errors(cluster), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = "\n".join(f"  - {_describe(e)}".replace("config key '", "config key 'cluster.", 1) for e in errors)
+        raise ConfigError(f"invalid cluster settings (the slurm profile's set-resources cluster_<key>, or the "
+                          f"config's cluster section):\n{lines}")
+    if cluster["executor"] == "auto":
+        cluster["executor"] = "slurm" if snakemake_executor == "slurm" else "local"
+    elif cluster["executor"] == "local" and snakemake_executor == "slurm":
+        raise ConfigError(
+            "config key 'cluster.executor': local, but Snakemake runs with the SLURM executor, so this GPU job "
+            "would train on the submitting host. Leave cluster.executor at auto (or slurm) to train in a SLURM "
+            "job; to train on this host, run without --profile slurm"
+        )
+    return cluster
+
+
 def _check_consistency(config: dict) -> None:
     """Rules that a JSON schema cannot express."""
     _check_splits(config["dataset"], "dataset")
+    check_signal_delay(config["cluster"]["signal_delay_s"],
+                       {step: config["gpu_jobs"][step] for step in ("pretrain", "adapt")})
     adapt_job = config["gpu_jobs"]["adapt"]
     if adapt_job["nodes"] * max(adapt_job["gpus_per_node"], 1) > 1:
         raise ConfigError(

@@ -313,6 +313,16 @@ def epoch_start(resume: dict | None, count: int, generator: torch.Generator,
     return torch.randperm(count, generator=generator).to(device), 0, {}
 
 
+def resume_position(finished: int, resume: dict | None, epochs: int) -> str:
+    """Where a resumed run goes on, numbered as every message numbers epochs
+    (from 1, as in "epoch 3/10" and "stopped ... in epoch 3 after batch 5")."""
+    if finished >= epochs:
+        return f"after its last epoch ({epochs}/{epochs})"
+    if resume:
+        return f"in epoch {finished + 1}/{epochs} after batch {resume['batch']}"
+    return f"at the start of epoch {finished + 1}/{epochs}"
+
+
 def history_csv(history: list[dict]) -> str:
     if not history:
         return ""
@@ -455,9 +465,9 @@ def train_member(
             epoch, step, history = state["epoch"], state["step"], list(state["history"])
             if "batch" in state:
                 resume = {key: state[key] for key in ("batch", "order", "sums")}
-            position = f", batch {resume['batch']}" if resume else ""
             if process.main:
-                print(f"resumed {run_dir.name} from epoch {epoch}{position}{notice}", file=sys.stderr)
+                print(f"resumed {run_dir.name} {resume_position(epoch, resume, recipe['epochs'])}{notice}",
+                      file=sys.stderr)
         elif process.main:
             checkpoint.atomic_write_text(
                 json.dumps(provenance.record(settings=settings, settings_hash=digest, threads=threads,
@@ -533,10 +543,11 @@ def train_member(
                 terms_text = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
                 print(f"{run_dir.name} epoch {epoch}/{recipe['epochs']} {terms_text} {seconds:.2f}s "
                       f"eta {format_seconds(eta)}", file=sys.stderr, flush=True)
-        # ---------------------------------------------------------- export
-        if process.main:
-            checkpoint.atomic_write_text(history_csv(history), out_log)
-            export(model, settings, digest, history, out_model)
+            # ------------------------------------------------------ export
+            stop.finish()  # the final state is saved: a late signal has nothing left to save
+            if process.main:
+                checkpoint.atomic_write_text(history_csv(history), out_log)
+                export(model, settings, digest, history, out_model)
         return True
 
 

@@ -5,6 +5,8 @@ import os
 import re
 import sys
 
+from snakemake.exceptions import WorkflowError
+
 from multisym.config import resolve
 from multisym.layout import Layout
 from multisym.stages import stage_version
@@ -86,6 +88,32 @@ wildcard_constraints:
     figure=alternatives(FIGURES),
 
 
+# The cluster section's keys that travel to the GPU waiters as resources
+# cluster_<key>: the slurm profile sets the site values among them in its
+# set-resources, which a --config on the command line does not replace (a
+# profile's config: list it would); config values are their defaults.
+CLUSTER_RESOURCES = [k for k in config["cluster"] if k != "executor"]
+
+
+def snakemake_executor(wildcards):
+    # workflow.executor_plugin: the executor-plugin interface's Plugin of this
+    # run (set before any job's resources are evaluated; "dryrun" under -n)
+    plugin = workflow.executor_plugin
+    return plugin.name if plugin is not None else "local"
+
+
+def training_executor(wildcards):
+    """Where GPU training runs: cluster.executor, where auto follows Snakemake
+    (its SLURM executor submits training to SLURM too). A dry run cannot tell."""
+    chosen = config["cluster"]["executor"]
+    if chosen != "auto":
+        return chosen
+    name = snakemake_executor(wildcards)
+    if name == "dryrun":
+        return "auto"
+    return "slurm" if name == "slurm" else "local"
+
+
 def gpu_job_resources(step):
     """What one training job of ``step`` asks a cluster for (shown by a dry-run),
     the site settings its waiter submits with, and the review tier that may
@@ -98,7 +126,14 @@ def gpu_job_resources(step):
         "gpu_cpus_per_task": job["cpus_per_task"],
         "gpu_mem_gb": job["mem_gb"],
         "gpu_time_limit_min": job["time_limit_min"],
-        "gpu_site": json.dumps(config["cluster"], sort_keys=True),
+        "cluster_executor": training_executor,
+        "snakemake_executor": snakemake_executor,
+        **{
+            f"cluster_{key}": (
+                "" if config["cluster"][key] is None else config["cluster"][key]
+            )
+            for key in CLUSTER_RESOURCES
+        },
         "review_tier": config["review"]["tier"],
         "keep_every": config["gpu_jobs"]["keep_every"] if step == "pretrain" else 0,
         "decode": config["gpu_jobs"]["decode"] if step == "pretrain" else "cpu",
@@ -108,9 +143,26 @@ def gpu_job_resources(step):
 GPU_JOB_SHELL = (
     " --gpu-nodes {resources.gpu_nodes} --gpus-per-node {resources.gpus_per_node}"
     " --gpu-cpus-per-task {resources.gpu_cpus_per_task} --gpu-mem-gb {resources.gpu_mem_gb}"
-    " --gpu-time-limit-min {resources.gpu_time_limit_min} --cluster-json {resources.gpu_site:q}"
-    " --review-tier {resources.review_tier}"
+    " --gpu-time-limit-min {resources.gpu_time_limit_min}"
+    " --snakemake-executor {resources.snakemake_executor}"
+    " --cluster executor={resources.cluster_executor}"
+    + "".join(
+        f" --cluster {key}={{resources.cluster_{key}:q}}" for key in CLUSTER_RESOURCES
+    )
+    + " --review-tier {resources.review_tier}"
 )
+
+
+def refuse_local_training_under_slurm():
+    """onstart: with the SLURM executor and cluster.executor local, every
+    GPU job would train on the submitting host; stop before anything starts."""
+    if snakemake_executor(None) == "slurm" and config["cluster"]["executor"] == "local":
+        raise WorkflowError(
+            "Snakemake runs with the SLURM executor, but cluster.executor is local: every GPU "
+            "training job would run on this host, not in SLURM. Nothing was submitted. Leave "
+            "cluster.executor at auto (or set it to slurm) to train in SLURM jobs; to train on "
+            "this host, run without --profile slurm."
+        )
 
 
 def kept(path):
