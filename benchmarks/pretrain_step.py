@@ -6,7 +6,8 @@
             pinned flag one step late), cuDNN's autotuned kernels, and on CUDA
             the forward and backward pass replayed from a CUDA graph
   ours-eager  the same without the graph (CUDA only)
-  official  a faithful reimplementation of the official step (mse_spec §2):
+  official  a faithful reimplementation of the official step
+            (docs/method.md#pretraining-hyperparameters):
             fp16 autocast + GradScaler, NCHW, the per-parameter LARS loop, the
             detached online classifier, a loss read back every step
   lightly   the same step assembled from lightly (SimCLRProjectionHead,
@@ -86,7 +87,8 @@ def timed(step, device: torch.device, steps: int, repeats: int, warmup: int) -> 
 
 
 class OfficialStep:
-    """The official step's cost structure on our modules (mse_spec §2.1-2.3, §2.7)."""
+    """The official step's cost structure on our modules (docs/method.md#members,
+    docs/method.md#optimizer-and-schedule)."""
 
     def __init__(self, step: ContrastiveStep, model: nn.Module, classes: int, device: torch.device, spec: dict):
         self.step, self.model = step, model

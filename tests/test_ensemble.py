@@ -1,6 +1,7 @@
 """Tests for multisym.ensemble: greedy selection with replacement, start
 rules, random compositions, the runners on a synthetic pool of stored logits,
-and class dominance (mse_spec §4.2, §4.3)."""
+and class dominance (docs/method.md#random-ensembles, docs/method.md#greedy-ensembles,
+docs/method.md#class-dominance)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Tests for multisym.metrics: ensemble combination, per-sample metrics, ECE,
 diversity, BALD, AUUQC, class dominance, the summary and the bootstrap
-(mse_spec §4.1, §4.4; metrics.md B.2, B.7)."""
+(docs/method.md#averaging-probabilities, docs/method.md#metrics)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The paper's numbers as data: parseable, unique, sourced (transcribed from mse_spec §6)."""
+"""The paper's numbers as data: parseable, unique, sourced (transcribed from Loh et al.,
+docs/method.md#paper-numbers)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,15 @@
-"""Turn members into classifiers (mse_spec §3): cached features for the
-linear probe (fit in ``probe``), fine-tuning, and supervised members' logits.
+"""Turn members into classifiers (docs/method.md#adaptation): cached features
+for the linear probe (fit in ``probe``), fine-tuning, and supervised members' logits.
 
-Linear probe (§3.2): the backbone is frozen in eval mode; features of every
-split are extracted once and cached here, so the probe (``probe.py``) can be
-refit without touching the network.
+Linear probe (docs/method.md#linear-probe): the backbone is frozen in eval mode;
+features of every split are extracted once and cached here, so the probe
+(``probe.py``) can be refit without touching the network.
 
-Fine-tuning (§3.1): the whole network, SGD with a cosine schedule, RRC + flip
-training augmentation and the evaluation transform for val and test; the epoch
-kept is the best on val, never on test. Used here for the SSL-FT pool: one Base
-backbone fine-tuned with several seeds (head init, data order, augmentation).
+Fine-tuning (docs/method.md#fine-tuning): the whole network, SGD with a cosine
+schedule, RRC + flip training augmentation and the evaluation transform for val
+and test; the epoch kept is the best on val, never on test. Used here for the
+SSL-FT pool: one Base backbone fine-tuned with several seeds (head init, data
+order, augmentation).
 
 Logits files (``.npz``, ``data.write_logits``): ``val_logits``, ``test_logits``
 (N, C) float16 and ``val_labels``, ``test_labels``.

@@ -1,12 +1,12 @@
 """Symmetry audit: which symmetry each member and each ensemble really holds.
 
-MSE's premise (mse_spec §2.4-§2.5) is that an Inv member's representation is
-invariant to its group and an Eq member's is not (its head predicts the group
-element instead). This module measures that, for every configured group, on
-the audit sets: a seeded subset of the test split, and inputs from outside the
-training distribution (uniform noise, patches of the photographs that ship
-with scikit-learn, and the test split of any dataset named under
-``audit.ood_datasets``).
+MSE's premise (docs/method.md#eq-members, docs/method.md#inv-members) is that an
+Inv member's representation is invariant to its group and an Eq member's is not
+(its head predicts the group element instead). This module measures that, for
+every configured group, on the audit sets: a seeded subset of the test split,
+and inputs from outside the training distribution (uniform noise, patches of the
+photographs that ship with scikit-learn, and the test split of any dataset named
+under ``audit.ood_datasets``).
 
 Per member (``member_outputs``), for each set and group G, from the network it
 is evaluated with (frozen backbone + fitted probe, or its own classifier):

@@ -1,4 +1,5 @@
-"""Several processes training one member (mse_spec §2.3, §8): the pieces that
+"""Several processes training one member (docs/method.md#contrastive-loss,
+docs/method.md#how-the-official-code-runs): the pieces that
 make W processes on W shards of a global batch compute the loss and gradients
 of one process on the whole batch.
 

@@ -1,4 +1,5 @@
-"""Emergent invariance of deep ensembles (Gerken & Kessel, ICML 2024; metrics.md A.6).
+"""Emergent invariance of deep ensembles (Gerken & Kessel, ICML 2024;
+docs/method.md#emergent-equivariance).
 
 Claim under test: an ensemble of networks without built-in invariance, each
 trained with full group augmentation (every element of the group applied to

@@ -1,16 +1,17 @@
-"""Ensemble strategies over a pool of members with stored logits (mse_spec §4).
+"""Ensemble strategies over a pool of members with stored logits
+(docs/method.md#ensembles).
 
-Greedy (§4.3, Caruana-style): start from one member, then repeatedly append
-the candidate (with replacement: members already chosen stay candidates)
-whose addition gives the highest selection-split accuracy of the
-probability-averaged ensemble. Ties go to the lower selection NLL, then to the
-first candidate in pool order (the archived code took the first strict
-maximum; on a small validation split accuracy ties are frequent, and NLL
-breaks them by the better-calibrated ensemble).
+Greedy (docs/method.md#greedy-ensembles, Caruana-style): start from one member,
+then repeatedly append the candidate (with replacement: members already chosen
+stay candidates) whose addition gives the highest selection-split accuracy of
+the probability-averaged ensemble. Ties go to the lower selection NLL, then to
+the first candidate in pool order (the archived code took the first strict
+maximum; on a small validation split accuracy ties are frequent, and NLL breaks
+them by the better-calibrated ensemble).
 
-Random (§4.2): K draws of M members sampled without replacement within each
-hypothesis class; for Eq+Inv the paper's alternating composition
-E, I, E, I, ... (ceil(M/2) Eq and floor(M/2) Inv members).
+Random (docs/method.md#random-ensembles): K draws of M members sampled without
+replacement within each hypothesis class; for Eq+Inv the paper's alternating
+composition E, I, E, I, ... (ceil(M/2) Eq and floor(M/2) Inv members).
 """
 
 from __future__ import annotations

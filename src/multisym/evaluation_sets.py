@@ -1,4 +1,5 @@
-"""Evaluation-only sets of an ImageNet scale (mse_spec §5, Table 9, Figure 4):
+"""Evaluation-only sets of an ImageNet scale (Loh et al. Table 9, Fig. 4;
+docs/method.md#transfer-and-distribution-shift):
 ImageNet-V2 and ImageNet-R, on which the members adapted to ImageNet are
 evaluated without retraining.
 

@@ -13,9 +13,10 @@ Figure 6: per-class accuracy of single members, Eq vs Inv and Eq vs Eq.
 Figure 7: accuracy vs fraction removed by uncertainty, greedy Eq ensembles.
 Audit figure: OSP of each pool's members and greedy ensemble per audit set,
 and feature invariance per mode.
-Emergence figures (metrics.md A.6): OSP vs epoch (members' quantile bands and
-median, the ensemble) and OSP vs ensemble size (random sub-ensembles), for the
-augmented and the control run, one panel per audit set.
+Emergence figures (docs/method.md#emergent-equivariance; Gerken & Kessel,
+ICML 2024): OSP vs epoch (members' quantile bands and median, the ensemble)
+and OSP vs ensemble size (random sub-ensembles), for the augmented and the
+control run, one panel per audit set.
 """
 
 from __future__ import annotations
@@ -120,9 +121,10 @@ def figure6(results: list[dict], spec: dict):
 
 
 def figure7(results: list[dict], spec: dict):
-    """Uncertainty-quantification curves (§4.4): accuracy of the samples kept after
-    removing the most uncertain ones (BALD), for greedy Eq ensembles of 2 to 4
-    members (Eq+Inv dashed where it exists); AUUQC in the legend."""
+    """Uncertainty-quantification curves (docs/method.md#auuqc, Loh et al.
+    Fig. 7): accuracy of the samples kept after removing the most uncertain ones
+    (BALD), for greedy Eq ensembles of 2 to 4 members (Eq+Inv dashed where it
+    exists); AUUQC in the legend."""
     ensembles = ensembles_by(results)
     fig, ax = plt.subplots(figsize=(6, 4))
     shades = sns.light_palette(PALETTE["eq"], n_colors=5)[2:]

@@ -1,4 +1,4 @@
-"""How much a classifier's prediction respects a finite group (metrics.md A.3).
+"""How much a classifier's prediction respects a finite group (docs/method.md#orbit-consistency).
 
 Everything here reads logits on an orbit, an array of shape ``(|G|, N, C)``
 whose first index is the group element (0 = identity) applied to each of N

@@ -24,7 +24,7 @@ def cross_view_info_nce(
     temperature: float,
     gather: Callable[[Tensor], Tensor] = _identity_gather,
 ) -> Tensor:
-    """Symmetrised cross-view InfoNCE of the official code (mse_spec §2.3).
+    """Symmetrised cross-view InfoNCE of the official code (docs/method.md#contrastive-loss).
 
     With u_i = z1_i / ||z1_i||, v_j = z2_j / ||z2_j|| and s_ij = u_i·v_j / τ,
 

@@ -2,8 +2,10 @@
 
 A member is one pretrained (or supervised) network. Its mode is one of
 
-- ``eq``: SimCLR plus an equivariance head for one symmetry axis (§2.4),
-- ``inv``: SimCLR whose views get the axis's group elements (§2.5),
+- ``eq``: SimCLR plus an equivariance head for one symmetry axis
+  (docs/method.md#eq-members),
+- ``inv``: SimCLR whose views get the axis's group elements
+  (docs/method.md#inv-members),
 - ``base``: plain SimCLR,
 - ``sup``: supervised from scratch (the paper's supervised deep ensemble).
 
@@ -118,7 +120,8 @@ def member_table(config: dict) -> list[Member]:
 
 @dataclass(frozen=True)
 class FinetunedMember(_KeyedBySettings):
-    """One fine-tuning of a Base member's whole network (the SSL-FT pool, §3.1):
+    """One fine-tuning of a Base member's whole network (the SSL-FT pool,
+    docs/method.md#fine-tuning):
     its settings are the fine-tuning recipe, its seed and the base member's
     settings hash, so retraining the base also redoes its fine-tunings."""
 
@@ -182,7 +185,8 @@ def axis_pools(config: dict, members: list[Member]) -> dict[str, dict[str, list]
 
 def transfer_members(config: dict, members: list[Member]) -> list[Member]:
     """The members adapted to every transfer dataset: Eq and Inv of the
-    ensembles axis (§5), trained or imported."""
+    ensembles axis (docs/method.md#transfer-and-distribution-shift), trained or
+    imported."""
     axis = config["ensembles"]["axis"]
     return [m for m in members if m.mode in ("eq", "inv") and m.axis == axis]
 

@@ -1,10 +1,11 @@
-"""Ensemble metrics from stored member logits (mse_spec §4.4, metrics.md B.7).
+"""Ensemble metrics from stored member logits (docs/method.md#metrics).
 
-Shapes: member logits ``(M, N, C)``, labels ``(N,)``. The ensemble prediction
-is the mean of the members' softmax probabilities (§4.1). Every metric is a
-mean over samples of a per-sample quantity where one exists, so the bootstrap
-resamples per-sample values instead of recomputing from logits. NumPy only
-(tables and figures never import torch).
+Shapes: member logits ``(M, N, C)``, labels ``(N,)``. The ensemble prediction is
+the mean of the members' softmax probabilities
+(docs/method.md#averaging-probabilities). Every metric is a mean over samples of
+a per-sample quantity where one exists, so the bootstrap resamples per-sample
+values instead of recomputing from logits. NumPy only (tables and figures never
+import torch).
 
 These functions are the definitions. The ensemble jobs compute the same
 values through ``multisym.outputs``, which prepares each member once and
@@ -54,8 +55,9 @@ def brier_terms(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def inconsistency_terms(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Pairwise error inconsistency per sample (§4.4, [P L737-742]): the share
-    of member pairs in which exactly one of the two is correct."""
+    """Pairwise error inconsistency per sample (docs/method.md#diversity,
+    Loh et al. Table 3): the share of member pairs in which exactly one of the
+    two is correct."""
     hits = logits.argmax(axis=-1) == labels[None]
     pairs = list(combinations(range(len(logits)), 2))
     if not pairs:
@@ -65,9 +67,9 @@ def inconsistency_terms(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def kl_terms(logits: np.ndarray) -> np.ndarray:
     """Pairwise KL per sample: the mean of KL(p_j ‖ p_i) over ordered pairs
-    i ≠ j. The archived code took one direction per unordered pair (§4.4),
-    which makes the value depend on the order the members are listed in;
-    averaging both directions removes that."""
+    i ≠ j. The archived code took one direction per unordered pair
+    (docs/method.md#diversity), which makes the value depend on the order the
+    members are listed in; averaging both directions removes that."""
     log_p = np.log(np.maximum(softmax(np.asarray(logits, dtype=np.float64)), PROB_FLOOR))
     pairs = [(i, j) for i in range(len(logits)) for j in range(len(logits)) if i != j]
     if not pairs:
@@ -120,11 +122,11 @@ def uq_curve(hits: np.ndarray, uncertainty: np.ndarray, points: int = UQ_POINTS)
 
 
 def auuqc(logits: np.ndarray, labels: np.ndarray, points: int = UQ_POINTS) -> tuple[float, np.ndarray, np.ndarray]:
-    """Area under the uncertainty-quantification curve (§4.4, Figure 7): sort by
-    BALD uncertainty, drop the r most uncertain samples for ``points`` evenly
-    spaced fractions in [0, 0.98], take the accuracy of the rest, average.
-    Works for any number of samples (the archived code hard-coded 50,000).
-    Returns (AUUQC, fractions removed, accuracies)."""
+    """Area under the uncertainty-quantification curve (docs/method.md#auuqc,
+    Loh et al. Fig. 7): sort by BALD uncertainty, drop the r most uncertain
+    samples for ``points`` evenly spaced fractions in [0, 0.98], take the
+    accuracy of the rest, average. Works for any number of samples (the archived
+    code hard-coded 50,000). Returns (AUUQC, fractions removed, accuracies)."""
     hits = correct(ensemble_probs(logits), labels)
     fractions, accuracies = uq_curve(hits, bald_terms(logits), points)
     return float(accuracies.mean()), fractions, accuracies

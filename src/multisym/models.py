@@ -1,6 +1,6 @@
 """Networks: backbones, the SimCLR projector, the E-SSL equivariance head.
 
-Architecture as in the official code (mse_spec §2.1):
+Architecture as in the official code (docs/method.md#backbone-and-projector):
   backbone f   torchvision ResNet-50 with ``fc`` replaced by identity and
                ``zero_init_residual=True`` (2048-d features); here also a small
                CIFAR-style ResNet of torchvision BasicBlocks for small images;
@@ -79,8 +79,8 @@ def build_backbone(spec: dict, in_channels: int) -> nn.Module:
 
 
 def projector(in_dim: int, widths: list[int]) -> nn.Sequential:
-    """SimCLR projector p (§2.1): [Linear(no bias), BN, ReLU] per hidden width,
-    then Linear(no bias), BN."""
+    """SimCLR projector p (docs/method.md#backbone-and-projector):
+    [Linear(no bias), BN, ReLU] per hidden width, then Linear(no bias), BN."""
     layers: list[nn.Module] = []
     dims = [in_dim] + list(widths)
     for index, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -91,8 +91,8 @@ def projector(in_dim: int, widths: list[int]) -> nn.Sequential:
 
 
 def equivariance_head(in_dim: int, widths: list[int], group_order: int) -> nn.Sequential:
-    """E-SSL head h (§2.4): [Linear, LN, ReLU] per hidden width, [Linear, LN]
-    for the last width, then Linear to the |G| logits."""
+    """E-SSL head h (docs/method.md#eq-members): [Linear, LN, ReLU] per hidden
+    width, [Linear, LN] for the last width, then Linear to the |G| logits."""
     layers: list[nn.Module] = []
     dims = [in_dim] + list(widths)
     for index, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -168,7 +168,8 @@ def import_checkpoint(path, backbone_spec: dict, in_channels: int, mode: str) ->
     torchvision ResNet state dict (keys possibly prefixed with ``module.``), and
     a plain torchvision state dict. Loaded with ``weights_only=True`` and loaded
     strictly into the configured backbone, so a wrong prefix or architecture
-    fails instead of leaving random weights (mse_spec §9-12). A supervised
+    fails instead of leaving random weights
+    (docs/method.md#where-the-official-code-differs item 12). A supervised
     member keeps torchvision's ``fc`` as its classifier; SSL members drop it.
     """
     try:

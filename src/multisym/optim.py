@@ -1,4 +1,5 @@
-"""Optimizers and the learning-rate schedule of the official recipe (mse_spec §2.7).
+"""Optimizers and the learning-rate schedule of the official recipe
+(docs/method.md#optimizer-and-schedule).
 
 LARS (You et al., arXiv 1708.03888) with momentum; parameters with ndim == 1
 (biases, norm layers) are excluded from weight decay and from the LARS
@@ -105,7 +106,7 @@ def build_optimizer(model: nn.Module, spec: dict, device: torch.device) -> torch
 
 
 def learning_rate(step: int, total_steps: int, steps_per_epoch: int, spec: dict) -> float:
-    """Warm-up then cosine (§2.7):
+    """Warm-up then cosine (docs/method.md#optimizer-and-schedule):
 
     lr(t) = lr · t / T_w                                   for t < T_w
     lr(t) = lr_end + (lr - lr_end) · ½ (1 + cos(π (t - T_w) / (T - T_w)))   otherwise

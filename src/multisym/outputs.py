@@ -1,5 +1,5 @@
 """A pool's stored outputs on one split, prepared once and shared by every
-ensemble drawn from the pool (mse_spec §4.4, metrics.md B.7).
+ensemble drawn from the pool (docs/method.md#metrics).
 
 Per member, computed once from its logits z (one pass of each kind, see
 ``SplitOutputs._prepare``): probabilities p = softmax(z) (float32, kept only

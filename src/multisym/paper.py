@@ -1,10 +1,10 @@
 """The paper's reported numbers as data (``paper_values.csv``).
 
 One row per number: the table or figure it belongs to (``target``), its row
-and column, the value, its unit, the source (paper lines, mse_spec section)
+and column, the value, its unit, the source (the table or figure of Loh et al.)
 and a note (the ± spread as printed, a known typo, or that the number comes
-from the archived notebooks rather than the paper). Transcribed from
-``mse_spec.md`` §6; nothing here is computed.
+from the archived notebooks rather than the paper). Transcribed from the
+paper (docs/method.md#paper-numbers); nothing here is computed.
 """
 
 from __future__ import annotations

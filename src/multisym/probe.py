@@ -1,4 +1,4 @@
-"""Linear probe on cached frozen features (mse_spec §3.2).
+"""Linear probe on cached frozen features (docs/method.md#linear-probe).
 
 A multinomial logistic regression (scikit-learn, L2) is fit on standardised
 train features x_i, minimising

@@ -1,13 +1,14 @@
 """Symmetry groups as data: finite groups acting on batches of images.
 
-The paper's axes (mse_spec §2.6): 4-fold rotation C4 (main axis), the
-half-swap of the top and bottom image halves, and intensity inversion (both of
-order 2, Table 6). Each group has its order, a batched action on tensors of
-shape (B, C, H, W) with values in [0, 1] on any device, and its composition
-and inverse, so tests can check that the action is a group action.
+The paper's axes (docs/method.md#symmetry-groups): 4-fold rotation C4 (main
+axis), the half-swap of the top and bottom image halves, and intensity inversion
+(both of order 2, Table 6). Each group has its order, a batched action on
+tensors of shape (B, C, H, W) with values in [0, 1] on any device, and its
+composition and inverse, so tests can check that the action is a group action.
 
 Inversion acts in pixel space, x -> 1 - x on [0, 1] images, before the
-normalisation (the official code inverted normalised tensors, mse_spec §9-8).
+normalisation (the official code inverted normalised tensors,
+docs/method.md#where-the-official-code-differs item 8).
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ class SymmetryGroup:
     def sample_non_identity(
         self, batch: int, p: float, generator: torch.Generator
     ) -> Tensor:
-        """Inv-mode draw (§2.5): identity with probability 1 - p, otherwise a
-        uniformly chosen non-identity element. Drawn on ``generator`` (CPU)."""
+        """Inv-mode draw (docs/method.md#inv-members): identity with probability
+        1 - p, otherwise a uniformly chosen non-identity element. Drawn on
+        ``generator`` (CPU)."""
         apply = torch.rand(batch, generator=generator) < p
         other = torch.randint(1, self.order, (batch,), generator=generator)
         return torch.where(apply, other, torch.zeros_like(other))

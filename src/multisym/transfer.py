@@ -1,4 +1,5 @@
-"""One small summary per dataset for the transfer tables (mse_spec §5, §6.5-6.6).
+"""One small summary per dataset for the transfer tables
+(docs/method.md#transfer-and-distribution-shift; Loh et al. Tables 5, 8, 9, Fig. 4).
 
 For the pretraining dataset and each transfer dataset, from its member metrics
 and its Eq / Inv / Eq+Inv ensembles:
@@ -6,7 +7,7 @@ and its Eq / Inv / Eq+Inv ensembles:
 * single members: mean ± std (ddof 0) of the Eq and of the Inv members' test top-1;
 * greedy ensembles per size M: test top-1 with its bootstrap CI and the
   ensemble efficiency (ensemble top-1 minus the mean top-1 of its members, in
-  points, §4.4);
+  points, docs/method.md#ensemble-efficiency);
 * random ensembles per size: mean ± std over draws of the same two numbers;
 * class dominance of the best-on-val Eq member vs the best-on-val Inv member
   (% of classes where each is more accurate, Table 1's definition);

@@ -1,7 +1,7 @@
 """Batched, generator-driven image augmentations ("views") for contrastive pretraining.
 
 This module implements the paper's base augmentation distribution T_base
-(mse_spec §2.2), i.e. the SimCLR / BYOL pipeline
+(docs/method.md#views), i.e. the SimCLR / BYOL pipeline
 
     RandomResizedCrop -> horizontal flip (p=.5) -> ColorJitter(.4, .4, .2, .1) (p=.8)
     -> grayscale (p=.2) -> Gaussian blur (p=blur_p) -> solarize (p=solarize_p)
@@ -72,7 +72,7 @@ def _check_pair(name: str, value: tuple[float, float]) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class ViewSpec:
-    """One augmentation pipeline (SimCLR / BYOL style, mse_spec §2.2).
+    """One augmentation pipeline (SimCLR / BYOL style, docs/method.md#views).
 
     Jitter factors are drawn as brightness f_b ~ U[max(0, 1-b), 1+b],
     contrast f_c ~ U[max(0, 1-c), 1+c], saturation f_s ~ U[max(0, 1-s), 1+s]
@@ -488,8 +488,8 @@ def make_view_batch(images: Tensor, specs: list[ViewSpec], generator: torch.Gene
     (the blur's convolution may sum in another order for another batch).
 
     Specs with the same output size, blur kernel and hue step (the two 224-px
-    views of §2.2) are computed as one batch: each operation is launched once
-    for all of them, and on a GPU the host's launches are most of what the
+    views of docs/method.md#views) are computed as one batch: each operation
+    is launched once for all of them, and on a GPU the host's launches are most of what the
     views cost (issue 15).
     """
     _check_generator(generator)
