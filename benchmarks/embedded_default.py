@@ -8,9 +8,11 @@ wall time it prints where the time went, from Snakemake's log: job-seconds per
 rule (start to finish, 1 s resolution) and how long 0, 1 or 2 jobs ran at
 once. Because this machine's speed varies from day to day, it first times
 ``import torch, torchvision`` in a fresh process (median of 3) as a
-reference for comparing runs.
+reference for comparing runs. ``--also-cold`` runs the chain a second time,
+in a fresh copy, with ``warm_starts: false`` (every job a fresh process), so
+that the warm-start server's benefit is measured on the same day.
 
-    python benchmarks/embedded_default.py [--cores 2] [--out run.json] [--keep DIR]
+    python benchmarks/embedded_default.py [--cores 2] [--out run.json] [--keep DIR] [--also-cold]
 """
 
 from __future__ import annotations
@@ -72,51 +74,68 @@ def concurrency(spans) -> dict[int, float]:
     return {n: span for n, span in sorted(held.items()) if span > 0}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--out", help="write the figures as JSON here")
-    parser.add_argument("--keep", help="run in this (new) folder and keep it, instead of a temporary one")
-    args = parser.parse_args()
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
-                            text=True).stdout.strip()
-    reference = seconds([sys.executable, "-c", "import torch, torchvision"], repeats=3)
-    if args.keep:
-        folder = Path(args.keep)
-        folder.mkdir(parents=True)  # a new folder: never one that holds results
-    else:
-        folder = Path(tempfile.mkdtemp(prefix="embedded-default-"))
+def run_once(folder: Path, cores: int, warm: bool) -> tuple[float, list] | None:
+    """``snakemake figures`` on a fresh archive of HEAD in ``folder``: its wall
+    time and job spans (None when it failed; the folder is kept then)."""
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    env = tool_env(folder)
+    extra = [] if warm else ["--config", "warm_starts=false"]
     start = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "snakemake", "figures", "--cores", str(args.cores)],
-                         cwd=folder, env=env, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-m", "snakemake", "figures", "--cores", str(cores), *extra],
+                         cwd=folder, env=tool_env(folder), capture_output=True, text=True)
     wall = time.perf_counter() - start
     if run.returncode != 0:
         sys.stderr.write(run.stderr[-5000:])
         print(f"snakemake figures failed (exit {run.returncode}); its folder is kept: {folder}", file=sys.stderr)
-        return 1
-    spans = job_spans(run.stdout + run.stderr)
-    if not args.keep:
-        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return wall, job_spans(run.stdout + run.stderr)
 
+
+def report(name: str, wall: float, spans: list) -> dict:
     rules, held = per_rule(spans), concurrency(spans)
-    print(f"commit {commit}, {args.cores} cores; reference: import torch, torchvision {reference:.2f} s")
+    print(f"--- {name}")
     print(f"{'rule':<28} {'jobs':>5} {'job-s':>8}")
     for rule, row in rules.items():
         print(f"{rule:<28} {row['jobs']:>5} {row['job_seconds']:>8.0f}")
     total = sum(row["job_seconds"] for row in rules.values())
     print(f"{'all':<28} {len(spans):>5} {total:>8.0f}")
     print("seconds with n jobs running: " + ", ".join(f"{n}: {s:.0f}" for n, s in held.items()))
-    print(f"snakemake figures from scratch {wall / 60:5.2f} min  target < {TARGET_S / 60:.0f} min  "
+    print(f"snakemake figures from scratch ({name}) {wall / 60:5.2f} min  target < {TARGET_S / 60:.0f} min  "
           f"{'met' if wall < TARGET_S else 'MISSED'}")
+    return {"wall_s": wall, "jobs": len(spans), "job_seconds": total, "rules": rules, "seconds_with_n_jobs": held}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--out", help="write the figures as JSON here")
+    parser.add_argument("--keep", help="run in this (new) folder and keep it, instead of a temporary one")
+    parser.add_argument("--also-cold", action="store_true", help="then again with warm_starts: false")
+    args = parser.parse_args()
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    reference = seconds([sys.executable, "-c", "import torch, torchvision"], repeats=3)
+    print(f"commit {commit}, {args.cores} cores; reference: import torch, torchvision {reference:.2f} s")
+    figures = {"commit": commit, "cores": args.cores, "import_torch_torchvision_s": reference, "target_s": TARGET_S}
+    for name, warm in (("warm", True), ("cold", False))[:2 if args.also_cold else 1]:
+        if args.keep:
+            folder = Path(args.keep) / name
+            folder.mkdir(parents=True)  # a new folder: never one that holds results
+        else:
+            folder = Path(tempfile.mkdtemp(prefix=f"embedded-default-{name}-"))
+        done = run_once(folder, args.cores, warm)
+        if done is None:
+            return 1
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+        result = report(name, *done)
+        if name == "warm":
+            figures.update(result)  # the default run, as earlier results files have it
+        else:
+            figures["cold"] = result
     if args.out:
-        Path(args.out).write_text(json.dumps({
-            "commit": commit, "cores": args.cores, "import_torch_torchvision_s": reference, "wall_s": wall,
-            "target_s": TARGET_S, "jobs": len(spans), "job_seconds": total, "rules": rules,
-            "seconds_with_n_jobs": held}, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

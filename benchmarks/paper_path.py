@@ -20,15 +20,9 @@ images per step, the paper's per-GPU batch, three ways:
           put on the device one after another, no views and no step
 
 A training variant with the suffix ``-eager`` (``memory-eager``) runs with
-``MULTISYM_CUDA_GRAPHS=0``: every step queued kernel by kernel instead of
+``gpu_jobs.cuda_graphs: false``: every step queued kernel by kernel instead of
 replayed from the CUDA graph (``multisym.graphs``), which train_member uses
 unless nvjpeg decodes the split.
-A variant with the suffix ``-process`` (``device-process``,
-``read-device-process``) decodes with nvjpeg in a process of its own
-(``MULTISYM_NVJPEG_PROCESS=1``, ``multisym.decoding_process``), whose CUDA
-context is not the training's: a synchronisation of the whole device inside
-nvjpeg's call then waits for the decoder's own work only, and the training
-replays its graph.
 A training variant with the suffix ``-stream`` (``device-stream``) runs
 train_member with a CUDA stream of its own as the current stream instead of
 the legacy default stream. It tests a hypothesis, not yet measured: that the
@@ -65,7 +59,7 @@ import torch
 from PIL import Image
 
 from multisym import config as config_module
-from multisym import data, decoding_process, graphs, streaming
+from multisym import data, streaming
 from multisym.members import member_table
 from multisym.pretrain import train_member
 
@@ -115,15 +109,15 @@ def step_only(batch: int, given: str | None) -> dict:
 
 def train(settings: dict, paths: tuple[Path, Path], run: Path, decode: str, limit_gib: str, graphed: bool,
           own_stream: bool) -> dict:
-    os.environ[streaming.LIMIT_VARIABLE] = limit_gib
-    os.environ[graphs.VARIABLE] = "1" if graphed else "0"
+    streaming.set_in_memory_limit(float(limit_gib))
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     elif own_stream:
         raise RuntimeError("a -stream variant needs CUDA")
     tick = time.perf_counter()
     with torch.cuda.stream(torch.cuda.Stream()) if own_stream else contextlib.nullcontext():
-        train_member(settings, *paths, run, run / "model.pt", run / "epochs.csv", decode=decode)
+        train_member(settings, *paths, run, run / "model.pt", run / "epochs.csv", decode=decode,
+                     cuda_graphs=graphed)
     total = time.perf_counter() - tick
     with open(run / "epochs.csv") as handle:
         last = list(csv.DictReader(handle))[-1]
@@ -133,7 +127,7 @@ def train(settings: dict, paths: tuple[Path, Path], run: Path, decode: str, limi
 
 def read_only(paths: tuple[Path, Path], decode: str, batch: int, device: torch.device) -> dict:
     """Images/s of the streamed batches alone, the next prefetched as in training."""
-    os.environ[streaming.LIMIT_VARIABLE] = "0"
+    streaming.set_in_memory_limit(0)
     images, _, _ = data.load_split(*paths, "train", decode, device)
     images = images.to(device)
     starts = range(0, len(images) - batch + 1, batch)
@@ -233,10 +227,9 @@ def main() -> int:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         for variant in args.variants.split(","):
             path, flags = variant, set()
-            for flag in ("stream", "eager", "process"):
+            for flag in ("stream", "eager"):
                 if path.endswith(f"-{flag}"):
                     path, flags = path.removesuffix(f"-{flag}"), flags | {flag}
-            os.environ[decoding_process.VARIABLE] = "1" if "process" in flags else "0"
             decode, limit = {"memory": ("cpu", "1000"), "cpu": ("cpu", "0"), "device": ("device", "0"),
                              "read-cpu": ("cpu", "0"), "read-device": ("device", "0")}[path]
             try:

@@ -96,7 +96,7 @@ def main() -> int:
         cfg["dataset"]["splits"]["val"] = 0.05
         resolved = config_module.resolve(cfg)
         data.prepare(resolved["dataset"], tmp / "d.npz", tmp / "m.json")
-        os.environ[streaming.LIMIT_VARIABLE] = "0"
+        streaming.set_in_memory_limit(0)
         images, _, _ = data.load_split(tmp / "d.npz", tmp / "m.json", "train")
         assert isinstance(images, streaming.StreamedImages)
         threads = streaming.decoding_threads()

@@ -38,22 +38,3 @@ def test_members_lists_the_table():
     assert result.returncode == 0
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("eq-rotation-s1\teq\trotation\t1\teq-rotation-s1-")
-
-
-def test_the_program_exits_at_once_yet_delivers_its_output_and_exit_handlers():
-    """As a program, a command skips the interpreter's finalisation (1-2 s with
-    torch loaded) but still flushes piped output and runs atexit handlers."""
-    script = ("import atexit, sys\n"
-              "from multisym.cli import program\n"
-              "class Finalised:\n"
-              "    def __del__(self):\n"
-              "        sys.stderr.write('finalised\\n')\n"
-              "witness = Finalised()\n"
-              "atexit.register(lambda: print('atexit ran'))\n"
-              "sys.argv[1:] = ['members', '--config', 'config.yaml']\n"
-              "program()\n")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=tool_env(), cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith("eq-rotation-s1\teq") and lines[-1] == "atexit ran"
-    assert "finalised" not in result.stderr

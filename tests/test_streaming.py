@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from PIL import Image
 import dataset_fixtures as fx
 from conftest import SMOKE
 from multisym import config as config_module
-from multisym import data, decoding_process, streaming
+from multisym import data, streaming
 from multisym.errors import UserError
 from multisym.members import member_table
 from multisym.pretrain import train_member
@@ -35,9 +34,9 @@ def food(tmp_path_factory):
 
 
 def streamed(monkeypatch, paths, split="train", decode="cpu"):
-    monkeypatch.setenv(streaming.LIMIT_VARIABLE, "0")
+    monkeypatch.setattr(streaming, "in_memory_gib", 0.0)
     images, labels, _ = data.load_split(*paths, split, decode)
-    monkeypatch.delenv(streaming.LIMIT_VARIABLE)
+    monkeypatch.setattr(streaming, "in_memory_gib", 8.0)
     return images, labels
 
 
@@ -81,22 +80,19 @@ def test_training_on_a_streamed_split_gives_the_in_memory_weights(food, monkeypa
     monkeypatch.setattr(streaming.StreamedImages, "__getitem__",
                         lambda self, key: decoded.append(len(self)) or original(self, key))
     weights = {}
-    for name, limit, decode in (("memory", "8", "cpu"), ("streamed", "0", "cpu"), ("jpeg", "0", "device"),
-                                ("process", "0", "device")):
-        monkeypatch.setenv(streaming.LIMIT_VARIABLE, limit)
-        monkeypatch.setenv(decoding_process.VARIABLE, "1" if name == "process" else "0")
+    for name, limit, decode in (("memory", "8", "cpu"), ("streamed", "0", "cpu"), ("jpeg", "0", "device")):
+        monkeypatch.setattr(streaming, "in_memory_gib", float(limit))
         run = tmp_path / name
         assert train_member(settings, *paths, run, run / "model.pt", run / "epochs.csv", device="cpu", threads=1,
                             decode=decode)
         weights[name] = torch.load(run / "model.pt", weights_only=True)
         assert json.loads((run / "run.json").read_text())["decoder"] == {
-            "memory": None, "streamed": "SplitDecoder", "jpeg": "JpegDecoder", "process": "ProcessJpegDecoder"}[name]
-        assert not [child for child in multiprocessing.active_children() if child.name == "nvjpeg"]  # ended
+            "memory": None, "streamed": "SplitDecoder", "jpeg": "JpegDecoder"}[name]
         if name == "memory":
             assert decoded == [45]  # once, the whole split
             decoded.clear()
-    assert len(decoded) == 3 * 2 * 2  # two steps in each of two epochs, for each decoder
-    for name in ("streamed", "jpeg", "process"):
+    assert len(decoded) == 2 * 2 * 2  # two steps in each of two epochs, for each decoder
+    for name in ("streamed", "jpeg"):
         for part in ("backbone", "projector", "eq_head"):
             for key, tensor in weights["memory"][part].items():
                 assert torch.equal(weights[name][part][key], tensor), f"{name} {part}.{key}"
@@ -108,7 +104,7 @@ def test_a_batch_is_one_task_per_worker_written_into_shared_memory(food, monkeyp
     the shared slot is decoded a slotful at a time."""
     _, paths = food
     memory, _, _ = data.load_split(*paths, "train")
-    monkeypatch.setenv(streaming.LIMIT_VARIABLE, "0")
+    monkeypatch.setattr(streaming, "in_memory_gib", 0.0)
     monkeypatch.setattr(streaming, "SLOT_BYTES", 10 * memory[0].numel())  # 10 images of uint8
     images = streaming.StreamedImages(data.load_split(*paths, "train")[0].decoder, workers=2)
     submitted = []
@@ -199,7 +195,7 @@ def test_decoding_on_the_device_gives_the_cpu_paths_images(odd_food, monkeypatch
     on_cpu = []
     read = streaming.SplitDecoder.read
     monkeypatch.setattr(streaming.SplitDecoder, "read", lambda self, row: on_cpu.append(row) or read(self, row))
-    monkeypatch.setenv(streaming.LIMIT_VARIABLE, limit)
+    monkeypatch.setattr(streaming, "in_memory_gib", float(limit))
     images, _, _ = data.load_split(*odd_food, "train", "device")
     if limit == "0":
         assert isinstance(images, streaming.StreamedImages)
@@ -240,15 +236,12 @@ def test_a_source_without_one_file_per_image_keeps_the_cpu_decoder(food):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
-@pytest.mark.parametrize("process", ["0", "1"])
-def test_nvjpeg_on_the_gpu_is_close_to_the_cpu_path(odd_food, monkeypatch, process):
+def test_nvjpeg_on_the_gpu_is_close_to_the_cpu_path(odd_food, monkeypatch):
     """nvjpeg's IDCT and upsampling are not libjpeg-turbo's: after the resize the
     images differ by mean |d| < 2/255 and max |d| < 48/255 on these pure-noise pictures,
-    JPEG's worst case (measured on an H200: 1.3/255 and 30/255). In a process of
-    its own, the batches reach this one through CUDA's inter-process memory."""
+    JPEG's worst case (measured on an H200: 1.3/255 and 30/255)."""
     memory, _, _ = data.load_split(*odd_food, "train")
-    monkeypatch.setenv(streaming.LIMIT_VARIABLE, "0")
-    monkeypatch.setenv(decoding_process.VARIABLE, process)
+    monkeypatch.setattr(streaming, "in_memory_gib", 0.0)
     images, _, _ = data.load_split(*odd_food, "train", "device")
     try:
         gpu = images.to("cuda")[:]
@@ -257,85 +250,9 @@ def test_nvjpeg_on_the_gpu_is_close_to_the_cpu_path(odd_food, monkeypatch, proce
         images.close()
     assert gpu.device.type == "cuda" and torch.equal(again, gpu.flip(0))
     difference = (gpu.cpu() - memory).abs()
-    print(f"nvjpeg vs CPU path{' (own process)' * (process == '1')}: mean |d| {difference.mean() * 255:.3f}/255, "
+    print(f"nvjpeg vs CPU path: mean |d| {difference.mean() * 255:.3f}/255, "
           f"max {difference.max() * 255:.1f}/255")
     assert difference.mean() < 2 / 255 and difference.max() < 48 / 255
-
-
-# ------------------------------------------------ nvjpeg in a process of its own
-
-
-@pytest.fixture
-def in_a_process(monkeypatch):
-    """``decode: device`` decodes in a process of its own; its slot holds 5 images."""
-    monkeypatch.setenv(decoding_process.VARIABLE, "1")
-    monkeypatch.setattr(streaming, "SLOT_BYTES", 5 * 3 * 12 * 12)
-
-
-def test_a_decoding_process_gives_the_cpu_paths_images_a_slotful_at_a_time(odd_food, monkeypatch, in_a_process):
-    """The PNG and CMYK files take the CPU path in the decoding process too; a
-    batch larger than the slot is asked for a slotful at a time; the step
-    replays its graph (nvjpeg's waits are the other process's)."""
-    memory, _, _ = data.load_split(*odd_food, "train")
-    images, _ = streamed(monkeypatch, odd_food, decode="device")
-    assert isinstance(images.decoder, decoding_process.ProcessJpegDecoder) and not streaming.decodes_on_device(images)
-    asked = []
-    ask = decoding_process.DecodingProcess._ask
-    monkeypatch.setattr(decoding_process.DecodingProcess, "_ask", lambda self, rows: asked.append(len(rows)) or ask(self, rows))
-    images = images.to("cpu:0")  # a device as given, like "cuda" for "cuda:0"
-    try:
-        assert torch.equal(images[:], memory)
-        assert len(memory) == 9 and asked == [5, 4]
-        process = images._pool._process
-        images.prefetch(np.array([3, 1]))
-        assert torch.equal(images[np.array([3, 1])], memory[[3, 1]])
-        assert images._pool._process is process  # one process for every batch
-    finally:
-        images.close()
-    assert not process.is_alive()
-
-
-def test_a_decoding_process_names_a_damaged_file_and_survives_it_and_a_dead_one_is_replaced(
-        food_copy, monkeypatch, in_a_process):
-    paths = food_copy
-    memory, _, _ = data.load_split(*paths, "train")
-    images, _ = streamed(monkeypatch, paths, decode="device")
-    damaged = images.decoder.jpeg.files[int(images.decoder.jpeg.fallback.index[2])]
-    damaged.write_bytes(damaged.read_bytes()[:40])
-    try:
-        with pytest.raises(UserError, match=f"{damaged.name} cannot be decoded .*replace it with an intact copy"):
-            images[np.arange(4)]
-        assert torch.equal(images[np.arange(5, 9)], memory[5:9])  # the same process
-        first = images._pool._process
-        first.kill()
-        first.join()
-        with pytest.raises(RuntimeError, match="decoding process ended .*the next batch starts a new one"):
-            images[np.arange(10, 14)]
-        assert torch.equal(images[np.arange(10, 14)], memory[10:14])
-        assert images._pool._process is not first
-    finally:
-        images.close()
-
-
-EXITS = """
-import os, sys, numpy as np
-from multisym import data, decoding_process, streaming
-if __name__ == "__main__":
-    os.environ[streaming.LIMIT_VARIABLE] = "0"
-    images, _, _ = data.load_split(sys.argv[1], sys.argv[2], "train", "device")
-    images[np.arange(3)]
-    print(images._pool._process.pid, flush=True)
-    if sys.argv[3] == "killed":
-        os.kill(os.getpid(), 9)
-"""
-
-
-@pytest.mark.parametrize("how", ["exit", "killed"])
-def test_a_decoding_process_ends_with_its_training_process(food, tmp_path, in_a_process, how):
-    """At a normal exit without ``close`` (multiprocessing's own exit handler
-    would wait for a process that ignores SIGTERM) and when killed outright."""
-    for pid in exit_script_children(EXITS, food[1], how, tmp_path, timeout=120):
-        wait_until_gone(pid)
 
 
 def exit_script_children(script: str, paths, how: str, tmp_path, timeout: float) -> list[int]:
@@ -378,21 +295,22 @@ OPEN_AT_EXIT = """
 import os, sys, numpy as np
 from multisym import cli, data, streaming
 if __name__ == "__main__":
-    os.environ[streaming.LIMIT_VARIABLE] = "0"
+    streaming.set_in_memory_limit(0)
     images, _, _ = data.load_split(sys.argv[1], sys.argv[2], "train")
     images[np.arange(3)]
     print(*(process.pid for process in images._pool._processes.values()), flush=True)
     if sys.argv[3] == "killed":
         os.kill(os.getpid(), 9)
-    cli.finish()
-    os._exit(0)
+    cli.release()
+    os._exit(0)  # as a warm worker, a forked child, ends
 """
 
 
 @pytest.mark.parametrize("how", ["finish", "killed"])
 def test_cpu_decoding_workers_end_with_a_command_that_holds_its_split(food, tmp_path, how):
-    """`multisym` runs the exit handlers itself, then leaves at once: a split
-    still referenced then must not keep it waiting for its workers. Killed
-    outright, it leaves its workers to notice on their own."""
+    """A warm worker releases what its command left open, then leaves at once
+    (``os._exit``): a split still referenced then must not keep it waiting
+    for its workers. Killed outright, it leaves its workers to notice on their
+    own."""
     for pid in exit_script_children(OPEN_AT_EXIT, food[1], how, tmp_path, timeout=60):
         wait_until_gone(pid)

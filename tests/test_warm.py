@@ -26,17 +26,17 @@ DIGITS = {"name": "digits", "image_size": 16, "splits": {"seed": 0, "val": 0.15,
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
-    """A server as the Snakefile starts it, ready; its log's path."""
-    monkeypatch.delenv(warm.SOCKET_VARIABLE, raising=False)
+def server(tmp_path):
+    """A server as the Snakefile starts it, for jobs started in ``tmp_path``,
+    ready; its log's path."""
     log = tmp_path / "warm.log"
-    started = warm.Server(str(log))
+    started = warm.Server(str(log), str(tmp_path))
     try:
         wait_until_ready(started, log)
         yield log
     finally:
         started.stop()
-    assert not os.path.exists(started.folder)
+    assert not os.path.exists(started.folder) and not os.path.exists(started.where)
 
 
 def wait_until_ready(started: warm.Server, log: Path) -> None:
@@ -65,46 +65,54 @@ def running(pid: int) -> bool:
         return False
 
 
-def prepare_data(folder: Path, dataset: dict, **env) -> subprocess.CompletedProcess:
+def prepare_data(folder: Path, dataset: dict, cwd: Path | None = None, **env) -> subprocess.CompletedProcess:
+    """The job writes into ``folder``, started in ``cwd`` (a run's working
+    folder: warm where its server runs); by default in ``folder``, where no
+    server is named, so cold."""
     folder.mkdir(parents=True, exist_ok=True)
     return subprocess.run(
-        [PROGRAM, "prepare-data", "--dataset-json", json.dumps(dataset), "--out-data", "data/dataset.npz",
-         "--out-manifest", "data/manifest.json"],
-        cwd=folder, env=job_env(**env), capture_output=True, text=True, timeout=300,
+        [PROGRAM, "prepare-data", "--dataset-json", json.dumps(dataset), "--out-data", str(folder / "dataset.npz"),
+         "--out-manifest", str(folder / "manifest.json")],
+        cwd=cwd or folder, env=job_env(**env), capture_output=True, text=True, timeout=300,
     )
 
 
 def test_a_job_runs_in_a_worker_with_its_place_streams_and_exit_status(tmp_path, server):
-    warm_run = prepare_data(tmp_path / "warm", DIGITS)
+    warm_run = prepare_data(tmp_path / "warm", DIGITS, tmp_path)
     assert warm_run.returncode == 0, warm_run.stderr
     assert served(server) == [(served(server)[0][0], "0")]
-    cold_run = prepare_data(tmp_path / "cold", DIGITS, MULTISYM_WARM="0")
+    cold_run = prepare_data(tmp_path / "cold", DIGITS)
     assert cold_run.returncode == 0, cold_run.stderr
     assert len(served(server)) == 1
     for name in ("dataset.npz", "manifest.json"):
-        assert (tmp_path / "warm" / "data" / name).read_bytes() == (tmp_path / "cold" / "data" / name).read_bytes()
+        assert (tmp_path / "warm" / name).read_bytes() == (tmp_path / "cold" / name).read_bytes()
 
     # settings no validated config would hand over: an uncaught KeyError, a traceback, exit 1
     unsplit = {key: value for key, value in DIGITS.items() if key != "splits"}
-    failed = prepare_data(tmp_path / "bad", unsplit)
-    cold_failed = prepare_data(tmp_path / "bad", unsplit, MULTISYM_WARM="0")
+    failed = prepare_data(tmp_path / "bad", unsplit, tmp_path)
+    cold_failed = prepare_data(tmp_path / "bad", unsplit)
     assert failed.returncode == cold_failed.returncode == 1
     assert failed.stderr.splitlines()[-1] == cold_failed.stderr.splitlines()[-1] == "KeyError: 'splits'"
     assert "Traceback" in failed.stderr
     assert served(server)[-1][1] == "1"
-    usage = subprocess.run([PROGRAM, "features"], env=job_env(), capture_output=True, text=True, timeout=120)
+    usage = subprocess.run([PROGRAM, "features"], env=job_env(), cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
     assert usage.returncode == 2 and "the following arguments are required" in usage.stderr
     assert len(served(server)) == 3
 
 
-def test_jobs_the_server_should_not_take_run_cold(tmp_path, server, monkeypatch):
-    """Another SLURM allocation, warm starts switched off, or no server at all."""
-    other_allocation = prepare_data(tmp_path / "slurm", DIGITS, SLURM_JOB_ID="4242")
+def test_jobs_the_server_should_not_take_run_cold(tmp_path, server):
+    """Another SLURM allocation, a folder that names no server (a run with
+    warm_starts: false starts none), or a server named that is gone."""
+    other_allocation = prepare_data(tmp_path / "slurm", DIGITS, tmp_path, SLURM_JOB_ID="4242")
     assert other_allocation.returncode == 0, other_allocation.stderr
     assert "refused: the job runs in SLURM allocation 4242" in server.read_text()
-    switched_off = prepare_data(tmp_path / "off", DIGITS, MULTISYM_WARM="0")
+    switched_off = prepare_data(tmp_path / "off", DIGITS)
     assert switched_off.returncode == 0, switched_off.stderr
-    no_server = prepare_data(tmp_path / "gone", DIGITS, MULTISYM_WARM_SOCKET=str(tmp_path / "no-socket"))
+    gone = tmp_path / "gone"
+    (gone / warm.WHERE).parent.mkdir(parents=True)
+    (gone / warm.WHERE).write_text(str(tmp_path / "no-socket") + "\n")
+    no_server = prepare_data(gone, DIGITS)
     assert no_server.returncode == 0, no_server.stderr
     assert served(server) == []
 
@@ -116,13 +124,14 @@ def eq_member(tmp_path_factory):
 
 
 def pretrain(eq_member, run: Path, stderr=subprocess.PIPE, device: str = "cpu") -> subprocess.Popen:
-    """`multisym pretrain` of ``eq_member`` (settings, (data, manifest), ...)."""
+    """`multisym pretrain` of ``eq_member`` (settings, (data, manifest), ...),
+    started in ``run``'s parent folder (where the test's server runs)."""
     settings, (data, manifest), *_ = eq_member
     return subprocess.Popen(
         [PROGRAM, "pretrain", "--settings-json", json.dumps(settings), "--data", str(data), "--manifest",
          str(manifest), "--run-dir", str(run), "--out-model", str(run / "model.pt"), "--out-log",
          str(run / "epochs.csv"), "--threads", "1", "--device", device],
-        env=job_env(), stderr=stderr, text=True,
+        env=job_env(), cwd=run.parent, stderr=stderr, text=True,
     )
 
 
@@ -204,11 +213,10 @@ def test_the_jobs_thread_counts_apply_to_libraries_the_server_loaded():
     assert torch_threads == 3 and blas_pools and set(blas_pools) == {3}
 
 
-def test_a_job_whose_server_dies_fails_and_stops_its_worker_first(tmp_path, eq_member, monkeypatch):
+def test_a_job_whose_server_dies_fails_and_stops_its_worker_first(tmp_path, eq_member):
     """No worker outlives the job Snakemake counts as failed: it would write
     its outputs after the fact."""
-    monkeypatch.delenv(warm.SOCKET_VARIABLE, raising=False)
-    started = warm.Server(str(tmp_path / "warm.log"))
+    started = warm.Server(str(tmp_path / "warm.log"), str(tmp_path))
     try:
         wait_until_ready(started, tmp_path / "warm.log")
         run = tmp_path / "run"

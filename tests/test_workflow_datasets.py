@@ -14,7 +14,6 @@ import yaml
 
 import dataset_fixtures as fx
 from conftest import ROOT, SMOKE
-from multisym.streaming import LIMIT_VARIABLE
 
 pytestmark = pytest.mark.workflow
 RELEASE_MD5 = ROOT / "tests" / "release_md5"
@@ -50,13 +49,12 @@ def run_figures(workflow_copy, config_path: Path, patch_md5: bool, stream: bool 
     fixture release files (whose md5 are not the release's) in its subprocesses;
     ``stream`` streams every split, as ImageNet's are at full size."""
     saved = dict(os.environ)
-    if stream:
-        os.environ[LIMIT_VARIABLE] = "0"
     if patch_md5:
         os.environ["MULTISYM_TEST_FIXTURE_RELEASES"] = "1"
         os.environ["PYTHONPATH"] = f"{RELEASE_MD5}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
     try:
-        workflow_copy.snakemake(f"--configfile={config_path.name}", "figures")
+        workflow_copy.snakemake("figures", f"--configfile={config_path.name}",
+                                *(["--config", "streaming={in_memory_gib: 0}"] if stream else []))
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -138,7 +136,8 @@ def check_evaluation_sets(root: Path, members: list[dict]) -> None:
 
 
 def test_transfer_datasets_from_roots(workflow_copy):
-    """Digits members transferred to two datasets read from roots (§5): CIFAR-100
+    """Digits members transferred to two datasets read from roots
+    (docs/method.md#transfer-and-distribution-shift): CIFAR-100
     fine-tuned without train augmentation (the paper's protocol) with two
     learning rates, Food-101 probed; both converted to the members' grey 8 px."""
     config = yaml.safe_load(SMOKE.read_text())

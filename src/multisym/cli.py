@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from . import config as config_module
@@ -106,7 +105,7 @@ def cmd_pretrain(args) -> None:
         settings=settings, data_path=args.data, manifest_path=args.manifest, run_dir=args.run_dir,
         out_model=args.out_model, out_log=args.out_log, device=args.device, precision=args.precision,
         threads=args.threads, stop_after_epochs=args.stop_after_epochs, keep_every=args.keep_every,
-        decode=args.decode,
+        decode=args.decode, cuda_graphs=args.cuda_graphs == "on",
     )
     job = _gpu_job(args, "pretrain", kwargs)
     finished = _train(Call("multisym.pretrain:train_member", kwargs), args.run_dir, job)
@@ -447,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", help="a scale file (config.yaml or config/X.yaml), for runs by hand")
         p.add_argument("--results", default="results", help="results root for runs by hand (default: results)")
+        p.add_argument("--in-memory-gib", type=float,
+                       help="stream a split whose float32 images take more GiB than this (streaming.in_memory_gib)")
         p.set_defaults(func=func)
         return p
 
@@ -491,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", default="cpu", choices=("cpu", "device"),
                    help="where JPEG files are decoded: cpu (libjpeg-turbo in up to 8 processes) or device "
                         "(nvjpeg where training runs; gpu_jobs.decode)")
+    p.add_argument("--cuda-graphs", default="on", choices=("on", "off"),
+                   help="replay each step from a CUDA graph on one GPU (gpu_jobs.cuda_graphs)")
     gpu_job_options(p)
 
     def runtime_options(p):
@@ -697,39 +700,27 @@ def main(argv: list[str] | None = None) -> None:
 
     args = build_parser().parse_args(argv)
     try:
+        if args.in_memory_gib is not None:
+            from .streaming import set_in_memory_limit
+
+            set_in_memory_limit(args.in_memory_gib)
         args.func(args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
-def program() -> None:
-    """The ``multisym`` program: in a worker of the run's warm-start server
-    if there is one (`multisym.warm`), else `main` here; then exit at once.
-
-    With torch loaded, CPython's finalisation (tearing down some two thousand
-    modules and collecting their objects) costs 1 to 2 s of CPU per process on
-    the CI machine: more than many workflow jobs' own work, in each of the
-    hundred-odd jobs of a run. Every command has written and closed its
-    outputs when it returns, so all finalisation still owes is done by
-    `finish`. ``python -m multisym.cli`` exits the usual way, so profilers and
-    coverage tools that write at exit still can.
-    """
-    from . import warm
-
-    warm.delegate()
-    main()
-    finish()
-    os._exit(0)
-
-
-def finish() -> None:
-    """What finalisation owes once a command returned: the atexit handlers
-    (multiprocessing reaping its children, logging's flush) and the standard
+def release() -> None:
+    """What a command leaves to the interpreter's exit, done now (for a warm
+    worker, which ends with ``os._exit`` as a forked child must): the
+    decoding workers of splits still open, logging's handlers, the standard
     streams' buffers."""
-    import atexit
+    import logging
 
-    atexit._run_exitfuncs()  # no public API runs them
+    streaming = sys.modules.get("multisym.streaming")
+    if streaming is not None:
+        streaming.close_all()
+    logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -19,27 +19,21 @@ writes them (its learning rate stays a per-step Python number). The first
 compute what eager steps compute, with the same kernels.
 
 Graphs are used on CUDA in a single process (DDP's gradient hooks are not
-captured), unless the training split is streamed through nvjpeg in the
-training process or ``MULTISYM_CUDA_GRAPHS=0``: an operational setting, no
-part of a member's settings (changing it retrains nothing), so an environment
-variable like the streaming limit. A split that nvjpeg decodes in the training
-process trains eagerly: its decoding thread queues device work of its own,
-which the replayed step's full command queue holds back (on an H200, nvjpeg's
-call took 82 ms per batch under the graphed step against 10.5 ms under the
-eager one, and the whole loop ran at 101.9 ms per step against 93.8;
-``benchmarks/README.md``). nvjpeg in a process of its own
-(``decoding_process``) waits on a CUDA context of its own, so its split
-replays the graph (``benchmarks/paper_path.py``'s ``device-process`` measures
-whether that pays). A split decoded on the CPU only copies its batches to the
-device, and a replay, which releases the GIL, leaves the interpreter to the
-thread that assembles them.
+captured), unless the training split is streamed through nvjpeg or
+``gpu_jobs.cuda_graphs`` is false: an operational setting, no part of a
+member's settings (changing it retrains nothing; it travels as a resource and
+is recorded in the run's ``run.json``). A split that nvjpeg decodes trains
+eagerly: its decoding thread queues device work of its own, which the
+replayed step's full command queue holds back (``benchmarks/README.md`` has
+the measured figures). A split decoded on the CPU only copies its batches to
+the device, and a replay, which releases the GIL, leaves the interpreter to
+the thread that assembles them.
 The graph keeps its own memory for the step's activations. A capture that
 fails warns and leaves the run on eager steps.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Callable
 
@@ -47,13 +41,13 @@ import torch
 from torch import Tensor
 
 WARMUP_STEPS = 3
-VARIABLE = "MULTISYM_CUDA_GRAPHS"
 
 
-def wanted(device: torch.device, processes: int, nvjpeg: bool) -> bool:
+def wanted(device: torch.device, processes: int, nvjpeg: bool, allowed: bool = True) -> bool:
     """Whether a run on ``device`` with ``processes`` processes, its split
-    streamed through ``nvjpeg`` or not, captures its step."""
-    return device.type == "cuda" and processes == 1 and not nvjpeg and os.environ.get(VARIABLE, "1") != "0"
+    streamed through ``nvjpeg`` or not, captures its step (``allowed``:
+    ``gpu_jobs.cuda_graphs``)."""
+    return allowed and device.type == "cuda" and processes == 1 and not nvjpeg
 
 
 class GradientStep:
@@ -110,7 +104,7 @@ class GradientStep:
                 outputs = self._backward(inputs)
         except RuntimeError as error:
             print(f"warning: capturing the training step as a CUDA graph failed ({error}); "
-                  f"training goes on with eager steps ({VARIABLE}=0 skips the attempt)",
+                  "training goes on with eager steps (gpu_jobs.cuda_graphs: false skips the attempt)",
                   file=sys.stderr, flush=True)
             self.capture = False
             return self._eager(batch)

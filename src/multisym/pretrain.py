@@ -1,4 +1,4 @@
-"""Train one member: SimCLR (base), Eq, Inv (§2) or supervised from scratch.
+"""Train one member: SimCLR (base), Eq, Inv (docs/method.md#members) or supervised from scratch.
 
 Reads top to bottom: settings -> data -> model -> optimizer and schedule ->
 resume -> loop -> export. A checkpoint is written atomically after every epoch
@@ -44,7 +44,7 @@ STOP_CHECK_EVERY = 8
 
 # --------------------------------------------------------------------- views
 def contrastive_view_specs(views: dict) -> tuple[ViewSpec, ViewSpec]:
-    """Views 1 and 2 of T_base (§2.2): they differ only in blur and solarization."""
+    """Views 1 and 2 of T_base (docs/method.md#views): they differ only in blur and solarization."""
     brightness, contrast, saturation, hue = views["jitter"]
     common = dict(
         size=views["size"], crop_scale=tuple(views["crop_scale"]), flip_p=views["flip_p"],
@@ -58,7 +58,7 @@ def contrastive_view_specs(views: dict) -> tuple[ViewSpec, ViewSpec]:
 
 
 def small_crop_spec(views: dict, small: dict) -> ViewSpec:
-    """The Eq member's extra small crop (§2.2 column y3)."""
+    """The Eq member's extra small crop (docs/method.md#small-crop)."""
     first, _ = contrastive_view_specs(views)
     return ViewSpec(**{
         **first.__dict__, "size": small["size"], "crop_scale": tuple(small["crop_scale"]),
@@ -106,7 +106,7 @@ class Runtime:
 
 class ContrastiveStep:
     """Loss of one batch for base / eq / inv members:
-    L = L_CL(z1, z2) + λ · L_eq (eq only), §2.3-§2.5.
+    L = L_CL(z1, z2) + λ · L_eq (eq only); docs/method.md#contrastive-loss, #eq-members, #inv-members.
 
     ``draw`` makes the batch's views from the CPU generator; ``loss`` runs the
     networks on them (``graphs.GradientStep`` adds the backward pass, the
@@ -406,6 +406,7 @@ def train_member(
     stop_after_epochs: int | None = None,
     keep_every: int = 0,
     decode: str = "cpu",
+    cuda_graphs: bool = True,
 ) -> bool:
     """Train (or resume) one member. Returns True when it finished all epochs
     and wrote ``out_model``; False when it stopped early after
@@ -415,8 +416,9 @@ def train_member(
     final export) and, with ``keep_every`` k > 0, the export of every k-th
     epoch in ``<run_dir>/snapshots/``. ``decode`` (``gpu_jobs.decode``) says
     where a dataset's JPEG files are decoded: ``cpu`` or ``device``
-    (``streaming``). A run on one GPU, unless nvjpeg decodes its split, replays
-    its forward and backward pass from a CUDA graph (``graphs``); on CUDA cuDNN
+    (``streaming``). A run on one GPU, unless nvjpeg decodes its split or
+    ``cuda_graphs`` (``gpu_jobs.cuda_graphs``) is false, replays its forward
+    and backward pass from a CUDA graph (``graphs``); on CUDA cuDNN
     picks its fastest kernels for the run's fixed shapes.
 
     In a process group (``distributed.joined``) each process trains on its
@@ -454,7 +456,8 @@ def train_member(
         if target.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every step has the same shapes
         gradients = graphs.GradientStep(step_fn.loss, optimizer, scaler,
-                                        graphs.wanted(target, process.world, streaming.decodes_on_device(images)))
+                                        graphs.wanted(target, process.world, streaming.decodes_on_device(images),
+                                                      cuda_graphs))
         # ---------------------------------------------------------- resume
         state_path = run_dir / STATE_FILE
         epoch, step, history, resume = 0, 0, [], None
@@ -473,6 +476,7 @@ def train_member(
                 json.dumps(provenance.record(settings=settings, settings_hash=digest, threads=threads,
                                              device=str(target), processes=process.world, decode=decode,
                                              decoder=streaming.decoder_name(images),
+                                             in_memory_gib=streaming.in_memory_gib,
                                              cuda_graphs=gradients.capture), indent=2) + "\n",
                 run_dir / "run.json",
             )
@@ -553,7 +557,8 @@ def train_member(
 
 def export(model: nn.Module, settings: dict, digest: str, history: list[dict], path: str | Path) -> None:
     """The member's final weights: every sub-network's state dict (the Eq head
-    is kept, unlike the official export, mse_spec §9-7) plus its settings."""
+    is kept, unlike the official export: docs/method.md#where-the-official-code-differs,
+    item 7) plus its settings."""
     parts = {name: module.state_dict() for name, module in model.named_children() if module is not None}
     checkpoint.save(
         {"settings_hash": digest, "settings": json.dumps(settings, sort_keys=True),

@@ -31,9 +31,7 @@ Two decoders fill a batch (``gpu_jobs.decode``):
   ``torchvision.io.decode_jpeg``, on the GPU's hardware decoder where it has
   one) and resized there, on a side CUDA stream, with the same torchvision
   functions as the CPU path. A file that is not a JPEG, or that the device
-  decoder rejects (CMYK JPEGs), is decoded by the CPU path instead. With
-  ``MULTISYM_NVJPEG_PROCESS=1`` it runs in a process of its own
-  (``decoding_process``), whose waits on the device are not the training's.
+  decoder rejects (CMYK JPEGs), is decoded by the CPU path instead.
 """
 
 from __future__ import annotations
@@ -61,16 +59,22 @@ from .errors import UserError
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                         category=DeprecationWarning)
 
-# The GIB of decoded float32 images above which a split is streamed; an
-# operational setting (it changes no result), so an environment variable.
-LIMIT_VARIABLE = "MULTISYM_IN_MEMORY_GIB"
-DEFAULT_LIMIT_GIB = 8.0
+# The GiB of decoded float32 images above which a split is streamed
+# (streaming.in_memory_gib in the config; the CLI sets it for its command).
+in_memory_gib = 8.0
 MAX_THREADS = 8  # decoding workers, threads or processes
 SLOT_BYTES = 64 * 2**20  # the buffer worker processes decode into: 341 images of 256 px
 
 
+def set_in_memory_limit(gib: float) -> None:
+    """Splits above ``gib`` GiB of float32 images are streamed from now on in
+    this process (``streaming.in_memory_gib``; it changes no result)."""
+    global in_memory_gib
+    in_memory_gib = float(gib)
+
+
 def in_memory_limit_bytes() -> float:
-    return float(os.environ.get(LIMIT_VARIABLE, DEFAULT_LIMIT_GIB)) * 2**30
+    return in_memory_gib * 2**30
 
 
 def decoding_threads() -> int:
@@ -124,8 +128,8 @@ class SplitDecoder:
         self._slot_lock = threading.Lock()
 
     def __getstate__(self) -> dict:
-        """Pickled for a spawned process (``decoding_process``): without the
-        slot, which belongs to this process's workers, or its lock."""
+        """Pickled for a spawned process: without the slot, which belongs to
+        this process's workers, or its lock."""
         state = {**self.__dict__, "_slot": None}
         for name in ("_slot_lock", "_slot_memory"):
             state.pop(name, None)
@@ -352,8 +356,7 @@ class JpegDecoder:
 
 class StreamedImages:
     """A split's images, decoded when indexed (see the module docstring) by
-    ``decoder``: a ``SplitDecoder``, ``JpegDecoder`` or
-    ``decoding_process.ProcessJpegDecoder``."""
+    ``decoder``: a ``SplitDecoder`` or a ``JpegDecoder``."""
 
     def __init__(self, decoder, device: torch.device | str = "cpu",
                  pool: Executor | None = None, workers: int | None = None):
@@ -434,14 +437,14 @@ _open: weakref.WeakSet[StreamedImages] = weakref.WeakSet()
 
 
 @atexit.register
-def _close_open() -> None:
-    """End the workers of every split still open at exit, and wait for them.
-    multiprocessing's own exit handler, registered before this one (with
-    ProcessPoolExecutor's import) and so run after it, joins the worker
-    processes: they wait for work until their executor shuts down, which
-    Python does only at its threading shutdown, after the handlers when
-    `cli.finish` runs them. Not waiting here would race that handler, which
-    closes the queue the executor's stop messages go through."""
+def close_all() -> None:
+    """End the workers of every split still open, and wait for them (at exit,
+    and by ``cli.release`` in a warm worker). multiprocessing's own exit
+    handler, registered before this one (with ProcessPoolExecutor's import)
+    and so run after it, joins the worker processes: they wait for work until
+    their executor shuts down, which Python does only at its threading
+    shutdown, after the handlers. Not waiting here would race that handler,
+    which closes the queue the executor's stop messages go through."""
     for images in list(_open):
         images.close(wait=True)
 
@@ -465,17 +468,13 @@ def decode_split(decoder, device: torch.device | str = "cpu",
 
 def decoder_for(source, index: np.ndarray, size: int, channels: int, decode: str = "cpu"):
     """The split's decoder: ``JpegDecoder`` for ``decode: device`` when the
-    source keeps one file per image (in a process of its own with
-    ``MULTISYM_NVJPEG_PROCESS=1``, ``decoding_process``), else
-    ``SplitDecoder`` (given the files when there is one per image)."""
-    from . import decoding_process
-
+    source keeps one file per image, else ``SplitDecoder`` (given the files
+    when there is one per image)."""
     files = list(source.files)
     if not 0 < len(files) == len(source.labels):
         return SplitDecoder(source, index, size, channels)
     if decode == "device":
-        jpeg = JpegDecoder(files, SplitDecoder(source, index, size, channels, files))
-        return decoding_process.ProcessJpegDecoder(jpeg) if decoding_process.wanted() else jpeg
+        return JpegDecoder(files, SplitDecoder(source, index, size, channels, files))
     return SplitDecoder(source, index, size, channels, files)
 
 
@@ -486,7 +485,7 @@ def decoder_name(images) -> str | None:
 
 
 def decodes_on_device(images) -> bool:
-    """Whether ``images`` is a split streamed through nvjpeg in this process."""
+    """Whether ``images`` is a split streamed through nvjpeg."""
     return isinstance(images, StreamedImages) and isinstance(images.decoder, JpegDecoder)
 
 

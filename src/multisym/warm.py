@@ -1,14 +1,14 @@
 """Warm starts: the jobs of a local run forked from one process that has
-already imported torch.
+already imported torch (``warm_starts`` in the config, on by default).
 
 Each ``multisym`` job otherwise starts a fresh interpreter and imports torch,
-torchvision, numpy and the plotting stack before doing its own work: 2.5 to
-5 s of CPU on the 2-core CI machine (its speed varies from day to day), in
-each of the 190 jobs of the embedded default, whose whole chain is some
-1,300 to 1,600 job-seconds (``benchmarks/README.md``). For a local run the
-Snakefile starts a server (`start`) that imports those libraries once and
-listens on a Unix socket in a private folder. A job (`delegate`, the first
-thing the ``multisym`` program does) sends it its arguments, working
+torchvision, numpy and the plotting stack before doing its own work, in each
+of the embedded default's 190 jobs (``benchmarks/README.md`` has the measured
+difference). For a local run the Snakefile starts a server (`Server`) that
+imports those libraries once and listens on a Unix socket in a private
+folder; it names the socket in ``.snakemake/multisym-warm`` of the run's
+working folder, where every job of the run starts. A job (`delegate`, the
+first thing the ``multisym`` program does) sends it its arguments, working
 directory, environment, ``sys.path`` and standard streams; the server forks a
 worker that runs the command as the fresh process would have:
 
@@ -23,12 +23,11 @@ worker that runs the command as the fresh process would have:
   and fails once it has stopped, so no worker outlives its job;
 - the job exits with the worker's exit status, or dies by the worker's signal.
 
-Any doubt means a cold start, the usual fresh process: no server (its socket
-missing, refused or gone), another interpreter (a job in a conda env), a
-SLURM job (whose resources are its allocation's, not the login node's), or
-``MULTISYM_WARM=0``. Forking after these imports is what torch's DataLoader
-does on Linux; it is safe because the server runs no parallel region and never
-initialises CUDA.
+Any doubt means a cold start, the usual fresh process: no server (no socket
+named, or it is refused or gone), another interpreter (a job in a conda env),
+or a SLURM job (whose resources are its allocation's, not the login node's).
+Forking after these imports is what torch's DataLoader does on Linux; it is
+safe because the server runs no parallel region and never initialises CUDA.
 """
 
 from __future__ import annotations
@@ -46,8 +45,8 @@ import sys
 import tempfile
 import time
 
-SOCKET_VARIABLE = "MULTISYM_WARM_SOCKET"
-SWITCH_VARIABLE = "MULTISYM_WARM"
+# in the run's working folder: the path of the running server's socket
+WHERE = os.path.join(".snakemake", "multisym-warm")
 # the third-party modules the workflow's commands import, heaviest first;
 # project modules are never preloaded (see the module docstring)
 PRELOADED = (
@@ -66,11 +65,6 @@ ORPHAN_GRACE_S = 120
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 
 
-def wanted() -> bool:
-    """Whether warm starts are on (``MULTISYM_WARM`` is not 0)."""
-    return os.environ.get(SWITCH_VARIABLE, "1") != "0"
-
-
 # --- the job's side -------------------------------------------------------------
 
 
@@ -78,8 +72,10 @@ def delegate() -> None:
     """Run this ``multisym`` command in a worker of the run's server and exit
     with its status; return (to run it cold) if there is no such server or it
     refuses this job."""
-    path = os.environ.get(SOCKET_VARIABLE)
-    if not path or not wanted():
+    try:
+        with open(WHERE) as handle:
+            path = handle.read().strip()
+    except OSError:
         return
     try:
         for fd in (0, 1, 2):
@@ -111,7 +107,7 @@ def delegate() -> None:
         if ended is not None:
             select.select([ended], [], [], ORPHAN_GRACE_S)
         print(f"error: the warm-start server ended before this job's worker (pid {worker}) did; "
-              f"rerun the job, or set {SWITCH_VARIABLE}=0 to run jobs in fresh processes", file=sys.stderr)
+              "rerun the job, or set warm_starts: false to run jobs in fresh processes", file=sys.stderr)
         os._exit(1)
     _exit_like(json.loads(message)["status"])
 
@@ -166,8 +162,7 @@ def serve(path: str, parent: int) -> None:
 
 def _listen(path: str):
     """Import `PRELOADED`, then open the socket; jobs find it only once it
-    answers. ``python -m multisym.warm`` has imported the package, and so its
-    torchvision import hook (multisym.imports), before torchvision."""
+    answers."""
     import importlib
 
     started = time.monotonic()
@@ -334,8 +329,8 @@ def _become_the_job(request: dict, fds: list[int], inherited: list[int]) -> None
 
 
 def _run(cli) -> int:
-    """The command's exit code as the interpreter would give it, after its
-    exit handlers ran and its streams were flushed (`cli.finish`)."""
+    """The command's exit code as the interpreter would give it, after what it
+    left to the interpreter's exit is done (`cli.release`)."""
     try:
         cli.main(sys.argv[1:])
         code = 0
@@ -351,7 +346,7 @@ def _run(cli) -> int:
     except BaseException:
         sys.excepthook(*sys.exc_info())
         code = 1
-    cli.finish()
+    cli.release()
     return code
 
 
@@ -374,21 +369,29 @@ def _apply_thread_counts() -> None:
 
 class Server:
     """The run's server process, started by the Snakefile's ``onstart`` and
-    stopped by ``onsuccess``/``onerror``; jobs find it through
-    ``MULTISYM_WARM_SOCKET``, which it sets in this (Snakemake's) process."""
+    stopped by ``onsuccess``/``onerror``; jobs started in ``workdir`` find it
+    through ``WHERE`` there."""
 
-    def __init__(self, log_path: str):
+    def __init__(self, log_path: str, workdir: str = "."):
         self.folder = tempfile.mkdtemp(prefix="multisym-warm-")  # private: mode 0700
         self.socket = os.path.join(self.folder, "socket")
+        self.where = os.path.join(workdir, WHERE)
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "multisym.warm", self.socket, str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
-        os.environ[SOCKET_VARIABLE] = self.socket
+        os.makedirs(os.path.dirname(self.where), exist_ok=True)
+        with open(self.where + ".new", "w") as handle:
+            handle.write(self.socket + "\n")
+        os.replace(self.where + ".new", self.where)
 
     def stop(self) -> None:
-        os.environ.pop(SOCKET_VARIABLE, None)
+        with contextlib.suppress(OSError):
+            with open(self.where) as handle:
+                ours = handle.read().strip() == self.socket
+            if ours:
+                os.unlink(self.where)
         self.process.terminate()
         try:
             self.process.wait(timeout=30)

@@ -1,5 +1,6 @@
-# Turning members into classifiers (§3): cached features and a linear probe for
-# SSL members, their own head for supervised members, and the SSL-FT pool.
+# Turning members into classifiers (docs/method.md#adaptation): cached features and
+# a linear probe for SSL members, their own head for supervised members, and the
+# SSL-FT pool.
 if ADAPT_MODE == "probe":
 
     rule features:
@@ -15,11 +16,14 @@ if ADAPT_MODE == "probe":
             env("workflow")
         threads: 1
         resources:
+            **LOADING,
             runtime="1h",
             mem_mb=4000,
         shell:
             "multisym features --model {input.model} --data {input.data}"
-            " --manifest {input.manifest} --out {output.features} --threads {threads} > {log} 2>&1"
+            " --manifest {input.manifest} --out {output.features} --threads {threads}"
+            " --in-memory-gib {resources.in_memory_gib}"
+            " > {log} 2>&1"
 
     rule probe:
         input:
@@ -48,8 +52,9 @@ if ADAPT_MODE == "probe":
 
 else:
 
-    # Adapt mode finetune (§3.1): each SSL member fine-tuned once per learning rate
-    # of its mode's grid, then the candidate best on the selection split is kept.
+    # Adapt mode finetune (docs/method.md#fine-tuning): each SSL member fine-tuned
+    # once per learning rate of its mode's grid, then the candidate best on the
+    # selection split is kept.
     rule adapt_candidate:
         input:
             model=LAYOUT.member_model("{ssl_member}"),
@@ -110,13 +115,16 @@ rule sup_logits:
         env("workflow")
     threads: 1
     resources:
+        **LOADING,
         runtime="1h",
         mem_mb=4000,
     params:
         version=stage_version("sup_logits"),
     shell:
         "multisym sup-logits --model {input.model} --data {input.data}"
-        " --manifest {input.manifest} --out-logits {output.logits} --threads {threads} > {log} 2>&1"
+        " --manifest {input.manifest} --out-logits {output.logits} --threads {threads}"
+        " --in-memory-gib {resources.in_memory_gib}"
+        " > {log} 2>&1"
 
 
 rule finetune:

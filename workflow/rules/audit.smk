@@ -1,6 +1,7 @@
-# Symmetry audit (metrics.md A.3): every member's and every ensemble's
-# predictions on group orbits of test and out-of-distribution inputs; and the
-# emergent-invariance experiment (metrics.md A.6) on the same inputs.
+# Symmetry audit (docs/method.md#orbit-consistency): every member's and every
+# ensemble's predictions on group orbits of test and out-of-distribution inputs; and
+# the emergent-invariance experiment (docs/method.md#emergent-equivariance) on the
+# same inputs.
 use rule prepare_data as prepare_audit_ood with:
     output:
         data=kept(LAYOUT.audit_ood("{ood}", "dataset.npz")),
@@ -23,6 +24,7 @@ rule prepare_audit:
         env("workflow")
     threads: 1
     resources:
+        **LOADING,
         runtime="1h",
         mem_mb=8000,
     params:
@@ -32,7 +34,8 @@ rule prepare_audit:
     shell:
         "multisym prepare-audit --settings-json {params.settings:q} --data {input.data}"
         " --manifest {input.manifest} {params.ood} --out-data {output.data}"
-        " --out-manifest {output.manifest} > {log} 2>&1"
+        " --out-manifest {output.manifest} --in-memory-gib {resources.in_memory_gib}"
+        " > {log} 2>&1"
 
 
 rule audit_outputs:
@@ -96,6 +99,7 @@ rule emergence:
         env("workflow")
     threads: 1
     resources:
+        **LOADING,
         runtime="2h",
         mem_mb=8000,
     params:
@@ -105,7 +109,8 @@ rule emergence:
         "multisym emergence --run {wildcards.run} --settings-json {params.settings:q}"
         " --data {input.data} --manifest {input.manifest} --sets {input.sets}"
         " --sets-manifest {input.sets_manifest} --out {output.logits}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} --in-memory-gib {resources.in_memory_gib}"
+        " > {log} 2>&1"
 
 
 rule emergence_metrics:

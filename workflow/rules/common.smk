@@ -88,6 +88,12 @@ wildcard_constraints:
     figure=alternatives(FIGURES),
 
 
+# How a job that loads a split from a root holds it (streaming.in_memory_gib);
+# a resource, so that changing it reruns nothing.
+LOADING = {"in_memory_gib": config["streaming"]["in_memory_gib"]}
+LOADING_SHELL = " --in-memory-gib {resources.in_memory_gib}"
+
+
 # The cluster section's keys that travel to the GPU waiters as resources
 # cluster_<key>: the slurm profile sets the site values among them in its
 # set-resources, which a --config on the command line does not replace (a
@@ -121,6 +127,7 @@ def gpu_job_resources(step):
     cluster or reviewing must not retrain anything."""
     job = config["gpu_jobs"][step]
     return {
+        **LOADING,
         "gpu_nodes": job["nodes"],
         "gpus_per_node": job["gpus_per_node"],
         "gpu_cpus_per_task": job["cpus_per_task"],
@@ -137,6 +144,7 @@ def gpu_job_resources(step):
         "review_tier": config["review"]["tier"],
         "keep_every": config["gpu_jobs"]["keep_every"] if step == "pretrain" else 0,
         "decode": config["gpu_jobs"]["decode"] if step == "pretrain" else "cpu",
+        "cuda_graphs": "on" if config["gpu_jobs"]["cuda_graphs"] else "off",
     }
 
 
@@ -144,7 +152,8 @@ GPU_JOB_SHELL = (
     " --gpu-nodes {resources.gpu_nodes} --gpus-per-node {resources.gpus_per_node}"
     " --gpu-cpus-per-task {resources.gpu_cpus_per_task} --gpu-mem-gb {resources.gpu_mem_gb}"
     " --gpu-time-limit-min {resources.gpu_time_limit_min}"
-    " --snakemake-executor {resources.snakemake_executor}"
+    + LOADING_SHELL
+    + " --snakemake-executor {resources.snakemake_executor}"
     " --cluster executor={resources.cluster_executor}"
     + "".join(
         f" --cluster {key}={{resources.cluster_{key}:q}}" for key in CLUSTER_RESOURCES

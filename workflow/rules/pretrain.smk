@@ -23,7 +23,7 @@ rule pretrain:
         "multisym pretrain --settings-json {params.settings:q} --data {input.data}"
         " --manifest {input.manifest} --run-dir {params.run_dir} --out-model {output.model}"
         " --out-log {output.epochs} --threads {threads}"
-        " --keep-every {resources.keep_every} --decode {resources.decode}"
+        " --keep-every {resources.keep_every} --decode {resources.decode} --cuda-graphs {resources.cuda_graphs}"
         + GPU_JOB_SHELL
         + " > {log} 2>&1"
 

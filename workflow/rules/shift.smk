@@ -13,6 +13,7 @@ rule prepare_shift:
         env("workflow")
     threads: 1
     resources:
+        **LOADING,
         runtime="2h",
         mem_mb=8000,
     params:
@@ -21,7 +22,8 @@ rule prepare_shift:
     shell:
         "multisym prepare-shift --settings-json {params.settings:q} --data {input.data}"
         " --manifest {input.manifest} --out-data {output.data}"
-        " --out-manifest {output.manifest} > {log} 2>&1"
+        " --out-manifest {output.manifest} --in-memory-gib {resources.in_memory_gib}"
+        " > {log} 2>&1"
 
 
 rule shift_logits:

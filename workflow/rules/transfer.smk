@@ -1,6 +1,7 @@
-# Transfer (§5): every Eq and Inv member of the ensembles axis adapted to each
-# transfer dataset (a probe on cached features, or fine-tuned), its Eq / Inv /
-# Eq+Inv ensembles, and one summary per dataset for Tables 5, 8, 9 and Figure 4.
+# Transfer (docs/method.md#transfer-and-distribution-shift): every Eq and Inv member
+# of the ensembles axis adapted to each transfer dataset (a probe on cached
+# features, or fine-tuned), its Eq / Inv / Eq+Inv ensembles, and one summary per
+# dataset for Tables 5, 8, 9 and Figure 4.
 TLAYOUT = LAYOUT.transfer("{tdata}")
 
 
@@ -45,11 +46,14 @@ rule transfer_features:
         env("workflow")
     threads: 1
     resources:
+        **LOADING,
         runtime="1h",
         mem_mb=4000,
     shell:
         "multisym features --model {input.model} --data {input.data}"
-        " --manifest {input.manifest} --out {output.features} --threads {threads} > {log} 2>&1"
+        " --manifest {input.manifest} --out {output.features} --threads {threads}"
+        " --in-memory-gib {resources.in_memory_gib}"
+        " > {log} 2>&1"
 
 
 rule transfer_probe:
@@ -152,6 +156,7 @@ rule transfer_evaluation_logits:
         env("workflow")
     threads: 1
     resources:
+        **LOADING,
         runtime="1h",
         mem_mb=8000,
     params:
@@ -161,7 +166,8 @@ rule transfer_evaluation_logits:
         "multisym evaluation-logits --model {input.model} {params.probe} --data {input.data}"
         " --manifest {input.manifest} --primary-logits {input.primary_logits}"
         " --primary-manifest {input.primary_manifest} --out {output.logits}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} --in-memory-gib {resources.in_memory_gib}"
+        " > {log} 2>&1"
 
 
 use rule member_metrics as transfer_member_metrics with:

@@ -1,6 +1,6 @@
 # Warm starts (multisym.warm): in a local run, every `multisym` job forks from
 # one server that has imported torch and the plotting stack once, instead of
-# importing them afresh; MULTISYM_WARM=0 turns this off. Runs on an executor
+# importing them afresh; warm_starts: false turns this off. Runs on an executor
 # plugin (SLURM) start no server: their jobs run elsewhere.
 import multisym.warm
 
@@ -10,7 +10,7 @@ WARM_SERVERS = []
 def start_warm_starts(logs):
     """The server's log goes beside Snakemake's own log of the run. Without a
     server the jobs start cold, so failing to start one only costs time."""
-    if workflow.local_exec and not workflow.touch and logs and multisym.warm.wanted():
+    if config["warm_starts"] and workflow.local_exec and not workflow.touch and logs:
         log = re.sub(r"\.snakemake\.log$", "", logs[0]) + ".warm.log"
         try:
             WARM_SERVERS.append(multisym.warm.Server(log))
