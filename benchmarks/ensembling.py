@@ -89,7 +89,8 @@ def job_commands(folder: Path, out: Path, threads: int) -> list[tuple[str, list[
         pool_spec = {"pool": pool, "members": ids, "classes": [m.split("-")[0] for m in ids], "random": random,
                      **{key: spec[key] for key in ("greedy", "bootstrap", "diversity_size")}}
         for strategy in ("greedy", "random"):
-            jobs.append((f"{strategy} {pool}", ["ensemble", "--strategy", strategy, "--spec-json", json.dumps(pool_spec),
+            jobs.append((f"{strategy} {pool}", ["ensemble", "--strategy", strategy, "--spec-json",
+                                                json.dumps(pool_spec),
                                                 "--logits", *(logits[m] for m in ids),
                                                 "--out", str(out / f"{pool}_{strategy}.json")]))
     return [(name, [*command, "--threads", str(threads)]) for name, command in jobs]

@@ -43,7 +43,8 @@ from multisym import graphs, optim
 from multisym.data import DatasetInfo
 from multisym.losses import cross_view_info_nce, equivariance_loss
 from multisym.members import member_table
-from multisym.pretrain import ContrastiveStep, LossMonitor, build_model, make_runtime
+from multisym.pretrain import ContrastiveStep, LossMonitor, build_model
+from multisym.runtime import make_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -106,7 +107,8 @@ class OfficialStep:
             z1, z2 = model.projector(r1), model.projector(r2)
             online = F.cross_entropy(self.online(r1.detach()), labels)
             logits = model.eq_head(model.backbone(prepare(batch["orbit"])))
-        loss = cross_view_info_nce(z1, z2, 0.2) + online + self.step.weight * equivariance_loss(logits, batch["elements"])
+        loss = (cross_view_info_nce(z1, z2, 0.2) + online
+                + self.step.weight * equivariance_loss(logits, batch["elements"]))
         self.optimizer.zero_grad()
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -138,7 +140,8 @@ def lightly_step(settings: dict, model: nn.Module, runtime, device: torch.device
             z1 = head(model.backbone(runtime.prepare(batch["view1"])))
             z2 = head(model.backbone(runtime.prepare(batch["view2"])))
             logits = model.eq_head(model.backbone(runtime.prepare(batch["orbit"])))
-        loss = criterion(z1.float(), z2.float()) + settings["lambda"] * F.cross_entropy(logits.float(), batch["elements"])
+        loss = (criterion(z1.float(), z2.float())
+                + settings["lambda"] * F.cross_entropy(logits.float(), batch["elements"]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -173,7 +176,8 @@ def profile_views(step: ContrastiveStep, images: torch.Tensor, labels: torch.Ten
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--arch", default=None, help="override the backbone (default: resnet50 on CUDA, resnet18 on CPU)")
+    parser.add_argument("--arch", default=None,
+                        help="override the backbone (default: resnet50 on CUDA, resnet18 on CPU)")
     parser.add_argument("--batch", type=int, default=None, help="images per step (default 128 on CUDA, 32 on CPU)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
@@ -280,13 +284,17 @@ def main() -> int:
         print(f"{key:<12} {r['step_ms']:9.1f} {r['spread_ms']:7.1f} {r['images_per_s']:8.0f} {r['peak_gib']:9.2f}")
     checks = []
     if {"ours", "backbone"} <= results.keys():
-        checks.append(("ours / bare backbone (time)", results["ours"]["step_ms"] / results["backbone"]["step_ms"], "<= 1.05"))
+        checks.append(("ours / bare backbone (time)", results["ours"]["step_ms"] / results["backbone"]["step_ms"],
+                       "<= 1.05"))
     if {"ours", "official"} <= results.keys():
-        checks.append(("ours / official (throughput)", results["official"]["step_ms"] / results["ours"]["step_ms"], ">= 1.45"))
+        checks.append(("ours / official (throughput)", results["official"]["step_ms"] / results["ours"]["step_ms"],
+                       ">= 1.45"))
     if {"ours", "lightly"} <= results.keys():
-        checks.append(("ours / lightly (throughput)", results["lightly"]["step_ms"] / results["ours"]["step_ms"], ">= 1.00"))
+        checks.append(("ours / lightly (throughput)", results["lightly"]["step_ms"] / results["ours"]["step_ms"],
+                       ">= 1.00"))
     if {"ours", "ours+views"} <= results.keys():
-        checks.append(("ours+views / ours (throughput)", results["ours"]["step_ms"] / results["ours+views"]["step_ms"], ">= 0.90"))
+        checks.append(("ours+views / ours (throughput)", results["ours"]["step_ms"] / results["ours+views"]["step_ms"],
+                       ">= 0.90"))
     for label, value, target in checks:
         bound = float(target.split()[1])
         ok = value <= bound if target.startswith("<=") else value >= bound

@@ -142,11 +142,13 @@ def main() -> None:
         images, labels = torch.from_numpy(arrays["images"]), arrays["labels"]
         ours_pred, base_pred = np.full(len(labels), -1), np.full(len(labels), -1)
         folds = []
-        for j, (pool, test) in enumerate(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(labels, labels)):
+        for j, (pool, test) in enumerate(
+                StratifiedKFold(args.folds, shuffle=True, random_state=0).split(labels, labels)):
             train, val = train_test_split(pool, test_size=0.2, stratify=labels[pool], random_state=0)
             train_labels = torch.from_numpy(labels[train]).long()
             start = time.perf_counter()
-            ours_pred[test], summary = cached_probe(backbone, images, labels, {"train": train, "val": val, "test": test},
+            ours_pred[test], summary = cached_probe(backbone, images, labels,
+                                                    {"train": train, "val": val, "test": test},
                                                     probe, folder)
             fold = {"fold": j, "train": len(train), "val": len(val), "test": len(test), "C": summary["C"],
                     "ours_s": time.perf_counter() - start, "ours_iterations": summary["iterations"]}
@@ -171,8 +173,10 @@ def main() -> None:
             line = (f"fold {j}: {len(train)} train, {len(val)} val, {len(test)} test images, C = {summary['C']}; "
                     f"ours {fold['ours_s']:.1f} s (iterations per C {summary['iterations']}); L-BFGS "
                     f"{fold['epochs']} epochs, final max|grad|/(C n) {fold['final_gradient']:.1e}"
-                    f"{'' if fold['final_gradient'] <= probe['tol'] else ' (stopped by its evaluation limit)'}; one backbone pass over "
-                    f"train {fold['epoch_s']:.2f} s (fastest of 3), so recomputing about {fold['recompute_estimate_s']:.0f} s")
+                    f"{'' if fold['final_gradient'] <= probe['tol'] else ' (stopped by its evaluation limit)'}; "
+                    "one backbone pass over "
+                    f"train {fold['epoch_s']:.2f} s (fastest of 3), so recomputing about "
+                    f"{fold['recompute_estimate_s']:.0f} s")
             if j < args.recompute_folds:
                 start = time.perf_counter()
                 predicted, recomputed, epochs, _ = lbfgs_probe(
@@ -210,9 +214,11 @@ def main() -> None:
           f"{min(figures['fold_speedup_estimates']):.1f}x to {max(figures['fold_speedup_estimates']):.1f}x")
     if timed:
         print(f"fully run on {len(timed)} fold(s): ours {figures['recomputed_ours_s']:.1f} s, recomputing "
-              f"{figures['recomputed_s']:.1f} s: speed-up {figures['recomputed_s'] / figures['recomputed_ours_s']:.1f}x")
+              f"{figures['recomputed_s']:.1f} s: speed-up "
+              f"{figures['recomputed_s'] / figures['recomputed_ours_s']:.1f}x")
     print(f"pooled test accuracy over {args.folds} folds ({n} predictions, one image is {100 / n:.3f} points): "
-          f"ours {100 * figures['ours_accuracy']:.2f} %, the baseline's L-BFGS {100 * figures['lbfgs_accuracy']:.2f} %, "
+          f"ours {100 * figures['ours_accuracy']:.2f} %, "
+          f"the baseline's L-BFGS {100 * figures['lbfgs_accuracy']:.2f} %, "
           f"difference {difference:+.2f} points (target within 0.3); they disagree on {figures['disagreements']} "
           f"images, ours alone right on {figures['only_ours_right']}, the baseline alone on "
           f"{figures['only_lbfgs_right']}")

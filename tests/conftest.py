@@ -88,7 +88,8 @@ class WorkflowCopy:
         )
         if check and result.returncode != 0:
             raise AssertionError(
-                f"snakemake {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+                f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
             )
         return result
 

@@ -154,7 +154,8 @@ GresTypes=gpu
 NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} Gres=gpu:fakegpu:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
-        self._write("gres.conf", f"AutoDetect=off\nNodeName={host} Name=gpu Type=fakegpu File={self.dir}/dev/gpu[0-1]\n")
+        self._write("gres.conf",
+                    f"AutoDetect=off\nNodeName={host} Name=gpu Type=fakegpu File={self.dir}/dev/gpu[0-1]\n")
         dbd = self._write("slurmdbd.conf", f"""AuthType=auth/munge
 DbdHost=localhost
 SlurmUser=slurm
@@ -232,7 +233,8 @@ StorageLoc=slurm_acct_db
         self._start_munge()
         self._start_mariadb()
         self._start_slurm("slurmdbd")
-        self._wait_for("slurmdbd port", lambda: run("bash", "-c", "</dev/tcp/127.0.0.1/6819", check=False).returncode == 0)
+        self._wait_for("slurmdbd port",
+                       lambda: run("bash", "-c", "</dev/tcp/127.0.0.1/6819", check=False).returncode == 0)
         self._start_slurm("slurmctld")
         self._start_slurm("slurmd")
         self._wait_for("the node", self._node_idle, seconds=60)

@@ -60,4 +60,5 @@ def test_an_imported_checkpoint_that_changed(tmp_path):
     assert checksums.verify(root) == []
     source.write_bytes(b"other weights")
     assert any("changed since it was imported" in p for p in checksums.verify(root))
-    assert checksums.verify(tmp_path / "nowhere")[0].endswith("build the run's tables and figures first (snakemake figures)")
+    assert checksums.verify(tmp_path / "nowhere")[0].endswith(
+        "build the run's tables and figures first (snakemake figures)")

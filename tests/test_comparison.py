@@ -56,7 +56,8 @@ def test_other_scales_are_not_comparable_and_missing_cells_are_named(tmp_path):
     keyed = by_key(rows)
     cell = keyed[("table2", "Greedy M=3 Eq", "top-1")]
     assert cell.status == "not comparable" and "digits" in cell.reason and cell.reproduced == 78.9
-    assert keyed[("table5", "Greedy M=2 Eq+Inv", "iNat-1k top-1")].reason == "no transfer dataset of this run is iNat-1k"
+    assert (keyed[("table5", "Greedy M=2 Eq+Inv", "iNat-1k top-1")].reason
+            == "no transfer dataset of this run is iNat-1k")
     assert "table6 of this run has no cell" in keyed[("table6", "M=6 Eq+Inv", "Rotate top-1")].reason
     assert "M = 3 here" in by_key(comparison.compare({}, {**digits, "axes_size": 3}))[
         ("table10", "M=6 Eq+Inv minus Eq", "Rotate delta top-1")].reason

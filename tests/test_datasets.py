@@ -124,7 +124,8 @@ def test_cifar10_label_names_all_present(tmp_path, integrity):
 
 def test_cifar100_uses_fine_labels(tmp_path, integrity):
     # Classes 5..9 share coarse label 1, so fine and coarse labels differ.
-    source = open_sources({"name": "cifar100", "root": str(fx.write_cifar100(tmp_path, classes=8, per_class=2))})["test"]
+    source = open_sources(
+        {"name": "cifar100", "root": str(fx.write_cifar100(tmp_path, classes=8, per_class=2))})["test"]
     assert sorted(set(source.labels.tolist())) == list(range(8))
     assert source.dataset.classes == fx.CIFAR100_NAMES
 
@@ -345,7 +346,7 @@ def test_imagenet_v2_maps_folders_to_class_indices(tmp_path):
     assert [int(Path(f).parent.name) for f in source.files] == source.labels.tolist()
     assert counts(source.labels, indices) == {k: 2 for k in indices}
     for folder in ("10", "100"):  # text order would make these 3 and 4
-        labels = {int(l) for f, l in zip(source.files, source.labels) if Path(f).parent.name == folder}
+        labels = {int(label) for f, label in zip(source.files, source.labels) if Path(f).parent.name == folder}
         assert labels == {int(folder)}
     assert file_patterns(source.files) == [int(v) % fx.PATTERN_CODES for v in source.labels]
     check_items(source, range(len(source.dataset)))
@@ -469,7 +470,8 @@ def test_dataset_root_error_is_a_file_not_found_error():
 def test_unknown_dataset_name(tmp_path):
     """A name no validated config would pass (rules hand settings over as
     JSON) still gets the CLI's plain message, naming the names that work."""
-    with pytest.raises(UserError, match=r"'dataset.name': 'svhn' has no torchvision loader; set it to one of \[.*'mnist'"):
+    with pytest.raises(UserError,
+                       match=r"'dataset.name': 'svhn' has no torchvision loader; set it to one of \[.*'mnist'"):
         open_sources({"name": "svhn", "root": str(tmp_path)})
 
 

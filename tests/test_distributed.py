@@ -31,7 +31,8 @@ from multisym.data import DatasetInfo
 from multisym.errors import UserError
 from multisym.losses import cross_view_info_nce, equivariance_loss
 from multisym.members import member_table, settings_hash
-from multisym.pretrain import STATE_FILE, ContrastiveStep, build_model, global_batch, make_runtime
+from multisym.pretrain import STATE_FILE, ContrastiveStep, build_model, global_batch
+from multisym.runtime import make_runtime
 
 WORLD = 2
 BATCH = 16  # global

@@ -146,8 +146,10 @@ def test_start_member_rules():
 def test_start_member_random_reproducible_and_within_candidates():
     logits, labels = designed_pool()
     candidates = [0, 1, 3]
-    first = [start_member("random", SplitOutputs(logits, labels), candidates, np.random.default_rng(seed)) for seed in range(40)]
-    again = [start_member("random", SplitOutputs(logits, labels), candidates, np.random.default_rng(seed)) for seed in range(40)]
+    first = [start_member("random", SplitOutputs(logits, labels), candidates, np.random.default_rng(seed))
+             for seed in range(40)]
+    again = [start_member("random", SplitOutputs(logits, labels), candidates, np.random.default_rng(seed))
+             for seed in range(40)]
     assert first == again
     assert set(first) <= set(candidates)
     assert len(set(first)) > 1

@@ -97,7 +97,8 @@ def test_write_error_reaches_the_user_without_a_traceback(small_disk, tmp_path):
     """Through the CLI: exit 2 and one line naming the file."""
     fill(small_disk, leave=0)
     out = small_disk / "config.json"
-    result = subprocess.run([sys.executable, "-m", "multisym.cli", "validate", "--config", str(SMOKE), "--out", str(out)],
+    result = subprocess.run([sys.executable, "-m", "multisym.cli", "validate", "--config", str(SMOKE),
+                             "--out", str(out)],
                             capture_output=True, text=True, env=tool_env())
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"could not write {out}" in result.stderr and not out.exists()
@@ -123,7 +124,8 @@ def test_second_snakemake_on_the_same_folder_is_refused(workflow_copy):
     member = next(m for m in member_table(config_module.resolve(config)) if m.mode == "eq")
     run_dir = workflow_copy.folder / "results" / "busy" / "members" / member.folder
     target = str((run_dir / "model.pt").relative_to(workflow_copy.folder))
-    first = subprocess.Popen(["timeout", "-k", "10", "600", sys.executable, "-m", "snakemake", f"--configfile={path.name}",
+    first = subprocess.Popen(["timeout", "-k", "10", "600", sys.executable, "-m", "snakemake",
+                              f"--configfile={path.name}",
                               target], cwd=workflow_copy.folder, env=tool_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120

@@ -11,7 +11,8 @@ from multisym import config as config_module
 from multisym import graphs, optim
 from multisym.data import DatasetInfo
 from multisym.members import member_table
-from multisym.pretrain import ContrastiveStep, LossMonitor, build_model, make_runtime
+from multisym.pretrain import ContrastiveStep, LossMonitor, build_model
+from multisym.runtime import make_runtime
 
 INFO = DatasetInfo(name="digits", num_classes=10, channels=1, image_size=8, mean=(0.5,), std=(0.25,))
 BATCH = 16

@@ -23,7 +23,8 @@ def test_table_has_every_mode_axis_and_seed():
     cfg = default_config()
     table = member_table(cfg)
     seeds = cfg["members"]["seeds"]
-    expected = len(cfg["members"]["axes"]) * (len(seeds["eq"]) + len(seeds["inv"])) + len(seeds["base"]) + len(seeds["sup"])
+    expected = (len(cfg["members"]["axes"]) * (len(seeds["eq"]) + len(seeds["inv"]))
+                + len(seeds["base"]) + len(seeds["sup"]))
     assert len(table) == expected
     assert len({m.id for m in table}) == len(table)
     assert len({m.folder for m in table}) == len(table)

@@ -150,7 +150,8 @@ def test_lars_matches_hand_computation(foreach):
     grads = [torch.randn(3, 4, generator=gen, dtype=torch.float64) for _ in range(3)]
     lr, momentum, wd, eta = 0.5, 0.9, 0.01, 0.02
     w = nn.Parameter(w0.clone())
-    opt = LARS([{"params": [w], "weight_decay": wd, "lars_exclude": False}], lr=lr, momentum=momentum, eta=eta, foreach=foreach)
+    opt = LARS([{"params": [w], "weight_decay": wd, "lars_exclude": False}], lr=lr, momentum=momentum, eta=eta,
+               foreach=foreach)
     for g in grads:
         w.grad = g.clone()
         opt.step()
@@ -162,7 +163,8 @@ def test_lars_matches_hand_computation(foreach):
 def test_lars_single_step_by_hand(foreach):
     # w = (3, 4): ||w|| = 5; g = (0, 1) + wd·w with wd = 0 -> ||g|| = 1
     w = nn.Parameter(torch.tensor([[3.0, 4.0]], dtype=torch.float64))
-    opt = LARS([{"params": [w], "weight_decay": 0.0, "lars_exclude": False}], lr=0.1, momentum=0.9, eta=0.01, foreach=foreach)
+    opt = LARS([{"params": [w], "weight_decay": 0.0, "lars_exclude": False}], lr=0.1, momentum=0.9, eta=0.01,
+               foreach=foreach)
     w.grad = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
     opt.step()
     # trust = 0.01 * 5 / 1 = 0.05; m = (0, 0.05); w = (3, 4 - 0.005)
@@ -173,7 +175,8 @@ def test_lars_single_step_by_hand(foreach):
 @pytest.mark.parametrize("foreach", [True, False])
 def test_lars_zero_weight_uses_unit_trust(foreach):
     w = nn.Parameter(torch.zeros(2, 2, dtype=torch.float64))
-    opt = LARS([{"params": [w], "weight_decay": 0.1, "lars_exclude": False}], lr=0.1, momentum=0.0, eta=0.01, foreach=foreach)
+    opt = LARS([{"params": [w], "weight_decay": 0.1, "lars_exclude": False}], lr=0.1, momentum=0.0, eta=0.01,
+               foreach=foreach)
     w.grad = torch.ones(2, 2, dtype=torch.float64)
     opt.step()
     assert torch.allclose(w.detach(), torch.full((2, 2), -0.1, dtype=torch.float64))
@@ -187,7 +190,8 @@ def test_lars_excluded_group_is_momentum_sgd(foreach):
     lr, momentum = 0.2, 0.8
     b = nn.Parameter(b0.clone())
     # weight_decay set on purpose: it must be ignored for an excluded group
-    opt = LARS([{"params": [b], "weight_decay": 0.5, "lars_exclude": True}], lr=lr, momentum=momentum, eta=0.001, foreach=foreach)
+    opt = LARS([{"params": [b], "weight_decay": 0.5, "lars_exclude": True}], lr=lr, momentum=momentum, eta=0.001,
+               foreach=foreach)
     ref = nn.Parameter(b0.clone())
     sgd = torch.optim.SGD([ref], lr=lr, momentum=momentum)
     expected = b0.clone()

@@ -17,7 +17,8 @@ BOOTSTRAP = {"samples": 200, "seed": 7, "level": 0.95}
 @pytest.fixture(scope="module")
 def pool():
     rng = np.random.default_rng(3)
-    logits = (rng.standard_normal((4, 600, 7)) * rng.uniform(0.5, 6.0, size=(4, 1, 1))).astype(np.float32)  # 3 blocks of rows
+    # 3 blocks of rows
+    logits = (rng.standard_normal((4, 600, 7)) * rng.uniform(0.5, 6.0, size=(4, 1, 1))).astype(np.float32)
     logits[1, :5] *= 40.0  # probabilities below the 1e-12 floor
     labels = rng.integers(0, 7, size=600)
     return logits, labels, SplitOutputs(logits, labels)

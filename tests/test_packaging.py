@@ -69,3 +69,15 @@ def test_workflow_profile_holds_only_the_core_count_and_reruns_failed_jobs():
     incomplete while its previous result is kept (workflow/rules/failures.smk)."""
     profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
     assert profile == {"cores": "all", "rerun-incomplete": True}
+
+
+def test_ruff_is_clean():
+    """pyflakes and pycodestyle over the package, the tests and the benchmarks,
+    configured in pyproject.toml."""
+    import subprocess
+    import sys
+
+    ruff = Path(sys.executable).parent / "ruff"
+    result = subprocess.run([str(ruff), "check", "src", "tests", "benchmarks"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -96,7 +96,8 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tmp_path, smoke, prepared
 
 def test_non_finite_loss_stops_with_member_and_epoch(tmp_path, smoke, prepared):
     settings = member(smoke, "sup").settings
-    settings = {**settings, "supervised": {**settings["supervised"], "optimizer": {**settings["supervised"]["optimizer"], "lr": 1e30}}}
+    settings = {**settings, "supervised": {**settings["supervised"],
+                                           "optimizer": {**settings["supervised"]["optimizer"], "lr": 1e30}}}
     with pytest.raises(FloatingPointError, match=r"epoch \d+"):
         run(settings, prepared, tmp_path)
 
@@ -155,7 +156,7 @@ def test_cpu_runs_channels_last_unless_a_strided_1x1_conv_is_narrower_than_onedn
     import copy
 
     from multisym.models import build_backbone
-    from multisym.pretrain import make_runtime
+    from multisym.runtime import make_runtime
 
     info = data.DatasetInfo("digits", 10, 1, 16, (0.3,), (0.4,))
     torch.manual_seed(0)
@@ -183,7 +184,8 @@ def test_non_finite_loss_on_cuda_stops_before_any_save(tmp_path, smoke, prepared
     """On CUDA the NaN check is read one step late; it still fires in the
     epoch it happens, names the member, and no state of it is ever saved."""
     settings = member(smoke, "sup").settings
-    settings = {**settings, "supervised": {**settings["supervised"], "optimizer": {**settings["supervised"]["optimizer"], "lr": 1e30}}}
+    settings = {**settings, "supervised": {**settings["supervised"],
+                                           "optimizer": {**settings["supervised"]["optimizer"], "lr": 1e30}}}
     with pytest.raises(FloatingPointError, match=rf"member {tmp_path.name}: loss is \S+ at epoch 1, step \d"):
         train_member(settings, *prepared, tmp_path, tmp_path / "model.pt", tmp_path / "epochs.csv", device="cuda")
     assert not (tmp_path / STATE_FILE).exists()

@@ -80,7 +80,8 @@ def test_summary_singles_greedy_random_and_delta(tmp_path):
         assert summary["random"][pool][0]["accuracy_std"] == by[(pool, "random")]["sizes"][0]["std"]["accuracy"]
     third = {pool: by[(pool, "greedy")]["sizes"][2]["metrics"] for pool in ("eq", "eq_inv")}
     assert summary["delta"]["size"] == 3
-    assert summary["delta"]["accuracy"] == pytest.approx(third["eq_inv"]["accuracy"]["value"] - third["eq"]["accuracy"]["value"])
+    assert summary["delta"]["accuracy"] == pytest.approx(
+        third["eq_inv"]["accuracy"]["value"] - third["eq"]["accuracy"]["value"])
     assert summary["delta"]["efficiency"] == pytest.approx(
         third["eq_inv"]["efficiency"]["value"] - third["eq"]["efficiency"]["value"])
     assert summary["dominance"]["eq_better"] == members["dominance"]["best_pair"]["eq_better"]
@@ -104,7 +105,8 @@ def test_tables_5_8_9(summaries, tmp_path):
         tables.write(table, files, spec, str(tmp_path / f"{table}.csv"), str(tmp_path / f"{table}.md"))
     greedy = read_cells(tmp_path / "table5.csv")
     rows = list(dict.fromkeys(c["row"] for c in greedy))
-    assert rows == ["Single Eq", "Single Inv", "Greedy M=2 Eq", "Greedy M=2 Eq+Inv", "Greedy M=3 Eq", "Greedy M=3 Eq+Inv"]
+    assert rows == ["Single Eq", "Single Inv", "Greedy M=2 Eq", "Greedy M=2 Eq+Inv",
+                    "Greedy M=3 Eq", "Greedy M=3 Eq+Inv"]
     assert {c["column"] for c in greedy} == {"rotated top-1", "rotated efficiency", "c100 top-1", "c100 efficiency"}
     c100 = summaries[2]
     cell = next(c for c in greedy if c["row"] == "Greedy M=3 Eq+Inv" and c["column"] == "c100 efficiency")

@@ -53,7 +53,8 @@ def job_env(**changes) -> dict:
 
 def served(log: Path) -> list[tuple[int, str]]:
     """(worker pid, exit status) of each job the server ran."""
-    return [(int(pid), status) for pid, status in re.findall(r"worker (\d+) \(\S+\) ended with (-?\d+)", log.read_text())]
+    return [(int(pid), status)
+            for pid, status in re.findall(r"worker (\d+) \(\S+\) ended with (-?\d+)", log.read_text())]
 
 
 def running(pid: int) -> bool:

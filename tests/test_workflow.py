@@ -76,8 +76,7 @@ def test_a_probe_on_the_gpu_asks_the_cluster_for_one(workflow_copy, device):
     """probe.device cuda: every probe job asks the SLURM executor for a GPU on
     the cluster section's partition and model, and passes the device to the
     fit (so switching reruns the probes); on the CPU a probe asks for no GPU,
-    keeps the profile's partition, and its settings are those of the probes
-    made before the key existed."""
+    keeps the profile's partition, and its settings name the device too."""
     site = '{"partition": "gpu", "gpu_model": "a100"}'
     result = workflow_copy.snakemake(
         "-n", "-p", "--configfile=config/smoke.yaml", "--default-resources", "slurm_partition=cpu",
@@ -95,7 +94,7 @@ def test_a_probe_on_the_gpu_asks_the_cluster_for_one(workflow_copy, device):
             assert settings["device"] == "cuda"
         else:
             assert "gpu" not in resources.replace("slurm_partition=cpu", "") and "slurm_partition=cpu" in resources
-            assert set(settings) == {"C", "max_iter", "tol"}
+            assert settings["device"] == "cpu" and set(settings) == {"C", "max_iter", "tol", "device"}
     assert all("slurm_partition=cpu" in job and "gpu=" not in job for job in others)
 
 
@@ -321,7 +320,8 @@ def check_audit_agrees(root, cfg):
         assert (head is not None) == (member.mode == "eq" and not member.imported)
     table = list(csv.DictReader(open(root / "tables" / "table_audit.csv")))
     cell = next(r for r in table if r["row"] == "inv-rotation-s1" and r["column"] == "OSP noise")
-    assert float(cell["value"]) == pytest.approx(result["members"]["inv-rotation-s1"]["sets"]["noise"]["rotation"]["osp"]["value"])
+    assert float(cell["value"]) == pytest.approx(
+        result["members"]["inv-rotation-s1"]["sets"]["noise"]["rotation"]["osp"]["value"])
     assert any(r["row"] == "Eq+Inv (MSE) whole pool, logit mean" for r in table)
     for figure in ("figure_audit", "figure_emergence", "figure_emergence_size"):
         assert (root / "figures" / f"{figure}.png").stat().st_size > 1000
@@ -395,7 +395,8 @@ def test_tables_6_and_10_from_two_symmetry_axes(workflow_copy):
         whole["sizes"][0]["metrics"]["accuracy"]["value"])
     assert table6[("Greedy M=2 Eq+Inv over all axes", "all axes top-1")] == pytest.approx(
         greedy["eq_inv_all"]["sizes"][1]["metrics"]["accuracy"]["value"])
-    table10 = {(r["row"], r["column"]): float(r["value"]) for r in csv.DictReader(open(root / "tables" / "table10.csv"))}
+    table10 = {(r["row"], r["column"]): float(r["value"])
+               for r in csv.DictReader(open(root / "tables" / "table10.csv"))}
     members = json.loads((root / "metrics" / "members.json").read_text())
     for axis in ("rotation", "halfswap"):
         dominance = members["dominance_by_axis"][axis]

@@ -122,7 +122,8 @@ def check_evaluation_sets(root: Path, members: list[dict]) -> None:
 
     for member in (m for m in members if m["mode"] in ("eq", "inv")):
         own, v2, in_r = (np.load(logits_of(member["member"], folder)) for folder in
-                         (root / "logits", root / "transfer" / "in_v2" / "logits", root / "transfer" / "in_r" / "logits"))
+                         (root / "logits", root / "transfer" / "in_v2" / "logits",
+                          root / "transfer" / "in_r" / "logits"))
         own_val = data.logits_of(own, "val")  # stored again: equal to float16's rounding of each gap
         np.testing.assert_allclose(data.logits_of(v2, "val"), own_val, rtol=1e-3, atol=1e-3)
         assert v2["test_logits"].shape == (20, 5)
@@ -151,7 +152,8 @@ def test_transfer_datasets_from_roots(workflow_copy):
         del section["image_size"]  # take the pretraining dataset's
     config["transfer"] = {"ensemble_size": 2, "datasets": [
         {"key": "c100", "dataset": c100, "mode": "finetune",
-         "finetune": {"epochs": 2, "batch_size": 32, "train_augment": False, "lr": {"eq": [0.01, 0.05], "inv": [0.02]}}},
+         "finetune": {"epochs": 2, "batch_size": 32, "train_augment": False,
+                      "lr": {"eq": [0.01, 0.05], "inv": [0.02]}}},
         {"key": "food", "dataset": food},
     ]}
     path = workflow_copy.write_config("transfer.yaml", config)

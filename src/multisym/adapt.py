@@ -30,9 +30,10 @@ from . import checkpoint, data, optim, streaming
 from .checksums import sha256_file
 from .data import write_npz
 from .members import settings_hash
-from .models import SupervisedModel, build_backbone, select_device
-from .pretrain import (STATE_FILE, epoch_start, history_csv, make_runtime, restore_training, resume_position,
-                       set_threads, supervised_view_spec, training_state)
+from .models import SupervisedModel, build_backbone
+from .pretrain import (STATE_FILE, epoch_start, history_csv, restore_training, resume_position, supervised_view_spec,
+                       training_state)
+from .runtime import make_runtime, select_device, set_threads
 from .stopping import InterruptedRun, StopSignal
 from .views import make_views, resize_center
 

@@ -123,8 +123,8 @@ def member_outputs(model_path, probe_params, member_path, sets_path, sets_manife
     import torch
 
     from .adapt import forward_in_batches, load_member, load_network
-    from .models import build_backbone, equivariance_head, select_device
-    from .pretrain import make_runtime, set_threads
+    from .models import build_backbone, equivariance_head
+    from .runtime import make_runtime, select_device, set_threads
     from .probe import probe_logits
     from .symmetries import get_group
 

@@ -140,7 +140,8 @@ def _gpu_job(args, step: str, kwargs: dict) -> tuple[dict, dict, str]:
 
     _check_review_tier(args.review_tier, step, kwargs.get("out_model"))
     job = section_defaults("gpu_jobs")[step]
-    job.update({key: getattr(args, f"gpu_{key}") for _, key in GPU_JOB_OPTIONS if getattr(args, f"gpu_{key}") is not None})
+    job.update({key: getattr(args, f"gpu_{key}")
+                for _, key in GPU_JOB_OPTIONS if getattr(args, f"gpu_{key}") is not None})
     given = json.loads(args.cluster_json) if args.cluster_json else {}
     for pair in args.cluster:
         key, _, value = pair.partition("=")
@@ -462,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(option, type=int, dest=f"gpu_{key}", help=f"gpu_jobs.<step>.{key} of a SLURM job")
         p.add_argument("--cluster-json", help="the cluster section as JSON: executor local runs here, slurm submits")
         p.add_argument("--cluster", action="append", default=[], metavar="KEY=VALUE",
-                       help="one key of the cluster section (over --cluster-json; as the workflow passes its resources)")
+                       help="one key of the cluster section "
+                            "(over --cluster-json; as the workflow passes its resources)")
         p.add_argument("--snakemake-executor", default="local",
                        help="the executor Snakemake runs with (cluster.executor auto follows it)")
         p.add_argument("--review-tier", choices=sorted(TIER_ALLOWS), default="scratch",
@@ -592,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     runtime_options(p)
 
-    p = command("audit-metrics", cmd_audit_metrics, "OSP, orbit consistency, feature invariance of members and ensembles")
+    p = command("audit-metrics", cmd_audit_metrics,
+                "OSP, orbit consistency, feature invariance of members and ensembles")
     p.add_argument("--spec-json", required=True, help="members, modes, pools, groups, ensemble size, bootstrap")
     p.add_argument("--outputs", nargs="+", required=True, help="audit outputs, one per spec member, in its order")
     p.add_argument("--greedy", nargs="*", default=[], help="each pool's greedy ensemble result")

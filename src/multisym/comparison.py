@@ -140,7 +140,8 @@ def locate(value: dict, spec: dict) -> Lookup | str:
                 if rest.startswith("% classes"):
                     return Lookup("table9", f"{rest.replace('% classes ', '')} (% classes)", key, name)
                 if spec["delta_size"] != 3:
-                    return f"Δ is taken at greedy M = {spec['delta_size']} here (transfer.ensemble_size), 3 in the paper"
+                    return (f"Δ is taken at greedy M = {spec['delta_size']} here (transfer.ensemble_size), "
+                            "3 in the paper")
                 metric = "top-1" if rest == "delta top-1" else "efficiency"
                 return Lookup("table9", f"Δ {metric} (EI−EE, greedy M=3)", key, name)
     return f"{target} has no target in this workflow yet"

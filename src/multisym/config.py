@@ -196,7 +196,8 @@ def _parse_command_line_scalars(config: dict) -> None:
 def _inherit_transfer_format(config: dict) -> None:
     """Transfer and audit OOD datasets take the pretraining dataset's image size
     and channels where they leave them out, so the members' networks fit them
-    (docs/method.md#transfer-and-distribution-shift: CIFAR-100 resized to 224). Runs before validation, on whatever was given."""
+    (docs/method.md#transfer-and-distribution-shift: CIFAR-100 resized to 224).
+    Runs before validation, on whatever was given."""
     primary = config.get("dataset")
     if not isinstance(primary, dict):
         return

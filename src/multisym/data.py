@@ -65,7 +65,8 @@ def _load_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
     if image_size != images.shape[-1]:
-        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True,
+                               align_corners=False)
     return images.clamp(0, 1).numpy(), digits.target.astype(np.int64)
 
 
@@ -152,7 +153,8 @@ def _prepare_digits(dataset: dict) -> tuple[dict, dict]:
     arrays = {"images": images, "labels": labels, **{f"{s}_index": splits[s] for s in SPLITS}}
     facts = {
         "source": "sklearn.datasets.load_digits" + (
-            ", each image turned by a seeded random multiple of 90 degrees" if dataset["name"] == "digits_rotated" else ""),
+            ", each image turned by a seeded random multiple of 90 degrees"
+            if dataset["name"] == "digits_rotated" else ""),
         "num_classes": int(labels.max() + 1),
         "channels": int(images.shape[1]),
         "mean": [float(m) for m in train.mean(axis=(0, 2, 3))],

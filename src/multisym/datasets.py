@@ -75,7 +75,8 @@ LAYOUTS = {
     "inat2019": "<root>/2019/<super category>/<category id>/<image>.jpg (train_val2019 release)",
     "imagenet": "<root>/{train,val}/<wnid>/<image>.JPEG (val sorted into class folders)",
     "imagenet100": "<root>/{train,val}/<wnid>/<image>.JPEG with every wnid of dataset.classes present",
-    "imagenet_v2": "<root>/<variant folder, e.g. imagenetv2-matched-frequency-format-val>/<class index 0..999>/<image>.jpeg",
+    "imagenet_v2": "<root>/<variant folder, e.g. imagenetv2-matched-frequency-format-val>/<class index 0..999>"
+                   "/<image>.jpeg",
     "imagenet_r": "<root>/<wnid>/<image>.jpg for its 200 classes",
 }
 

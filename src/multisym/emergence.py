@@ -60,8 +60,7 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
     from torch.func import functional_call, stack_module_state, vmap
 
     from .audit import load_sets
-    from .models import select_device
-    from .pretrain import set_threads
+    from .runtime import select_device, set_threads
     from .symmetries import get_group
 
     if run not in RUNS:
@@ -113,7 +112,8 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
         states = [member(m) for m in range(count)]
         out = {}
         for name, orbit in orbits.items():
-            logits = torch.stack([torch.cat([forward(*state, chunk) for chunk in orbit.split(1024)]) for state in states])
+            logits = torch.stack([torch.cat([forward(*state, chunk) for chunk in orbit.split(1024)])
+                                  for state in states])
             out[name] = logits.reshape(count, group.order, -1, logits.shape[-1]).cpu().numpy()
         return out
 

@@ -38,8 +38,7 @@ def member_logits(model_path, probe_params, data_path, manifest_path, primary_lo
                   device="auto", threads=None) -> None:
     """One member's val (ImageNet's, copied) and test (the set's) logits."""
     from .adapt import AdaptedClassifier
-    from .models import select_device
-    from .pretrain import set_threads
+    from .runtime import select_device, set_threads
 
     set_threads(threads)
     info = data.info(data.read_manifest(primary_manifest))  # the network's input: the ImageNet scale's

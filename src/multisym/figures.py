@@ -282,7 +282,8 @@ def figure_emergence_size(results: list[dict], spec: dict):
 
 
 BUILDERS = {"figure2": figure2, "figure3": figure3, "figure4": figure4, "figure6": figure6, "figure7": figure7,
-            "figure_audit": figure_audit, "figure_emergence": figure_emergence, "figure_emergence_size": figure_emergence_size}
+            "figure_audit": figure_audit, "figure_emergence": figure_emergence,
+            "figure_emergence_size": figure_emergence_size}
 
 
 def write(figure: str, inputs: list[str], spec: dict, out_pdf: str, out_png: str) -> None:

@@ -89,7 +89,8 @@ def map_npz(path: str | Path, keys: list[str], optional: list[str] = ()) -> dict
             out = {}
             for key, info in members.items():
                 # the local header: 30 bytes, then the name and an extra field of the lengths it gives
-                name_length, extra_length = struct.unpack("<HH", mapped[info.header_offset + 26:info.header_offset + 30])
+                name_length, extra_length = struct.unpack(
+                    "<HH", mapped[info.header_offset + 26:info.header_offset + 30])
                 start = info.header_offset + 30 + name_length + extra_length
                 handle.seek(start)
                 read_header = header_readers.get(npy.read_magic(handle))

@@ -341,7 +341,8 @@ def _wait(handle, run_dir: Path, job: dict, cluster: dict, step: str, log: Waite
                 _fail_if_hopeless(job_handle, state, reason, job, cluster, step, log)
             if state is not None and state not in LIVE_STATES:
                 ended_at = ended_at or time.monotonic()
-                if time.monotonic() - ended_at > 3 * cluster["poll_s"] + 10:  # the result file may lag on shared storage
+                # the result file may lag on shared storage
+                if time.monotonic() - ended_at > 3 * cluster["poll_s"] + 10:
                     raise LaunchError(
                         f"{run_dir.name}: SLURM job {handle.job_id} ended {state} without a result (killed or out of "
                         f"time without requeue); its log is {handle.paths.stderr}. Run the workflow again: training "
@@ -363,7 +364,8 @@ def _wait(handle, run_dir: Path, job: dict, cluster: dict, step: str, log: Waite
     try:
         return handle.result()
     except Exception as error:  # submitit re-raises the job's failure with its traceback
-        raise LaunchError(f"{run_dir.name}: SLURM job {handle.job_id} failed: {error}\nlog: {handle.paths.stderr}") from error
+        raise LaunchError(
+            f"{run_dir.name}: SLURM job {handle.job_id} failed: {error}\nlog: {handle.paths.stderr}") from error
 
 
 def run(call: Call, run_dir: str | Path, job: dict, cluster: dict, step: str = "pretrain"):

@@ -232,7 +232,8 @@ def percentile_ci(values: np.ndarray, level: float) -> list[float]:
     return [float(low), float(high)]
 
 
-def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, samples: int, seed: int, level: float) -> list[float]:
+def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, samples: int, seed: int,
+                 level: float) -> list[float]:
     """Percentile CI of any statistic of a resample of n items, given as a
     function of the resampled index array."""
     values = np.array([statistic(d) for d in bootstrap_indices(n, samples, seed)])

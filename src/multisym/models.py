@@ -135,16 +135,6 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def select_device(requested: str = "auto") -> torch.device:
-    """``auto`` takes CUDA when available, else the CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but CUDA is not available; use --device auto or cpu")
-    return device
-
-
 # ------------------------------------------------------- importing checkpoints
 PREFIXES = ("module.backbone.", "backbone.", "module.")
 
@@ -175,7 +165,8 @@ def import_checkpoint(path, backbone_spec: dict, in_channels: int, mode: str) ->
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointImportError(f"{path}: not a readable weights-only checkpoint ({type(error).__name__}: {error})") from error
+        raise CheckpointImportError(
+            f"{path}: not a readable weights-only checkpoint ({type(error).__name__}: {error})") from error
     if not isinstance(raw, dict):
         raise CheckpointImportError(f"{path}: holds a {type(raw).__name__}, not a state dict")
     state = raw["backbone"] if isinstance(raw.get("backbone"), dict) else raw

@@ -33,7 +33,8 @@ class LARS(torch.optim.Optimizer):
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  eta: float = 0.001, foreach: bool = True):
         if lr <= 0 or eta <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
-            raise ValueError(f"LARS: need lr > 0, eta > 0, 0 <= momentum < 1, weight_decay >= 0; got {lr}, {eta}, {momentum}, {weight_decay}")
+            raise ValueError("LARS: need lr > 0, eta > 0, 0 <= momentum < 1, weight_decay >= 0; "
+                             f"got {lr}, {eta}, {momentum}, {weight_decay}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_exclude=False)
         super().__init__(params, defaults)
         self.foreach = foreach

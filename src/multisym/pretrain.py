@@ -15,11 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import time
-from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -30,7 +28,8 @@ from . import checkpoint, data, distributed, graphs, optim, provenance, streamin
 from .losses import cross_view_info_nce, equivariance_loss
 from .errors import UserError
 from .members import settings_hash
-from .models import ContrastiveModel, SupervisedModel, build_backbone, equivariance_head, select_device
+from .models import ContrastiveModel, SupervisedModel, build_backbone, equivariance_head
+from .runtime import Runtime, make_runtime, select_device, set_threads
 from .symmetries import get_group
 from .stopping import InterruptedRun, StopSignal
 from .views import ViewSpec, make_view_batch, make_views
@@ -73,37 +72,6 @@ def supervised_view_spec(size: int, supervised: dict) -> ViewSpec:
 
 
 # -------------------------------------------------------------------- steps
-@dataclass
-class Runtime:
-    device: torch.device
-    precision: str
-    autocast: torch.autocast | None
-    channels_last: bool
-    mean: Tensor
-    std: Tensor
-
-    def prepare(self, images: Tensor) -> Tensor:
-        """Normalise [0, 1] images with the train split's channel mean and std."""
-        x = (images - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def place(self, model: nn.Module) -> nn.Module:
-        """``model`` on this runtime's device, in the memory format that
-        ``prepare`` gives the inputs, so that no convolution converts either."""
-        model = model.to(self.device)
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
-
-    def amp(self):
-        return self.autocast if self.autocast is not None else nullcontext()
-
-    @property
-    def view_dtype(self) -> torch.dtype:
-        """float16 views under mixed precision on CUDA (``views.make_views``: the
-        bandwidth-bound passes at half the bytes, finer than the bf16 the
-        backbone reads), float32 otherwise."""
-        return torch.float16 if self.autocast is not None and self.device.type == "cuda" else torch.float32
-
-
 class ContrastiveStep:
     """Loss of one batch for base / eq / inv members:
     L = L_CL(z1, z2) + λ · L_eq (eq only); docs/method.md#contrastive-loss, #eq-members, #inv-members.
@@ -233,48 +201,6 @@ def build_model(settings: dict, info: data.DatasetInfo) -> nn.Module:
     return ContrastiveModel(backbone, settings["pretrain"]["projector"], head)
 
 
-# oneDNN's (AVX2, AVX-512) vector block of input channels; see below.
-ONEDNN_CHANNEL_BLOCK = 16
-
-
-def channels_last_safe_on_cpu(model: nn.Module) -> bool:
-    """Whether ``model`` may train in channels_last on the CPU. Not when a
-    strided 1x1 convolution has fewer input channels than oneDNN's vector
-    block: the backward pass of that convolution in NHWC writes past its
-    workspace (uxlfoundation/oneDNN#6035), which aborts or silently corrupts
-    the weight gradients (torch 2.14 aborts on the smoke config's 4-channel
-    stage)."""
-    return not any(
-        isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1
-        and m.in_channels < ONEDNN_CHANNEL_BLOCK
-        for m in model.modules()
-    )
-
-
-def make_runtime(device: torch.device, precision: str, info: data.DatasetInfo, model: nn.Module) -> Runtime:
-    """How ``model`` runs on ``device``: bf16 autocast on CUDA by default (fp16
-    with a loss scaler on GPUs without bf16), fp32 on the CPU; channels_last,
-    the layout of cuDNN's and oneDNN's fast convolutions (on the CPU the
-    embedded backbone's training step takes 0.75x the time and its inference
-    0.55x: ``benchmarks/README.md``), unless ``channels_last_safe_on_cpu``
-    rules it out."""
-    if precision == "auto":
-        precision = "fp32"
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else None
-    shape = (1, info.channels, 1, 1)
-    return Runtime(
-        device=device,
-        precision=precision,
-        autocast=autocast,
-        channels_last=device.type == "cuda" or channels_last_safe_on_cpu(model),
-        mean=torch.tensor(info.mean, device=device).view(shape),
-        std=torch.tensor(info.std, device=device).view(shape),
-    )
-
-
 def rng_state(generator: torch.Generator) -> dict[str, Tensor | list]:
     state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -337,15 +263,6 @@ def history_csv(history: list[dict]) -> str:
 def format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def set_threads(threads: int | None) -> int:
-    """Thread count: explicit, else $SLURM_CPUS_PER_TASK inside a SLURM job, else torch's default."""
-    if threads is None and os.environ.get("SLURM_CPUS_PER_TASK"):
-        threads = int(os.environ["SLURM_CPUS_PER_TASK"])
-    if threads:
-        torch.set_num_threads(threads)
-    return torch.get_num_threads()
 
 
 def global_batch(configured: int, samples: int, process: distributed.Process) -> tuple[int, slice]:
@@ -534,7 +451,8 @@ def train_member(
                 epoch += 1
                 epochs_this_run += 1
                 seconds = time.perf_counter() - tick
-                row = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()}, "lr": lr, "seconds": seconds}
+                row = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()},
+                       "lr": lr, "seconds": seconds}
                 history.append(row)
                 save_state()
                 if not process.main:

@@ -11,7 +11,6 @@ arithmetic on it).
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
@@ -36,11 +35,11 @@ def set_job_threads(threads: int | None) -> None:
 
 
 def job_threads() -> int:
-    """The job's threads: as set, else $SLURM_CPUS_PER_TASK in a Slurm job,
-    else the CPUs this process may run on."""
-    if _configured:
-        return _configured
-    return max(1, int(os.environ.get("SLURM_CPUS_PER_TASK") or len(os.sched_getaffinity(0))))
+    """The job's threads as ``runtime.thread_count`` gives them for the
+    number set (its rule's threads)."""
+    from .runtime import thread_count
+
+    return thread_count(_configured)
 
 
 def row_blocks(n: int, rows: int = BLOCK_ROWS) -> list[slice]:

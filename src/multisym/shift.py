@@ -73,8 +73,7 @@ def member_logits(model_path, probe_params, shift_path, shift_manifest, data_man
     import torch
 
     from .adapt import AdaptedClassifier
-    from .models import select_device
-    from .pretrain import set_threads
+    from .runtime import select_device, set_threads
 
     set_threads(threads)
     info = data.info(data.read_manifest(data_manifest))

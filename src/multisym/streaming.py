@@ -80,8 +80,9 @@ def in_memory_limit_bytes() -> float:
 def decoding_threads() -> int:
     """Workers that decode: this process's CPUs ($SLURM_CPUS_PER_TASK in a SLURM
     job), at most ``MAX_THREADS``."""
-    cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or len(os.sched_getaffinity(0)))
-    return max(1, min(cpus, MAX_THREADS))
+    from .runtime import cpu_count
+
+    return min(cpu_count(), MAX_THREADS)
 
 
 def _to_device(batch: Tensor, device: torch.device) -> Tensor:

@@ -28,16 +28,24 @@ POOL_LABELS = {
 MODE_LABELS = {"base": "Base", "eq": "Eq", "inv": "Inv", "sup": "Sup", "ssl_ft": "SSL-FT"}
 TITLES = {
     "table1": "Table 1: single members (test top-1 %) and class dominance of Eq vs Inv",
-    "table2": "Table 2: ensemble test top-1 (%) vs ensemble size M, random (mean ± std over draws) and greedy (value [95% CI])",
+    "table2": "Table 2: ensemble test top-1 (%) vs ensemble size M, random (mean ± std over draws) "
+              "and greedy (value [95% CI])",
     "table3": "Table 3: diversity of random ensembles at M = {m} (mean ± std over draws)",
     "table4": "Table 4: NLL, ECE, Brier and AUUQC of greedy ensembles vs size M (value [95% CI])",
-    "table7": "Table 7: NLL and AUUQC of random (mean ± std over draws) and greedy (value [95% CI]) ensembles vs size M",
-    "table5": "Table 5: transfer, test top-1 (%) of single members and greedy ensembles, with ensemble efficiency (points)",
-    "table8": "Table 8: transfer, test top-1 (%) of random ensembles (mean ± std over draws), with ensemble efficiency (points)",
-    "table9": "Table 9: class dominance of Eq vs Inv (% classes, best-on-val members) and greedy Eq+Inv minus Eq per dataset",
-    "table6": "Table 6: test top-1 (%) of the ensemble of every Eq and Inv member of each symmetry axis, and of the greedy Eq+Inv ensemble of M = {axes_size} over all axes",
-    "table10": "Table 10: class dominance of Eq vs Inv per symmetry axis (% classes, best-on-val members) and greedy Eq+Inv minus Eq at M = {axes_size}",
-    "table_shift": "Shift table: members and greedy ensembles on locally corrupted test images (mean over corruption types per severity)",
+    "table7": "Table 7: NLL and AUUQC of random (mean ± std over draws) and greedy (value [95% CI]) "
+              "ensembles vs size M",
+    "table5": "Table 5: transfer, test top-1 (%) of single members and greedy ensembles, "
+              "with ensemble efficiency (points)",
+    "table8": "Table 8: transfer, test top-1 (%) of random ensembles (mean ± std over draws), "
+              "with ensemble efficiency (points)",
+    "table9": "Table 9: class dominance of Eq vs Inv (% classes, best-on-val members) "
+              "and greedy Eq+Inv minus Eq per dataset",
+    "table6": "Table 6: test top-1 (%) of the ensemble of every Eq and Inv member of each symmetry axis, "
+              "and of the greedy Eq+Inv ensemble of M = {axes_size} over all axes",
+    "table10": "Table 10: class dominance of Eq vs Inv per symmetry axis (% classes, best-on-val members) "
+               "and greedy Eq+Inv minus Eq at M = {axes_size}",
+    "table_shift": "Shift table: members and greedy ensembles on locally corrupted test images "
+                   "(mean over corruption types per severity)",
     "table_audit": "Symmetry audit: OSP (of |G|), orbit-consistent inputs (%), test accuracy over the orbit (%), "
                    "feature cosine cos(f(x), f(g·x)) and Eq-head accuracy (%), value [95% CI] over inputs; "
                    "mode rows: mean ± std over members",
@@ -188,7 +196,8 @@ def table_shift(results: list[dict], spec: dict) -> list[Cell]:
             if pool not in shift["pools"]:
                 continue
             severities = shift["pools"][pool]["severities"]
-            for kind, kind_label in (("members_mean", "members (mean)"), ("greedy", f"greedy M={shift['ensemble_size']}")):
+            for kind, kind_label in (("members_mean", "members (mean)"),
+                                     ("greedy", f"greedy M={shift['ensemble_size']}")):
                 row = f"{label} {POOL_LABELS[pool]} {kind_label}"
                 for key, values in severities.items():
                     column = {"clean": "clean", "all": "all corrupted"}.get(key, f"severity {key}")
@@ -260,7 +269,8 @@ def table9(results: list[dict], spec: dict) -> list[Cell]:
                                   note="; ".join(n for n in (pair, note) if n)))
         delta = summary["delta"]
         if delta:
-            cells.append(Cell("table9", f"Δ top-1 (EI−EE, greedy M={delta['size']})", column, delta["accuracy"], note=note))
+            cells.append(Cell("table9", f"Δ top-1 (EI−EE, greedy M={delta['size']})", column,
+                              delta["accuracy"], note=note))
             cells.append(Cell("table9", f"Δ efficiency (EI−EE, greedy M={delta['size']})", column,
                               delta["efficiency"], note=note))
     return cells

@@ -216,13 +216,8 @@ def all_member_models(wildcards):
 
 # ---------------------------------------------------------------- adaptation
 def probe_settings_json(wildcards):
-    # threads size the job, not the fit: changing them reruns nothing; device
-    # cpu is the fit every probe was made with before the key existed
-    fit = {
-        k: v
-        for k, v in config["probe"].items()
-        if k != "threads" and (k, v) != ("device", "cpu")
-    }
+    # threads size the job, not the fit: changing them reruns nothing
+    fit = {k: v for k, v in config["probe"].items() if k != "threads"}
     return json.dumps(fit, sort_keys=True)
 
 
