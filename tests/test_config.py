@@ -173,3 +173,16 @@ def test_load_rejects_a_non_mapping(tmp_path):
     path.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="must hold a mapping"):
         config_module.load(path)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "...", "../elsewhere", "/tmp/x", "a/b", ".hidden", "-x", "x;rm -rf y",
+                                  "$(touch z)", "a b", ""])
+def test_a_scale_name_is_one_folder_inside_results(name):
+    """results/<name>/ and logs/<name>/ must stay inside results/ and logs/."""
+    with pytest.raises(ConfigError, match="config key 'name'"):
+        resolve({**minimal(), "name": name})
+
+
+@pytest.mark.parametrize("name", ["digits", "paper-2026.12", "in100_run2", "A1"])
+def test_ordinary_scale_names_pass(name):
+    assert resolve({**minimal(), "name": name})["name"] == name

@@ -407,3 +407,12 @@ def test_tables_6_and_10_from_two_symmetry_axes(workflow_copy):
         assert table10[("Δ top-1 (EI−EE, greedy M=2)", axis)] == pytest.approx(delta)
     # Table 1's dominance pairs members of the ensembles axis (the first one) only
     assert members["dominance"] == members["dominance_by_axis"]["rotation"]
+
+
+def test_a_scale_named_dotdot_plans_nothing(workflow_copy):
+    """name: ".." would put every output beside the repository's own files
+    (results/../data/...): planning refuses it, naming the key."""
+    result = workflow_copy.snakemake("-n", "--configfile=config/smoke.yaml", "--config", "name=..", check=False)
+    assert result.returncode != 0
+    assert "config key 'name'" in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout
