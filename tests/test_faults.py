@@ -213,6 +213,16 @@ def test_failure_report_keeps_what_is_still_failing(tmp_path):
     log.write_text("epoch 1\nTraceback (most recent call last):\n  ...\nFloatingPointError: member x: loss is nan\n\n")
     assert failures.error_line(log) == "FloatingPointError: member x: loss is nan"
     assert failures.error_line(tmp_path / "missing.log") == ""
+    # a command's own message, once, not a later line that mentions an error
+    log.write_text("error: results/x/model.pt is not a checkpoint (truncated?); delete it and rerun\n"
+                   "Please file an issue ... WeightsUnpickler error: Unsupported operand 95\n")
+    assert failures.error_line(log) == "results/x/model.pt is not a checkpoint (truncated?); delete it and rerun"
+    # a SLURM job's failure: the cause inside its trace
+    log.write_text("eq-1: SLURM job 7 RUNNING\nerror: eq-1: SLURM job 7 failed: Job (task=0) failed during "
+                   "processing with trace:\n----------------------\nTraceback (most recent call last):\n  ...\n"
+                   "FloatingPointError: eq-1: loss is nan at epoch 3\n\nlog: /x/7_0_log.err\n")
+    assert failures.error_line(log) == ("eq-1: SLURM job 7 failed: Job (task=0) failed during processing: "
+                                        "FloatingPointError: eq-1: loss is nan at epoch 3")
     entries = [{"job": f"pretrain member={m}", "member": m, "error": "e", "log": str(log), "targets": ["table1"]}
                for m in ("a", "b")]
     failures.write(tmp_path, entries)

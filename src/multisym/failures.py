@@ -10,6 +10,7 @@ finished run has no failure left to report. Torch-free.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from . import pages
@@ -23,14 +24,32 @@ def paths(root: str | Path) -> dict[str, Path]:
     return {ext: Path(root) / f"failures.{ext}" for ext in FORMATS}
 
 
+# the last line of a Python traceback: "KeyError: 'splits'", "torch.OutOfMemoryError: ..."
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b.*:")
+
+
 def error_line(log: str | Path | None) -> str:
-    """The error a failed job's log ends with: its last ``Error``/``error:``
-    line, else its last non-empty line ("" when there is no log)."""
+    """The line of a failed job's log that names the cause, once:
+
+    1. the first ``error: ...`` line, the message a ``multisym`` command gives
+       for a problem it recognises (without its ``error: `` prefix); when
+       that message ends by handing over to a trace (a SLURM job's failure:
+       "failed during processing with trace:"), the trace's own cause below it;
+    2. else the last exception line of a traceback ("KeyError: 'splits'");
+    3. else the last non-empty line ("" when there is no log)."""
     if not log or not Path(log).is_file():
         return ""
     lines = [line.strip() for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
-    marked = [line for line in lines if "error" in line.lower()]
-    return (marked or lines or [""])[-1]
+    for index, line in enumerate(lines):
+        if line.startswith("error: "):
+            message = line[len("error: "):]
+            if message.endswith("trace:"):
+                causes = [later for later in lines[index + 1:] if EXCEPTION_LINE.match(later)]
+                if causes:
+                    return f"{message.removesuffix('with trace:').rstrip()}: {causes[-1]}"
+            return message
+    causes = [line for line in lines if EXCEPTION_LINE.match(line)]
+    return (causes or lines or [""])[-1]
 
 
 def _markdown(failures: list[dict]) -> str:
