@@ -62,11 +62,13 @@ WAITER_LOG = "waiter.log"
 # Pending reasons that no amount of waiting clears: the request exceeds what
 # the partition, its nodes, the account or the QoS allow, or names what does
 # not exist. A reason ending in "PerJob"/"PerJobLimit" is a per-job limit too.
-HOPELESS_REASONS = {"PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit", "InvalidAccount", "InvalidQOS",
+# Not PartitionNodeLimit: SLURM also gives it while the nodes are down or
+# drained, which ends.
+HOPELESS_REASONS = {"PartitionConfig", "PartitionTimeLimit", "InvalidAccount", "InvalidQOS",
                     "BadConstraints", "DependencyNeverSatisfied", "AccountNotAllowed", "QOSNotAllowed"}
 # which request keys a reason points at (gpu_jobs.<step>.<key>, or cluster.<key>)
 REASON_KEYS = {
-    "PartitionTimeLimit": ["time_limit_min"], "PartitionNodeLimit": ["nodes"],
+    "PartitionTimeLimit": ["time_limit_min"],
     "PartitionConfig": ["cpus_per_task", "mem_gb", "gpus_per_node", "nodes", "time_limit_min"],
     "InvalidAccount": ["cluster.account"], "AccountNotAllowed": ["cluster.account", "cluster.partition"],
     "InvalidQOS": ["cluster.qos"], "QOSNotAllowed": ["cluster.qos", "cluster.partition"],
