@@ -89,8 +89,9 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     """
     resolved = copy.deepcopy(dict(config))
     _inherit_transfer_format(resolved)
-    _parse_command_line_scalars(resolved)
-    validator = _validator_filling_defaults()(load_schema())
+    schema = load_schema()
+    _parse_command_line_scalars(resolved, schema)
+    validator = _validator_filling_defaults()(schema)
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path))
     if errors:
         lines = "\n".join(f"  - {_describe(e)}" for e in errors)
@@ -138,8 +139,7 @@ def _types(schema: dict, root: dict) -> set[str]:
     for branch in schema.get("oneOf", []) + schema.get("anyOf", []):
         types |= _types(branch, root)
     if not types and "enum" in schema:
-        types = {name for value in schema["enum"] for name, kind in JSON_TYPES.items()
-                 if isinstance(value, kind) and not (name in ("integer", "number") and isinstance(value, bool))}
+        types = {name for value in schema["enum"] for name in JSON_TYPES if _is_type(value, name)}
     return types
 
 
@@ -147,6 +147,13 @@ def _is_type(value, name: str) -> bool:
     if name in ("integer", "number") and isinstance(value, bool):
         return False
     return isinstance(value, JSON_TYPES[name])
+
+
+def _part(schema: dict, root: dict, key: str):
+    """``schema[key]`` (``properties`` or ``items``), or that of the first
+    ``oneOf`` branch that has one."""
+    branches = [schema, *(_subschema(branch, root) for branch in schema.get("oneOf", []))]
+    return next((branch[key] for branch in branches if key in branch), {})
 
 
 def _coerce(value, schema: dict, root: dict):
@@ -173,21 +180,16 @@ def _coerce(value, schema: dict, root: dict):
             return _coerce(parsed, schema, root) if isinstance(parsed, (dict, list)) else parsed
         return value
     if isinstance(value, dict):
-        branches = [_subschema(b, root) for b in schema.get("oneOf", [])]
-        properties = schema.get("properties") or next((b.get("properties") for b in branches if "properties" in b), {})
-        extra = schema.get("additionalProperties")
+        properties, extra = _part(schema, root, "properties"), schema.get("additionalProperties")
         return {key: _coerce(item, properties.get(key, extra if isinstance(extra, dict) else {}), root)
                 for key, item in value.items()}
     if isinstance(value, list):
-        branches = [_subschema(b, root) for b in schema.get("oneOf", [])]
-        items = schema.get("items") or next((b.get("items") for b in branches if "items" in b), {})
-        return [_coerce(item, items, root) for item in value]
+        return [_coerce(item, _part(schema, root, "items"), root) for item in value]
     return value
 
 
-def _parse_command_line_scalars(config: dict) -> None:
+def _parse_command_line_scalars(config: dict, schema: dict) -> None:
     """Every section through the schema's types (see ``_coerce``)."""
-    schema = load_schema()
     for key, value in list(config.items()):
         if key in schema["properties"]:
             config[key] = _coerce(value, schema["properties"][key], schema)
@@ -317,9 +319,9 @@ def resolve_cluster(given: dict, snakemake_executor: str = "local") -> dict:
         cluster["executor"] = "slurm" if snakemake_executor == "slurm" else "local"
     elif cluster["executor"] == "local" and snakemake_executor == "slurm":
         raise ConfigError(
-            "config key 'cluster.executor': local, but Snakemake runs with the SLURM executor, so this GPU job "
-            "would train on the submitting host. Leave cluster.executor at auto (or slurm) to train in a SLURM "
-            "job; to train on this host, run without --profile slurm"
+            "config key 'cluster.executor': Snakemake runs with the SLURM executor, but cluster.executor is local: "
+            "every GPU training job would train on the submitting host, not in SLURM. Leave cluster.executor at "
+            "auto (or set it to slurm) to train in SLURM jobs; to train on this host, run without --profile slurm"
         )
     return cluster
 

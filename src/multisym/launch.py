@@ -304,7 +304,7 @@ def _cancel(handle, log: WaiterLog, signum: int) -> None:
         signal.signal(other, signal.SIG_IGN)  # a second Ctrl-C must not leave the job behind
     log.say(f"{signal.Signals(signum).name}: cancelling SLURM job {handle.job_id} (its state is saved; "
             "the next run resumes it)")
-    subprocess.run(["scancel", handle.job_id], capture_output=True, timeout=QUERY_TIMEOUT_S)
+    _query(["scancel", handle.job_id])
     deadline = time.monotonic() + CANCEL_WAIT_S
     while time.monotonic() < deadline:
         state = slurm_state(handle.job_id)
@@ -318,7 +318,7 @@ def _cancel(handle, log: WaiterLog, signum: int) -> None:
 def _fail_if_hopeless(handle, state: str, reason: str, job: dict, cluster: dict, step: str, log: WaiterLog):
     if state != "PENDING" or not hopeless(reason):
         return
-    subprocess.run(["scancel", handle.job_id], capture_output=True, timeout=QUERY_TIMEOUT_S)
+    _query(["scancel", handle.job_id])
     keys = ", ".join(key if key.startswith("cluster.") else f"gpu_jobs.{step}.{key}"
                      for key in REASON_KEYS.get(reason, ["time_limit_min", "cpus_per_task", "mem_gb"]))
     message = (f"SLURM job {handle.job_id} can never start: pending with reason {reason}. It asked for "

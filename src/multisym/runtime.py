@@ -5,7 +5,9 @@ uses. Every stage that runs a network takes these from here.
 
 Thread count: the number given (the workflow passes each rule's ``threads``),
 else ``$SLURM_CPUS_PER_TASK`` inside a SLURM job (its allocation), else the
-CPUs this process may run on.
+CPUs this process may run on. torch is imported only where a function needs
+it, so that torch-free jobs (ensembles, metrics) take the same thread rule
+without loading it.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
 
 
 def cpu_count() -> int:
@@ -31,19 +35,22 @@ def thread_count(threads: int | None) -> int:
 
 def set_threads(threads: int | None) -> int:
     """torch's intra-op threads by ``thread_count``; returns what torch uses."""
+    import torch
+
     torch.set_num_threads(thread_count(threads))
     return torch.get_num_threads()
 
 
 def select_device(requested: str = "auto") -> torch.device:
     """``auto`` takes CUDA when available, else the CPU."""
+    import torch
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but CUDA is not available; use --device auto or cpu")
     return device
-
 
 
 @dataclass
@@ -57,12 +64,16 @@ class Runtime:
 
     def prepare(self, images: Tensor) -> Tensor:
         """Normalise [0, 1] images with the train split's channel mean and std."""
+        import torch
+
         x = (images - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def place(self, model: nn.Module) -> nn.Module:
         """``model`` on this runtime's device, in the memory format that
         ``prepare`` gives the inputs, so that no convolution converts either."""
+        import torch
+
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
@@ -74,6 +85,8 @@ class Runtime:
         """float16 views under mixed precision on CUDA (``views.make_views``: the
         bandwidth-bound passes at half the bytes, finer than the bf16 the
         backbone reads), float32 otherwise."""
+        import torch
+
         return torch.float16 if self.autocast is not None and self.device.type == "cuda" else torch.float32
 
 
@@ -88,6 +101,8 @@ def channels_last_safe_on_cpu(model: nn.Module) -> bool:
     workspace (uxlfoundation/oneDNN#6035), which aborts or silently corrupts
     the weight gradients (torch 2.14 aborts on the smoke config's 4-channel
     stage)."""
+    from torch import nn
+
     return not any(
         isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1
         and m.in_channels < ONEDNN_CHANNEL_BLOCK
@@ -103,6 +118,8 @@ def make_runtime(device: torch.device, precision: str, info, model: nn.Module) -
     0.55x: ``benchmarks/README.md``), unless ``channels_last_safe_on_cpu``
     rules it out. ``info`` is the dataset's ``data.DatasetInfo`` (its
     channels and their mean and std normalise the inputs)."""
+    import torch
+
     if precision == "auto":
         precision = "fp32"
         if device.type == "cuda":

@@ -7,7 +7,7 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from multisym.config import resolve
+from multisym.config import ConfigError, resolve, resolve_cluster
 from multisym.layout import Layout
 from multisym.stages import stage_version
 from multisym.members import (
@@ -94,11 +94,13 @@ LOADING = {"in_memory_gib": config["streaming"]["in_memory_gib"]}
 LOADING_SHELL = " --in-memory-gib {resources.in_memory_gib}"
 
 
-# The cluster section's keys that travel to the GPU waiters as resources
+# The cluster section's keys travel to the GPU waiters as resources
 # cluster_<key>: the slurm profile sets the site values among them in its
 # set-resources, which a --config on the command line does not replace (a
-# profile's config: list it would); config values are their defaults.
-CLUSTER_RESOURCES = [k for k in config["cluster"] if k != "executor"]
+# profile's config: list it would); config values are their defaults. Each
+# waiter checks them against the schema and resolves executor auto
+# (multisym.config.resolve_cluster).
+CLUSTER_RESOURCES = list(config["cluster"])
 
 
 def snakemake_executor(wildcards):
@@ -106,18 +108,6 @@ def snakemake_executor(wildcards):
     # run (set before any job's resources are evaluated; "dryrun" under -n)
     plugin = workflow.executor_plugin
     return plugin.name if plugin is not None else "local"
-
-
-def training_executor(wildcards):
-    """Where GPU training runs: cluster.executor, where auto follows Snakemake
-    (its SLURM executor submits training to SLURM too). A dry run cannot tell."""
-    chosen = config["cluster"]["executor"]
-    if chosen != "auto":
-        return chosen
-    name = snakemake_executor(wildcards)
-    if name == "dryrun":
-        return "auto"
-    return "slurm" if name == "slurm" else "local"
 
 
 def gpu_job_resources(step):
@@ -133,7 +123,6 @@ def gpu_job_resources(step):
         "gpu_cpus_per_task": job["cpus_per_task"],
         "gpu_mem_gb": job["mem_gb"],
         "gpu_time_limit_min": job["time_limit_min"],
-        "cluster_executor": training_executor,
         "snakemake_executor": snakemake_executor,
         **{
             f"cluster_{key}": (
@@ -154,7 +143,6 @@ GPU_JOB_SHELL = (
     " --gpu-time-limit-min {resources.gpu_time_limit_min}"
     + LOADING_SHELL
     + " --snakemake-executor {resources.snakemake_executor}"
-    " --cluster executor={resources.cluster_executor}"
     + "".join(
         f" --cluster {key}={{resources.cluster_{key}:q}}" for key in CLUSTER_RESOURCES
     )
@@ -163,15 +151,14 @@ GPU_JOB_SHELL = (
 
 
 def refuse_local_training_under_slurm():
-    """onstart: with the SLURM executor and cluster.executor local, every
-    GPU job would train on the submitting host; stop before anything starts."""
-    if snakemake_executor(None) == "slurm" and config["cluster"]["executor"] == "local":
-        raise WorkflowError(
-            "Snakemake runs with the SLURM executor, but cluster.executor is local: every GPU "
-            "training job would run on this host, not in SLURM. Nothing was submitted. Leave "
-            "cluster.executor at auto (or set it to slurm) to train in SLURM jobs; to train on "
-            "this host, run without --profile slurm."
+    """onstart: the waiters' own check (resolve_cluster) once for the run, so
+    that it stops before anything is submitted or trained."""
+    try:
+        resolve_cluster(
+            {"executor": config["cluster"]["executor"]}, snakemake_executor(None)
         )
+    except ConfigError as error:
+        raise WorkflowError(f"{error}. Nothing was submitted.") from None
 
 
 def kept(path):
