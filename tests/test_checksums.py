@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from multisym import checksums, data
+from multisym import checksums, data, files
+from multisym.files import write_npz
 
 
 def digits_run(tmp_path):
@@ -44,7 +45,7 @@ def test_a_prepared_array_that_no_longer_matches_its_manifest(tmp_path):
     with np.load(path) as stored:
         arrays = {k: stored[k] for k in stored.files}
     arrays["labels"][0] = (arrays["labels"][0] + 1) % 10
-    data.write_npz(path, **arrays)
+    write_npz(path, **arrays)
     problems = checksums.verify(root)
     assert any("does not match the sha256" in p for p in problems)
 
@@ -55,7 +56,7 @@ def test_an_imported_checkpoint_that_changed(tmp_path):
     source.write_bytes(b"weights")
     record = root / "members" / "base-s9" / "import.json"
     record.parent.mkdir(parents=True)
-    record.write_text(json.dumps({"source": str(source), "sha256": checksums.sha256_file(source)}))
+    record.write_text(json.dumps({"source": str(source), "sha256": files.sha256_file(source)}))
     checksums.write_ledger(root, root / checksums.LEDGER)
     assert checksums.verify(root) == []
     source.write_bytes(b"other weights")

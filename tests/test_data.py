@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from multisym import data
 from multisym.data import (
     SPLITS,
     DataError,
@@ -17,6 +16,7 @@ from multisym.data import (
     prepare,
     read_manifest,
 )
+from multisym.logits import logits_of, write_logits
 
 N_DIGITS = 1797
 FRACTIONS = {"val": 0.15, "test": 0.15}
@@ -283,12 +283,12 @@ def test_logits_are_stored_as_float16_gaps_to_the_row_maximum(tmp_path):
     logits = (10 * rng.standard_normal((50, 7)) + 30).astype(np.float32)
     logits[0, :2] = [100.0, 99.999]  # a near tie at the top: float16 of the raw logits would make it one
     labels = rng.integers(0, 7, 50)
-    data.write_logits(tmp_path / "small.npz", test_logits=logits, test_labels=labels)
+    write_logits(tmp_path / "small.npz", test_logits=logits, test_labels=labels)
     stored = dict(np.load(tmp_path / "small.npz"))
     assert stored["test_logits"].dtype == np.float16 and stored["test_logit_max"].dtype == np.float32
     np.testing.assert_array_equal(stored["test_logits"].max(axis=1), 0.0)  # the top class exactly
     np.testing.assert_array_equal(stored["test_labels"], labels)
-    back = data.logits_of(stored, "test")
+    back = logits_of(stored, "test")
     assert back.dtype == np.float32
     np.testing.assert_array_equal(back.argmax(axis=1), logits.argmax(axis=1))
     assert back[0, 0] - back[0, 1] == pytest.approx(0.001, rel=1e-2)
@@ -298,12 +298,12 @@ def test_logits_are_stored_as_float16_gaps_to_the_row_maximum(tmp_path):
     # a gap beyond ±65,504 would become inf: that array keeps float32
     large = logits.copy()
     large[3, 2] = -7e4
-    data.write_logits(tmp_path / "large.npz", test_logits=large, val_logits=logits)
+    write_logits(tmp_path / "large.npz", test_logits=large, val_logits=logits)
     stored = dict(np.load(tmp_path / "large.npz"))
     assert stored["test_logits"].dtype == np.float32 and stored["val_logits"].dtype == np.float16
-    np.testing.assert_allclose(data.logits_of(stored, "test"), large, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(logits_of(stored, "test"), large, rtol=1e-6, atol=1e-5)
     # a diverged model's NaN rows stay NaN; whole logits without maxima are read as they are
     logits[0] = np.nan
-    data.write_logits(tmp_path / "nan.npz", test_logits=logits)
-    assert np.isnan(data.logits_of(dict(np.load(tmp_path / "nan.npz")), "test")[0]).all()
-    np.testing.assert_array_equal(data.logits_of({"test_logits": large}, "test"), large)
+    write_logits(tmp_path / "nan.npz", test_logits=logits)
+    assert np.isnan(logits_of(dict(np.load(tmp_path / "nan.npz")), "test")[0]).all()
+    np.testing.assert_array_equal(logits_of({"test_logits": large}, "test"), large)

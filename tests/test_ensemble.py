@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multisym import data
 from multisym.ensemble import (
     JOB_INPUTS,
     START_RULES,
@@ -28,6 +27,7 @@ from multisym.ensemble import (
 )
 from multisym.metrics import class_dominance
 from multisym.outputs import SplitOutputs
+from multisym.logits import write_logits
 
 
 def binary_logits(p_label):
@@ -297,7 +297,7 @@ def test_compact_logits_files_give_the_results_of_whole_ones(pool_files, tmp_pat
     compact = [str(tmp_path / "compact" / Path(path).name) for path in pool_files]
     for path, target in zip(pool_files, compact):
         with np.load(path) as stored:
-            data.write_logits(target, **stored)
+            write_logits(target, **stored)
     whole, small = load_logits(pool_files), load_logits(compact)
     assert small["test_logits"][0].dtype == np.float16 and small["test"].row_max is not None
     for run in (lambda s: member_results(IDS, CLASSES, s, settings(), NUM_CLASSES),

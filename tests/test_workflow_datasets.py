@@ -14,6 +14,7 @@ import yaml
 
 import dataset_fixtures as fx
 from conftest import ROOT, SMOKE
+from multisym.logits import logits_of as stored_logits
 
 pytestmark = pytest.mark.workflow
 RELEASE_MD5 = ROOT / "tests" / "release_md5"
@@ -118,18 +119,17 @@ def check_evaluation_sets(root: Path, members: list[dict]) -> None:
     both sets are columns of Table 9 and not of Table 5 (no adaptation)."""
     import numpy as np
 
-    from multisym import data
 
     for member in (m for m in members if m["mode"] in ("eq", "inv")):
         own, v2, in_r = (np.load(logits_of(member["member"], folder)) for folder in
                          (root / "logits", root / "transfer" / "in_v2" / "logits",
                           root / "transfer" / "in_r" / "logits"))
-        own_val = data.logits_of(own, "val")  # stored again: equal to float16's rounding of each gap
-        np.testing.assert_allclose(data.logits_of(v2, "val"), own_val, rtol=1e-3, atol=1e-3)
+        own_val = stored_logits(own, "val")  # stored again: equal to float16's rounding of each gap
+        np.testing.assert_allclose(stored_logits(v2, "val"), own_val, rtol=1e-3, atol=1e-3)
         assert v2["test_logits"].shape == (20, 5)
         assert in_r["test_logits"].shape == (12, 3) and set(in_r["test_labels"].tolist()) == {0, 1, 2}
         keep = np.isin(own["val_labels"], [1, 2, 3])
-        np.testing.assert_allclose(data.logits_of(in_r, "val"), own_val[keep][:, 1:4], rtol=1e-3, atol=2e-2)
+        np.testing.assert_allclose(stored_logits(in_r, "val"), own_val[keep][:, 1:4], rtol=1e-3, atol=2e-2)
     with open(root / "tables" / "table9.csv") as handle:
         columns = {row["column"] for row in csv.DictReader(handle)}
     assert {"in_v2", "in_r"} <= columns

@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, data, optim, streaming
-from .checksums import sha256_file
-from .data import write_npz
+from .files import sha256_file, write_npz
 from .members import settings_hash
 from .models import SupervisedModel, build_backbone
 from .pretrain import (STATE_FILE, epoch_start, history_csv, restore_training, resume_position, supervised_view_spec,
@@ -38,6 +37,7 @@ from .stopping import InterruptedRun, StopSignal
 from .views import make_views, resize_center
 
 from .probe import EVAL_SPLITS
+from .logits import write_logits
 
 
 def load_member(model_path: str | Path) -> tuple[dict, dict]:
@@ -133,7 +133,7 @@ def supervised_logits(model_path, data_path, manifest_path, out_logits, device="
     for split, (images, labels) in splits.items():
         outputs[f"{split}_logits"] = forward_in_batches(model, images, runtime, info.image_size).numpy()
         outputs[f"{split}_labels"] = labels.numpy()
-    data.write_logits(out_logits, **outputs)
+    write_logits(out_logits, **outputs)
 
 
 # ------------------------------------------------------------- fine-tuning
@@ -237,7 +237,7 @@ def finetune(
             stop.finish()  # the final state is saved: a late signal has nothing left to save
             model.load_state_dict(best["model"], strict=True)
             val_logits = forward_in_batches(model, val_images, runtime, info.image_size)
-            data.write_logits(
+            write_logits(
                 out_logits,
                 val_logits=val_logits.numpy(),
                 test_logits=forward_in_batches(model, test_images, runtime, info.image_size).numpy(),

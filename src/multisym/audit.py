@@ -31,6 +31,7 @@ from . import data, invariance
 from .config import is_embedded
 from .files import atomic_write_text, read_npz
 from .metrics import bootstrap_indices, percentile_ci
+from .files import write_npz
 
 TEST = "test"
 BUILT_IN_OOD = ("noise", "photos")
@@ -101,7 +102,7 @@ def prepare_sets(settings: dict, data_path, manifest_path, ood: dict[str, tuple[
                         "images": int(len(arrays[name])), "source": sources[name]} for name in sets},
         "sha256": {key: data._sha256(value) for key, value in arrays.items()},
     }
-    data.write_npz(out_data, **arrays)
+    write_npz(out_data, **arrays)
     atomic_write_text(json.dumps(manifest, indent=2) + "\n", out_manifest)
     return manifest
 
@@ -173,7 +174,7 @@ def member_outputs(model_path, probe_params, member_path, sets_path, sets_manife
         outputs[f"{TEST}/{axis}/eq_head"] = np.stack([
             forward_in_batches(model, group.act(test, torch.full((len(test),), g)), runtime, eq_size).argmax(1).numpy()
             for g in range(group.order)])
-    data.write_npz(out_path, **outputs)
+    write_npz(out_path, **outputs)
 
 
 # ----------------------------------------------------------------- metrics

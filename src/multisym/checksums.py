@@ -16,12 +16,11 @@ left out of the ledger.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from . import data
-from .files import atomic_write_text
+from .files import atomic_write_text, sha256_file
 
 LEDGER = "checksums.json"
 SKIPPED_NAMES = {LEDGER, "state.pt", "slurm_job.json"}
@@ -29,14 +28,6 @@ SKIPPED_SUFFIXES = (".lock", ".tmp")
 PREPARED = {"data/manifest.json": ("data/dataset.npz", "prepare_data"),
             "shift/manifest.json": ("shift/sets.npz", "prepare_shift"),
             "audit/manifest.json": ("audit/sets.npz", "prepare_audit")}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _recorded(path: Path, root: Path) -> bool:

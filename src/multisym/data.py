@@ -14,7 +14,6 @@ reader checks the arrays against the manifest before use.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 
 from .config import is_embedded, own_channels
 from .errors import UserError
-from .files import CorruptFileError, atomic_write_bytes, atomic_write_text, read_npz
+from .files import CorruptFileError, atomic_write_text, read_npz, write_npz
 
 SPLITS = ("train", "val", "test")
 
@@ -213,50 +212,6 @@ def prepare(dataset: dict, out_data: str | Path, out_manifest: str | Path) -> di
     write_npz(out_data, **arrays)
     atomic_write_text(json.dumps(manifest, indent=2) + "\n", out_manifest)
     return manifest
-
-
-def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """Write arrays to one .npz atomically."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(buffer.getvalue(), path)
-
-
-FLOAT16_MAX = 65504.0
-
-
-def write_logits(path: str | Path, **arrays: np.ndarray) -> None:
-    """Write a logits file atomically. Each ``{name}_logits`` array (N, C) is
-    stored compactly as its rows' maxima ``{name}_logit_max`` (N,) float32
-    and z − max in float16 (half the bytes of float32; the ensemble jobs
-    read every member's logits whole). Relative to the row's maximum, the
-    top class is exactly 0 and the classes near it, which decide the
-    prediction and carry the probability, keep 11 significant bits of their
-    gap to it: no near-tie is reordered by rounding the raw logits. Where a
-    gap is beyond float16's range (±65,504) the array stays float32. Other
-    arrays are stored as they are; ``logits_of`` reads them back."""
-    out = {}
-    for key, array in arrays.items():
-        if not key.endswith("_logits"):
-            out[key] = array
-            continue
-        array = np.asarray(array, np.float32)
-        top = array.max(axis=-1)
-        with np.errstate(invalid="ignore"):  # a row of NaN (a diverged model) stays NaN
-            gaps = array - top[..., None]
-        finite = gaps[np.isfinite(gaps)]
-        fits = not finite.size or -finite.min() <= FLOAT16_MAX
-        out[key] = gaps.astype(np.float16) if fits else gaps
-        out[f"{key[:-len('_logits')]}_logit_max"] = top
-    write_npz(path, **out)
-
-
-def logits_of(stored: dict, name: str) -> np.ndarray:
-    """The float32 logits ``{name}_logits`` of a file written by
-    ``write_logits`` (gaps plus row maxima), or of one holding them whole."""
-    logits = stored[f"{name}_logits"]
-    top = stored.get(f"{name}_logit_max")
-    return np.asarray(logits, np.float32) if top is None else logits.astype(np.float32) + top[..., None]
 
 
 def read_manifest(path: str | Path) -> dict:

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import data, invariance
 from .files import atomic_write_text, read_npz
+from .files import write_npz
 
 RUNS = ("augmented", "control")
 QUANTILES = (5, 25, 50, 75, 95)
@@ -133,7 +134,7 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
             optimizer.step()
         history.append(evaluate())
     arrays = {f"{name}_logits": np.stack([h[name] for h in history]).astype(np.float32) for name in orbits}
-    data.write_npz(out_path, test_labels=test_labels, **arrays)
+    write_npz(out_path, test_labels=test_labels, **arrays)
     final = arrays["test_logits"][-1]
     accuracy = float((final[:, 0].argmax(-1) == test_labels[None]).mean()) * 100.0
     return {"run": run, "members": count, "epochs": settings["epochs"], "sets": list(manifest["sets"]),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import logits_of
+from .logits import logits_of
 from .files import map_npz
 from .metrics import dominance_of_hits, percentile_ci
 from .outputs import SplitOutputs, resample_counts

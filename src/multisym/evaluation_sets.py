@@ -23,6 +23,7 @@ import numpy as np
 
 from . import data
 from .files import read_npz
+from .logits import logits_of, write_logits
 
 
 def restrict(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,9 +48,9 @@ def member_logits(model_path, probe_params, data_path, manifest_path, primary_lo
     classify = AdaptedClassifier(model_path, probe_params, info, select_device(device))
     test_logits, test_labels = classify(images), labels.numpy()
     primary = read_npz(primary_logits)
-    val_logits, val_labels = data.logits_of(primary, "val"), primary["val_labels"]
+    val_logits, val_labels = logits_of(primary, "val"), primary["val_labels"]
     if "class_mask" in arrays:
         val_logits, val_labels = restrict(val_logits, val_labels, arrays["class_mask"])
         test_logits, test_labels = restrict(test_logits, test_labels, arrays["class_mask"])
-    data.write_logits(out_path, val_logits=val_logits, val_labels=val_labels.astype(np.int64),
+    write_logits(out_path, val_logits=val_logits, val_labels=val_labels.astype(np.int64),
                       test_logits=test_logits, test_labels=test_labels.astype(np.int64))

@@ -6,11 +6,15 @@ No torch here (tables and the probe use it).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import mmap
 import os
 import struct
 import zipfile
 from pathlib import Path
+
+import numpy as np
 
 from .errors import UserError
 
@@ -121,3 +125,19 @@ def read_npz(path: str | Path, keys: list[str] | None = None) -> dict:
         raise
     except Exception as error:
         raise _corrupt(path, error) from error
+
+
+def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Write arrays to one .npz atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(buffer.getvalue(), path)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

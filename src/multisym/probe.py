@@ -27,8 +27,9 @@ import json
 import numpy as np
 
 from . import data, device_probe
-from .data import write_npz
+from .files import write_npz
 from .files import atomic_write_text, read_npz
+from .logits import write_logits
 
 EVAL_SPLITS = ("val", "test")
 
@@ -108,7 +109,7 @@ def fit_probe(features_path, probe_settings: dict, out_logits, out_summary, out_
     chosen = fits[best]
     params = probe_parameters(chosen, scaler, int(feats["num_classes"]))
     write_npz(out_params, **params)
-    data.write_logits(
+    write_logits(
         out_logits,
         **{f"{s}_logits": probe_logits(params, feats[f"{s}_features"]) for s in EVAL_SPLITS},
         **{f"{s}_labels": y[s] for s in EVAL_SPLITS},

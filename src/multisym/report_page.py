@@ -14,8 +14,7 @@ import json
 from pathlib import Path
 
 from . import pages, provenance
-from .checksums import sha256_file
-from .files import atomic_write_text
+from .files import atomic_write_text, sha256_file
 
 
 def _training_seconds(epochs_csv: Path) -> float | None:

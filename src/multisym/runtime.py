@@ -135,3 +135,11 @@ def make_runtime(device: torch.device, precision: str, info, model: nn.Module) -
         mean=torch.tensor(info.mean, device=device).view(shape),
         std=torch.tensor(info.std, device=device).view(shape),
     )
+
+
+def to_device(values: Tensor, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+    """Parameters drawn on the CPU, on ``device`` without making the host wait
+    for the device: copied from pinned memory, never from pageable memory."""
+    if device.type == "cuda":
+        values = values.pin_memory()
+    return values.to(device, dtype, non_blocking=True)

@@ -19,6 +19,8 @@ import numpy as np
 from . import data
 from .config import is_embedded
 from .files import atomic_write_text, read_npz
+from .logits import logits_of, write_logits
+from .files import write_npz
 
 CLEAN = "clean"
 
@@ -49,7 +51,7 @@ def prepare(settings: dict, data_path, manifest_path, out_data, out_manifest) ->
         "sets": [CLEAN] + [set_name(c, s) for c in settings["corruptions"] for s in settings["severities"]],
         "sha256": {key: data._sha256(value) for key, value in arrays.items()},
     }
-    data.write_npz(out_data, **arrays)
+    write_npz(out_data, **arrays)
     atomic_write_text(json.dumps(manifest, indent=2) + "\n", out_manifest)
     return manifest
 
@@ -82,7 +84,7 @@ def member_logits(model_path, probe_params, shift_path, shift_manifest, data_man
     outputs = {"labels": labels}
     for name, images in sets.items():
         outputs[f"{name}_logits"] = classify(torch.from_numpy(images))
-    data.write_logits(out_path, **outputs)
+    write_logits(out_path, **outputs)
 
 
 def evaluate(pools: dict, logits_paths: dict[str, str], greedy_paths: dict[str, str], shift_manifest,
@@ -99,7 +101,7 @@ def evaluate(pools: dict, logits_paths: dict[str, str], greedy_paths: dict[str, 
     labels = next(iter(stored.values()))["labels"]
 
     def scores(members: list[str], name: str) -> dict[str, float]:
-        probs = ensemble_probs(np.stack([data.logits_of(stored[m], name) for m in members]))
+        probs = ensemble_probs(np.stack([logits_of(stored[m], name) for m in members]))
         return {"accuracy": 100.0 * float(correct(probs, labels).mean()),
                 "nll": float(nll_terms(probs, labels).mean()), "ece": ece(probs, labels)}
 

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .views import to_device
+from .runtime import to_device
 
 
 @dataclass(frozen=True)

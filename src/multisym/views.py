@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from .runtime import to_device
+
 __all__ = [
     "ViewSpec",
     "make_views",
@@ -142,14 +144,6 @@ def _check_generator(generator: torch.Generator) -> None:
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if generator.device.type != "cpu":
         raise ValueError(f"generator must live on the CPU, got device {generator.device}")
-
-
-def to_device(values: Tensor, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
-    """Parameters drawn on the CPU, on ``device`` without making the host wait
-    for the device: copied from pinned memory, never from pageable memory."""
-    if device.type == "cuda":
-        values = values.pin_memory()
-    return values.to(device, dtype, non_blocking=True)
 
 
 def _uniform(u: Tensor, lo: float, hi: float) -> Tensor:
