@@ -45,7 +45,7 @@ def write_logits(folder: Path, n_test: int, n_val: int) -> None:
     (``data.write_logits``: float16 gaps to each row's maximum): a shared
     class signal per mode plus member noise, so members agree often but not
     always (about 75 % top-1)."""
-    from multisym.data import write_logits as store
+    from multisym.logits import write_logits as store
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

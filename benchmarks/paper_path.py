@@ -5,7 +5,7 @@ Writes synthetic ImageNet-sized JPEGs (ImageFolder layout, the common ImageNet
 sizes such as 500 x 375 and 375 x 500) into a temporary root, prepares them
 with ``config/paper.yaml``'s dataset settings and trains its first Eq member
 (ResNet-50, 224-px views, four rotations of a 96-px crop, LARS, bf16 where the
-GPU has it) through ``multisym.pretrain.train_member`` for two epochs at 128
+GPU has it) through ``multisym.train.pretrain.train_member`` for two epochs at 128
 images per step, the paper's per-GPU batch, three ways:
 
   memory  the split decoded once and held on the device (the embedded and
@@ -21,7 +21,7 @@ images per step, the paper's per-GPU batch, three ways:
 
 A training variant with the suffix ``-eager`` (``memory-eager``) runs with
 ``gpu_jobs.cuda_graphs: false``: every step queued kernel by kernel instead of
-replayed from the CUDA graph (``multisym.graphs``), which train_member uses
+replayed from the CUDA graph (``multisym.train.graphs``), which train_member uses
 unless nvjpeg decodes the split.
 A training variant with the suffix ``-stream`` (``device-stream``) runs
 train_member with a CUDA stream of its own as the current stream instead of
@@ -59,9 +59,10 @@ import torch
 from PIL import Image
 
 from multisym import config as config_module
-from multisym import data, streaming
+from multisym.data import splits
+from multisym.data import streaming
 from multisym.members import member_table
-from multisym.pretrain import train_member
+from multisym.train.pretrain import train_member
 
 ROOT = Path(__file__).resolve().parents[1]
 # (width, height) of common ImageNet photographs, landscape ones most often
@@ -128,7 +129,7 @@ def train(settings: dict, paths: tuple[Path, Path], run: Path, decode: str, limi
 def read_only(paths: tuple[Path, Path], decode: str, batch: int, device: torch.device) -> dict:
     """Images/s of the streamed batches alone, the next prefetched as in training."""
     streaming.set_in_memory_limit(0)
-    images, _, _ = data.load_split(*paths, "train", decode, device)
+    images, _, _ = splits.load_split(*paths, "train", decode, device)
     images = images.to(device)
     starts = range(0, len(images) - batch + 1, batch)
     tick = None
@@ -220,7 +221,7 @@ def main() -> int:
         cfg["pretrain"]["epochs"], cfg["pretrain"]["batch_size"] = args.epochs, args.batch
         settings = next(m for m in member_table(config_module.resolve(cfg)) if m.mode == "eq").settings
         paths = (tmp / "dataset.npz", tmp / "manifest.json")
-        data.prepare(settings["dataset"], *paths)
+        splits.prepare(settings["dataset"], *paths)
         train_images = int(np.load(paths[0])["train_index"].size)
         steps = train_images // args.batch
         figures.update(train_images=train_images, steps_per_epoch=steps, variants={})

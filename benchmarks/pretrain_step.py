@@ -39,11 +39,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from multisym import config as config_module
-from multisym import graphs, optim
-from multisym.data import DatasetInfo
-from multisym.losses import cross_view_info_nce, equivariance_loss
+from multisym.train import graphs
+from multisym.train import optim
+from multisym.data.splits import DatasetInfo
+from multisym.train.losses import cross_view_info_nce, equivariance_loss
 from multisym.members import member_table
-from multisym.pretrain import ContrastiveStep, LossMonitor, build_model
+from multisym.train.pretrain import ContrastiveStep, LossMonitor, build_model
 from multisym.runtime import make_runtime
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -56,9 +56,10 @@ import torchvision
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from threadpoolctl import threadpool_limits
 
-from multisym import config, data
-from multisym.data import write_npz
-from multisym.probe import fit_probe
+from multisym import config
+from multisym.data import splits
+from multisym.files import write_npz
+from multisym.evaluate.probe import fit_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,8 +138,8 @@ def main() -> None:
     probe = settings["probe"]
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(args.threads):
         folder = Path(tmp)
-        data.prepare({**settings["dataset"], "image_size": args.size}, folder / "data.npz", folder / "manifest.json")
-        arrays, _ = data.load_arrays(folder / "data.npz", folder / "manifest.json")
+        splits.prepare({**settings["dataset"], "image_size": args.size}, folder / "data.npz", folder / "manifest.json")
+        arrays, _ = splits.load_arrays(folder / "data.npz", folder / "manifest.json")
         images, labels = torch.from_numpy(arrays["images"]), arrays["labels"]
         ours_pred, base_pred = np.full(len(labels), -1), np.full(len(labels), -1)
         folds = []

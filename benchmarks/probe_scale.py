@@ -9,7 +9,7 @@ then runs ``probe.fit_probe`` (one C) in a process of its own twice, with 2 and
 with 2 + ``--iterations`` L-BFGS iterations; the difference is the time of
 those iterations, without the reading and standardising both runs share.
 With ``--device cuda`` the fit's objective runs on the GPU
-(``multisym.device_probe``): the memory is then the host's, beside the
+(``multisym.evaluate.device_probe``): the memory is then the host's, beside the
 device's peak, and the time limit is the GPU's.
 
     python benchmarks/probe_scale.py [--device cpu] [--threads 1] [--iterations 5] [--out run.json]
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from multisym.config import section_defaults
-from multisym.data import write_npz
-from multisym.probe import FLOPS_PER_THREAD, GPU_FLOPS, job_memory_mb, memory_mb, runtime_min
+from multisym.files import write_npz
+from multisym.evaluate.probe import FLOPS_PER_THREAD, GPU_FLOPS, job_memory_mb, memory_mb, runtime_min
 
 # (train rows, feature size, classes); val and test are a tenth of train each
 CASES = ((16_000, 2_048, 1_010), (24_000, 512, 200), (8_000, 1_024, 1_000))
@@ -37,7 +37,7 @@ INAT = (212_170, 265_213, 2_048, 1_010)  # train rows, all rows, d, K
 FIT = """
 import re, sys, time, warnings
 warnings.simplefilter("ignore")
-from multisym.probe import fit_probe
+from multisym.evaluate.probe import fit_probe
 folder, iterations, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 start = time.perf_counter()
 fit_probe(f"{folder}/features.npz", {"C": [1.0], "max_iter": iterations, "tol": 1e-8, "device": device},

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from multisym import config as config_module
-from multisym import data, streaming
+from multisym.data import splits
+from multisym.data import streaming
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -95,9 +96,9 @@ def main() -> int:
         cfg["dataset"]["root"] = str(tmp / "imagenet")
         cfg["dataset"]["splits"]["val"] = 0.05
         resolved = config_module.resolve(cfg)
-        data.prepare(resolved["dataset"], tmp / "d.npz", tmp / "m.json")
+        splits.prepare(resolved["dataset"], tmp / "d.npz", tmp / "m.json")
         streaming.set_in_memory_limit(0)
-        images, _, _ = data.load_split(tmp / "d.npz", tmp / "m.json", "train")
+        images, _, _ = splits.load_split(tmp / "d.npz", tmp / "m.json", "train")
         assert isinstance(images, streaming.StreamedImages)
         threads = streaming.decoding_threads()
         figures = {"images": len(images), "batch": args.batch, "threads": threads, "cpus": os.cpu_count()}

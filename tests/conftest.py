@@ -29,20 +29,20 @@ def prepared_eq_member(folder: Path, epochs: int, batch_size: int) -> tuple[dict
     """The smoke scale's first Eq member trained for ``epochs`` at ``batch_size``,
     and its dataset prepared in ``folder`` (data file, manifest)."""
     from multisym import config as config_module
-    from multisym import data
+    from multisym.data import splits
     from multisym.members import member_table
 
     cfg = config_module.load(SMOKE)
     cfg["pretrain"]["epochs"], cfg["pretrain"]["batch_size"] = epochs, batch_size
     prepared = (folder / "dataset.npz", folder / "manifest.json")
-    data.prepare(cfg["dataset"], *prepared)
+    splits.prepare(cfg["dataset"], *prepared)
     return next(m for m in member_table(config_module.resolve(cfg)) if m.mode == "eq").settings, prepared
 
 
 def eq_member_with_reference(folder: Path) -> tuple[dict, tuple[Path, Path], Path]:
     """`prepared_eq_member` for 25 epochs at 64, and the folder of its
     uninterrupted run (CPU, one thread), for interrupted runs to match."""
-    from multisym.pretrain import train_member
+    from multisym.train.pretrain import train_member
 
     settings, prepared = prepared_eq_member(folder, 25, 64)
     reference = folder / "reference"

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from multisym import audit, config, data, emergence, invariance
+from multisym.evaluate import audit
+from multisym import config
+from multisym.data import splits
+from multisym.evaluate import emergence
+from multisym.evaluate import invariance
 from multisym.symmetries import get_group
 
 ROTATION = get_group("rotation")
@@ -155,8 +159,8 @@ def digits_sets(tmp_path_factory):
     cfg = config.resolve({**_smoke(), "audit": {"max_images": 60, "noise": 20, "photos": 20,
                                                 "ood_datasets": [{"key": "turned",
                                                                   "dataset": {"name": "digits_rotated"}}]}})
-    data.prepare(cfg["dataset"], root / "d.npz", root / "d.json")
-    data.prepare(cfg["audit"]["ood_datasets"][0]["dataset"], root / "o.npz", root / "o.json")
+    splits.prepare(cfg["dataset"], root / "d.npz", root / "d.json")
+    splits.prepare(cfg["audit"]["ood_datasets"][0]["dataset"], root / "o.npz", root / "o.json")
     settings = {k: v for k, v in cfg["audit"].items() if k != "ood_datasets"}
     audit.prepare_sets(settings, root / "d.npz", root / "d.json", {"turned": (root / "o.npz", root / "o.json")},
                        root / "s.npz", root / "s.json")
@@ -216,7 +220,7 @@ def test_emergence_evaluates_each_member_as_its_own_network(digits_sets):
 
     root, _ = digits_sets
     settings, path = run_emergence(root, 3, epochs=1)
-    info = data.info(data.read_manifest(root / "d.json"))
+    info = splits.info(splits.read_manifest(root / "d.json"))
     test = torch.from_numpy(audit.load_sets(root / "s.npz", root / "s.json")[0]["test"])
     orbit = get_group(settings["group"]).orbit(test)[0]
     orbit = (orbit - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
@@ -252,7 +256,7 @@ def test_emergence_stored_logits_reproduce_the_figure(digits_sets, tmp_path):
         assert full["sizes"] == [1, 2, 3, 4]
         assert full["logit"]["mean"][-1] == pytest.approx(curve["ensemble_osp"]["logit"][-1])
     figure = tmp_path / "f.png"
-    from multisym import figures
+    from multisym.report import figures
 
     for name in ("figure_emergence", "figure_emergence_size"):
         figures.write(name, [str(tmp_path / "m.json")], {"name": "test"}, str(tmp_path / f"{name}.pdf"),

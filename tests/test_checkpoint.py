@@ -1,4 +1,4 @@
-"""Tests for multisym.checkpoint: atomic writes, strict loading, the run lock."""
+"""Tests for multisym.train.checkpoint: atomic writes, strict loading, the run lock."""
 
 import os
 import multiprocessing
@@ -6,8 +6,8 @@ import multiprocessing
 import pytest
 import torch
 
-from multisym import checkpoint
-from multisym.checkpoint import (
+from multisym.train import checkpoint
+from multisym.train.checkpoint import (
     CheckpointError,
     RunLock,
     atomic_write_bytes,

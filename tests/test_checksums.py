@@ -6,7 +6,9 @@ import json
 
 import numpy as np
 
-from multisym import checksums, data, files
+from multisym.report import checksums
+from multisym.data import splits
+from multisym import files
 from multisym.files import write_npz
 
 
@@ -14,7 +16,7 @@ def digits_run(tmp_path):
     root = tmp_path / "results" / "demo"
     spec = {"name": "digits", "image_size": 8, "channels": None, "root": None, "classes": None,
             "checksum": "listing", "splits": {"val": 0.15, "test": 0.15, "seed": 0}}
-    data.prepare(spec, root / "data" / "dataset.npz", root / "data" / "manifest.json")
+    splits.prepare(spec, root / "data" / "dataset.npz", root / "data" / "manifest.json")
     (root / "tables").mkdir()
     (root / "tables" / "table1.csv").write_text("table,row\n")
     (root / "members" / "m").mkdir(parents=True)

@@ -6,8 +6,8 @@ import csv
 
 import pytest
 
-from multisym import comparison
-from multisym.tables import Cell, to_csv
+from multisym.report import comparison
+from multisym.report.tables import Cell, to_csv
 
 IMAGENET = {"name": "paper", "dataset": "imagenet", "arch": "resnet50", "transfer": {"inat": "inat2019"},
             "selection_split": "val", "diversity_size": 3, "delta_size": 3, "axes_size": 6}

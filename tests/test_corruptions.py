@@ -1,4 +1,4 @@
-"""Common corruptions (multisym.corruptions): output contract, determinism,
+"""Common corruptions (multisym.data.corruptions): output contract, determinism,
 severity ordering, batch-order randomness and argument checks."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from multisym.corruptions import (
+from multisym.data.corruptions import (
     CORRUPTIONS,
     GROUPS,
     NAMES,

@@ -1,4 +1,4 @@
-"""Tests for multisym.data: the digits dataset, its stratified splits, manifests."""
+"""Tests for multisym.data.splits: the digits dataset, its stratified splits, manifests."""
 
 import hashlib
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from multisym.data import (
+from multisym.data.splits import (
     SPLITS,
     DataError,
     DatasetInfo,
@@ -200,7 +200,7 @@ def test_unreadable_data_and_manifest(prepared, tmp_path):
 
 
 def test_dataset_without_root_fails_naming_the_key(tmp_path):
-    from multisym.datasets import DatasetRootError
+    from multisym.data.datasets import DatasetRootError
 
     section = {**dataset_section(), "name": "cifar10", "root": None, "checksum": "listing"}
     with pytest.raises(DatasetRootError) as info:

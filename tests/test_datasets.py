@@ -1,4 +1,4 @@
-"""Tests for multisym.datasets: each loader reads a small copy of its dataset,
+"""Tests for multisym.data.datasets: each loader reads a small copy of its dataset,
 written in the release's own layout (tests/dataset_fixtures.py), with the
 real torchvision class; bad roots raise DatasetRootError naming the config
 key and the expected layout, and nothing is ever downloaded."""
@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 import dataset_fixtures as fx
-from multisym import datasets as ds
-from multisym.datasets import DatasetRootError, imagenet_classes, imagenet_r, imagenet_v2, open_sources
+from multisym.data import datasets
+from multisym.data.datasets import DatasetRootError, imagenet_classes, imagenet_r, imagenet_v2, open_sources
 from multisym.errors import UserError
 
 PRIMARY = ("cifar10", "cifar100", "mnist", "fashion_mnist", "flowers102", "food101", "inat2019", "imagenet",
@@ -59,7 +59,7 @@ def integrity(monkeypatch):
 
 # ------------------------------------------------------------- helpers
 def check_source(source, length: int, num_classes: int) -> None:
-    assert isinstance(source, ds.Source)
+    assert isinstance(source, datasets.Source)
     assert len(source.dataset) == length
     assert source.labels.shape == (length,)
     assert np.issubdtype(source.labels.dtype, np.integer)
@@ -176,7 +176,7 @@ def test_a_grey_dataset_is_prepared_with_one_channel(tmp_path):
 
     from conftest import SMOKE
     from multisym.config import resolve
-    from multisym.data import load_split, prepare
+    from multisym.data.splits import load_split, prepare
 
     root = fx.write_mnist(tmp_path / "fm", folder="FashionMNIST", classes=3, per_class=6)
     scale = yaml.safe_load(SMOKE.read_text())
@@ -318,7 +318,7 @@ def test_imagenet100_needs_classes(tmp_path):
         with pytest.raises(DatasetRootError) as error:
             open_sources(spec)
         assert "'dataset.classes'" in str(error.value)
-        assert ds.LAYOUTS["imagenet100"] in str(error.value)
+        assert datasets.LAYOUTS["imagenet100"] in str(error.value)
 
 
 def test_imagenet100_missing_class_folder(tmp_path):
@@ -358,7 +358,7 @@ def test_imagenet_v2_wrong_variant(tmp_path):
         imagenet_v2({"name": "imagenet_v2", "root": str(root), "variant": "threshold-0.7"}, V2_KEY)
     message = str(error.value)
     assert f"'{V2_KEY}.variant'" in message and "threshold-0.7" in message
-    assert ds.LAYOUTS["imagenet_v2"] in message
+    assert datasets.LAYOUTS["imagenet_v2"] in message
 
 
 @pytest.mark.parametrize("stray", ["1000", "extra", "-1"])
@@ -420,7 +420,7 @@ def check_error(error, name: str, keys: tuple[str, ...]) -> None:
     message = str(error.value)
     assert any(f"'{key}'" in message for key in keys), message
     assert LAYOUT_TEXT[name] in message, message
-    assert ds.LAYOUTS[name] in message, message
+    assert datasets.LAYOUTS[name] in message, message
 
 
 @pytest.mark.parametrize("name", PRIMARY + SHIFT)
@@ -509,11 +509,11 @@ def test_imagenet100_draws_its_classes_with_a_seed(tmp_path):
     wnids = fx.fake_wnids(7)
     root = fx.write_imagenet(tmp_path, wnids, per_class=1, seed=2)
     spec = {"name": "imagenet100", "root": str(root), "classes": {"sample": 3, "seed": 4}}
-    drawn = ds.imagenet100_classes(spec)
+    drawn = datasets.imagenet100_classes(spec)
     assert len(drawn) == 3 and drawn == sorted(drawn) and set(drawn) <= set(wnids)
-    assert ds.imagenet100_classes(spec) == drawn
-    others = {tuple(ds.imagenet100_classes({**spec, "classes": {"sample": 3, "seed": s}})) for s in range(8)}
+    assert datasets.imagenet100_classes(spec) == drawn
+    others = {tuple(datasets.imagenet100_classes({**spec, "classes": {"sample": 3, "seed": s}})) for s in range(8)}
     assert len(others) > 1  # the seed matters
     assert open_sources(spec)["train"].dataset.classes == drawn
     with pytest.raises(DatasetRootError, match="fewer than the 8 to draw"):
-        ds.imagenet100_classes({**spec, "classes": {"sample": 8, "seed": 0}})
+        datasets.imagenet100_classes({**spec, "classes": {"sample": 8, "seed": 0}})

@@ -25,13 +25,14 @@ import torch.multiprocessing as mp
 
 from conftest import SMOKE, prepared_eq_member, tool_env
 from test_interruptions import command as pretrain_command
-from multisym import checkpoint, distributed
+from multisym.train import checkpoint
+from multisym.train import distributed
 from multisym import config as config_module
-from multisym.data import DatasetInfo
+from multisym.data.splits import DatasetInfo
 from multisym.errors import UserError
-from multisym.losses import cross_view_info_nce, equivariance_loss
+from multisym.train.losses import cross_view_info_nce, equivariance_loss
 from multisym.members import member_table, settings_hash
-from multisym.pretrain import STATE_FILE, ContrastiveStep, build_model, global_batch
+from multisym.train.pretrain import STATE_FILE, ContrastiveStep, build_model, global_batch
 from multisym.runtime import make_runtime
 
 WORLD = 2

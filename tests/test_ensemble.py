@@ -1,4 +1,4 @@
-"""Tests for multisym.ensemble: greedy selection with replacement, start
+"""Tests for multisym.ensembles.strategies: greedy selection with replacement, start
 rules, random compositions, the runners on a synthetic pool of stored logits,
 and class dominance (docs/method.md#random-ensembles, docs/method.md#greedy-ensembles,
 docs/method.md#class-dominance)."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multisym.ensemble import (
+from multisym.ensembles.strategies import (
     JOB_INPUTS,
     START_RULES,
     best_member,
@@ -25,8 +25,8 @@ from multisym.ensemble import (
     random_results,
     start_member,
 )
-from multisym.metrics import class_dominance
-from multisym.outputs import SplitOutputs
+from multisym.ensembles.metrics import class_dominance
+from multisym.ensembles.outputs import SplitOutputs
 from multisym.logits import write_logits
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import dataset_fixtures as fx
-from multisym import data
+from multisym.data import splits
 from multisym.config import ConfigError, resolve
-from multisym.evaluation_sets import restrict
+from multisym.evaluate.evaluation_sets import restrict
 
 
 def imagenet_scale(tmp_path, *transfer) -> dict:
@@ -67,10 +67,10 @@ def test_prepared_sets_are_all_test_in_imagenets_class_index(tmp_path):
     for entry, labels, mask in ((config["transfer"]["datasets"][0], [0] * 3 + [2] * 3 + [4] * 3, None),
                                 (config["transfer"]["datasets"][1], [1, 1, 3, 3], [1, 3])):
         paths = (tmp_path / f"{entry['key']}.npz", tmp_path / f"{entry['key']}.json")
-        manifest = data.prepare(entry["dataset"], *paths)
+        manifest = splits.prepare(entry["dataset"], *paths)
         assert manifest["counts"] == {"train": 0, "val": 0, "test": len(labels)}
-        arrays, _ = data.load_arrays(*paths)
+        arrays, _ = splits.load_arrays(*paths)
         assert sorted(arrays["test_labels"].tolist()) == labels
         assert (arrays["class_mask"].tolist() if "class_mask" in arrays else None) == mask
-        images, _, _ = data.load_split(*paths, "test")
+        images, _, _ = splits.load_split(*paths, "test")
         assert tuple(images.shape) == (len(labels), 3, 16, 16)

@@ -17,12 +17,14 @@ import torch
 import yaml
 
 from conftest import SMOKE, planned_jobs, tool_env
-from multisym import checkpoint, data, failures
+from multisym.train import checkpoint
+from multisym.data import splits
+from multisym.report import failures
 from multisym import config as config_module
-from multisym.data import write_npz
+from multisym.files import write_npz
 from multisym.files import CorruptFileError, WriteError, map_npz, read_npz
 from multisym.members import member_table
-from multisym.pretrain import STATE_FILE, train_member
+from multisym.train.pretrain import STATE_FILE, train_member
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ def fill(disk: Path, leave: int) -> Path:
 def smoke_member(tmp_path_factory):
     cfg = config_module.load(SMOKE)
     folder = tmp_path_factory.mktemp("data")
-    data.prepare(cfg["dataset"], folder / "dataset.npz", folder / "manifest.json")
+    splits.prepare(cfg["dataset"], folder / "dataset.npz", folder / "manifest.json")
     member = next(m for m in member_table(cfg) if m.mode == "eq")
     return member.settings, (folder / "dataset.npz", folder / "manifest.json")
 

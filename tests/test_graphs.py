@@ -8,10 +8,11 @@ import torch
 
 from conftest import SMOKE
 from multisym import config as config_module
-from multisym import graphs, optim
-from multisym.data import DatasetInfo
+from multisym.train import graphs
+from multisym.train import optim
+from multisym.data.splits import DatasetInfo
 from multisym.members import member_table
-from multisym.pretrain import ContrastiveStep, LossMonitor, build_model
+from multisym.train.pretrain import ContrastiveStep, LossMonitor, build_model
 from multisym.runtime import make_runtime
 
 INFO = DatasetInfo(name="digits", num_classes=10, channels=1, image_size=8, mean=(0.5,), std=(0.25,))

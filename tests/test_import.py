@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from multisym.models import CheckpointImportError, build_backbone, import_checkpoint
+from multisym.train.models import CheckpointImportError, build_backbone, import_checkpoint
 
 SMALL = {"arch": "small_resnet", "widths": [4, 8], "blocks": [1, 1]}
 RESNET18 = {"arch": "resnet18", "widths": [16], "blocks": [1]}

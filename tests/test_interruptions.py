@@ -20,10 +20,11 @@ import pytest
 import torch
 
 from conftest import ROOT, eq_member_with_reference, tool_env
-from multisym import checkpoint, data
+from multisym.train import checkpoint
+from multisym.files import read_npz
 from multisym import config as config_module
 from multisym.members import adaptation_candidates, member_table
-from multisym.pretrain import STATE_FILE
+from multisym.train.pretrain import STATE_FILE
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +171,7 @@ def test_fine_tuning_resumes_after_a_signal_to_the_same_result(tmp_path, setup):
     for part in ("backbone", "classifier"):
         for name, tensor in expected[part].items():
             assert torch.equal(final[part][name], tensor), f"{part}.{name} differs after the interrupted run"
-    logits, reference_logits = (data.read_npz(r / "logits.npz") for r in (run, runs["reference"]))
+    logits, reference_logits = (read_npz(r / "logits.npz") for r in (run, runs["reference"]))
     assert all(np.array_equal(logits[k], reference_logits[k]) for k in reference_logits)
     assert rows(run / "epochs.csv") == rows(runs["reference"] / "epochs.csv")
 

@@ -1,4 +1,4 @@
-"""Tests for multisym.losses: the cross-view InfoNCE and the equivariance loss."""
+"""Tests for multisym.train.losses: the cross-view InfoNCE and the equivariance loss."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from multisym.losses import cross_view_info_nce, equivariance_loss
+from multisym.train.losses import cross_view_info_nce, equivariance_loss
 
 Z1 = [
     [1.0, 0.0, 0.5],

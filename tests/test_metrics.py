@@ -1,4 +1,4 @@
-"""Tests for multisym.metrics: ensemble combination, per-sample metrics, ECE,
+"""Tests for multisym.ensembles.metrics: ensemble combination, per-sample metrics, ECE,
 diversity, BALD, AUUQC, class dominance, the summary and the bootstrap
 (docs/method.md#averaging-probabilities, docs/method.md#metrics)."""
 
@@ -13,7 +13,7 @@ import torch
 from scipy.stats import entropy
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
-from multisym.metrics import (
+from multisym.ensembles.metrics import (
     ECE_BINS,
     PROB_FLOOR,
     auuqc,
@@ -507,7 +507,7 @@ def test_probe_logits_cover_every_class():
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from multisym.probe import probe_logits, probe_parameters
+    from multisym.evaluate.probe import probe_logits, probe_parameters
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 4))

@@ -1,10 +1,10 @@
-"""Tests for multisym.models: backbones, the projector and the equivariance head."""
+"""Tests for multisym.train.models: backbones, the projector and the equivariance head."""
 
 import pytest
 import torch
 from torch import nn
 
-from multisym.models import (
+from multisym.train.models import (
     ContrastiveModel,
     SmallResNet,
     SupervisedModel,

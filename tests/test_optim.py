@@ -1,4 +1,4 @@
-"""Tests for multisym.optim: the warm-up + cosine schedule, parameter groups, LARS."""
+"""Tests for multisym.train.optim: the warm-up + cosine schedule, parameter groups, LARS."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from multisym.optim import (
+from multisym.train.optim import (
     LARS,
     build_optimizer,
     learning_rate,

@@ -1,14 +1,15 @@
-"""The shared-precomputation ensemble metrics (multisym.outputs) against the
-definitions in multisym.metrics, on random pools with repeated members."""
+"""The shared-precomputation ensemble metrics (multisym.ensembles.outputs) against the
+definitions in multisym.ensembles.metrics, on random pools with repeated members."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from multisym import metrics, rowblocks
-from multisym import outputs as outputs_module
-from multisym.outputs import SplitOutputs, resample_counts, resample_counts_by_item, resampled_auuqc
+from multisym.ensembles import metrics
+from multisym.ensembles import rowblocks
+from multisym.ensembles import outputs as outputs_module
+from multisym.ensembles.outputs import SplitOutputs, resample_counts, resample_counts_by_item, resampled_auuqc
 
 ENSEMBLES = ([0], [2, 2], [0, 2, 3], [0, 0, 1, 3, 3], [3, 1])
 BOOTSTRAP = {"samples": 200, "seed": 7, "level": 0.95}
@@ -196,7 +197,7 @@ def test_candidate_scores_are_each_candidates_score(pool):
 def test_a_jobs_threads_are_the_ones_it_was_given():
     """The workflow's ensemble jobs pass their rule's threads, so jobs side by
     side do not each take every core."""
-    from multisym import rowblocks
+    from multisym.ensembles import rowblocks
 
     try:
         rowblocks.set_job_threads(3)

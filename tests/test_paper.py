@@ -3,7 +3,7 @@ docs/method.md#paper-numbers)."""
 
 from __future__ import annotations
 
-from multisym.paper import load_values
+from multisym.report.paper import load_values
 
 
 def test_every_number_is_unique_and_sourced():

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from multisym import checkpoint, data
+from multisym.train import checkpoint
+from multisym.data import splits
 from multisym import config as config_module
 from multisym.members import member_table
-from multisym.pretrain import STATE_FILE, train_member
+from multisym.train.pretrain import STATE_FILE, train_member
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def smoke():
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, smoke):
     folder = tmp_path_factory.mktemp("data")
-    data.prepare(smoke["dataset"], folder / "dataset.npz", folder / "manifest.json")
+    splits.prepare(smoke["dataset"], folder / "dataset.npz", folder / "manifest.json")
     return folder / "dataset.npz", folder / "manifest.json"
 
 
@@ -103,7 +104,7 @@ def test_non_finite_loss_stops_with_member_and_epoch(tmp_path, smoke, prepared):
 
 
 def test_loss_monitor_sums_like_python_floats_and_names_the_bad_step():
-    from multisym.pretrain import LossMonitor
+    from multisym.train.pretrain import LossMonitor
 
     values = torch.rand(20, generator=torch.Generator().manual_seed(0))
     monitor = LossMonitor("eq-rotation-s1", torch.device("cpu"), {"loss": 0.5})
@@ -122,8 +123,8 @@ def test_signal_on_an_epochs_last_step_resumes_into_the_next_epoch(tmp_path, smo
     import os
     import signal
 
-    from multisym import optim
-    from multisym.pretrain import InterruptedRun
+    from multisym.train import optim
+    from multisym.train.pretrain import InterruptedRun
 
     settings = member(smoke, "base").settings
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -155,10 +156,10 @@ def test_cpu_runs_channels_last_unless_a_strided_1x1_conv_is_narrower_than_onedn
     oneDNN's NHWC backward; the embedded default's 16-channel one does not."""
     import copy
 
-    from multisym.models import build_backbone
+    from multisym.train.models import build_backbone
     from multisym.runtime import make_runtime
 
-    info = data.DatasetInfo("digits", 10, 1, 16, (0.3,), (0.4,))
+    info = splits.DatasetInfo("digits", 10, 1, 16, (0.3,), (0.4,))
     torch.manual_seed(0)
     nchw = build_backbone({"arch": "small_resnet", "widths": widths, "blocks": [1] * len(widths)}, 1)
     placed = copy.deepcopy(nchw)
@@ -196,8 +197,8 @@ def test_signal_on_cuda_saves_device_sums_and_resumes(tmp_path, smoke, prepared,
     import os
     import signal
 
-    from multisym import optim
-    from multisym.pretrain import InterruptedRun
+    from multisym.train import optim
+    from multisym.train.pretrain import InterruptedRun
 
     settings = member(smoke, "eq").settings
     real, calls = optim.set_learning_rate, {"n": 0}

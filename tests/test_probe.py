@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from multisym.data import logits_of, write_npz
+from multisym.files import write_npz
+from multisym.logits import logits_of
 from multisym.files import read_npz
-from multisym.probe import fit_probe
+from multisym.evaluate.probe import fit_probe
 
 
 def objective(weight, bias, x, y, c):
@@ -79,7 +80,7 @@ def test_the_gpu_fits_objective_and_solver_are_scikit_learns(tmp_path, classes):
     scikit-learn fits them."""
     from sklearn.linear_model import LogisticRegression
 
-    from multisym.device_probe import DeviceObjective, fit
+    from multisym.evaluate.device_probe import DeviceObjective, fit
 
     x, y = digits_split(tmp_path, classes)
     on_device = DeviceObjective(x, y, torch.device("cpu"))
@@ -138,7 +139,7 @@ def test_a_probe_job_asks_for_more_memory_than_its_fit_takes(tmp_path):
     import subprocess
     import sys
 
-    from multisym.probe import job_memory_mb
+    from multisym.evaluate.probe import job_memory_mb
 
     rng = np.random.default_rng(0)
     classes, dims = 200, 512
@@ -155,7 +156,7 @@ def test_a_probe_job_asks_for_more_memory_than_its_fit_takes(tmp_path):
     # a child starts from the parent's peak (this test process's)
     fit = (
         "import re, sys, warnings\nwarnings.simplefilter('ignore')\n"
-        "from multisym.probe import fit_probe\n"
+        "from multisym.evaluate.probe import fit_probe\n"
         "d = sys.argv[1]\n"
         "fit_probe(f'{d}/features.npz', {'C': [1.0], 'max_iter': 12, 'tol': 1e-8},"
         " f'{d}/logits.npz', f'{d}/summary.json', f'{d}/params.npz')\n"
@@ -173,7 +174,7 @@ def test_a_probe_jobs_time_limit_covers_its_worst_case(tmp_path):
     rate, shrinks with threads, and is never under an hour; at paper scale
     (iNat-2019: 212k train images of 2,048 features, 1,010 classes) it is
     hours, where the rule used to ask for one hour and 4 GB."""
-    from multisym import probe
+    from multisym.evaluate import probe
 
     settings = {"C": [0.01, 0.1, 1.0, 10.0, 100.0], "max_iter": 1000, "tol": 1e-8}
     write_npz(tmp_path / "small.npz", num_classes=np.asarray(10),

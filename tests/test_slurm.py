@@ -22,8 +22,8 @@ import yaml
 from conftest import ROOT, SMOKE, planned_jobs, session_cluster, tool_env
 from local_slurm import wait_until
 from multisym.config import resolve, section_defaults
-from multisym.data import prepare
-from multisym.launch import LIVE_STATES, slurm_state
+from multisym.data.splits import prepare
+from multisym.cluster.launch import LIVE_STATES, slurm_state
 from multisym.members import member_table
 
 pytestmark = pytest.mark.workflow

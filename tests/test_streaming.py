@@ -16,10 +16,11 @@ from PIL import Image
 import dataset_fixtures as fx
 from conftest import SMOKE
 from multisym import config as config_module
-from multisym import data, streaming
+from multisym.data import splits
+from multisym.data import streaming
 from multisym.errors import UserError
 from multisym.members import member_table
-from multisym.pretrain import train_member
+from multisym.train.pretrain import train_member
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +30,20 @@ def food(tmp_path_factory):
     section = {"name": "food101", "root": str(root), "image_size": 12, "channels": 3, "checksum": "listing",
                "classes": None, "splits": {"val": 0.25, "test": None, "seed": 0}}
     paths = (folder / "d.npz", folder / "m.json")
-    data.prepare(section, *paths)
+    splits.prepare(section, *paths)
     return section, paths
 
 
 def streamed(monkeypatch, paths, split="train", decode="cpu"):
     monkeypatch.setattr(streaming, "in_memory_gib", 0.0)
-    images, labels, _ = data.load_split(*paths, split, decode)
+    images, labels, _ = splits.load_split(*paths, split, decode)
     monkeypatch.setattr(streaming, "in_memory_gib", 8.0)
     return images, labels
 
 
 def test_a_split_over_the_limit_is_streamed_and_decodes_the_same_tensors(food, monkeypatch):
     _, paths = food
-    memory, memory_labels, _ = data.load_split(*paths, "train")
+    memory, memory_labels, _ = splits.load_split(*paths, "train")
     images, labels = streamed(monkeypatch, paths)
     assert isinstance(memory, torch.Tensor) and isinstance(images, streaming.StreamedImages)
     assert images.shape == tuple(memory.shape) and len(images) == len(memory) == 45
@@ -57,7 +58,7 @@ def test_a_split_over_the_limit_is_streamed_and_decodes_the_same_tensors(food, m
 
 def test_prefetched_rows_are_returned_and_a_different_request_is_decoded_afresh(food, monkeypatch):
     _, paths = food
-    memory, _, _ = data.load_split(*paths, "train")
+    memory, _, _ = splits.load_split(*paths, "train")
     images, _ = streamed(monkeypatch, paths)
     images.prefetch(torch.tensor([3, 4]))
     assert images._ahead is not None
@@ -103,10 +104,10 @@ def test_a_batch_is_one_task_per_worker_written_into_shared_memory(food, monkeyp
     one result per worker, not one pickled image per row; a batch larger than
     the shared slot is decoded a slotful at a time."""
     _, paths = food
-    memory, _, _ = data.load_split(*paths, "train")
+    memory, _, _ = splits.load_split(*paths, "train")
     monkeypatch.setattr(streaming, "in_memory_gib", 0.0)
     monkeypatch.setattr(streaming, "SLOT_BYTES", 10 * memory[0].numel())  # 10 images of uint8
-    images = streaming.StreamedImages(data.load_split(*paths, "train")[0].decoder, workers=2)
+    images = streaming.StreamedImages(splits.load_split(*paths, "train")[0].decoder, workers=2)
     submitted = []
     submit = images._pool.submit
     monkeypatch.setattr(images._pool, "submit", lambda *args: submitted.append(args) or submit(*args))
@@ -128,13 +129,13 @@ def food_copy(food, tmp_path):
     root = tmp_path / "root"
     shutil.copytree(section["root"], root)
     paths = (tmp_path / "d.npz", tmp_path / "m.json")
-    data.prepare({**section, "root": str(root)}, *paths)
+    splits.prepare({**section, "root": str(root)}, *paths)
     return paths
 
 
 def test_a_damaged_file_fails_its_batch_by_name_and_the_next_batch_is_right(food_copy, monkeypatch):
     paths = food_copy
-    memory, _, _ = data.load_split(*paths, "train")
+    memory, _, _ = splits.load_split(*paths, "train")
     images, _ = streamed(monkeypatch, paths)
     damaged = images.decoder.files[int(images.decoder.index[5])]
     damaged.write_bytes(damaged.read_bytes()[:40])  # the JPEG header survives, the scan does not
@@ -183,7 +184,7 @@ def odd_food(tmp_path_factory):
     section = {"name": "food101", "root": str(root), "image_size": 12, "channels": 3, "checksum": "listing",
                "classes": None, "splits": {"val": 0.25, "test": None, "seed": 0}}
     paths = (folder / "d.npz", folder / "m.json")
-    data.prepare(section, *paths)
+    splits.prepare(section, *paths)
     return paths
 
 
@@ -191,12 +192,12 @@ def odd_food(tmp_path_factory):
 def test_decoding_on_the_device_gives_the_cpu_paths_images(odd_food, monkeypatch, limit):
     """On the CPU both paths run libjpeg-turbo and torchvision's resize: equal.
     The PNG and the CMYK file take the CPU path inside the device decoder."""
-    memory, _, _ = data.load_split(*odd_food, "train")
+    memory, _, _ = splits.load_split(*odd_food, "train")
     on_cpu = []
     read = streaming.SplitDecoder.read
     monkeypatch.setattr(streaming.SplitDecoder, "read", lambda self, row: on_cpu.append(row) or read(self, row))
     monkeypatch.setattr(streaming, "in_memory_gib", float(limit))
-    images, _, _ = data.load_split(*odd_food, "train", "device")
+    images, _, _ = splits.load_split(*odd_food, "train", "device")
     if limit == "0":
         assert isinstance(images, streaming.StreamedImages)
         assert isinstance(images.decoder, streaming.JpegDecoder)
@@ -214,7 +215,7 @@ def test_jpeg_files_decode_to_the_pixels_of_the_datasets_own_loader(odd_food):
     """The CPU path decodes JPEG files with torchvision.io (libjpeg-turbo, as
     Pillow does): the same tensors as through the dataset class, for every
     size, the PNG and CMYK files (which go to the dataset class) included."""
-    from multisym.datasets import open_sources
+    from multisym.data.datasets import open_sources
 
     source = open_sources(json.loads(odd_food[1].read_text())["settings"])["train"]
     rows = np.arange(len(source.labels))
@@ -225,7 +226,7 @@ def test_jpeg_files_decode_to_the_pixels_of_the_datasets_own_loader(odd_food):
 
 
 def test_a_source_without_one_file_per_image_keeps_the_cpu_decoder(food):
-    from multisym.datasets import open_sources
+    from multisym.data.datasets import open_sources
 
     section, _ = food
     source = open_sources(section)["train"]
@@ -240,9 +241,9 @@ def test_nvjpeg_on_the_gpu_is_close_to_the_cpu_path(odd_food, monkeypatch):
     """nvjpeg's IDCT and upsampling are not libjpeg-turbo's: after the resize the
     images differ by mean |d| < 2/255 and max |d| < 48/255 on these pure-noise pictures,
     JPEG's worst case (measured on an H200: 1.3/255 and 30/255)."""
-    memory, _, _ = data.load_split(*odd_food, "train")
+    memory, _, _ = splits.load_split(*odd_food, "train")
     monkeypatch.setattr(streaming, "in_memory_gib", 0.0)
-    images, _, _ = data.load_split(*odd_food, "train", "device")
+    images, _, _ = splits.load_split(*odd_food, "train", "device")
     try:
         gpu = images.to("cuda")[:]
         again = images.to("cuda")[np.arange(len(memory))[::-1].copy()]
@@ -293,10 +294,12 @@ def wait_until_gone(pid: int, seconds: float = 20) -> None:
 
 OPEN_AT_EXIT = """
 import os, sys, numpy as np
-from multisym import cli, data, streaming
+from multisym import cli
+from multisym.data import splits
+from multisym.data import streaming
 if __name__ == "__main__":
     streaming.set_in_memory_limit(0)
-    images, _, _ = data.load_split(sys.argv[1], sys.argv[2], "train")
+    images, _, _ = splits.load_split(sys.argv[1], sys.argv[2], "train")
     images[np.arange(3)]
     print(*(process.pid for process in images._pool._processes.values()), flush=True)
     if sys.argv[3] == "killed":

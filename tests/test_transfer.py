@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from multisym import figures, tables
-from multisym.ensemble import greedy_results, load_logits, member_results, random_results
-from multisym.transfer import summarise_dataset, write_summary
+from multisym.report import figures
+from multisym.report import tables
+from multisym.ensembles.strategies import greedy_results, load_logits, member_results, random_results
+from multisym.evaluate.transfer import summarise_dataset, write_summary
 from test_ensemble import member_logits
 
 IDS = ["eq0", "eq1", "eq2", "inv0", "inv1"]

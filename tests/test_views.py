@@ -1,4 +1,4 @@
-"""Tests for multisym.views (CPU; the CUDA comparison is skipped without a GPU)."""
+"""Tests for multisym.data.views (CPU; the CUDA comparison is skipped without a GPU)."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from multisym.views import (
+from multisym.data.views import (
     ViewSpec,
     adjust_brightness,
     adjust_contrast,
@@ -399,7 +399,7 @@ def test_resized_crop_matches_torchvision_inside_the_box_when_it_enlarges(box):
     just outside the box and a crop-then-resize cannot."""
     from torchvision.transforms.v2 import functional as F
 
-    from multisym.views import crop_resize
+    from multisym.data.views import crop_resize
 
     image = rand_images(1, 3, 240, 320)
     x1, y1, x2, y2 = box
@@ -414,7 +414,7 @@ def test_resized_crop_of_a_photograph_like_image_is_close_to_torchvision_for_any
     import torch.nn.functional as NF
     from torchvision.transforms.v2 import functional as F
 
-    from multisym.views import crop_resize
+    from multisym.data.views import crop_resize
 
     image = NF.interpolate(rand_images(1, 3, 12, 16), size=(240, 320), mode="bicubic").clamp(0, 1)
     boxes = sample_crop_boxes(12, 240, 320, (0.08, 1.0), (3 / 4, 4 / 3), gen(5))

@@ -140,7 +140,7 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     root = workflow_copy.folder / "results" / "smoke"
     cfg = config_module.resolve(smoke)
     (warm_log,) = (workflow_copy.folder / ".snakemake" / "log").glob("*.warm.log")
-    assert len(re.findall(r"ended with 0 ", warm_log.read_text())) > 50  # the jobs ran warm (multisym.warm)
+    assert len(re.findall(r"ended with 0 ", warm_log.read_text())) > 50  # the jobs ran warm (multisym.cluster.warm)
     imported = next(m for m in member_table(cfg) if m.imported)
     record = json.loads((root / "members" / imported.folder / "import.json").read_text())
     assert len(record["sha256"]) == 64
@@ -225,7 +225,7 @@ def check_stage_versions(workflow_copy):
     package = workflow_copy.folder / "patched" / "multisym"
     shutil.copytree(Path(multisym.__file__).parent, package)
     env = {"PYTHONPATH": str(package.parent)}
-    audit_module = package / "audit.py"
+    audit_module = package / "evaluate" / "audit.py"
     audit_module.write_text(audit_module.read_text() + "\n# a comment changes no result\n")
     quiet = workflow_copy.snakemake("figures", "-n", env=env)
     assert "Nothing to be done" in quiet.stdout + quiet.stderr
@@ -253,7 +253,7 @@ def write_official_checkpoint(path, backbone):
     with the DDP prefix module. on every key."""
     import torch
 
-    from multisym.models import build_backbone
+    from multisym.train.models import build_backbone
 
     torch.manual_seed(9)
     state = build_backbone({**backbone, "arch": "small_resnet"}, 1).state_dict()

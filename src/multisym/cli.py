@@ -16,9 +16,9 @@ import argparse
 import json
 import sys
 
-from . import config as config_module
-from . import layout
-from .members import member_table
+from multisym import config as config_module
+from multisym import layout
+from multisym.members import member_table
 
 
 def _settings_from(args, key: str):
@@ -57,7 +57,7 @@ def cmd_validate(args) -> None:
         cfg = _load_config(args)
     text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
     if args.out:
-        from .files import atomic_write_text
+        from multisym.files import atomic_write_text
 
         atomic_write_text(text, args.out)
     else:
@@ -71,7 +71,7 @@ def cmd_members(args) -> None:
 
 
 def cmd_prepare_data(args) -> None:
-    from . import data
+    from multisym.data import splits
 
     dataset = _settings_from(args, "dataset_json")
     if dataset is None:
@@ -80,7 +80,7 @@ def cmd_prepare_data(args) -> None:
         paths = layout.Layout(cfg["name"], args.results)
         args.out_data = args.out_data or paths.dataset
         args.out_manifest = args.out_manifest or paths.manifest
-    manifest = data.prepare(dataset, args.out_data, args.out_manifest)
+    manifest = splits.prepare(dataset, args.out_data, args.out_manifest)
     print(f"prepared {manifest['dataset']}: {manifest['counts']}", file=sys.stderr)
 
 
@@ -99,7 +99,7 @@ def cmd_pretrain(args) -> None:
     missing = [k for k in ("data", "manifest", "run_dir", "out_model", "out_log") if getattr(args, k) is None]
     if missing:
         raise SystemExit(f"error: missing {', '.join('--' + k.replace('_', '-') for k in missing)}")
-    from .launch import Call
+    from multisym.cluster.launch import Call
 
     kwargs = dict(
         settings=settings, data_path=args.data, manifest_path=args.manifest, run_dir=args.run_dir,
@@ -108,7 +108,7 @@ def cmd_pretrain(args) -> None:
         decode=args.decode, cuda_graphs=args.cuda_graphs == "on",
     )
     job = _gpu_job(args, "pretrain", kwargs)
-    finished = _train(Call("multisym.pretrain:train_member", kwargs), args.run_dir, job)
+    finished = _train(Call("multisym.train.pretrain:train_member", kwargs), args.run_dir, job)
     if not finished:
         print("stopped early; rerun the same command to resume", file=sys.stderr)
 
@@ -116,8 +116,8 @@ def cmd_pretrain(args) -> None:
 def _train(call, run_dir, job: tuple[dict, dict, str]):
     """A training run, here or as a SLURM job; stopped by a signal (its state
     saved), it exits with 128 + the signal's number."""
-    from .launch import run
-    from .stopping import InterruptedRun
+    from multisym.cluster.launch import run
+    from multisym.train.stopping import InterruptedRun
 
     try:
         return run(call, run_dir, *job)
@@ -136,7 +136,7 @@ def _gpu_job(args, step: str, kwargs: dict) -> tuple[dict, dict, str]:
     ``cluster``, checked against the schema); without them the run stays in
     this process. A SLURM job takes its thread count from its allocation, not
     from the submitting rule."""
-    from .config import check_signal_delay, resolve_cluster, section_defaults
+    from multisym.config import check_signal_delay, resolve_cluster, section_defaults
 
     _check_review_tier(args.review_tier, step, kwargs.get("out_model"))
     job = section_defaults("gpu_jobs")[step]
@@ -159,7 +159,7 @@ TIER_ALLOWS = {"scratch": ("pretrain", "adapt"), "checkpoints": ("adapt",), "res
 
 def _check_review_tier(tier: str, step: str, output) -> None:
     """Refuse a training step the review tier forbids, before it starts."""
-    from .errors import UserError
+    from multisym.errors import UserError
 
     if step in TIER_ALLOWS[tier]:
         return
@@ -176,10 +176,10 @@ def _check_review_tier(tier: str, step: str, output) -> None:
 def cmd_import_member(args) -> None:
     import hashlib
 
-    from .checkpoint import save
-    from .data import info, read_manifest
-    from .members import settings_hash
-    from .models import import_checkpoint
+    from multisym.train.checkpoint import save
+    from multisym.data.splits import info, read_manifest
+    from multisym.members import settings_hash
+    from multisym.train.models import import_checkpoint
 
     settings = json.loads(args.settings_json)
     digest = hashlib.sha256()
@@ -200,28 +200,28 @@ def cmd_import_member(args) -> None:
 
 
 def cmd_prepare_shift(args) -> None:
-    from .shift import prepare
+    from multisym.evaluate.shift import prepare
 
     manifest = prepare(json.loads(args.settings_json), args.data, args.manifest, args.out_data, args.out_manifest)
     print(f"shift sets: {len(manifest['sets'])} of {manifest['images']} images", file=sys.stderr)
 
 
 def cmd_shift_logits(args) -> None:
-    from .shift import member_logits
+    from multisym.evaluate.shift import member_logits
 
     member_logits(args.model, args.probe_params, args.shift_data, args.shift_manifest, args.manifest, args.out,
                   device=args.device, threads=args.threads)
 
 
 def cmd_evaluation_logits(args) -> None:
-    from .evaluation_sets import member_logits
+    from multisym.evaluate.evaluation_sets import member_logits
 
     member_logits(args.model, args.probe_params, args.data, args.manifest, args.primary_logits,
                   args.primary_manifest, args.out, device=args.device, threads=args.threads)
 
 
 def cmd_shift_metrics(args) -> None:
-    from .shift import evaluate
+    from multisym.evaluate.shift import evaluate
 
     spec = json.loads(args.spec_json)
     if len(spec["members"]) != len(args.logits) or len(spec["pools"]) != len(args.greedy):
@@ -241,7 +241,7 @@ def _greedy_by_pool(paths: list[str]) -> dict[str, str]:
 
 
 def cmd_prepare_audit(args) -> None:
-    from .audit import prepare_sets
+    from multisym.evaluate.audit import prepare_sets
 
     ood = {}
     for item in args.ood or []:
@@ -254,14 +254,14 @@ def cmd_prepare_audit(args) -> None:
 
 
 def cmd_audit_outputs(args) -> None:
-    from .audit import member_outputs
+    from multisym.evaluate.audit import member_outputs
 
     member_outputs(args.model, args.probe_params, args.member_model, args.sets, args.sets_manifest, args.manifest,
                    args.groups, args.out, device=args.device, threads=args.threads)
 
 
 def cmd_audit_metrics(args) -> None:
-    from .audit import evaluate
+    from multisym.evaluate.audit import evaluate
 
     spec = json.loads(args.spec_json)
     if len(spec["members"]) != len(args.outputs) or len(spec["pools"]) != len(args.greedy):
@@ -272,7 +272,7 @@ def cmd_audit_metrics(args) -> None:
 
 
 def cmd_emergence(args) -> None:
-    from .emergence import train
+    from multisym.evaluate.emergence import train
 
     summary = train(json.loads(args.settings_json), args.run, args.data, args.manifest, args.sets,
                     args.sets_manifest, args.out, device=args.device, threads=args.threads)
@@ -281,7 +281,7 @@ def cmd_emergence(args) -> None:
 
 
 def cmd_emergence_metrics(args) -> None:
-    from .emergence import write_metrics
+    from multisym.evaluate.emergence import write_metrics
 
     if len(args.runs) != len(args.logits):
         raise SystemExit("error: give one logits file per run, in the order of --runs")
@@ -289,19 +289,19 @@ def cmd_emergence_metrics(args) -> None:
 
 
 def _write_json(payload: dict, path: str) -> None:
-    from .files import atomic_write_text
+    from multisym.files import atomic_write_text
 
     atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
 
 
 def cmd_features(args) -> None:
-    from .adapt import extract_features
+    from multisym.train.adapt import extract_features
 
     extract_features(args.model, args.data, args.manifest, args.out, device=args.device, threads=args.threads)
 
 
 def cmd_probe(args) -> None:
-    from .probe import fit_probe
+    from multisym.evaluate.probe import fit_probe
 
     summary = fit_probe(args.features, json.loads(args.settings_json), args.out_logits, args.out_summary,
                         args.out_params)
@@ -309,7 +309,7 @@ def cmd_probe(args) -> None:
 
 
 def cmd_sup_logits(args) -> None:
-    from .adapt import supervised_logits
+    from multisym.train.adapt import supervised_logits
 
     supervised_logits(args.model, args.data, args.manifest, args.out_logits, device=args.device, threads=args.threads)
 
@@ -317,7 +317,7 @@ def cmd_sup_logits(args) -> None:
 def _finetune(args, model: str, **extra) -> dict:
     from pathlib import Path
 
-    from .launch import Call
+    from multisym.cluster.launch import Call
 
     kwargs = dict(
         base_model_path=model, settings=json.loads(args.settings_json), data_path=args.data,
@@ -325,7 +325,7 @@ def _finetune(args, model: str, **extra) -> dict:
         device=args.device, threads=args.threads, **extra,
     )
     job = _gpu_job(args, "adapt", kwargs)
-    return _train(Call("multisym.adapt:finetune", kwargs), Path(args.out_model).parent, job)
+    return _train(Call("multisym.train.adapt:finetune", kwargs), Path(args.out_model).parent, job)
 
 
 def cmd_finetune(args) -> None:
@@ -340,8 +340,8 @@ def cmd_adapt_candidate(args) -> None:
 
 
 def cmd_adapt_select(args) -> None:
-    from .adapt import choose_adaptation
-    from .files import atomic_write_bytes
+    from multisym.train.adapt import choose_adaptation
+    from multisym.files import atomic_write_bytes
 
     if not len(args.summaries) == len(args.logits) == len(args.models):
         raise SystemExit("error: give one summary, logits file and model per candidate")
@@ -360,8 +360,8 @@ def cmd_adapt_select(args) -> None:
 
 
 def cmd_member_metrics(args) -> None:
-    from .ensemble import JOB_INPUTS, load_logits, member_results
-    from .rowblocks import set_job_threads
+    from multisym.ensembles.strategies import JOB_INPUTS, load_logits, member_results
+    from multisym.ensembles.rowblocks import set_job_threads
 
     set_job_threads(args.threads)
     spec = json.loads(args.spec_json)
@@ -374,8 +374,9 @@ def cmd_member_metrics(args) -> None:
 
 
 def cmd_ensemble(args) -> None:
-    from .ensemble import JOB_INPUTS, greedy_results, load_logits, random_results, whole_pool_results
-    from .rowblocks import set_job_threads
+    from multisym.ensembles.strategies import (JOB_INPUTS, greedy_results, load_logits, random_results,
+                                               whole_pool_results)
+    from multisym.ensembles.rowblocks import set_job_threads
 
     set_job_threads(args.threads)
     spec = json.loads(args.spec_json)
@@ -388,20 +389,20 @@ def cmd_ensemble(args) -> None:
 
 
 def cmd_dataset_summary(args) -> None:
-    from .transfer import write_summary
+    from multisym.evaluate.transfer import write_summary
 
     write_summary(json.loads(args.spec_json), args.members, args.ensembles, args.out)
 
 
 def cmd_table(args) -> None:
-    from . import tables
+    from multisym.report import tables
 
     tables.write(args.table, args.inputs, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_tex,
                  args.out_html)
 
 
 def cmd_compare(args) -> None:
-    from .comparison import write
+    from multisym.report.comparison import write
 
     rows = write(args.tables, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_html)
     statuses = sorted({r.status for r in rows})
@@ -410,19 +411,19 @@ def cmd_compare(args) -> None:
 
 
 def cmd_provenance(args) -> None:
-    from .report_page import write
+    from multisym.report.report_page import write
 
     write(json.loads(args.spec_json), json.loads(args.members_json), json.loads(args.config_json), args.out)
 
 
 def cmd_checksums(args) -> None:
-    from .checksums import write_ledger
+    from multisym.report.checksums import write_ledger
 
     print(f"checksums: {write_ledger(args.folder, args.out)} files", file=sys.stderr)
 
 
 def cmd_verify(args) -> None:
-    from .checksums import verify
+    from multisym.report.checksums import verify
 
     problems = verify(args.folder)
     for problem in problems:
@@ -433,7 +434,7 @@ def cmd_verify(args) -> None:
 
 
 def cmd_figure(args) -> None:
-    from . import figures
+    from multisym.report import figures
 
     figures.write(args.figure, args.inputs, json.loads(args.spec_json), args.out_pdf, args.out_png)
 
@@ -699,12 +700,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .errors import UserError
+    from multisym.errors import UserError
 
     args = build_parser().parse_args(argv)
     try:
         if args.in_memory_gib is not None:
-            from .streaming import set_in_memory_limit
+            from multisym.data.streaming import set_in_memory_limit
 
             set_in_memory_limit(args.in_memory_gib)
         args.func(args)
@@ -720,7 +721,7 @@ def release() -> None:
     streams' buffers."""
     import logging
 
-    streaming = sys.modules.get("multisym.streaming")
+    streaming = sys.modules.get("multisym.data.streaming")
     if streaming is not None:
         streaming.close_all()
     logging.shutdown()

@@ -16,7 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import UserError
+from multisym.errors import UserError
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from multisym.errors import UserError
 
 
 class CorruptFileError(UserError):

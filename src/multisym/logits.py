@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import write_npz
+from multisym.files import write_npz
 
 FLOAT16_MAX = 65504.0
 

@@ -24,8 +24,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import POOL_CLASSES
-from .stages import stage_version
+from multisym.config import POOL_CLASSES
+from multisym.stages import stage_version
 
 MODES = ("eq", "inv", "base", "sup")
 HASH_LENGTH = 8

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 
 def program() -> None:
-    from . import cli, warm
+    from multisym import cli
+    from multisym.cluster import warm
 
     warm.delegate()  # returns when no server takes the command
     cli.main()

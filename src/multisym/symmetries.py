@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .runtime import to_device
+from multisym.runtime import to_device
 
 
 @dataclass(frozen=True)

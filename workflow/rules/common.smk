@@ -233,13 +233,13 @@ def threads_as_cpus(wildcards, threads):
 
 
 def probe_mem_mb(wildcards, input):
-    from multisym.probe import job_memory_mb
+    from multisym.evaluate.probe import job_memory_mb
 
     return job_memory_mb(input.features, config["probe"])
 
 
 def probe_runtime(wildcards, input, threads):
-    from multisym.probe import job_runtime_min
+    from multisym.evaluate.probe import job_runtime_min
 
     return job_runtime_min(input.features, config["probe"], threads)
 

@@ -1,6 +1,6 @@
 # Ensembles from stored logits (docs/method.md#ensembles): every member alone, then
 # each pool's greedy and random ensembles with test metrics and bootstrap CIs. Each
-# job spreads its work over its threads (multisym.rowblocks); Snakemake gives it at
+# job spreads its work over its threads (multisym.ensembles.rowblocks); Snakemake gives it at
 # most the cores it has, so jobs side by side do not each take every core.
 rule member_metrics:
     input:

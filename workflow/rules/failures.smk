@@ -8,7 +8,7 @@
 # params for the restored file, so the next run would take the old file as up
 # to date; marking it incomplete makes that run (rerun-incomplete, set in the
 # workflow profile) redo exactly the failed jobs.
-import multisym.failures
+import multisym.report.failures
 
 TARGET_RULES = {"table", "figure", "comparison", "provenance", "checksums"}
 
@@ -50,13 +50,15 @@ def report_failures():
             workflow.persistence.started(job)
     if not failed:
         return
-    page = multisym.failures.write(
+    page = multisym.report.failures.write(
         LAYOUT.root,
         [
             {
                 "job": job_name(job),
                 "member": failed_member(job),
-                "error": multisym.failures.error_line(job.log[0] if job.log else None),
+                "error": multisym.report.failures.error_line(
+                    job.log[0] if job.log else None
+                ),
                 "log": str(job.log[0]) if job.log else None,
                 "targets": unfed_targets(workflow.dag, job),
             }
@@ -72,4 +74,4 @@ def clear_failures():
     clears the jobs it ran."""
     whole = {job.rule.name for job in workflow.dag.targetjobs} & {"all", "figures"}
     done = {job_name(job) for job in workflow.dag.jobs}
-    multisym.failures.clear(LAYOUT.root, None if whole else done)
+    multisym.report.failures.clear(LAYOUT.root, None if whole else done)

@@ -1,0 +1,493 @@
+"""A pool's stored outputs on one split, prepared once and shared by every
+ensemble drawn from the pool (docs/method.md#metrics).
+
+Per member, computed once from its logits z (one pass of each kind, see
+``SplitOutputs._prepare``): probabilities p = softmax(z) (float32, kept only
+where ensembles of several members will sum them), and per sample the
+log-sum-exp, entropy H = −Σ_c p log p, p_y, max_c p_c, Σ_c p_c² and the hit
+1[argmax z = y], which are every metric of the member alone. An ensemble is
+a list of member indices (repeats allowed: greedy selection picks with
+replacement); with w_j the number of times member j appears and m = Σ w_j,
+every metric of ``metrics.ensemble_metrics`` becomes a weighted sum over
+members:
+
+    f̄ = S_p / m,  S_p = Σ w_j p_j                         accuracy, NLL, Brier, ECE
+    BALD = H[f̄] − Σ w_j H_j / m
+    inconsistency = k (m − k) / (m (m − 1) / 2),  k = Σ w_j hit_j
+    KL (mean over ordered pairs) = (−m Σ w_j H_j − Σ_c S_p S_logq) / (m (m − 1))
+    spread of x = mean_c sqrt((S_xx − S_x² / m) / (m − 1))   for x = p and x = z
+
+(the definition weighs log q by q = max(p, 1e-12) where this weighs it by p:
+they differ by less than C · 1e-12 · 28 per sample). No metric recomputes a
+softmax, and an ensemble costs a few passes over each of its distinct members.
+Both are done a block of rows at a time on every core of the job
+(``rowblocks``); ensembles evaluated together (``terms_of``) share each
+block's reads of the members. Bootstrap CIs take the resamples as a (B, N)
+matrix of small integer counts, drawn once per job: the mean of every
+per-sample metric and the binned sums of ECE over all resamples are one
+matrix product; AUUQC sorts each ensemble once and reads every resample's
+curve from cumulative counts. ``tests/test_outputs.py``
+checks all of it against the definitions in ``metrics``. NumPy only.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from multisym.ensembles.metrics import (ECE_BINS, PROB_FLOOR, UQ_POINTS, bootstrap_indices, class_accuracy,
+                                        percentile_ci, resample_stream, uq_curve)
+from multisym.ensembles.rowblocks import for_each, job_threads, row_blocks, scratch
+
+LOG_FLOOR = float(np.log(PROB_FLOOR))
+AUUQC_BLOCK = 16  # items per block of the resampled AUUQC's cumulative counts
+
+
+PREPARE = ("probs", "values", "later")
+
+
+class SplitOutputs:
+    """``logits``: (M, N, C), or M arrays of (N, C), kept in their stored dtype
+    (float16 files stay float16 in memory, or mapped from the file: 2 bytes a
+    value, beside 4 for the probabilities); ``labels`` (N,). ``prepare``:
+    what is computed now for every member: ``probs``, its per-sample values
+    and probabilities; ``values``, its per-sample values, and probabilities
+    when an ensemble of two or more distinct members first sums them;
+    ``later``, nothing until a member is first used (a greedy pool's members
+    never chosen are never read). Either way each member is prepared once
+    (``prepare``). The work is spread over ``threads`` threads (the job's
+    cores by default)."""
+
+    def __init__(self, logits, labels: np.ndarray, prepare: str = "probs", threads: int | None = None,
+                 row_max: list[np.ndarray] | None = None):
+        if prepare not in PREPARE:
+            raise ValueError(f"unknown preparation {prepare!r}; known: {PREPARE}")
+        self.labels = np.asarray(labels)
+        self.logits = logits
+        self.row_max = row_max
+        self.threads = threads
+        members, n = len(logits), len(self.labels)
+        self.probs: list[np.ndarray | None] = [None] * members
+        self.prepared = np.zeros(members, bool)
+        self.lse = np.empty((members, n), np.float32)
+        self.entropy, self.p_true, self.confidence, self.sum_squares = (np.empty((members, n)) for _ in range(4))
+        self.hits = np.empty((members, n), bool)
+        self._rows = np.arange(n)
+        if prepare != "later":
+            self.prepare(range(members), probs=prepare == "probs")
+
+    def prepare(self, members, probs: bool = False) -> None:
+        """Compute the per-sample values of those of ``members`` not prepared
+        yet, and with ``probs`` the probabilities of those that have none (the
+        block pass again for a member prepared without: the same numbers)."""
+        todo = [j for j in dict.fromkeys(members) if not self.prepared[j] or (probs and self.probs[j] is None)]
+        if probs:
+            for j in todo:
+                self.probs[j] = np.empty(self.logits[j].shape, np.float32)
+        n = len(self.labels)
+        for_each([(j, rows) for j in todo for rows in row_blocks(n)], self._prepare, self.threads)
+        self.prepared[todo] = True
+
+    def _prepare(self, task: tuple[int, slice]) -> None:
+        """One block of one member, in one pass of each kind: with t = z − max z
+        and e = exp t, p = e / Σe, lse = max z + log Σe and the entropy
+        H = −Σ p log p = log Σe − Σ e t / Σe (t ≤ 0, so nothing cancels; the
+        definition's floor q = max(p, 1e-12) changes H by less than C · 4e-13)."""
+        j, rows = task
+        stored = self.logits[j][rows]
+        t = scratch("t", stored.shape)
+        index = np.arange(len(stored))
+        if self.row_max is None:
+            z = self._z(j, rows)
+            top = z.argmax(axis=1)
+            z_max = z[index, top]
+            np.subtract(z, z_max[:, None], out=t)
+        else:  # stored as t itself (``data.write_logits``)
+            t[...] = stored
+            top, z_max = t.argmax(axis=1), self.row_max[j][rows]
+        e = scratch("e", t.shape) if self.probs[j] is None else self.probs[j][rows]
+        np.exp(t, out=e)
+        total = e.sum(axis=1)
+        log_total = np.log(total)
+        labels = self.labels[rows]
+        self.lse[j, rows] = z_max + log_total
+        self.entropy[j, rows] = log_total - np.einsum("nc,nc->n", e, t) / total
+        self.p_true[j, rows] = e[index, labels] / total
+        self.confidence[j, rows] = 1.0 / total  # e = 1 at the top class
+        self.sum_squares[j, rows] = np.einsum("nc,nc->n", e, e) / (total * total)
+        self.hits[j, rows] = top == labels
+        if self.probs[j] is not None:
+            np.divide(e, total[:, None], out=e)
+
+    def _z(self, member: int, rows: slice, name: str = "z") -> np.ndarray:
+        """A block of a member's logits z as float32: as stored, or converted
+        into the thread's buffer ``name`` (and the row maxima added back)."""
+        z = self.logits[member][rows]
+        if z.dtype == np.float32 and self.row_max is None:
+            return z
+        out = scratch(name, z.shape)
+        out[...] = z
+        if self.row_max is not None:
+            out += self.row_max[member][rows, None]
+        return out
+
+    def _member_block(self, member: int, rows: slice, made: dict) -> tuple[np.ndarray, ...]:
+        """A block of a member's diversity terms: its logits z as float32,
+        log q = max(z − lse, log 1e-12), z² and p²; kept in ``made`` for the
+        other ensembles of the block (converting float16 is the slowest pass)."""
+        if member not in made:
+            z = self._z(member, rows, f"z{member}")
+            log_q, zz, pp = (scratch(f"{name}{member}", z.shape) for name in ("log_q", "zz", "pp"))
+            np.subtract(z, self.lse[member, rows, None], out=log_q)
+            np.maximum(log_q, LOG_FLOOR, out=log_q)
+            np.multiply(z, z, out=zz)
+            np.multiply(self.probs[member][rows], self.probs[member][rows], out=pp)
+            made[member] = z, log_q, zz, pp
+        return made[member]
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    # ------------------------------------------------------------ selection
+    def mean_probs(self, chosen: list[int]) -> np.ndarray:
+        """f̄ = (1/m) Σ_{j in chosen} p_j, shape (N, C)."""
+        self.prepare(chosen, probs=True)
+        total = np.zeros(self.logits[chosen[0]].shape, np.float32)
+        for j, w in _weights(chosen):
+            total += self.probs[j] if w == 1 else w * self.probs[j]
+        return total / len(chosen)
+
+    def score(self, probs: np.ndarray) -> tuple[float, float]:
+        """(accuracy, −NLL) of ensemble probabilities: larger is better."""
+        hits = probs.argmax(axis=1) == self.labels
+        nll = -np.log(np.maximum(probs[self._rows, self.labels].astype(np.float64), PROB_FLOOR))
+        return float(hits.mean()), -float(nll.mean())
+
+    def candidate_scores(self, total: np.ndarray, m: int) -> list[tuple[float, float]]:
+        """``score`` of (total + p_k) / m for every member k, a block of rows at
+        a time on the job's threads (the block of ``total`` stays in cache);
+        per-block sums are added in block order, so any thread count gives
+        the same scores."""
+        blocks, members = row_blocks(len(self.labels)), len(self)
+        self.prepare(range(members), probs=True)
+        hits, nll = np.zeros((2, members, len(blocks)))
+
+        def score_block(b: int) -> None:
+            rows = blocks[b]
+            labels, index = self.labels[rows], np.arange(rows.stop - rows.start)
+            trial = scratch("trial", total[rows].shape)
+            for k in range(members):
+                np.add(total[rows], self.probs[k][rows], out=trial)
+                trial /= m
+                hits[k, b] = np.count_nonzero(trial.argmax(axis=1) == labels)
+                nll[k, b] = -np.log(np.maximum(trial[index, labels].astype(np.float64), PROB_FLOOR)).sum()
+
+        for_each(range(len(blocks)), score_block, self.threads)
+        n = len(self.labels)
+        return [(float(hits[k].sum() / n), -float(nll[k].sum() / n)) for k in range(members)]
+
+    def member_score(self, member: int) -> tuple[float, float]:
+        """``score`` of one member alone, from its prepared hits and p_y."""
+        self.prepare([member])
+        nll = -np.log(np.maximum(self.p_true[member], PROB_FLOOR))
+        return float(self.hits[member].mean()), -float(nll.mean())
+
+    # -------------------------------------------------------------- metrics
+    def terms(self, chosen: list[int], diversity: bool = True) -> dict[str, np.ndarray]:
+        """Per-sample values of every metric of ``metrics.ensemble_metrics``,
+        plus the confidence behind ECE. Without ``diversity`` the KL and
+        spread terms (four of the five sums over members, Table 3's columns)
+        are left out; inconsistency, from the members' hits, stays. One
+        member, alone or repeated, is its prepared per-sample values."""
+        return self.terms_of([chosen], [diversity])[0]
+
+    def terms_of(self, ensembles: list[list[int]], diversity: list[bool]) -> list[dict[str, np.ndarray]]:
+        """``terms`` of several ensembles at once: a block of rows at a time,
+        every ensemble of the block in turn, so each member's block is read
+        from memory once for all of them (summing members, not arithmetic,
+        is what costs: an ensemble of m members reads m arrays of N x C) and
+        each ensemble's sums stay in cache."""
+        weights = [_weights(chosen) for chosen in ensembles]
+        several = [k for k, w in enumerate(weights) if len(w) > 1]
+        self.prepare([j for k in several for j, _ in weights[k]], probs=True)
+        self.prepare([j for w in weights for j, _ in w])  # members alone: their values only
+        n = len(self.labels)
+        names = ("hits", "p_true", "confidence", "sum_squares", "entropy", "pairs", "spread_prob", "spread_logit")
+        per_sample = {k: {name: np.zeros(n) for name in names} for k in several}
+
+        def block(rows: slice) -> None:
+            member_blocks = {}  # each member's diversity terms on this block, made once
+            for k in several:
+                self._ensemble_block(rows, weights[k], diversity[k], per_sample[k], member_blocks)
+
+        for_each(row_blocks(n), block, self.threads)
+        return [self._combined_terms(weights[k], diversity[k], per_sample[k]) if k in per_sample
+                else self._member_terms(weights[k][0][0], len(ensembles[k]), diversity[k])
+                for k in range(len(ensembles))]
+
+    def _combined_terms(self, weights: list[tuple[int, int]], diversity: bool,
+                        per_sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``terms`` of an ensemble of several distinct members from its sums over members."""
+        m = sum(w for _, w in weights)
+        hits, p_true = per_sample["hits"], per_sample["p_true"]
+        correct_members = sum(w * self.hits[j] for j, w in weights).astype(np.float64)
+        mean_entropy = sum(w * self.entropy[j] for j, w in weights) / m
+        terms = {
+            "accuracy": 100.0 * hits,
+            "nll": -np.log(np.maximum(p_true, PROB_FLOOR)),
+            "brier": per_sample["sum_squares"] - 2.0 * p_true + 1.0,
+            "member_accuracy": 100.0 * correct_members / m,
+            "efficiency": 100.0 * (hits - correct_members / m),
+            "bald": per_sample["entropy"] - mean_entropy,
+            "_confidence": per_sample["confidence"],
+            "inconsistency": 100.0 * correct_members * (m - correct_members) / (m * (m - 1) / 2),
+        }
+        if diversity:
+            terms["kl"] = np.maximum(-m * m * mean_entropy - per_sample["pairs"], 0.0) / (m * (m - 1))
+            terms["spread_prob"] = per_sample["spread_prob"]
+            terms["spread_logit"] = per_sample["spread_logit"]
+        return terms
+
+    def _member_terms(self, member: int, m: int, diversity: bool) -> dict[str, np.ndarray]:
+        """``terms`` of one member taken m times: its own values; BALD is its
+        entropy alone (m = 1) and 0 when repeated, as are the diversity terms."""
+        hits, p_true, zeros = self.hits[member].astype(np.float64), self.p_true[member], np.zeros(len(self.labels))
+        terms = {
+            "accuracy": 100.0 * hits,
+            "nll": -np.log(np.maximum(p_true, PROB_FLOOR)),
+            "brier": self.sum_squares[member] - 2.0 * p_true + 1.0,
+            "member_accuracy": 100.0 * hits,
+            "efficiency": zeros,
+            "bald": self.entropy[member] if m == 1 else zeros,
+            "_confidence": self.confidence[member],
+            "inconsistency": zeros,
+        }
+        if m == 1 or diversity:
+            terms.update(kl=zeros, spread_prob=zeros, spread_logit=zeros)
+        return terms
+
+    def _ensemble_block(self, rows: slice, weights: list[tuple[int, int]], diversity: bool,
+                        per_sample: dict[str, np.ndarray], member_blocks: dict) -> None:
+        """``terms``' sums over members for one block of rows: S_p always, and
+        S_log q, S_pp, S_z, S_zz for the diversity terms (``member_blocks``:
+        the block's ``_member_block`` values made so far)."""
+        m = sum(w for _, w in weights)
+        shape = (rows.stop - rows.start, self.logits[weights[0][0]].shape[1])
+        s_p, t = scratch("s_p", shape), scratch("t", shape)
+        s_log_q, s_pp, s_z, s_zz = (scratch(name, shape) for name in ("s_log_q", "s_pp", "s_z", "s_zz"))
+        for k, (j, w) in enumerate(weights):
+            first = k == 0  # the first member's term starts each sum: no pass to zero it
+            p = self.probs[j][rows]
+            _accumulate(s_p, p, w, t, first)
+            if not diversity:
+                continue
+            z, log_q, zz, pp = self._member_block(j, rows, member_blocks)
+            _accumulate(s_z, z, w, t, first)
+            _accumulate(s_log_q, log_q, w, t, first)
+            _accumulate(s_pp, pp, w, t, first)
+            _accumulate(s_zz, zz, w, t, first)
+        out = {name: values[rows] for name, values in per_sample.items()}
+        if diversity:
+            out["pairs"][:] = np.einsum("nc,nc->n", s_p, s_log_q)
+            out["spread_prob"][:] = _spread(s_p, s_pp, m, t)
+            out["spread_logit"][:] = _spread(s_z, s_zz, m, t)
+        probs = s_p
+        probs /= m
+        labels, index = self.labels[rows], np.arange(shape[0])
+        top = probs.argmax(axis=1)
+        out["hits"][:] = top == labels
+        out["p_true"][:] = probs[index, labels]
+        out["confidence"][:] = probs[index, top]
+        out["sum_squares"][:] = np.einsum("nc,nc->n", probs, probs)
+        out["entropy"][:] = _entropy(probs, t)
+
+    def summary(self, chosen: list[int], bootstrap: dict, terms: dict | None = None,
+                ci: bool = True) -> dict[str, dict]:
+        """Every metric with its percentile bootstrap CI over samples:
+        {metric: {"value": v, "ci": [lo, hi]}} (the keys of ``metrics.summarise``);
+        without ``ci``, {metric: {"value": v}}. ``terms``: the ensemble's
+        ``terms`` when already computed."""
+        terms = dict(self.terms(chosen) if terms is None else terms)
+        confidence, uncertainty = terms.pop("_confidence"), terms.pop("bald")
+        hits, n = terms["accuracy"] / 100.0, len(self.labels)
+        bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+        binned = np.zeros((n, ECE_BINS))
+        binned[self._rows, bins] = hits - confidence
+        out = {name: {"value": float(values.mean())} for name, values in terms.items()}
+        out["ece"] = {"value": float(np.abs(binned.sum(axis=0)).sum() / n)}
+        out["auuqc"] = {"value": float(uq_curve(hits, uncertainty)[1].mean())}
+        if not ci:
+            return out
+        draws = (n, bootstrap["samples"], bootstrap["seed"])
+        by_item = resample_counts_by_item(*draws)
+        names = list(terms)
+        values = np.stack([terms[name] for name in names], axis=1)
+        resampled = resampled_means(by_item, np.concatenate([values, binned], axis=1))
+        level = bootstrap["level"]
+        for i, name in enumerate(names):
+            out[name]["ci"] = percentile_ci(resampled[:, i], level)
+        out["ece"]["ci"] = percentile_ci(np.abs(resampled[:, len(names):]).sum(axis=1), level)
+        out["auuqc"]["ci"] = percentile_ci(resampled_auuqc(by_item, hits, uncertainty), level)
+        return out
+
+    def uq_curve(self, chosen: list[int], terms: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Accuracy vs fraction removed by BALD uncertainty (Figure 7)."""
+        terms = self.terms(chosen) if terms is None else terms
+        return uq_curve(terms["accuracy"] / 100.0, terms["bald"])
+
+    def per_class_accuracy(self, member: int, num_classes: int) -> np.ndarray:
+        self.prepare([member])
+        return class_accuracy(self.hits[member], self.labels, num_classes)[0]
+
+
+def _weights(chosen: list[int]) -> list[tuple[int, int]]:
+    counts = np.bincount(np.asarray(chosen))
+    return [(int(j), int(counts[j])) for j in np.flatnonzero(counts)]
+
+
+def _accumulate(total: np.ndarray, value: np.ndarray, weight: int, scratch: np.ndarray, first: bool = False) -> None:
+    """total += weight * value; total = weight * value for the ``first`` term
+    (the same numbers as adding it to zeros). ``value`` may be ``scratch`` itself."""
+    if first:
+        np.multiply(value, weight, out=total)
+        return
+    if weight != 1:
+        np.multiply(value, weight, out=scratch)
+        value = scratch
+    total += value
+
+
+def _entropy(probs: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """−Σ_c p log max(p, 1e-12) per row. The floor matters only where p = 0
+    (0 · log 0 is NaN): below 1e-12 it changes a term by under 1e-10. So the
+    log is taken as it is, and only rows that came out NaN are redone with
+    the floor (one pass fewer over every row)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.log(probs, out=scratch)
+        entropy = -np.einsum("nc,nc->n", probs, scratch)
+    zero = np.flatnonzero(np.isnan(entropy))
+    if len(zero):
+        entropy[zero] = -np.einsum("nc,nc->n", probs[zero], np.log(np.maximum(probs[zero], PROB_FLOOR)))
+    return entropy
+
+
+def _spread(total: np.ndarray, squares: np.ndarray, m: int, scratch: np.ndarray) -> np.ndarray:
+    """mean_c sqrt(max(S_xx − S_x² / m, 0) / (m − 1)) per row (the 1 / (m − 1)
+    taken out of the mean)."""
+    np.multiply(total, total, out=scratch)
+    scratch *= -1.0 / m
+    scratch += squares
+    np.maximum(scratch, 0.0, out=scratch)
+    np.sqrt(scratch, out=scratch)
+    return scratch.mean(axis=1) / np.sqrt(m - 1)
+
+
+RESAMPLE_CHUNK = 50  # resamples drawn and counted together on one thread
+ITEM_BLOCK = 4096  # items whose counts are made float at a time for the resampled means
+
+
+@lru_cache(maxsize=4)
+def resample_counts(n: int, samples: int, seed: int) -> np.ndarray:
+    """(samples, n): how often each item is in each resample of
+    ``metrics.bootstrap_indices``; uint8 when every count fits (always for
+    n < 256; a resample of n ≥ 256 items would have to draw one item 256
+    times), else int64. Each resample has its own stream, so chunks of
+    resamples are drawn on the job's threads."""
+    chunks = [range(start, min(start + RESAMPLE_CHUNK, samples)) for start in range(0, samples, RESAMPLE_CHUNK)]
+    counts = np.empty((samples, n), np.uint8)
+
+    def count(resamples: range) -> bool:
+        """Fill the chunk's rows; False when a count does not fit uint8."""
+        fits = True
+        for b in resamples:
+            row = np.bincount(resample_stream(seed, b).integers(0, n, size=n), minlength=n)
+            counts[b] = row
+            fits = fits and (n < 256 or row.max() < 256)
+        return fits
+
+    if not all(for_each(chunks, count)):
+        counts = np.stack([np.bincount(d, minlength=n) for d in bootstrap_indices(n, samples, seed)])
+    counts.setflags(write=False)
+    return counts
+
+
+@lru_cache(maxsize=2)
+def resample_counts_by_item(n: int, samples: int, seed: int) -> np.ndarray:
+    """``resample_counts`` transposed to (n, samples), contiguous: an item's
+    counts in every resample side by side."""
+    by_item = np.ascontiguousarray(resample_counts(n, samples, seed).T)
+    by_item.setflags(write=False)
+    return by_item
+
+
+def resampled_means(by_item: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(samples, k): the mean of each column of ``values`` (n, k) over each
+    resample, Σ_i c_bi v_i / n. The counts are made float32 a block of items
+    at a time (never the whole (n, samples) matrix); the blocks' products are
+    added in block order in float64."""
+    n = len(values)
+    values = np.ascontiguousarray(values, np.float32)
+    total = np.zeros((values.shape[1], by_item.shape[1]))
+    for rows in row_blocks(n, ITEM_BLOCK):
+        counts = scratch("counts", (rows.stop - rows.start, by_item.shape[1]))
+        counts[...] = by_item[rows]
+        total += values[rows].T @ counts
+    return total.T / n
+
+
+def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarray,
+                    threads: int | None = None) -> np.ndarray:
+    """AUUQC of every resample. The items sorted once by decreasing
+    uncertainty; a resample is that order with each item repeated as often
+    as it was drawn, so removing its k most uncertain means cutting its
+    cumulative counts at k. The resamples are split between ``threads``
+    threads (the job's cores by default)."""
+    order = np.argsort(-uncertainty, kind="stable")
+    sorted_hits = hits[order] != 0
+    samples = by_item.shape[1]
+    step = -(-samples // (threads or job_threads()))
+    parts = [slice(start, min(start + step, samples)) for start in range(0, samples, step)]
+    return np.concatenate(for_each(parts, lambda part: _auuqc_of(by_item[:, part], order, sorted_hits), threads))
+
+
+def _auuqc_of(by_item: np.ndarray, order: np.ndarray, sorted_hits: np.ndarray) -> np.ndarray:
+    """``resampled_auuqc`` of the resamples in ``by_item``'s columns. Counts are
+    summed per block of ``AUUQC_BLOCK`` items in sorted order and cumulated
+    over blocks; each cut is then found inside the one block where it falls.
+    Counts and hits are whole numbers: every sum is exact."""
+    n, samples = by_item.shape
+    removed = np.floor(np.linspace(0.0, 0.98, UQ_POINTS) * n).astype(np.int64)
+    width = AUUQC_BLOCK
+    blocks = -(-n // width)
+    # (items, resamples) in sorted order, padded with zero rows to whole blocks;
+    # reused between ensembles: fresh memory costs more in page faults than the arithmetic
+    drawn = scratch("drawn", (blocks * width, samples), by_item.dtype)
+    drawn_hits = scratch("drawn_hits", (blocks * width, samples), by_item.dtype)
+    hit_rows = np.zeros(blocks * width, by_item.dtype)  # a 0/1 factor of the count's own type: no cast per element
+    hit_rows[:n] = sorted_hits
+    drawn[n:] = 0
+    np.take(by_item, order, axis=0, out=drawn[:n], mode="clip")  # "raise" would copy through a buffer
+    np.multiply(drawn, hit_rows[:, None], out=drawn_hits)
+    # counts and hits before each block, per resample: (2, resamples, blocks + 1), cumulated
+    # along the last axis (NumPy's cumsum along a first axis of many rows is far slower)
+    block_sum = np.uint16 if by_item.dtype == np.uint8 else np.int64  # width x 255 fits 16 bits
+    before = np.zeros((2, samples, blocks + 1), np.int64)
+    for k, values in enumerate((drawn, drawn_hits)):
+        sums = values.reshape(blocks, width, samples).sum(axis=1, dtype=block_sum)
+        np.cumsum(sums.T, axis=1, out=before[k, :, 1:])
+    # the block holding the k-th removal: the first whose cumulative count reaches k
+    block = np.stack([np.searchsorted(row, removed, side="left") for row in before[0, :, 1:-1]], axis=1)
+    columns = np.arange(samples)
+    need = removed[:, None] - before[0][columns, block]  # removals inside the block, (points, resamples)
+    items = (block * width)[..., None] + np.arange(width)  # the block's items, (points, resamples, width)
+    cum = np.cumsum(drawn[items, columns[:, None]], axis=-1, dtype=np.int64)
+    cum_hits = np.cumsum(drawn_hits[items, columns[:, None]], axis=-1, dtype=np.int64)
+    item = np.minimum((cum < need[..., None]).sum(axis=-1), width - 1)  # where the k-th removal falls
+    previous = np.maximum(item - 1, 0)[..., None]
+    count_to = np.where(item > 0, np.take_along_axis(cum, previous, -1)[..., 0], 0)
+    hits_to = np.where(item > 0, np.take_along_axis(cum_hits, previous, -1)[..., 0], 0)
+    hit_rate = sorted_hits[np.minimum(block * width + item, n - 1)]
+    removed_hits = before[1][columns, block] + hits_to + (need - count_to) * hit_rate
+    total_hits = before[1, :, -1][None, :]
+    return ((total_hits - removed_hits) / (n - removed)[:, None]).mean(axis=0)
