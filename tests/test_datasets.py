@@ -130,12 +130,26 @@ def test_cifar100_uses_fine_labels(tmp_path, integrity):
     assert source.dataset.classes == fx.CIFAR100_NAMES
 
 
-def test_cifar_fixture_needs_the_md5_patch(tmp_path):
-    """Without patch_integrity_checks torchvision rejects the fixture files
-    (their md5 is not the release's), which is why the patch exists."""
+def test_a_cifar_batch_with_another_md5_names_the_file(tmp_path):
+    """With torchvision's md5 check on (no ``integrity`` patch here), a batch
+    file that is not the release's (re-packed, as every fixture file is) is
+    named with the key to fix, not torchvision's advice to download."""
     root = fx.write_cifar10(tmp_path)
-    with pytest.raises(RuntimeError, match="corrupted"):
+    with pytest.raises(DatasetRootError) as error:
         open_sources({"name": "cifar10", "root": str(root)})
+    message = str(error.value)
+    assert "'dataset.root'" in message and "data_batch_1" in message and "md5" in message
+    assert "download=True" not in message
+
+
+def test_a_truncated_cifar_batch_names_the_file(tmp_path, integrity):
+    root = fx.write_cifar100(tmp_path)
+    train = root / "cifar-100-python" / "train"
+    train.write_bytes(train.read_bytes()[: train.stat().st_size // 2])
+    with pytest.raises(DatasetRootError) as error:
+        open_sources({"name": "cifar100", "root": str(root)}, key="transfer.datasets[1].dataset")
+    message = str(error.value)
+    assert "'transfer.datasets[1].dataset.root'" in message and str(train) in message and "pickle" in message
 
 
 def test_cifar_missing_batch(tmp_path, integrity):
@@ -169,6 +183,18 @@ def test_mnist_missing_labels_file(tmp_path):
     (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DatasetRootError, match="t10k-labels-idx1-ubyte"):
         open_sources({"name": "mnist", "root": str(root)})
+
+
+@pytest.mark.parametrize("damage", ["magic", "length"])
+def test_a_damaged_idx_file_names_the_file(tmp_path, damage):
+    root = fx.write_mnist(tmp_path, folder="FashionMNIST")
+    images = root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    data = images.read_bytes()
+    images.write_bytes(b"\x00\x00\x07\x03" + data[4:] if damage == "magic" else data[:-5])
+    with pytest.raises(DatasetRootError) as error:
+        open_sources({"name": "fashion_mnist", "root": str(root)})
+    message = str(error.value)
+    assert "'dataset.root'" in message and str(images) in message and "idx" in message
 
 
 def test_a_grey_dataset_is_prepared_with_one_channel(tmp_path):
@@ -218,6 +244,16 @@ def test_flowers102_missing_setid(tmp_path, integrity):
     assert "'dataset.root'" in str(error.value) and "setid.mat" in str(error.value)
 
 
+def test_a_malformed_flowers_label_file_names_the_file(tmp_path, integrity):
+    root = fx.write_flowers102(tmp_path)
+    labels = root / "flowers-102" / "imagelabels.mat"
+    labels.write_bytes(b"MATLAB 5.0 MAT-file, not really" + bytes(40))
+    with pytest.raises(DatasetRootError) as error:
+        open_sources({"name": "flowers102", "root": str(root)})
+    message = str(error.value)
+    assert "'dataset.root'" in message and str(labels) in message and "MATLAB" in message
+
+
 # ---------------------------------------------------------------- Food
 def test_food101(tmp_path):
     classes, per_class = 3, 2
@@ -241,6 +277,16 @@ def test_food101_missing_test_split(tmp_path):
     with pytest.raises(DatasetRootError) as error:
         open_sources({"name": "food101", "root": str(root)})
     assert "'dataset.root'" in str(error.value) and "meta/test.json" in str(error.value)
+
+
+@pytest.mark.parametrize("content", ["{\"apple_pie\": [\"apple_pie/1\"", "[1, 2, 3]"])
+def test_a_malformed_food_meta_file_names_the_file(tmp_path, content):
+    root = fx.write_food101(tmp_path)
+    meta = root / "food-101" / "meta" / "train.json"
+    meta.write_text(content)
+    with pytest.raises(DatasetRootError) as error:
+        open_sources({"name": "food101", "root": str(root)})
+    assert "'dataset.root'" in str(error.value) and str(meta) in str(error.value)
 
 
 # --------------------------------------------------------- iNaturalist
@@ -277,6 +323,15 @@ def test_inat2019_without_2019_folder(tmp_path):
     with pytest.raises(DatasetRootError) as error:
         open_sources({"name": "inat2019", "root": str(root)})
     assert "'dataset.root'" in str(error.value) and "2019" in str(error.value)
+
+
+def test_a_file_where_an_inat_category_belongs_is_named(tmp_path):
+    root = fx.write_inat2019(tmp_path)
+    stray = next((root / "2019").iterdir()) / "notes.txt"
+    stray.write_text("not a category")
+    with pytest.raises(DatasetRootError) as error:
+        open_sources({"name": "inat2019", "root": str(root)})
+    assert "'dataset.root'" in str(error.value) and "notes.txt" in str(error.value)
 
 
 # ------------------------------------------------------------ ImageNet
@@ -327,6 +382,36 @@ def test_imagenet100_missing_class_folder(tmp_path):
     with pytest.raises(DatasetRootError) as error:
         open_sources({"name": "imagenet100", "root": str(root), "classes": wnids})
     assert "'dataset.root'" in str(error.value) and wnids[2] in str(error.value)
+
+
+def test_an_empty_imagenet_class_folder_is_named(tmp_path):
+    wnids = fx.fake_wnids(3)
+    root = fx.write_imagenet(tmp_path, wnids, per_class=1)
+    for image in (root / "val" / wnids[1]).iterdir():
+        image.unlink()
+    with pytest.raises(DatasetRootError) as error:
+        open_sources({"name": "imagenet", "root": str(root)}, key="transfer.datasets[0].dataset")
+    message = str(error.value)
+    assert "'transfer.datasets[0].dataset.root'" in message and wnids[1] in message
+
+
+def test_a_damaged_release_stops_prepare_data_without_a_traceback(tmp_path):
+    """The command a workflow job runs: exit status 2, one message naming the
+    key and the file, no Python traceback (torchvision's md5 check is on)."""
+    import json
+    import subprocess
+    import sys
+
+    root = fx.write_cifar10(tmp_path / "cifar")
+    spec = {"name": "cifar10", "root": str(root), "image_size": 32, "seed": 0,
+            "splits": {"val_fraction": 0.1}}
+    done = subprocess.run(
+        [sys.executable, "-c", "from multisym.cli import main; main()", "prepare-data", "--dataset-json", json.dumps(spec),
+         "--out-data", str(tmp_path / "d.npz"), "--out-manifest", str(tmp_path / "m.json")],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "'dataset.root'" in done.stderr and "data_batch_1" in done.stderr
+    assert not (tmp_path / "d.npz").exists()
 
 
 def test_imagenet_classes(tmp_path):

@@ -32,6 +32,8 @@ classes; :func:`imagenet_r` returns the indices of its classes in the
 
 from __future__ import annotations
 
+import json
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +91,30 @@ def _require(condition: bool, name: str, key: str, root: Path, problem: str) -> 
         )
 
 
+def _damaged(name: str, key: str, path: Path, problem: str) -> DatasetRootError:
+    return DatasetRootError(
+        f"config key '{key}': {path} {problem}; replace it with the file of the original {name} release "
+        "(nothing is downloaded)"
+    )
+
+
+def _opened(name: str, key: str, root: Path, build, files: list[Path], problem_of):
+    """``build()``, torchvision's dataset; when it cannot read the files it
+    was given, the first file that ``problem_of`` finds damaged is named, so the
+    error says which file to replace instead of torchvision's advice to download."""
+    try:
+        return build()
+    except Exception as error:  # torchvision's own RuntimeError, or what pickle, numpy or scipy raise
+        for path in files:
+            problem = problem_of(path)
+            if problem:
+                raise _damaged(name, key, path, problem) from error
+        raise DatasetRootError(
+            f"config key '{key}': {name} under {root} could not be read ({type(error).__name__}: {error}); "
+            f"expected layout: {LAYOUTS[name]}"
+        ) from error
+
+
 def _root(spec: dict, key: str = "dataset.root") -> Path:
     root = spec.get("root")
     if not root:
@@ -102,14 +128,34 @@ def _root(spec: dict, key: str = "dataset.root") -> Path:
 
 
 # --------------------------------------------------------------- CIFAR
-def _cifar(spec: dict, train: bool) -> Source:
-    root = _root(spec)
+def _cifar_problem(cls):
+    """What is wrong with one file of a CIFAR release, if anything: a digest
+    that is not the release's, or a pickle that does not load."""
+    digests = dict(cls.train_list + cls.test_list + [(cls.meta["filename"], cls.meta["md5"])])
+
+    def problem(path: Path) -> str | None:
+        # the cifar module's own check, so a test that skips the md5 comparison skips it here too
+        if not tv.cifar.check_integrity(str(path), digests[path.name]):
+            return "does not have the release's md5 digest (truncated, re-packed or another file)"
+        try:
+            with open(path, "rb") as handle:
+                pickle.load(handle, encoding="latin1")
+        except Exception as error:  # truncated: EOFError, UnpicklingError, ValueError
+            return f"is not a readable pickle ({type(error).__name__}: {error})"
+        return None
+
+    return problem
+
+
+def _cifar(spec: dict, train: bool, key: str) -> Source:
+    root = _root(spec, f"{key}.root")
     cls = tv.CIFAR10 if spec["name"] == "cifar10" else tv.CIFAR100
     folder = root / cls.base_folder
     expected = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     missing = [name for name in expected if not (folder / name).is_file()]
-    _require(not missing, spec["name"], "dataset.root", root, f"lacks {missing}")
-    dataset = cls(str(root), train=train, download=False)
+    _require(not missing, spec["name"], f"{key}.root", root, f"lacks {missing}")
+    dataset = _opened(spec["name"], f"{key}.root", root, lambda: cls(str(root), train=train, download=False),
+                      [folder / name for name in expected], _cifar_problem(cls))
     names = [name for name, _ in (cls.train_list if train else cls.test_list)]
     return Source(dataset, np.asarray(dataset.targets), [folder / n for n in names], len(dataset.classes),
                   [folder / cls.meta["filename"]])
@@ -119,48 +165,100 @@ def _cifar(spec: dict, train: bool) -> Source:
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-def _mnist(spec: dict, train: bool) -> Source:
-    root = _root(spec)
+def _idx_problem(path: Path) -> str | None:
+    """What is wrong with one idx file, if anything: its magic number (data type
+    and rank) or a length that does not match the sizes in its header."""
+    try:
+        tensor = tv.mnist.read_sn3_pascalvincent_tensor(str(path), strict=True)
+    except Exception as error:  # a bad magic number fails an assert, a bad length a reshape
+        return f"is not a valid idx file ({type(error).__name__}: {error or 'bad magic number'})"
+    rank = 3 if "images" in path.name else 1
+    if tensor.dim() != rank:
+        return f"holds a tensor of rank {tensor.dim()} where an idx file of rank {rank} belongs"
+    return None
+
+
+def _mnist(spec: dict, train: bool, key: str) -> Source:
+    root = _root(spec, f"{key}.root")
     cls = tv.MNIST if spec["name"] == "mnist" else tv.FashionMNIST
     raw = root / cls.__name__ / "raw"
     missing = [name for name in IDX_FILES if not (raw / name).is_file()]
-    _require(not missing, spec["name"], "dataset.root", root, f"lacks {cls.__name__}/raw/{missing}")
-    dataset = cls(str(root), train=train, download=False)
+    _require(not missing, spec["name"], f"{key}.root", root, f"lacks {cls.__name__}/raw/{missing}")
     prefix = "train" if train else "t10k"
     files = [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+    dataset = _opened(spec["name"], f"{key}.root", root, lambda: cls(str(root), train=train, download=False),
+                      files, _idx_problem)
     return Source(dataset, dataset.targets.numpy(), files, len(cls.classes))
 
 
 # ------------------------------------------------------------- Flowers
-def _flowers(spec: dict, split: str) -> Source:
-    root = _root(spec)
+def _mat_problem(path: Path) -> str | None:
+    """What is wrong with one of Flowers-102's .mat files, if anything."""
+    digests = dict(tv.Flowers102._file_dict.values())
+    if not tv.flowers102.check_integrity(str(path), digests[path.name]):
+        return "does not have the release's md5 digest"
+    from scipy.io import loadmat
+
+    try:
+        loadmat(path, squeeze_me=True)
+    except Exception as error:  # scipy's MatReadError, ValueError, TypeError
+        return f"is not a readable MATLAB file ({type(error).__name__}: {error})"
+    return None
+
+
+def _flowers(spec: dict, split: str, key: str) -> Source:
+    root = _root(spec, f"{key}.root")
     base = root / "flowers-102"
     for name in ("imagelabels.mat", "setid.mat", "jpg"):
-        _require((base / name).exists(), "flowers102", "dataset.root", root, f"lacks flowers-102/{name}")
-    dataset = tv.Flowers102(str(root), split=split, download=False)
+        _require((base / name).exists(), "flowers102", f"{key}.root", root, f"lacks flowers-102/{name}")
     metadata = [base / "imagelabels.mat", base / "setid.mat"]
+    dataset = _opened("flowers102", f"{key}.root", root,
+                      lambda: tv.Flowers102(str(root), split=split, download=False), metadata, _mat_problem)
     return Source(dataset, np.asarray(dataset._labels), list(dataset._image_files), 102, metadata)
 
 
 # ---------------------------------------------------------------- Food
-def _food(spec: dict, split: str) -> Source:
-    root = _root(spec)
+def _json_problem(path: Path) -> str | None:
+    """What is wrong with one of Food-101's meta files, if anything: it must be
+    JSON mapping each class to its image ids."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"is not readable JSON ({type(error).__name__}: {error})"
+    if not isinstance(meta, dict) or not all(isinstance(ids, list) for ids in meta.values()):
+        return "does not map each class name to a list of image ids"
+    return None
+
+
+def _food(spec: dict, split: str, key: str) -> Source:
+    root = _root(spec, f"{key}.root")
     base = root / "food-101"
     for name in ("images", f"meta/{split}.json"):
-        _require((base / name).exists(), "food101", "dataset.root", root, f"lacks food-101/{name}")
-    dataset = tv.Food101(str(root), split=split, download=False)
+        _require((base / name).exists(), "food101", f"{key}.root", root, f"lacks food-101/{name}")
+    meta = base / "meta" / f"{split}.json"
+    problem = _json_problem(meta)  # torchvision would fail with a bare JSONDecodeError or TypeError
+    if problem:
+        raise _damaged("food101", f"{key}.root", meta, problem)
+    dataset = _opened("food101", f"{key}.root", root, lambda: tv.Food101(str(root), split=split, download=False),
+                      [meta], _json_problem)
     return Source(dataset, np.asarray(dataset._labels), list(dataset._image_files), len(dataset.classes),
                   [base / "meta" / f"{split}.json"])
 
 
 # ---------------------------------------------------------- iNaturalist
-def _inat(spec: dict) -> Source:
-    root = _root(spec)
+def _inat(spec: dict, key: str) -> Source:
+    root = _root(spec, f"{key}.root")
     # INaturalist creates a missing root itself, so check before constructing it.
-    _require((root / "2019").is_dir() and any((root / "2019").iterdir()), "inat2019", "dataset.root", root,
+    _require((root / "2019").is_dir() and any((root / "2019").iterdir()), "inat2019", f"{key}.root", root,
              "lacks a non-empty 2019 folder")
+    # torchvision lists <super category>/<category> folders; a file in their place fails it with a bare OSError
+    stray = [p for p in (root / "2019").glob("*") if not p.is_dir()] + [
+        p for p in (root / "2019").glob("*/*") if not p.is_dir()]
+    _require(not stray, "inat2019", f"{key}.root", root, f"has files where category folders belong: {stray[:3]}")
     # default_loader converts to RGB like every other source (Image.open would not).
-    dataset = tv.INaturalist(str(root), version="2019", target_type="full", download=False, loader=default_loader)
+    dataset = _opened("inat2019", f"{key}.root", root,
+                      lambda: tv.INaturalist(str(root), version="2019", target_type="full", download=False,
+                                             loader=default_loader), [], lambda path: None)
     # os.listdir order differs between file systems; sort so splits are reproducible.
     dataset.index.sort()
     labels = np.asarray([category for category, _ in dataset.index])
@@ -185,34 +283,34 @@ def _folder_files(dataset: tv.ImageFolder) -> list[Path]:
     return [Path(path) for path, _ in dataset.samples]
 
 
-def _imagenet(spec: dict, part: str) -> Source:
-    root = _root(spec)
+def _imagenet(spec: dict, part: str, key: str) -> Source:
+    root = _root(spec, f"{key}.root")
     name = spec["name"]
     folder = root / part
-    _require(folder.is_dir(), name, "dataset.root", root, f"lacks the {part} folder")
+    _require(folder.is_dir(), name, f"{key}.root", root, f"lacks the {part} folder")
     if name == "imagenet100":
-        classes = imagenet100_classes(spec)
+        classes = imagenet100_classes(spec, key)
     else:
         # Both parts index classes by train's folders, so val labels match train's
         # even if a val class folder were missing.
-        classes = imagenet_classes(root)
+        classes = imagenet_classes(root, f"{key}.root")
     missing = [c for c in classes if not (folder / c).is_dir()]
-    _require(not missing, name, "dataset.root", root, f"{part} lacks class folders {missing[:5]}")
-    dataset = _image_folder(folder, {c: i for i, c in enumerate(classes)}, name, "dataset.root")
+    _require(not missing, name, f"{key}.root", root, f"{part} lacks class folders {missing[:5]}")
+    dataset = _image_folder(folder, {c: i for i, c in enumerate(classes)}, name, f"{key}.root")
     return Source(dataset, np.asarray(dataset.targets), _folder_files(dataset), len(classes))
 
 
-def imagenet100_classes(spec: dict) -> list[str]:
+def imagenet100_classes(spec: dict, key: str = "dataset") -> list[str]:
     """ImageNet-100's wnids, sorted: the configured list, or a seeded draw of
     ``classes.sample`` of the root's train folders."""
-    root, chosen = _root(spec), spec.get("classes") or []
+    root, chosen = _root(spec, f"{key}.root"), spec.get("classes") or []
     if isinstance(chosen, dict):
-        every = imagenet_classes(root)
-        _require(chosen["sample"] <= len(every), "imagenet100", "dataset.classes.sample", root,
+        every = imagenet_classes(root, f"{key}.root")
+        _require(chosen["sample"] <= len(every), "imagenet100", f"{key}.classes.sample", root,
                  f"has {len(every)} class folders in train, fewer than the {chosen['sample']} to draw")
         picked = np.random.default_rng(chosen["seed"]).choice(len(every), chosen["sample"], replace=False)
         chosen = [every[i] for i in picked]
-    _require(len(chosen) > 0, "imagenet100", "dataset.classes", root,
+    _require(len(chosen) > 0, "imagenet100", f"{key}.classes", root,
              "needs the list of its class wnids, or {sample: K, seed: S}, in the config")
     return sorted(chosen)
 
@@ -264,34 +362,36 @@ def imagenet_r(spec: dict, key: str, wnids: list[str]) -> tuple[Source, np.ndarr
 
 
 # ------------------------------------------------------------ registry
-def open_sources(spec: dict) -> dict[str, Source]:
+def open_sources(spec: dict, key: str = "dataset") -> dict[str, Source]:
     """The labelled sources of a dataset: ``train`` (except for the
     evaluation-only ImageNet-V2 and ImageNet-R); ``test`` where the dataset has
     a labelled test split; ``val`` where it has an official validation split
-    (Flowers-102)."""
+    (Flowers-102). ``key`` is where ``spec`` sits in the config
+    (``transfer.datasets[0].dataset`` for a transfer set): every error names
+    its keys from there."""
     name = spec["name"]
     if name in ("cifar10", "cifar100"):
-        return {"train": _cifar(spec, True), "test": _cifar(spec, False)}
+        return {"train": _cifar(spec, True, key), "test": _cifar(spec, False, key)}
     if name in ("mnist", "fashion_mnist"):
-        return {"train": _mnist(spec, True), "test": _mnist(spec, False)}
+        return {"train": _mnist(spec, True, key), "test": _mnist(spec, False, key)}
     if name == "flowers102":
-        return {"train": _flowers(spec, "train"), "val": _flowers(spec, "val"), "test": _flowers(spec, "test")}
+        return {split: _flowers(spec, split, key) for split in ("train", "val", "test")}
     if name == "food101":
-        return {"train": _food(spec, "train"), "test": _food(spec, "test")}
+        return {"train": _food(spec, "train", key), "test": _food(spec, "test", key)}
     if name == "inat2019":
-        return {"train": _inat(spec)}
+        return {"train": _inat(spec, key)}
     if name in ("imagenet", "imagenet100"):
-        return {"train": _imagenet(spec, "train"), "test": _imagenet(spec, "val")}
+        return {"train": _imagenet(spec, "train", key), "test": _imagenet(spec, "val", key)}
     # evaluation-only sets: a test split in ImageNet-1k's class index
     if name == "imagenet_v2":
-        return {"test": imagenet_v2(spec, "dataset")}
+        return {"test": imagenet_v2(spec, key)}
     if name == "imagenet_r":
-        _require(bool(spec.get("imagenet_root")), name, "dataset.imagenet_root", _root(spec),
+        _require(bool(spec.get("imagenet_root")), name, f"{key}.imagenet_root", _root(spec, f"{key}.root"),
                  "needs the ImageNet root whose train class folders give the 1000-way class index")
-        source, mask = imagenet_r(spec, "dataset", imagenet_classes(spec["imagenet_root"], "dataset.imagenet_root"))
+        source, mask = imagenet_r(spec, key, imagenet_classes(spec["imagenet_root"], f"{key}.imagenet_root"))
         source.class_mask = mask
         return {"test": source}
-    raise UserError(f"config key 'dataset.name': {name!r} has no torchvision loader; set it to one of "
+    raise UserError(f"config key '{key}.name': {name!r} has no torchvision loader; set it to one of "
                     f"{sorted(LAYOUTS)}, or to digits for the embedded default")
 
 
