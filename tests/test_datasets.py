@@ -406,7 +406,8 @@ def test_a_damaged_release_stops_prepare_data_without_a_traceback(tmp_path):
     spec = {"name": "cifar10", "root": str(root), "image_size": 32, "seed": 0,
             "splits": {"val_fraction": 0.1}}
     done = subprocess.run(
-        [sys.executable, "-c", "from multisym.cli import main; main()", "prepare-data", "--dataset-json", json.dumps(spec),
+        [sys.executable, "-c", "from multisym.cli import main; main()", "prepare-data",
+         "--dataset-json", json.dumps(spec),
          "--out-data", str(tmp_path / "d.npz"), "--out-manifest", str(tmp_path / "m.json")],
         capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
