@@ -213,7 +213,7 @@ def test_bad_shapes_raise(shape):
 
 
 def test_schema_lists_exactly_the_implemented_corruptions():
-    from multisym.config import load_schema
+    from multisym.config_schema import load_schema
 
     schema = load_schema()["properties"]["shift"]["properties"]["corruptions"]
     assert tuple(schema["items"]["enum"]) == NAMES
