@@ -48,9 +48,11 @@ PREPARE = ("probs", "values", "later")
 
 
 class SplitOutputs:
-    """``logits``: (M, N, C), or M arrays of (N, C), kept in their stored dtype
-    (float16 files stay float16 in memory, or mapped from the file: 2 bytes a
-    value, beside 4 for the probabilities); ``labels`` (N,). ``prepare``:
+    """``gaps``: each member's logits as ``logits.write_logits`` stores them,
+    t = z − max z per row, (M, N, C) or M arrays of (N, C), kept in their
+    stored dtype (float16 files stay float16 in memory, or mapped from the
+    file: 2 bytes a value, beside 4 for the probabilities); ``row_max``:
+    the rows' max z, (M, N) or M arrays of (N,); ``labels`` (N,). ``prepare``:
     what is computed now for every member: ``probs``, its per-sample values
     and probabilities; ``values``, its per-sample values, and probabilities
     when an ensemble of two or more distinct members first sums them;
@@ -59,15 +61,14 @@ class SplitOutputs:
     (``prepare``). The work is spread over ``threads`` threads (the job's
     cores by default)."""
 
-    def __init__(self, logits, labels: np.ndarray, prepare: str = "probs", threads: int | None = None,
-                 row_max: list[np.ndarray] | None = None):
+    def __init__(self, gaps, row_max, labels: np.ndarray, prepare: str = "probs", threads: int | None = None):
         if prepare not in PREPARE:
             raise ValueError(f"unknown preparation {prepare!r}; known: {PREPARE}")
         self.labels = np.asarray(labels)
-        self.logits = logits
+        self.gaps = gaps
         self.row_max = row_max
         self.threads = threads
-        members, n = len(logits), len(self.labels)
+        members, n = len(gaps), len(self.labels)
         self.probs: list[np.ndarray | None] = [None] * members
         self.prepared = np.zeros(members, bool)
         self.lse = np.empty((members, n), np.float32)
@@ -84,28 +85,23 @@ class SplitOutputs:
         todo = [j for j in dict.fromkeys(members) if not self.prepared[j] or (probs and self.probs[j] is None)]
         if probs:
             for j in todo:
-                self.probs[j] = np.empty(self.logits[j].shape, np.float32)
+                self.probs[j] = np.empty(self.gaps[j].shape, np.float32)
         n = len(self.labels)
         for_each([(j, rows) for j in todo for rows in row_blocks(n)], self._prepare, self.threads)
         self.prepared[todo] = True
 
     def _prepare(self, task: tuple[int, slice]) -> None:
-        """One block of one member, in one pass of each kind: with t = z − max z
-        and e = exp t, p = e / Σe, lse = max z + log Σe and the entropy
-        H = −Σ p log p = log Σe − Σ e t / Σe (t ≤ 0, so nothing cancels; the
-        definition's floor q = max(p, 1e-12) changes H by less than C · 4e-13)."""
+        """One block of one member, in one pass of each kind: with the stored
+        t = z − max z and e = exp t, p = e / Σe, lse = max z + log Σe and the
+        entropy H = −Σ p log p = log Σe − Σ e t / Σe (t ≤ 0, so nothing
+        cancels; the definition's floor q = max(p, 1e-12) changes H by less
+        than C · 4e-13)."""
         j, rows = task
-        stored = self.logits[j][rows]
+        stored = self.gaps[j][rows]
         t = scratch("t", stored.shape)
         index = np.arange(len(stored))
-        if self.row_max is None:
-            z = self._z(j, rows)
-            top = z.argmax(axis=1)
-            z_max = z[index, top]
-            np.subtract(z, z_max[:, None], out=t)
-        else:  # stored as t itself (``data.write_logits``)
-            t[...] = stored
-            top, z_max = t.argmax(axis=1), self.row_max[j][rows]
+        t[...] = stored
+        top, z_max = t.argmax(axis=1), self.row_max[j][rows]
         e = scratch("e", t.shape) if self.probs[j] is None else self.probs[j][rows]
         np.exp(t, out=e)
         total = e.sum(axis=1)
@@ -120,16 +116,13 @@ class SplitOutputs:
         if self.probs[j] is not None:
             np.divide(e, total[:, None], out=e)
 
-    def _z(self, member: int, rows: slice, name: str = "z") -> np.ndarray:
-        """A block of a member's logits z as float32: as stored, or converted
-        into the thread's buffer ``name`` (and the row maxima added back)."""
-        z = self.logits[member][rows]
-        if z.dtype == np.float32 and self.row_max is None:
-            return z
-        out = scratch(name, z.shape)
-        out[...] = z
-        if self.row_max is not None:
-            out += self.row_max[member][rows, None]
+    def _z(self, member: int, rows: slice, name: str) -> np.ndarray:
+        """A block of a member's logits z as float32, in the thread's buffer
+        ``name``: its gaps with the row maxima added back."""
+        t = self.gaps[member][rows]
+        out = scratch(name, t.shape)
+        out[...] = t
+        out += self.row_max[member][rows, None]
         return out
 
     def _member_block(self, member: int, rows: slice, made: dict) -> tuple[np.ndarray, ...]:
@@ -147,13 +140,13 @@ class SplitOutputs:
         return made[member]
 
     def __len__(self) -> int:
-        return len(self.logits)
+        return len(self.gaps)
 
     # ------------------------------------------------------------ selection
     def mean_probs(self, chosen: list[int]) -> np.ndarray:
         """f̄ = (1/m) Σ_{j in chosen} p_j, shape (N, C)."""
         self.prepare(chosen, probs=True)
-        total = np.zeros(self.logits[chosen[0]].shape, np.float32)
+        total = np.zeros(self.gaps[chosen[0]].shape, np.float32)
         for j, w in _weights(chosen):
             total += self.probs[j] if w == 1 else w * self.probs[j]
         return total / len(chosen)
@@ -273,7 +266,7 @@ class SplitOutputs:
         S_log q, S_pp, S_z, S_zz for the diversity terms (``member_blocks``:
         the block's ``_member_block`` values made so far)."""
         m = sum(w for _, w in weights)
-        shape = (rows.stop - rows.start, self.logits[weights[0][0]].shape[1])
+        shape = (rows.stop - rows.start, self.gaps[weights[0][0]].shape[1])
         s_p, t = scratch("s_p", shape), scratch("t", shape)
         s_log_q, s_pp, s_z, s_zz = (scratch(name, shape) for name in ("s_log_q", "s_pp", "s_z", "s_zz"))
         for k, (j, w) in enumerate(weights):
