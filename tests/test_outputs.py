@@ -1,5 +1,6 @@
-"""The shared-precomputation ensemble metrics (multisym.ensembles.outputs) against the
-definitions in multisym.ensembles.metrics, on random pools with repeated members."""
+"""The shared-precomputation ensemble metrics (multisym.ensembles.outputs) and their
+bootstrap (multisym.ensembles.resampling) against the definitions in
+multisym.ensembles.metrics, on random pools with repeated members."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 
 from multisym.ensembles import metrics
 from multisym.ensembles import rowblocks
-from multisym.ensembles import outputs as outputs_module
-from multisym.ensembles.outputs import SplitOutputs, resample_counts, resample_counts_by_item, resampled_auuqc
+from multisym.ensembles import resampling
+from multisym.ensembles.outputs import SplitOutputs
+from multisym.ensembles.resampling import resample_counts, resample_counts_by_item, resampled_auuqc
 from multisym.logits import row_gaps
 
 ENSEMBLES = ([0], [2, 2], [0, 2, 3], [0, 0, 1, 3, 3], [3, 1])
@@ -72,7 +74,7 @@ def test_resample_counts_too_large_for_a_byte_are_kept_whole(monkeypatch):
             return np.zeros(size, dtype=np.int64)
 
     monkeypatch.setattr(metrics, "resample_stream", Stuck)
-    monkeypatch.setattr(outputs_module, "resample_stream", Stuck)
+    monkeypatch.setattr(resampling, "resample_stream", Stuck)
     resample_counts.cache_clear()
     try:
         counts = resample_counts(300, 3, 0)

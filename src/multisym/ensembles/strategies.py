@@ -20,7 +20,8 @@ import numpy as np
 
 from multisym.files import map_npz
 from multisym.ensembles.metrics import dominance_of_hits, percentile_ci
-from multisym.ensembles.outputs import SplitOutputs, resample_counts
+from multisym.ensembles.outputs import SplitOutputs
+from multisym.ensembles.resampling import resample_counts
 
 START_RULES = ("best_val", "random", "fixed")
 
