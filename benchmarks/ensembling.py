@@ -42,7 +42,7 @@ def member_ids() -> list[str]:
 
 def write_logits(folder: Path, n_test: int, n_val: int) -> None:
     """One file per member, written as the workflow writes logits
-    (``data.write_logits``: float16 gaps to each row's maximum): a shared
+    (``logits.write_logits``: float16 gaps to each row's maximum): a shared
     class signal per mode plus member noise, so members agree often but not
     always (about 75 % top-1)."""
     from multisym.logits import write_logits as store

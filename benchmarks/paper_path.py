@@ -59,8 +59,7 @@ import torch
 from PIL import Image
 
 from multisym import config as config_module
-from multisym.data import splits
-from multisym.data import streaming
+from multisym.data import decoders, splits, streaming
 from multisym.members import member_table
 from multisym.train.pretrain import train_member
 
@@ -156,8 +155,8 @@ class DataPathTimings:
     thread's wait for a prefetched batch. (Files of 7a2a877 name the assembly
     "reads".) A context: the functions are timed inside it."""
 
-    PARTS = {"assembly": (streaming.StreamedImages, "_batch"), "decode": (streaming.JpegDecoder, "_decode"),
-             "resize": (streaming.JpegDecoder, "_resized"), "wait": (streaming.StreamedImages, "__getitem__")}
+    PARTS = {"assembly": (streaming.StreamedImages, "_batch"), "decode": (decoders.JpegDecoder, "_decode"),
+             "resize": (decoders.JpegDecoder, "_resized"), "wait": (streaming.StreamedImages, "__getitem__")}
 
     def __init__(self):
         self.seconds: dict[str, list[float]] = {part: [] for part in self.PARTS}

@@ -10,6 +10,7 @@ import yaml
 
 from multisym import config as config_module
 from multisym.config import ConfigError, resolve
+from multisym.config_schema import load_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE_FILES = [ROOT / "config.yaml", *sorted((ROOT / "config").glob("*.yaml"))]
@@ -162,7 +163,7 @@ def _properties(schema: dict, prefix: str = ""):
 
 
 def test_every_schema_key_has_a_description_and_a_type():
-    schema = config_module.load_schema()
+    schema = load_schema()
     for key, sub in _properties(schema):
         assert sub.get("description"), f"schema key {key} has no description"
         assert "type" in sub or "enum" in sub, f"schema key {key} has no type or allowed values"

@@ -1,4 +1,4 @@
-"""Common corruptions (multisym.data.corruptions): output contract, determinism,
+"""Common corruptions (multisym.data.corruptions and its families): output contract, determinism,
 severity ordering, batch-order randomness and argument checks."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from multisym.data.corruptions import (
     RANDOMISED,
     SEVERITIES,
     corrupt,
-    spatial_scale,
 )
+from multisym.data.corruption_scale import spatial_scale
 
 SHAPES = [(1, 16, 16), (3, 32, 32)]
 SPATIAL_AVERAGES = ("defocus_blur", "gaussian_blur", "motion_blur", "zoom_blur", "pixelate")
@@ -213,7 +213,7 @@ def test_bad_shapes_raise(shape):
 
 
 def test_schema_lists_exactly_the_implemented_corruptions():
-    from multisym.config import load_schema
+    from multisym.config_schema import load_schema
 
     schema = load_schema()["properties"]["shift"]["properties"]["corruptions"]
     assert tuple(schema["items"]["enum"]) == NAMES

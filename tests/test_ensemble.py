@@ -6,7 +6,6 @@ docs/method.md#class-dominance)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +26,13 @@ from multisym.ensembles.strategies import (
 )
 from multisym.ensembles.metrics import class_dominance
 from multisym.ensembles.outputs import SplitOutputs
-from multisym.logits import write_logits
+from multisym.logits import row_gaps, write_logits
+
+
+def split_outputs(logits, labels, **options) -> SplitOutputs:
+    """SplitOutputs of ``logits`` in the form ``logits.write_logits`` stores
+    them: gaps to each row's maximum (float32 here) and the maxima."""
+    return SplitOutputs(*row_gaps(logits), labels, **options)
 
 
 def binary_logits(p_label):
@@ -68,16 +73,16 @@ def test_designed_pool_accuracies():
     assert accuracy_of(logits[[2, 0]], labels) == 0.9
     assert accuracy_of(logits[[2, 0, 1]], labels) == 1.0
     for k in range(4):
-        outputs = SplitOutputs(logits, labels)
+        outputs = split_outputs(logits, labels)
         assert outputs.score(outputs.probs[k])[0] == accuracy_of(logits[[k]], labels)
 
 
 def test_best_member_and_greedy_order_on_designed_pool():
     logits, labels = designed_pool()
-    assert best_member(SplitOutputs(logits, labels), [0, 1, 2, 3]) == 2
-    assert best_member(SplitOutputs(logits, labels), [0, 1, 3]) == 0
-    assert best_member(SplitOutputs(logits, labels), [1, 3]) == 1
-    outputs = SplitOutputs(logits, labels)
+    assert best_member(split_outputs(logits, labels), [0, 1, 2, 3]) == 2
+    assert best_member(split_outputs(logits, labels), [0, 1, 3]) == 0
+    assert best_member(split_outputs(logits, labels), [1, 3]) == 1
+    outputs = split_outputs(logits, labels)
     order, scores = greedy(outputs, size=3, start=2)
     assert order == [2, 0, 1]
     # each step's score is that of the ensemble it chose, as scored from scratch
@@ -85,7 +90,7 @@ def test_best_member_and_greedy_order_on_designed_pool():
         assert (accuracy, minus_nll) == pytest.approx(outputs.score(outputs.mean_probs(order[:m])), rel=1e-6)
     # prefixes are the greedy ensembles; each step does not lower accuracy here
     assert [accuracy_of(logits[order[:m]], labels) for m in (1, 2, 3)] == [0.7, 0.9, 1.0]
-    assert greedy(SplitOutputs(logits, labels), size=1, start=3)[0] == [3]
+    assert greedy(split_outputs(logits, labels), size=1, start=3)[0] == [3]
 
 
 def test_greedy_keeps_chosen_members_as_candidates():
@@ -95,7 +100,7 @@ def test_greedy_keeps_chosen_members_as_candidates():
     b = [0.05] * 7 + [0.65] * 3
     logits, labels = binary_logits([a, b]), np.zeros(10, dtype=int)
     assert accuracy_of(logits[[0, 1]], labels) == pytest.approx(0.3)
-    assert greedy(SplitOutputs(logits, labels), size=3, start=0)[0] == [0, 0, 0]
+    assert greedy(split_outputs(logits, labels), size=3, start=0)[0] == [0, 0, 0]
 
 
 def test_greedy_repeats_a_member_picked_later():
@@ -108,24 +113,24 @@ def test_greedy_repeats_a_member_picked_later():
     logits, labels = binary_logits([s, a, b]), np.zeros(4, dtype=int)
     assert accuracy_of(logits[[0, 1]], labels) == 0.5
     assert accuracy_of(logits[[0, 1, 1]], labels) == 1.0
-    assert greedy(SplitOutputs(logits, labels), size=3, start=0)[0] == [0, 1, 1]
+    assert greedy(split_outputs(logits, labels), size=3, start=0)[0] == [0, 1, 1]
 
 
 def test_ties_equal_accuracy_lower_nll_wins():
     # both members right everywhere; member 1 is more confident (lower NLL)
     logits, labels = binary_logits([[0.6] * 4, [0.9] * 4]), np.zeros(4, dtype=int)
-    assert best_member(SplitOutputs(logits, labels), [0, 1]) == 1
+    assert best_member(split_outputs(logits, labels), [0, 1]) == 1
     # from member 0, adding 1 keeps 100 % and lowers NLL below adding 0 again
-    assert greedy(SplitOutputs(logits, labels), size=2, start=0)[0] == [0, 1]
+    assert greedy(split_outputs(logits, labels), size=2, start=0)[0] == [0, 1]
     # from member 1, repeating 1 has the lowest NLL
-    assert greedy(SplitOutputs(logits, labels), size=3, start=1)[0] == [1, 1, 1]
+    assert greedy(split_outputs(logits, labels), size=3, start=1)[0] == [1, 1, 1]
 
 
 def test_full_tie_goes_to_first_in_pool_order():
     logits, labels = binary_logits([[0.8, 0.3, 0.7]] * 3), np.zeros(3, dtype=int)
-    assert best_member(SplitOutputs(logits, labels), [0, 1, 2]) == 0
-    assert best_member(SplitOutputs(logits, labels), [1, 2]) == 1
-    assert greedy(SplitOutputs(logits, labels), size=3, start=2)[0] == [2, 0, 0]
+    assert best_member(split_outputs(logits, labels), [0, 1, 2]) == 0
+    assert best_member(split_outputs(logits, labels), [1, 2]) == 1
+    assert greedy(split_outputs(logits, labels), size=3, start=2)[0] == [2, 0, 0]
 
 
 # -------------------------------------------------------------- start rule
@@ -134,21 +139,21 @@ def test_start_member_rules():
     rng = np.random.default_rng(0)
     assert set(START_RULES) == {"best_val", "random", "fixed"}
     # best_val chooses among the candidates only (member 2 is better overall)
-    assert start_member("best_val", SplitOutputs(logits, labels), [0, 1, 3], rng) == 0
-    assert start_member("best_val", SplitOutputs(logits, labels), [0, 1, 2, 3], rng) == 2
-    assert start_member("fixed", SplitOutputs(logits, labels), [0, 1], rng, fixed=3) == 3
+    assert start_member("best_val", split_outputs(logits, labels), [0, 1, 3], rng) == 0
+    assert start_member("best_val", split_outputs(logits, labels), [0, 1, 2, 3], rng) == 2
+    assert start_member("fixed", split_outputs(logits, labels), [0, 1], rng, fixed=3) == 3
     with pytest.raises(ValueError):
-        start_member("fixed", SplitOutputs(logits, labels), [0, 1], rng)
+        start_member("fixed", split_outputs(logits, labels), [0, 1], rng)
     with pytest.raises(ValueError, match="unknown greedy start"):
-        start_member("worst", SplitOutputs(logits, labels), [0, 1], rng)
+        start_member("worst", split_outputs(logits, labels), [0, 1], rng)
 
 
 def test_start_member_random_reproducible_and_within_candidates():
     logits, labels = designed_pool()
     candidates = [0, 1, 3]
-    first = [start_member("random", SplitOutputs(logits, labels), candidates, np.random.default_rng(seed))
+    first = [start_member("random", split_outputs(logits, labels), candidates, np.random.default_rng(seed))
              for seed in range(40)]
-    again = [start_member("random", SplitOutputs(logits, labels), candidates, np.random.default_rng(seed))
+    again = [start_member("random", split_outputs(logits, labels), candidates, np.random.default_rng(seed))
              for seed in range(40)]
     assert first == again
     assert set(first) <= set(candidates)
@@ -226,21 +231,24 @@ def member_logits(labels, right, rng):
     return logits
 
 
-@pytest.fixture
-def pool_files(tmp_path):
+def pool_arrays() -> list[dict[str, np.ndarray]]:
+    """Each member's float32 logits and the labels, val and test."""
     rng = np.random.default_rng(42)
     val_labels = rng.integers(0, NUM_CLASSES, 60)
     test_labels = rng.integers(0, NUM_CLASSES, 80)
+    return [{"val_logits": member_logits(val_labels, v, rng).astype(np.float32),
+             "test_logits": member_logits(test_labels, t, rng).astype(np.float32),
+             "val_labels": val_labels, "test_labels": test_labels}
+            for v, t in zip(VAL_RIGHT, TEST_RIGHT)]
+
+
+@pytest.fixture
+def pool_files(tmp_path):
+    """The pool's files as the workflow writes them (``logits.write_logits``)."""
     paths = []
-    for name, v, t in zip(IDS, VAL_RIGHT, TEST_RIGHT):
+    for name, arrays in zip(IDS, pool_arrays()):
         path = tmp_path / f"{name}.npz"
-        np.savez(
-            path,
-            val_logits=member_logits(val_labels, v, rng).astype(np.float32),
-            test_logits=member_logits(test_labels, t, rng).astype(np.float32),
-            val_labels=val_labels,
-            test_labels=test_labels,
-        )
+        write_logits(path, **arrays)
         paths.append(str(path))
     return paths
 
@@ -260,7 +268,7 @@ def test_load_logits_reads_every_member(pool_files):
     stacks = load_logits(pool_files)
     assert [z.shape for z in stacks["val_logits"]] == [(60, NUM_CLASSES)] * 4
     assert [z.shape for z in stacks["test_logits"]] == [(80, NUM_CLASSES)] * 4
-    assert stacks["val_logits"][0].dtype == np.float32  # as written
+    assert stacks["val_logits"][0].dtype == np.float16  # as written
     assert stacks["val_labels"].shape == (60,) and stacks["test_labels"].shape == (80,)
     for k, right in enumerate(VAL_RIGHT):
         assert accuracy_of(stacks["val_logits"][k][None], stacks["val_labels"]) == right / 60
@@ -286,28 +294,31 @@ def test_load_logits_reads_only_the_splits_a_job_uses(pool_files):
     kept = [p is not None for p in greedy_lean["test"].probs]
     assert kept == [c and len(set(out["order"])) > 1 for c in chosen]
     with pytest.raises(ValueError, match="unknown preparation 'eager'"):
-        SplitOutputs(lean["test_logits"], lean["test_labels"], prepare="eager")
+        SplitOutputs(lean["test_logits"], lean["test"].row_max, lean["test_labels"], prepare="eager")
 
 
-def test_compact_logits_files_give_the_results_of_whole_ones(pool_files, tmp_path):
+def exact_stacks() -> dict:
+    """What ``load_logits`` gives for the pool, from its float32 logits
+    themselves: their gaps kept in float32, no rounding."""
+    arrays, out = pool_arrays(), {}
+    for split in ("val", "test"):
+        gaps, row_max = zip(*(row_gaps(member[f"{split}_logits"]) for member in arrays))
+        out[f"{split}_labels"], out[f"{split}_logits"] = arrays[0][f"{split}_labels"], list(gaps)
+        out[split] = SplitOutputs(list(gaps), list(row_max), out[f"{split}_labels"])
+    return out
+
+
+def test_compact_logits_files_give_the_results_of_the_exact_logits(pool_files):
     """Files as the workflow writes them (float16 gaps to each row's maximum,
-    ``data.write_logits``) give the float32 files' results: the same members
-    chosen, every value within float16's rounding; a pool mixing both kinds
-    of file is read as whole float32 logits."""
-    compact = [str(tmp_path / "compact" / Path(path).name) for path in pool_files]
-    for path, target in zip(pool_files, compact):
-        with np.load(path) as stored:
-            write_logits(target, **stored)
-    whole, small = load_logits(pool_files), load_logits(compact)
-    assert small["test_logits"][0].dtype == np.float16 and small["test"].row_max is not None
+    ``logits.write_logits``) give the results of the float32 logits they
+    were written from: the same members chosen, every value within
+    float16's rounding."""
+    exact, small = exact_stacks(), load_logits(pool_files)
+    assert small["test_logits"][0].dtype == np.float16
     for run in (lambda s: member_results(IDS, CLASSES, s, settings(), NUM_CLASSES),
                 lambda s: greedy_results(IDS, CLASSES, s, settings()),
                 lambda s: random_results(IDS, CLASSES, s, settings())):
-        assert_close(run(small), run(whole), atol=2e-3)
-    mixed = load_logits([compact[0], *pool_files[1:]])
-    assert mixed["test"].row_max is None and mixed["test_logits"][0].dtype == np.float32
-    assert_close(greedy_results(IDS, CLASSES, mixed, settings()), greedy_results(IDS, CLASSES, whole, settings()),
-                 atol=2e-3)
+        assert_close(run(small), run(exact), atol=2e-3)
 
 
 def assert_close(got, expected, atol):
@@ -332,7 +343,7 @@ def test_load_logits_rejects_different_labels(pool_files, tmp_path):
         data = dict(stored)
     data["test_labels"] = (data["test_labels"] + 1) % NUM_CLASSES
     bad = tmp_path / "bad.npz"
-    np.savez(bad, **data)
+    np.savez(bad, **data)  # the stored arrays as they are: only the labels differ
     with pytest.raises(ValueError, match="test labels differ"):
         load_logits([pool_files[0], str(bad)])
 

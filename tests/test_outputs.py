@@ -1,5 +1,6 @@
-"""The shared-precomputation ensemble metrics (multisym.ensembles.outputs) against the
-definitions in multisym.ensembles.metrics, on random pools with repeated members."""
+"""The shared-precomputation ensemble metrics (multisym.ensembles.outputs) and their
+bootstrap (multisym.ensembles.resampling) against the definitions in
+multisym.ensembles.metrics, on random pools with repeated members."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ import pytest
 
 from multisym.ensembles import metrics
 from multisym.ensembles import rowblocks
-from multisym.ensembles import outputs as outputs_module
-from multisym.ensembles.outputs import SplitOutputs, resample_counts, resample_counts_by_item, resampled_auuqc
+from multisym.ensembles import resampling
+from multisym.ensembles.outputs import SplitOutputs
+from multisym.ensembles.resampling import resample_counts, resample_counts_by_item, resampled_auuqc
+from multisym.logits import row_gaps
 
 ENSEMBLES = ([0], [2, 2], [0, 2, 3], [0, 0, 1, 3, 3], [3, 1])
 BOOTSTRAP = {"samples": 200, "seed": 7, "level": 0.95}
+
+
+def split_outputs(logits, labels, **options) -> SplitOutputs:
+    """SplitOutputs of ``logits`` in the form ``logits.write_logits`` stores
+    them: gaps to each row's maximum (float32 here) and the maxima."""
+    return SplitOutputs(*row_gaps(logits), labels, **options)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +31,7 @@ def pool():
     logits = (rng.standard_normal((4, 600, 7)) * rng.uniform(0.5, 6.0, size=(4, 1, 1))).astype(np.float32)
     logits[1, :5] *= 40.0  # probabilities below the 1e-12 floor
     labels = rng.integers(0, 7, size=600)
-    return logits, labels, SplitOutputs(logits, labels)
+    return logits, labels, split_outputs(logits, labels)
 
 
 @pytest.mark.parametrize("chosen", ENSEMBLES)
@@ -65,7 +74,7 @@ def test_resample_counts_too_large_for_a_byte_are_kept_whole(monkeypatch):
             return np.zeros(size, dtype=np.int64)
 
     monkeypatch.setattr(metrics, "resample_stream", Stuck)
-    monkeypatch.setattr(outputs_module, "resample_stream", Stuck)
+    monkeypatch.setattr(resampling, "resample_stream", Stuck)
     resample_counts.cache_clear()
     try:
         counts = resample_counts(300, 3, 0)
@@ -107,12 +116,13 @@ def test_selection_score_and_per_class_accuracy(pool):
     np.testing.assert_allclose(outputs.per_class_accuracy(2, 7), metrics.per_class_accuracy(logits[2], labels, 7))
 
 
-def test_float16_logits_stay_float16_and_give_the_same_terms(pool):
+def test_float16_gaps_stay_float16_and_give_the_same_terms(pool):
     logits, labels, _ = pool
-    half = logits.astype(np.float16)
-    outputs = SplitOutputs(half, labels)
-    assert outputs.logits.dtype == np.float16
-    reference = SplitOutputs(half.astype(np.float32), labels)
+    gaps, row_max = row_gaps(logits)
+    half = gaps.astype(np.float16)
+    outputs = SplitOutputs(half, row_max, labels)
+    assert outputs.gaps.dtype == np.float16
+    reference = SplitOutputs(half.astype(np.float32), row_max, labels)
     for name, values in reference.terms([0, 1, 1, 3]).items():
         np.testing.assert_allclose(outputs.terms([0, 1, 1, 3])[name], values, rtol=1e-6, atol=1e-6, err_msg=name)
 
@@ -151,8 +161,8 @@ def test_threads_and_kept_probabilities_change_no_value(pool):
     """Blocks are computed alike on any number of threads; without kept
     probabilities a member alone has exactly the same terms."""
     logits, labels, outputs = pool
-    one_thread = SplitOutputs(logits, labels, threads=1)
-    lean = SplitOutputs(logits, labels, prepare="values", threads=3)
+    one_thread = split_outputs(logits, labels, threads=1)
+    lean = split_outputs(logits, labels, prepare="values", threads=3)
     for chosen in ENSEMBLES:
         for name, values in one_thread.terms(chosen).items():
             np.testing.assert_array_equal(outputs.terms(chosen)[name], values, err_msg=name)
@@ -216,7 +226,7 @@ def test_ensemble_entropy_where_every_member_gives_a_class_no_probability():
     logits = rng.standard_normal((2, 300, 6)).astype(np.float32)
     logits[:, :20] *= 500.0
     labels = rng.integers(0, 6, 300)
-    outputs = SplitOutputs(logits, labels)
+    outputs = split_outputs(logits, labels)
     assert (outputs.mean_probs([0, 1])[:20] == 0).any()
     got = outputs.terms([0, 1])
     assert all(np.isfinite(values).all() for values in got.values())

@@ -16,8 +16,7 @@ from PIL import Image
 import dataset_fixtures as fx
 from conftest import SMOKE
 from multisym import config as config_module
-from multisym.data import splits
-from multisym.data import streaming
+from multisym.data import decoders, splits, streaming
 from multisym.errors import UserError
 from multisym.members import member_table
 from multisym.train.pretrain import train_member
@@ -106,7 +105,7 @@ def test_a_batch_is_one_task_per_worker_written_into_shared_memory(food, monkeyp
     _, paths = food
     memory, _, _ = splits.load_split(*paths, "train")
     monkeypatch.setattr(streaming, "in_memory_gib", 0.0)
-    monkeypatch.setattr(streaming, "SLOT_BYTES", 10 * memory[0].numel())  # 10 images of uint8
+    monkeypatch.setattr(decoders, "SLOT_BYTES", 10 * memory[0].numel())  # 10 images of uint8
     images = streaming.StreamedImages(splits.load_split(*paths, "train")[0].decoder, workers=2)
     submitted = []
     submit = images._pool.submit
@@ -114,7 +113,7 @@ def test_a_batch_is_one_task_per_worker_written_into_shared_memory(food, monkeyp
     rows = np.array([44, 0, 7, 7, 3, 30, 12])
     assert torch.equal(images[rows], memory[rows])
     assert [len(args[2]) for args in submitted] == [4, 3]
-    assert all(args[0] is streaming._decode_held for args in submitted)
+    assert all(args[0] is decoders._decode_held for args in submitted)
     submitted.clear()
     assert torch.equal(images[:], memory)
     assert [len(args[2]) for args in submitted] == [5, 5] * 4 + [3, 2]
@@ -156,12 +155,12 @@ def _bytes(image: Image.Image, **options) -> torch.Tensor:
 def test_the_frame_header_gives_a_jpegs_colour_components():
     rng = np.random.default_rng(0)
     rgb = Image.fromarray(rng.integers(0, 256, (9, 11, 3), dtype=np.uint8))
-    assert streaming.jpeg_components(_bytes(rgb, format="JPEG")) == 3
-    assert streaming.jpeg_components(_bytes(rgb, format="JPEG", progressive=True)) == 3
-    assert streaming.jpeg_components(_bytes(rgb.convert("L"), format="JPEG")) == 1
-    assert streaming.jpeg_components(_bytes(rgb.convert("CMYK"), format="JPEG")) == 4
-    assert streaming.jpeg_components(_bytes(rgb, format="PNG")) is None
-    assert streaming.jpeg_components(torch.tensor([0xFF, 0xD8, 0x00, 0x01], dtype=torch.uint8)) is None
+    assert decoders.jpeg_components(_bytes(rgb, format="JPEG")) == 3
+    assert decoders.jpeg_components(_bytes(rgb, format="JPEG", progressive=True)) == 3
+    assert decoders.jpeg_components(_bytes(rgb.convert("L"), format="JPEG")) == 1
+    assert decoders.jpeg_components(_bytes(rgb.convert("CMYK"), format="JPEG")) == 4
+    assert decoders.jpeg_components(_bytes(rgb, format="PNG")) is None
+    assert decoders.jpeg_components(torch.tensor([0xFF, 0xD8, 0x00, 0x01], dtype=torch.uint8)) is None
 
 
 @pytest.fixture(scope="module")
@@ -194,16 +193,16 @@ def test_decoding_on_the_device_gives_the_cpu_paths_images(odd_food, monkeypatch
     The PNG and the CMYK file take the CPU path inside the device decoder."""
     memory, _, _ = splits.load_split(*odd_food, "train")
     on_cpu = []
-    read = streaming.SplitDecoder.read
-    monkeypatch.setattr(streaming.SplitDecoder, "read", lambda self, row: on_cpu.append(row) or read(self, row))
+    read = decoders.SplitDecoder.read
+    monkeypatch.setattr(decoders.SplitDecoder, "read", lambda self, row: on_cpu.append(row) or read(self, row))
     monkeypatch.setattr(streaming, "in_memory_gib", float(limit))
     images, _, _ = splits.load_split(*odd_food, "train", "device")
     if limit == "0":
         assert isinstance(images, streaming.StreamedImages)
-        assert isinstance(images.decoder, streaming.JpegDecoder)
+        assert isinstance(images.decoder, decoders.JpegDecoder)
         decoder = images.decoder
         odd = [row for row in range(len(memory))
-               if streaming.jpeg_bytes(decoder.files[int(decoder.fallback.index[row])]) is None]
+               if decoders.jpeg_bytes(decoder.files[int(decoder.fallback.index[row])]) is None]
         assert odd and torch.equal(images[odd], memory[odd])  # a batch without a JPEG
         on_cpu.clear()
         images = images[:]
@@ -219,8 +218,8 @@ def test_jpeg_files_decode_to_the_pixels_of_the_datasets_own_loader(odd_food):
 
     source = open_sources(json.loads(odd_food[1].read_text())["settings"])["train"]
     rows = np.arange(len(source.labels))
-    by_files = streaming.SplitDecoder(source, rows, 12, 3, list(source.files))
-    by_class = streaming.SplitDecoder(source, rows, 12, 3)
+    by_files = decoders.SplitDecoder(source, rows, 12, 3, list(source.files))
+    by_class = decoders.SplitDecoder(source, rows, 12, 3)
     for row in rows:
         assert torch.equal(by_files.read(row), by_class.read(row)), source.files[row]
 
@@ -230,10 +229,10 @@ def test_a_source_without_one_file_per_image_keeps_the_cpu_decoder(food):
 
     section, _ = food
     source = open_sources(section)["train"]
-    assert isinstance(streaming.decoder_for(source, np.arange(4), 12, 3, "device"), streaming.JpegDecoder)
-    assert isinstance(streaming.decoder_for(source, np.arange(4), 12, 3, "cpu"), streaming.SplitDecoder)
+    assert isinstance(decoders.decoder_for(source, np.arange(4), 12, 3, "device"), decoders.JpegDecoder)
+    assert isinstance(decoders.decoder_for(source, np.arange(4), 12, 3, "cpu"), decoders.SplitDecoder)
     source.files = source.files[:1]  # e.g. CIFAR: a few batch files for every image
-    assert isinstance(streaming.decoder_for(source, np.arange(4), 12, 3, "device"), streaming.SplitDecoder)
+    assert isinstance(decoders.decoder_for(source, np.arange(4), 12, 3, "device"), decoders.SplitDecoder)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")

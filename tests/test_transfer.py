@@ -12,6 +12,7 @@ from multisym.report import figures
 from multisym.report import tables
 from multisym.ensembles.strategies import greedy_results, load_logits, member_results, random_results
 from multisym.evaluate.transfer import summarise_dataset, write_summary
+from multisym.logits import write_logits
 from test_ensemble import member_logits
 
 IDS = ["eq0", "eq1", "eq2", "inv0", "inv1"]
@@ -35,8 +36,8 @@ def dataset_results(tmp_path, seed):
     paths = []
     for name, v, t in zip(IDS, VAL_RIGHT, TEST_RIGHT):
         path = tmp_path / f"{name}-{seed}.npz"
-        np.savez(path, val_logits=member_logits(val_labels, v, rng), test_logits=member_logits(test_labels, t, rng),
-                 val_labels=val_labels, test_labels=test_labels)
+        write_logits(path, val_logits=member_logits(val_labels, v, rng), test_logits=member_logits(test_labels, t, rng),
+                     val_labels=val_labels, test_labels=test_labels)
         paths.append(str(path))
     stacks = load_logits(paths)
     members = member_results(IDS, MODES, stacks, SETTINGS, NUM_CLASSES)

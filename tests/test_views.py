@@ -1,4 +1,5 @@
-"""Tests for multisym.data.views (CPU; the CUDA comparison is skipped without a GPU)."""
+"""Tests for multisym.data.views and the geometric and photometric steps it runs
+(CPU; the CUDA comparison is skipped without a GPU)."""
 
 import math
 
@@ -7,8 +8,8 @@ import torch
 import torchvision.transforms.functional as TF
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from multisym.data.views import (
-    ViewSpec,
+from multisym.data.geometric import crop_resize, sample_crop_boxes
+from multisym.data.photometric import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -16,12 +17,9 @@ from multisym.data.views import (
     blur_kernel_size,
     gaussian_blur,
     hsv_to_rgb,
-    make_view_batch,
-    make_views,
-    resize_center,
     rgb_to_hsv,
-    sample_crop_boxes,
 )
+from multisym.data.views import ViewSpec, make_view_batch, make_views, resize_center
 
 IDENTITY = dict(
     crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
@@ -399,8 +397,6 @@ def test_resized_crop_matches_torchvision_inside_the_box_when_it_enlarges(box):
     just outside the box and a crop-then-resize cannot."""
     from torchvision.transforms.v2 import functional as F
 
-    from multisym.data.views import crop_resize
-
     image = rand_images(1, 3, 240, 320)
     x1, y1, x2, y2 = box
     ours = crop_resize(image, torch.tensor([box], dtype=torch.float32), 224)
@@ -413,8 +409,6 @@ def test_resized_crop_of_a_photograph_like_image_is_close_to_torchvision_for_any
     torchvision's antialiasing triangle filter): mean |difference| < 1e-3, max < 0.05."""
     import torch.nn.functional as NF
     from torchvision.transforms.v2 import functional as F
-
-    from multisym.data.views import crop_resize
 
     image = NF.interpolate(rand_images(1, 3, 12, 16), size=(240, 320), mode="bicubic").clamp(0, 1)
     boxes = sample_crop_boxes(12, 240, 320, (0.08, 1.0), (3 / 4, 4 / 3), gen(5))

@@ -5,3 +5,7 @@ and what to do, without a traceback, and exits with status 2."""
 
 class UserError(Exception):
     """An error whose message tells the user what to fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration that does not satisfy the schema or the workflow's rules."""

@@ -1,6 +1,6 @@
 """Stored logits: float16 gaps to each row's maximum plus the maxima
-(docs/method.md#stored-logits), written by every stage that evaluates a
-classifier and read by the ensemble and evaluation steps."""
+(docs/workflow.md#logits-are-stored-compactly), written by every stage that
+evaluates a classifier and read by the ensemble and evaluation steps."""
 
 from __future__ import annotations
 
@@ -11,6 +11,17 @@ import numpy as np
 from multisym.files import write_npz
 
 FLOAT16_MAX = 65504.0
+
+
+def row_gaps(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(z − max z, max z) of each row of ``logits`` (..., C), float32: the two
+    arrays ``write_logits`` stores (a row of NaN, from a diverged model,
+    stays NaN)."""
+    logits = np.asarray(logits, np.float32)
+    top = logits.max(axis=-1)
+    with np.errstate(invalid="ignore"):
+        gaps = logits - top[..., None]
+    return gaps, top
 
 
 def write_logits(path: str | Path, **arrays: np.ndarray) -> None:
@@ -28,10 +39,7 @@ def write_logits(path: str | Path, **arrays: np.ndarray) -> None:
         if not key.endswith("_logits"):
             out[key] = array
             continue
-        array = np.asarray(array, np.float32)
-        top = array.max(axis=-1)
-        with np.errstate(invalid="ignore"):  # a row of NaN (a diverged model) stays NaN
-            gaps = array - top[..., None]
+        gaps, top = row_gaps(array)
         finite = gaps[np.isfinite(gaps)]
         fits = not finite.size or -finite.min() <= FLOAT16_MAX
         out[key] = gaps.astype(np.float16) if fits else gaps
@@ -41,7 +49,5 @@ def write_logits(path: str | Path, **arrays: np.ndarray) -> None:
 
 def logits_of(stored: dict, name: str) -> np.ndarray:
     """The float32 logits ``{name}_logits`` of a file written by
-    ``write_logits`` (gaps plus row maxima), or of one holding them whole."""
-    logits = stored[f"{name}_logits"]
-    top = stored.get(f"{name}_logit_max")
-    return np.asarray(logits, np.float32) if top is None else logits.astype(np.float32) + top[..., None]
+    ``write_logits``: its gaps plus its row maxima."""
+    return stored[f"{name}_logits"].astype(np.float32) + stored[f"{name}_logit_max"][..., None]

@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from multisym.config import POOL_CLASSES
+from multisym.scale_checks import POOL_CLASSES
 from multisym.stages import stage_version
 
 MODES = ("eq", "inv", "base", "sup")

@@ -293,7 +293,8 @@ def load_split(data_path: str | Path, manifest_path: str | Path, split: str, dec
 
 def _decode_split(manifest: dict, split: str, index: np.ndarray, decode: str, device):
     from multisym.data.datasets import open_sources
-    from multisym.data.streaming import decode_split, decoder_for
+    from multisym.data.decoders import decoder_for
+    from multisym.data.streaming import decode_split
 
     source = open_sources(manifest["settings"])[manifest["split_sources"][split]]
     decoder = decoder_for(source, index, manifest["image_size"], manifest["channels"], decode)

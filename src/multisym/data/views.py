@@ -17,48 +17,26 @@ numpy and ``random`` are never used.  The number and order of draws depends
 only on the batch size, never on the spec's probabilities or on earlier
 outcomes, so changing one probability does not reshuffle the other parameters.
 
-Normalisation (mean/std) is not done here: the caller applies it after the
-group actions.
+The crop and flip are in ``geometric``, the colour, blur and solarisation
+steps in ``photometric``; this module holds the spec, the order of the
+random draws and the pipeline that runs them. Normalisation (mean/std) is
+not done here: the caller applies it after the group actions.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import roi_align
 
+from multisym.data.geometric import check_generator, crop_resize, hflip, sample_crop_boxes, uniform
+from multisym.data.photometric import blur_kernel_size, color_jitter, gaussian_blur, solarize, to_grayscale
 from multisym.runtime import to_device
 
-__all__ = [
-    "ViewSpec",
-    "make_views",
-    "make_view_batch",
-    "resize_center",
-    "sample_crop_boxes",
-    "crop_resize",
-    "hflip",
-    "rgb_to_gray",
-    "rgb_to_hsv",
-    "hsv_to_rgb",
-    "adjust_brightness",
-    "adjust_contrast",
-    "adjust_saturation",
-    "adjust_hue",
-    "to_grayscale",
-    "blur_kernel_size",
-    "gaussian_kernels",
-    "gaussian_blur",
-    "solarize",
-]
-
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma
-SOLARIZE_THRESHOLD = 0.5
-CROP_TRIES = 10
+__all__ = ["ViewSpec", "make_views", "make_view_batch", "resize_center"]
 
 
 def _check_prob(name: str, value: float) -> None:
@@ -139,23 +117,6 @@ def _check_images(images: Tensor) -> Tensor:
     return images.to(torch.float32)
 
 
-def _check_generator(generator: torch.Generator) -> None:
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if generator.device.type != "cpu":
-        raise ValueError(f"generator must live on the CPU, got device {generator.device}")
-
-
-def _uniform(u: Tensor, lo: float, hi: float) -> Tensor:
-    """Map u ~ U[0, 1) to U[lo, hi)."""
-    return lo + (hi - lo) * u
-
-
-def _bcast(values: Tensor) -> Tensor:
-    """(B,) -> (B, 1, 1, 1) for per-sample broadcasting over (C, H, W)."""
-    return values.reshape(-1, 1, 1, 1)
-
-
 def _apply_to_subset(
     images: Tensor, mask: Tensor, fn: Callable[..., Tensor], *params: Tensor
 ) -> Tensor:
@@ -176,237 +137,6 @@ def _apply_to_subset(
     return out
 
 
-# --------------------------------------------------------------------------- crop
-
-
-def _fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
-    """Centre-crop size (h, w) used when all tries fail: the whole image, with its
-    aspect ratio clipped to ``ratio``."""
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w = width
-        h = int(round(w / min(ratio)))
-    elif in_ratio > max(ratio):
-        h = height
-        w = int(round(h * max(ratio)))
-    else:
-        h, w = height, width
-    return h, w
-
-
-def sample_crop_boxes(
-    batch: int,
-    height: int,
-    width: int,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    generator: torch.Generator,
-) -> Tensor:
-    """Sample RandomResizedCrop boxes, one per sample, vectorised over the batch.
-
-    For each of ``CROP_TRIES`` tries: area A = U[scale] * H * W, aspect
-    r = exp(U[log r_lo, log r_hi]), w = round(sqrt(A r)), h = round(sqrt(A / r));
-    the first try with 0 < w <= W and 0 < h <= H is kept and placed at
-    top = floor(u (H - h + 1)), left = floor(u' (W - w + 1)).  Samples with no
-    valid try get a centre crop of the whole image with ratio clipped to ``ratio``.
-
-    Returns a float32 CPU tensor (B, 4) of integer-valued pixel boxes
-    (x1, y1, x2, y2) with x2 - x1 = w, y2 - y1 = h (continuous coordinates, pixel k
-    covering [k, k + 1)).
-    """
-    _check_generator(generator)
-    u = torch.rand(4, batch, CROP_TRIES, generator=generator, dtype=torch.float64)
-    area = _uniform(u[0], scale[0], scale[1]) * (height * width)
-    log_r = _uniform(u[1], math.log(ratio[0]), math.log(ratio[1]))
-    aspect = torch.exp(log_r)
-    w = torch.round(torch.sqrt(area * aspect))
-    h = torch.round(torch.sqrt(area / aspect))
-    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-
-    # argmax returns the first maximum, i.e. the first valid try.
-    first = valid.to(torch.int8).argmax(dim=1, keepdim=True)
-    w = w.gather(1, first).squeeze(1)
-    h = h.gather(1, first).squeeze(1)
-    top = torch.floor(u[2].gather(1, first).squeeze(1) * (height - h + 1))
-    left = torch.floor(u[3].gather(1, first).squeeze(1) * (width - w + 1))
-
-    fb_h, fb_w = _fallback_box(height, width, ratio)
-    ok = valid.any(dim=1)
-    h = torch.where(ok, h, torch.full_like(h, fb_h))
-    w = torch.where(ok, w, torch.full_like(w, fb_w))
-    top = torch.where(ok, top, torch.full_like(top, (height - fb_h) // 2))
-    left = torch.where(ok, left, torch.full_like(left, (width - fb_w) // 2))
-    return torch.stack([left, top, left + w, top + h], dim=1).to(torch.float32)
-
-
-def crop_resize(images: Tensor, boxes: Tensor, size: int, index: Tensor | None = None) -> Tensor:
-    """Crop each box and resample it to size x size with bilinear roi_align.
-
-    Box k crops image ``index[k]`` (default: box i crops image i), so several
-    views of one image need no copies of it. ``aligned=True`` makes box
-    (0, 0, W, H) map pixel centres onto pixel centres. The sampling ratio is
-    adaptive (ceil(box side / size) points per output bin), which averages when
-    downscaling and samples exactly at bin centres otherwise.
-    """
-    if index is None:
-        index = torch.arange(images.shape[0])
-    rois = torch.cat([index[:, None].to(boxes.dtype), boxes], dim=1)
-    out = roi_align(
-        images, to_device(rois, images.device, images.dtype), output_size=(size, size),
-        spatial_scale=1.0, sampling_ratio=0, aligned=True,
-    )
-    return out.clamp_(0.0, 1.0)
-
-
-# --------------------------------------------------------------------------- flip
-
-
-def hflip(images: Tensor, mask: Tensor) -> Tensor:
-    """Flip the width axis of the samples where ``mask`` is True."""
-    return torch.where(_bcast(mask), images.flip(-1), images)
-
-
-# --------------------------------------------------------------------------- colour
-
-
-def rgb_to_gray(images: Tensor) -> Tensor:
-    """Luma Y = 0.299 R + 0.587 G + 0.114 B, shape (B, 1, H, W); identity for C = 1."""
-    if images.shape[1] == 1:
-        return images
-    r, g, b = images.unbind(1)
-    wr, wg, wb = GRAY_WEIGHTS
-    return (wr * r + wg * g + wb * b).unsqueeze(1)
-
-
-def _blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
-    """clamp(f x + (1 - f) o, 0, 1) with a per-sample factor f."""
-    f = _bcast(factor)
-    return (f * images + (1.0 - f) * other).clamp_(0.0, 1.0)
-
-
-def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
-    """x -> clamp(f x, 0, 1), per-sample f."""
-    return (images * _bcast(factor)).clamp_(0.0, 1.0)
-
-
-def adjust_contrast(images: Tensor, factor: Tensor) -> Tensor:
-    """x -> clamp(f x + (1 - f) m, 0, 1), m = per-image mean of the grayscale image."""
-    mean = rgb_to_gray(images).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(images, mean, factor)
-
-
-def adjust_saturation(images: Tensor, factor: Tensor) -> Tensor:
-    """x -> clamp(f x + (1 - f) gray(x), 0, 1); no effect for C = 1 (gray(x) = x)."""
-    if images.shape[1] == 1:
-        return images
-    return _blend(images, rgb_to_gray(images), factor)
-
-
-def rgb_to_hsv(images: Tensor) -> Tensor:
-    """RGB in [0, 1] -> HSV in [0, 1]^3 (hue as a fraction of a turn).
-
-    V = max, C = max - min, S = C / V (0 if V = 0), and
-    H = ((G - B)/C mod 6, (B - R)/C + 2, (R - G)/C + 4)[argmax] / 6 (0 if C = 0).
-    """
-    r, g, b = images.unbind(1)
-    v, _ = images.max(dim=1)
-    chroma = v - images.min(dim=1).values
-    has_chroma = chroma > 0
-    safe_c = torch.where(has_chroma, chroma, torch.ones_like(chroma))
-    safe_v = torch.where(v > 0, v, torch.ones_like(v))
-    s = torch.where(v > 0, chroma / safe_v, torch.zeros_like(v))
-    h_r = torch.remainder((g - b) / safe_c, 6.0)
-    h_g = (b - r) / safe_c + 2.0
-    h_b = (r - g) / safe_c + 4.0
-    h6 = torch.where(v == r, h_r, torch.where(v == g, h_g, h_b))
-    h = torch.where(has_chroma, h6 / 6.0, torch.zeros_like(h6))
-    return torch.stack([h, s, v], dim=1)
-
-
-def hsv_to_rgb(hsv: Tensor) -> Tensor:
-    """HSV -> RGB via channel_n = V - V S clamp(min(k, 4 - k), 0, 1),
-    k = (n + 6 H) mod 6 with n = 5, 3, 1 for R, G, B."""
-    h, s, v = hsv.unbind(1)
-    # n = 5, 3, 1 made on the device: torch.tensor(..., device=) would be a
-    # blocking copy, stopping the host until the device catches up
-    n = torch.arange(5.0, 0.0, -2.0, dtype=hsv.dtype, device=hsv.device).reshape(1, 3, 1, 1)
-    k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
-    ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
-    vs = (v * s).unsqueeze(1)
-    return (v.unsqueeze(1) - vs * ramp).clamp_(0.0, 1.0)
-
-
-def adjust_hue(images: Tensor, shift: Tensor) -> Tensor:
-    """Rotate hue: H -> (H + shift) mod 1 in HSV space, per-sample shift in [-0.5, 0.5];
-    no effect for C = 1."""
-    if images.shape[1] == 1:
-        return images
-    hsv = rgb_to_hsv(images)
-    h = torch.remainder(hsv[:, 0] + shift.reshape(-1, 1, 1), 1.0)
-    return hsv_to_rgb(torch.cat([h.unsqueeze(1), hsv[:, 1:]], dim=1))
-
-
-def _color_jitter(images: Tensor, factors: Tensor, use_hue: bool) -> Tensor:
-    """Brightness, contrast, saturation, hue with factors[:, 0..3].
-
-    The order is fixed; torchvision's ColorJitter randomises it per call.
-    """
-    images = adjust_brightness(images, factors[:, 0])
-    images = adjust_contrast(images, factors[:, 1])
-    images = adjust_saturation(images, factors[:, 2])
-    if use_hue:  # hue = 0 would only add HSV round-off
-        images = adjust_hue(images, factors[:, 3])
-    return images
-
-
-def to_grayscale(images: Tensor) -> Tensor:
-    """Replace every channel by the luma Y (ITU-R 601); identity for C = 1."""
-    return rgb_to_gray(images).expand_as(images).contiguous()
-
-
-# --------------------------------------------------------------------------- blur
-
-
-def blur_kernel_size(sigma_max: float, size: int) -> int:
-    """k = 2 ceil(3 sigma_max) + 1, capped at the largest odd number <= size."""
-    k = 2 * math.ceil(3.0 * sigma_max) + 1
-    cap = size if size % 2 == 1 else size - 1
-    return max(1, min(k, cap))
-
-
-def gaussian_kernels(sigma: Tensor, ksize: int) -> Tensor:
-    """Normalised 1-D kernels (B, k): w_i ∝ exp(-i^2 / (2 sigma^2)), i = -k//2 .. k//2."""
-    x = torch.arange(ksize, dtype=sigma.dtype, device=sigma.device) - (ksize // 2)
-    w = torch.exp(-(x[None, :] ** 2) / (2.0 * sigma[:, None] ** 2))
-    return w / w.sum(dim=1, keepdim=True)
-
-
-def gaussian_blur(images: Tensor, sigma: Tensor, ksize: int) -> Tensor:
-    """Separable per-sample Gaussian blur with reflect padding.
-
-    The batch is folded into channels so one depthwise conv (groups = B C) applies
-    each sample's own kernel.
-    """
-    b, c, hgt, wid = images.shape
-    if ksize <= 1:
-        return images
-    kernels = gaussian_kernels(sigma.to(images.device, images.dtype), ksize)
-    weight = kernels.repeat_interleave(c, dim=0)  # (B C, k)
-    pad = ksize // 2
-    x = images.reshape(1, b * c, hgt, wid)
-    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), weight[:, None, None, :], groups=b * c)
-    x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), weight[:, None, :, None], groups=b * c)
-    return x.reshape(b, c, hgt, wid).clamp_(0.0, 1.0)
-
-
-# --------------------------------------------------------------------------- solarize
-
-
-def solarize(images: Tensor) -> Tensor:
-    """x -> 1 - x where x >= 0.5, else x."""
-    return torch.where(images >= SOLARIZE_THRESHOLD, 1.0 - images, images)
-
-
 # --------------------------------------------------------------------------- pipeline
 
 # Column layout of the per-sample uniform draws made after the crop boxes.
@@ -421,8 +151,8 @@ def _jitter_factors(u: Tensor, spec: ViewSpec) -> Tensor:
     cols = []
     for col, strength in ((_U_BRIGHT, spec.brightness), (_U_CONTRAST, spec.contrast),
                           (_U_SAT, spec.saturation)):
-        cols.append(_uniform(u[:, col], max(0.0, 1.0 - strength), 1.0 + strength))
-    cols.append(_uniform(u[:, _U_HUE], -spec.hue, spec.hue))
+        cols.append(uniform(u[:, col], max(0.0, 1.0 - strength), 1.0 + strength))
+    cols.append(uniform(u[:, _U_HUE], -spec.hue, spec.hue))
     return torch.stack(cols, dim=1)
 
 
@@ -450,7 +180,7 @@ def _draw(spec: ViewSpec, batch: int, height: int, width: int, generator: torch.
             ("solarize", _U_SOLARIZE, spec.solarize_p),
         )
     }
-    return _Draws(boxes, _jitter_factors(u, spec), _uniform(u[:, _U_SIGMA], *spec.blur_sigma), masks)
+    return _Draws(boxes, _jitter_factors(u, spec), uniform(u[:, _U_SIGMA], *spec.blur_sigma), masks)
 
 
 def _render(images: Tensor, draws: list[_Draws], size: int, ksize: int, use_hue: bool,
@@ -468,7 +198,7 @@ def _render(images: Tensor, draws: list[_Draws], size: int, ksize: int, use_hue:
     # up to a quarter pixel on a 256-px image
     x = crop_resize(images, boxes, size, torch.arange(batch).repeat(len(draws))).to(dtype)
     x = hflip(x, to_device(masks["flip"], device))
-    x = _apply_to_subset(x, masks["jitter"], lambda y, f: _color_jitter(y, f, use_hue), factors)
+    x = _apply_to_subset(x, masks["jitter"], lambda y, f: color_jitter(y, f, use_hue), factors)
     if images.shape[1] == 3:
         x = _apply_to_subset(x, masks["gray"], to_grayscale)
     x = _apply_to_subset(x, masks["blur"], lambda y, s: gaussian_blur(y, s, ksize), sigma)
@@ -486,7 +216,7 @@ def make_view_batch(images: Tensor, specs: list[ViewSpec], generator: torch.Gene
     is launched once for all of them, and on a GPU the host's launches are most of what the
     views cost (issue 15).
     """
-    _check_generator(generator)
+    check_generator(generator)
     images = _check_images(images)
     batch, channels, height, width = images.shape
     draws = [_draw(spec, batch, height, width, generator) for spec in specs]

@@ -22,35 +22,30 @@ they differ by less than C · 1e-12 · 28 per sample). No metric recomputes a
 softmax, and an ensemble costs a few passes over each of its distinct members.
 Both are done a block of rows at a time on every core of the job
 (``rowblocks``); ensembles evaluated together (``terms_of``) share each
-block's reads of the members. Bootstrap CIs take the resamples as a (B, N)
-matrix of small integer counts, drawn once per job: the mean of every
-per-sample metric and the binned sums of ECE over all resamples are one
-matrix product; AUUQC sorts each ensemble once and reads every resample's
-curve from cumulative counts. ``tests/test_outputs.py``
-checks all of it against the definitions in ``metrics``. NumPy only.
+block's reads of the members. Bootstrap CIs over the per-sample values
+are ``resampling``'s. ``tests/test_outputs.py`` checks all of it against
+the definitions in ``metrics``. NumPy only.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
-from multisym.ensembles.metrics import (ECE_BINS, PROB_FLOOR, UQ_POINTS, bootstrap_indices, class_accuracy,
-                                        percentile_ci, resample_stream, uq_curve)
-from multisym.ensembles.rowblocks import for_each, job_threads, row_blocks, scratch
+from multisym.ensembles.metrics import ECE_BINS, PROB_FLOOR, class_accuracy, percentile_ci, uq_curve
+from multisym.ensembles.resampling import resample_counts_by_item, resampled_auuqc, resampled_means
+from multisym.ensembles.rowblocks import for_each, row_blocks, scratch
 
 LOG_FLOOR = float(np.log(PROB_FLOOR))
-AUUQC_BLOCK = 16  # items per block of the resampled AUUQC's cumulative counts
-
 
 PREPARE = ("probs", "values", "later")
 
 
 class SplitOutputs:
-    """``logits``: (M, N, C), or M arrays of (N, C), kept in their stored dtype
-    (float16 files stay float16 in memory, or mapped from the file: 2 bytes a
-    value, beside 4 for the probabilities); ``labels`` (N,). ``prepare``:
+    """``gaps``: each member's logits as ``logits.write_logits`` stores them,
+    t = z − max z per row, (M, N, C) or M arrays of (N, C), kept in their
+    stored dtype (float16 files stay float16 in memory, or mapped from the
+    file: 2 bytes a value, beside 4 for the probabilities); ``row_max``:
+    the rows' max z, (M, N) or M arrays of (N,); ``labels`` (N,). ``prepare``:
     what is computed now for every member: ``probs``, its per-sample values
     and probabilities; ``values``, its per-sample values, and probabilities
     when an ensemble of two or more distinct members first sums them;
@@ -59,15 +54,14 @@ class SplitOutputs:
     (``prepare``). The work is spread over ``threads`` threads (the job's
     cores by default)."""
 
-    def __init__(self, logits, labels: np.ndarray, prepare: str = "probs", threads: int | None = None,
-                 row_max: list[np.ndarray] | None = None):
+    def __init__(self, gaps, row_max, labels: np.ndarray, prepare: str = "probs", threads: int | None = None):
         if prepare not in PREPARE:
             raise ValueError(f"unknown preparation {prepare!r}; known: {PREPARE}")
         self.labels = np.asarray(labels)
-        self.logits = logits
+        self.gaps = gaps
         self.row_max = row_max
         self.threads = threads
-        members, n = len(logits), len(self.labels)
+        members, n = len(gaps), len(self.labels)
         self.probs: list[np.ndarray | None] = [None] * members
         self.prepared = np.zeros(members, bool)
         self.lse = np.empty((members, n), np.float32)
@@ -84,28 +78,23 @@ class SplitOutputs:
         todo = [j for j in dict.fromkeys(members) if not self.prepared[j] or (probs and self.probs[j] is None)]
         if probs:
             for j in todo:
-                self.probs[j] = np.empty(self.logits[j].shape, np.float32)
+                self.probs[j] = np.empty(self.gaps[j].shape, np.float32)
         n = len(self.labels)
         for_each([(j, rows) for j in todo for rows in row_blocks(n)], self._prepare, self.threads)
         self.prepared[todo] = True
 
     def _prepare(self, task: tuple[int, slice]) -> None:
-        """One block of one member, in one pass of each kind: with t = z − max z
-        and e = exp t, p = e / Σe, lse = max z + log Σe and the entropy
-        H = −Σ p log p = log Σe − Σ e t / Σe (t ≤ 0, so nothing cancels; the
-        definition's floor q = max(p, 1e-12) changes H by less than C · 4e-13)."""
+        """One block of one member, in one pass of each kind: with the stored
+        t = z − max z and e = exp t, p = e / Σe, lse = max z + log Σe and the
+        entropy H = −Σ p log p = log Σe − Σ e t / Σe (t ≤ 0, so nothing
+        cancels; the definition's floor q = max(p, 1e-12) changes H by less
+        than C · 4e-13)."""
         j, rows = task
-        stored = self.logits[j][rows]
+        stored = self.gaps[j][rows]
         t = scratch("t", stored.shape)
         index = np.arange(len(stored))
-        if self.row_max is None:
-            z = self._z(j, rows)
-            top = z.argmax(axis=1)
-            z_max = z[index, top]
-            np.subtract(z, z_max[:, None], out=t)
-        else:  # stored as t itself (``data.write_logits``)
-            t[...] = stored
-            top, z_max = t.argmax(axis=1), self.row_max[j][rows]
+        t[...] = stored
+        top, z_max = t.argmax(axis=1), self.row_max[j][rows]
         e = scratch("e", t.shape) if self.probs[j] is None else self.probs[j][rows]
         np.exp(t, out=e)
         total = e.sum(axis=1)
@@ -120,16 +109,13 @@ class SplitOutputs:
         if self.probs[j] is not None:
             np.divide(e, total[:, None], out=e)
 
-    def _z(self, member: int, rows: slice, name: str = "z") -> np.ndarray:
-        """A block of a member's logits z as float32: as stored, or converted
-        into the thread's buffer ``name`` (and the row maxima added back)."""
-        z = self.logits[member][rows]
-        if z.dtype == np.float32 and self.row_max is None:
-            return z
-        out = scratch(name, z.shape)
-        out[...] = z
-        if self.row_max is not None:
-            out += self.row_max[member][rows, None]
+    def _z(self, member: int, rows: slice, name: str) -> np.ndarray:
+        """A block of a member's logits z as float32, in the thread's buffer
+        ``name``: its gaps with the row maxima added back."""
+        t = self.gaps[member][rows]
+        out = scratch(name, t.shape)
+        out[...] = t
+        out += self.row_max[member][rows, None]
         return out
 
     def _member_block(self, member: int, rows: slice, made: dict) -> tuple[np.ndarray, ...]:
@@ -147,13 +133,13 @@ class SplitOutputs:
         return made[member]
 
     def __len__(self) -> int:
-        return len(self.logits)
+        return len(self.gaps)
 
     # ------------------------------------------------------------ selection
     def mean_probs(self, chosen: list[int]) -> np.ndarray:
         """f̄ = (1/m) Σ_{j in chosen} p_j, shape (N, C)."""
         self.prepare(chosen, probs=True)
-        total = np.zeros(self.logits[chosen[0]].shape, np.float32)
+        total = np.zeros(self.gaps[chosen[0]].shape, np.float32)
         for j, w in _weights(chosen):
             total += self.probs[j] if w == 1 else w * self.probs[j]
         return total / len(chosen)
@@ -273,7 +259,7 @@ class SplitOutputs:
         S_log q, S_pp, S_z, S_zz for the diversity terms (``member_blocks``:
         the block's ``_member_block`` values made so far)."""
         m = sum(w for _, w in weights)
-        shape = (rows.stop - rows.start, self.logits[weights[0][0]].shape[1])
+        shape = (rows.stop - rows.start, self.gaps[weights[0][0]].shape[1])
         s_p, t = scratch("s_p", shape), scratch("t", shape)
         s_log_q, s_pp, s_z, s_zz = (scratch(name, shape) for name in ("s_log_q", "s_pp", "s_z", "s_zz"))
         for k, (j, w) in enumerate(weights):
@@ -381,113 +367,3 @@ def _spread(total: np.ndarray, squares: np.ndarray, m: int, scratch: np.ndarray)
     np.maximum(scratch, 0.0, out=scratch)
     np.sqrt(scratch, out=scratch)
     return scratch.mean(axis=1) / np.sqrt(m - 1)
-
-
-RESAMPLE_CHUNK = 50  # resamples drawn and counted together on one thread
-ITEM_BLOCK = 4096  # items whose counts are made float at a time for the resampled means
-
-
-@lru_cache(maxsize=4)
-def resample_counts(n: int, samples: int, seed: int) -> np.ndarray:
-    """(samples, n): how often each item is in each resample of
-    ``metrics.bootstrap_indices``; uint8 when every count fits (always for
-    n < 256; a resample of n ≥ 256 items would have to draw one item 256
-    times), else int64. Each resample has its own stream, so chunks of
-    resamples are drawn on the job's threads."""
-    chunks = [range(start, min(start + RESAMPLE_CHUNK, samples)) for start in range(0, samples, RESAMPLE_CHUNK)]
-    counts = np.empty((samples, n), np.uint8)
-
-    def count(resamples: range) -> bool:
-        """Fill the chunk's rows; False when a count does not fit uint8."""
-        fits = True
-        for b in resamples:
-            row = np.bincount(resample_stream(seed, b).integers(0, n, size=n), minlength=n)
-            counts[b] = row
-            fits = fits and (n < 256 or row.max() < 256)
-        return fits
-
-    if not all(for_each(chunks, count)):
-        counts = np.stack([np.bincount(d, minlength=n) for d in bootstrap_indices(n, samples, seed)])
-    counts.setflags(write=False)
-    return counts
-
-
-@lru_cache(maxsize=2)
-def resample_counts_by_item(n: int, samples: int, seed: int) -> np.ndarray:
-    """``resample_counts`` transposed to (n, samples), contiguous: an item's
-    counts in every resample side by side."""
-    by_item = np.ascontiguousarray(resample_counts(n, samples, seed).T)
-    by_item.setflags(write=False)
-    return by_item
-
-
-def resampled_means(by_item: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """(samples, k): the mean of each column of ``values`` (n, k) over each
-    resample, Σ_i c_bi v_i / n. The counts are made float32 a block of items
-    at a time (never the whole (n, samples) matrix); the blocks' products are
-    added in block order in float64."""
-    n = len(values)
-    values = np.ascontiguousarray(values, np.float32)
-    total = np.zeros((values.shape[1], by_item.shape[1]))
-    for rows in row_blocks(n, ITEM_BLOCK):
-        counts = scratch("counts", (rows.stop - rows.start, by_item.shape[1]))
-        counts[...] = by_item[rows]
-        total += values[rows].T @ counts
-    return total.T / n
-
-
-def resampled_auuqc(by_item: np.ndarray, hits: np.ndarray, uncertainty: np.ndarray,
-                    threads: int | None = None) -> np.ndarray:
-    """AUUQC of every resample. The items sorted once by decreasing
-    uncertainty; a resample is that order with each item repeated as often
-    as it was drawn, so removing its k most uncertain means cutting its
-    cumulative counts at k. The resamples are split between ``threads``
-    threads (the job's cores by default)."""
-    order = np.argsort(-uncertainty, kind="stable")
-    sorted_hits = hits[order] != 0
-    samples = by_item.shape[1]
-    step = -(-samples // (threads or job_threads()))
-    parts = [slice(start, min(start + step, samples)) for start in range(0, samples, step)]
-    return np.concatenate(for_each(parts, lambda part: _auuqc_of(by_item[:, part], order, sorted_hits), threads))
-
-
-def _auuqc_of(by_item: np.ndarray, order: np.ndarray, sorted_hits: np.ndarray) -> np.ndarray:
-    """``resampled_auuqc`` of the resamples in ``by_item``'s columns. Counts are
-    summed per block of ``AUUQC_BLOCK`` items in sorted order and cumulated
-    over blocks; each cut is then found inside the one block where it falls.
-    Counts and hits are whole numbers: every sum is exact."""
-    n, samples = by_item.shape
-    removed = np.floor(np.linspace(0.0, 0.98, UQ_POINTS) * n).astype(np.int64)
-    width = AUUQC_BLOCK
-    blocks = -(-n // width)
-    # (items, resamples) in sorted order, padded with zero rows to whole blocks;
-    # reused between ensembles: fresh memory costs more in page faults than the arithmetic
-    drawn = scratch("drawn", (blocks * width, samples), by_item.dtype)
-    drawn_hits = scratch("drawn_hits", (blocks * width, samples), by_item.dtype)
-    hit_rows = np.zeros(blocks * width, by_item.dtype)  # a 0/1 factor of the count's own type: no cast per element
-    hit_rows[:n] = sorted_hits
-    drawn[n:] = 0
-    np.take(by_item, order, axis=0, out=drawn[:n], mode="clip")  # "raise" would copy through a buffer
-    np.multiply(drawn, hit_rows[:, None], out=drawn_hits)
-    # counts and hits before each block, per resample: (2, resamples, blocks + 1), cumulated
-    # along the last axis (NumPy's cumsum along a first axis of many rows is far slower)
-    block_sum = np.uint16 if by_item.dtype == np.uint8 else np.int64  # width x 255 fits 16 bits
-    before = np.zeros((2, samples, blocks + 1), np.int64)
-    for k, values in enumerate((drawn, drawn_hits)):
-        sums = values.reshape(blocks, width, samples).sum(axis=1, dtype=block_sum)
-        np.cumsum(sums.T, axis=1, out=before[k, :, 1:])
-    # the block holding the k-th removal: the first whose cumulative count reaches k
-    block = np.stack([np.searchsorted(row, removed, side="left") for row in before[0, :, 1:-1]], axis=1)
-    columns = np.arange(samples)
-    need = removed[:, None] - before[0][columns, block]  # removals inside the block, (points, resamples)
-    items = (block * width)[..., None] + np.arange(width)  # the block's items, (points, resamples, width)
-    cum = np.cumsum(drawn[items, columns[:, None]], axis=-1, dtype=np.int64)
-    cum_hits = np.cumsum(drawn_hits[items, columns[:, None]], axis=-1, dtype=np.int64)
-    item = np.minimum((cum < need[..., None]).sum(axis=-1), width - 1)  # where the k-th removal falls
-    previous = np.maximum(item - 1, 0)[..., None]
-    count_to = np.where(item > 0, np.take_along_axis(cum, previous, -1)[..., 0], 0)
-    hits_to = np.where(item > 0, np.take_along_axis(cum_hits, previous, -1)[..., 0], 0)
-    hit_rate = sorted_hits[np.minimum(block * width + item, n - 1)]
-    removed_hits = before[1][columns, block] + hits_to + (need - count_to) * hit_rate
-    total_hits = before[1, :, -1][None, :]
-    return ((total_hits - removed_hits) / (n - removed)[:, None]).mean(axis=0)

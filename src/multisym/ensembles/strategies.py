@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from multisym.logits import logits_of
 from multisym.files import map_npz
 from multisym.ensembles.metrics import dominance_of_hits, percentile_ci
-from multisym.ensembles.outputs import SplitOutputs, resample_counts
+from multisym.ensembles.outputs import SplitOutputs
+from multisym.ensembles.resampling import resample_counts
 
 START_RULES = ("best_val", "random", "fixed")
 
@@ -129,13 +129,13 @@ def load_logits(paths: list[str], prepare: dict[str, str] | None = None) -> dict
     """Each member's file mapped into memory, not copied (``files.map_npz``):
     for every split of ``prepare`` (default: val and test, all prepared at
     once), ``{split}_logits``: the members' (N, C) arrays as stored (gaps to
-    each row's maximum from ``data.write_logits``: argmax and softmax are
+    each row's maximum from ``logits.write_logits``: argmax and softmax are
     those of the logits), ``{split}_labels``, and ``{split}``: the split's
     SplitOutputs, prepared as ``prepare`` says, whose values every ensemble
     shares. All files must share the labels."""
     prepare = prepare or {"val": "probs", "test": "probs"}
-    keys = [f"{split}_{kind}" for split in prepare for kind in ("logits", "labels")]
-    stored = [map_npz(path, keys, optional=[f"{split}_logit_max" for split in prepare]) for path in paths]
+    keys = [f"{split}_{kind}" for split in prepare for kind in ("logits", "logit_max", "labels")]
+    stored = [map_npz(path, keys) for path in paths]
     out = {}
     for split, how in prepare.items():
         labels = stored[0][f"{split}_labels"]
@@ -143,14 +143,9 @@ def load_logits(paths: list[str], prepare: dict[str, str] | None = None) -> dict
             if not np.array_equal(labels, arrays[f"{split}_labels"]):
                 raise ValueError(f"{path}: {split} labels differ from the other members'; rebuild its logits")
         out[f"{split}_labels"] = labels
-        if all(f"{split}_logit_max" in arrays for arrays in stored):  # as data.write_logits stores them
-            out[f"{split}_logits"] = [arrays[f"{split}_logits"] for arrays in stored]
-            row_max = [arrays[f"{split}_logit_max"] for arrays in stored]
-        else:  # whole logits (files written before, or by hand), each member as float32 if any needs it
-            out[f"{split}_logits"] = [logits_of(arrays, split) if f"{split}_logit_max" in arrays
-                                      else arrays[f"{split}_logits"] for arrays in stored]
-            row_max = None
-        out[split] = SplitOutputs(out[f"{split}_logits"], labels, prepare=how, row_max=row_max)
+        out[f"{split}_logits"] = [arrays[f"{split}_logits"] for arrays in stored]
+        row_max = [arrays[f"{split}_logit_max"] for arrays in stored]
+        out[split] = SplitOutputs(out[f"{split}_logits"], row_max, labels, prepare=how)
     return out
 
 
