@@ -187,7 +187,7 @@ def test_audit_sets_hold_test_noise_photos_and_ood(digits_sets):
 
 def test_an_ood_key_may_not_shadow_a_built_in_set():
     bad = {**_smoke(), "audit": {"ood_datasets": [{"key": "noise", "dataset": {"name": "digits_rotated"}}]}}
-    with pytest.raises(config.ConfigError, match="audit.ood_datasets.0.key"):
+    with pytest.raises(config.ConfigError, match=r"audit\.ood_datasets\[0\]\.key"):
         config.resolve(bad)
 
 

@@ -78,7 +78,8 @@ def _inherit_transfer_format(config: dict) -> None:
     entries = []
     for section, key in (("transfer", "datasets"), ("audit", "ood_datasets")):
         if isinstance(config.get(section), dict):
-            entries += config[section].get(key) or []
+            given = config[section].get(key)
+            entries += given if isinstance(given, list) else []  # anything else fails validation next
     for entry in entries:
         dataset = entry.get("dataset") if isinstance(entry, dict) else None
         if not isinstance(dataset, dict):

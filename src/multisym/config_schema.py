@@ -10,6 +10,7 @@ over as strings, which are read back through the schema's types
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -18,9 +19,16 @@ import yaml
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
-def load_schema() -> dict:
+@functools.cache
+def _parsed_schema() -> dict:
     with open(SCHEMA_PATH) as handle:
         return yaml.safe_load(handle)
+
+
+def load_schema() -> dict:
+    """The schema, parsed once per process (parsing it is most of a
+    validation's cost); each caller gets its own copy to change."""
+    return copy.deepcopy(_parsed_schema())
 
 
 def validator_filling_defaults():
@@ -39,20 +47,25 @@ def validator_filling_defaults():
     return jsonschema.validators.extend(base, {"properties": properties_with_defaults})
 
 
-def _key_of(error: jsonschema.ValidationError) -> str:
-    path = ".".join(str(part) for part in error.absolute_path)
-    return path or "<top level>"
+def key_path(parts) -> str:
+    """A key as a user writes it: ``("transfer", "datasets", 0, "key")`` is
+    ``transfer.datasets[0].key``. Every error about a config value names its
+    key this way."""
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
 
 
 def describe(error: jsonschema.ValidationError) -> str:
-    key = _key_of(error)
+    key = key_path(error.absolute_path) or "<top level>"
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
-        return (
-            f"config key '{key}': unknown key(s) {unknown}; allowed keys are {allowed}"
-        )
+        where = f"of '{key}'" if error.absolute_path else "at the top level"
+        return "\n  - ".join(f"config key '{key_path([*error.absolute_path, name])}': unknown key; the keys "
+                             f"{where} are {allowed}" for name in unknown)
     if error.validator == "required":
         return f"config key '{key}': {error.message}; a scale file must set it"
     hint = ""

@@ -99,7 +99,7 @@ def _check_imported(config: dict) -> None:
                for seed in members["seeds"][mode]}
     trained |= {(mode, None, seed) for mode in ("base", "sup") for seed in members["seeds"][mode]}
     for index, entry in enumerate(members["imported"]):
-        key = f"members.imported.{index}"
+        key = f"members.imported[{index}]"
         if entry["mode"] in ("eq", "inv") and entry["axis"] not in members["axes"]:
             raise ConfigError(
                 f"config key '{key}.axis': an imported {entry['mode']} member needs one of "
@@ -181,7 +181,7 @@ def _check_dataset_list(entries: list[dict], key: str) -> None:
     """Unique keys and valid splits in a list of keyed datasets."""
     keys = [entry["key"] for entry in entries]
     for index, entry in enumerate(entries):
-        prefix = f"{key}.{index}"
+        prefix = f"{key}[{index}]"
         if entry["key"] in keys[:index]:
             raise ConfigError(f"config key '{prefix}.key': {entry['key']!r} is used by two datasets of {key}")
         if entry["dataset"]["name"] in EVALUATION_SETS and entry.get("mode") != "evaluate":
@@ -199,7 +199,7 @@ def _check_evaluation_sets(config: dict) -> None:
         raise ConfigError(f"config key 'dataset.name': {primary['name']} is an evaluation-only set; add it to "
                           "transfer.datasets with mode evaluate under an imagenet scale")
     for index, entry in enumerate(config["transfer"]["datasets"]):
-        prefix, dataset = f"transfer.datasets.{index}", entry["dataset"]
+        prefix, dataset = f"transfer.datasets[{index}]", entry["dataset"]
         if entry["mode"] != "evaluate":
             continue
         if dataset["name"] not in EVALUATION_SETS:
