@@ -1,14 +1,14 @@
 """A training step's GPU job, shared by the subcommands that train (pretrain, fine-tune).
 
-The options of the job request (``gpu_jobs.<step>``, docs/cluster.md), the
-review tier that may refuse the step before it starts (README "Reviewing"),
-and the run itself, in this process or as a SLURM job (``cluster.launch``).
+The options of the job request (``gpu_jobs.<step>``, docs/cluster.md) and the
+site settings that say where it runs (here, or as a SLURM job through
+``cluster.launch``), and the review tier that may refuse the step before it
+starts (README "Reviewing").
 """
 
 from __future__ import annotations
 
 import json
-import sys
 
 GPU_JOB_OPTIONS = (("--gpu-nodes", "nodes"), ("--gpus-per-node", "gpus_per_node"),
                    ("--gpu-cpus-per-task", "cpus_per_task"), ("--gpu-mem-gb", "mem_gb"),
@@ -52,19 +52,6 @@ def gpu_job(args, step: str, kwargs: dict) -> tuple[dict, dict, str]:
         check_signal_delay(cluster["signal_delay_s"], {step: job})
         kwargs["threads"] = None
     return job, cluster, step
-
-
-def run_training(call, run_dir, job: tuple[dict, dict, str]):
-    """A training run, here or as a SLURM job; stopped by a signal (its state
-    saved), it exits with 128 + the signal's number."""
-    from multisym.cluster.launch import run
-    from multisym.train.stopping import InterruptedRun
-
-    try:
-        return run(call, run_dir, *job)
-    except InterruptedRun as stopped:
-        print(stopped, file=sys.stderr)
-        raise SystemExit(128 + stopped.signum) from None
 
 
 def check_review_tier(tier: str, step: str, output) -> None:

@@ -9,8 +9,21 @@ import json
 import sys
 
 from multisym import layout
-from multisym.cluster.jobs import add_gpu_job_options, gpu_job, run_training
+from multisym.cluster.jobs import add_gpu_job_options, gpu_job
 from multisym.command import Command, find_member, load_config, runtime_options, settings_from, write_json
+
+
+def _run_training(call, run_dir, job: tuple[dict, dict, str]):
+    """A training run, here or as a SLURM job; stopped by a signal (its state
+    saved), it exits with 128 + the signal's number."""
+    from multisym.cluster.launch import run
+    from multisym.train.stopping import InterruptedRun
+
+    try:
+        return run(call, run_dir, *job)
+    except InterruptedRun as stopped:
+        print(stopped, file=sys.stderr)
+        raise SystemExit(128 + stopped.signum) from None
 
 
 def _pretrain_arguments(p) -> None:
@@ -61,7 +74,7 @@ def pretrain(args) -> None:
         decode=args.decode, cuda_graphs=args.cuda_graphs == "on",
     )
     job = gpu_job(args, "pretrain", kwargs)
-    finished = run_training(Call("multisym.train.pretrain:train_member", kwargs), args.run_dir, job)
+    finished = _run_training(Call("multisym.train.pretrain:train_member", kwargs), args.run_dir, job)
     if not finished:
         print("stopped early; rerun the same command to resume", file=sys.stderr)
 
@@ -156,7 +169,7 @@ def _finetune(args, model: str, **extra) -> dict:
         device=args.device, threads=args.threads, **extra,
     )
     job = gpu_job(args, "adapt", kwargs)
-    return run_training(Call("multisym.train.adapt:finetune", kwargs), Path(args.out_model).parent, job)
+    return _run_training(Call("multisym.train.adapt:finetune", kwargs), Path(args.out_model).parent, job)
 
 
 def _finetune_arguments(p) -> None:
