@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from multisym.cli import TIER_ALLOWS, _check_review_tier
+from multisym.cluster.jobs import TIER_ALLOWS, check_review_tier
 from multisym.errors import UserError
 
 
@@ -16,10 +16,10 @@ from multisym.errors import UserError
 def test_each_tier_allows_exactly_its_steps(tier, step, allowed):
     assert (step in TIER_ALLOWS[tier]) == allowed
     if allowed:
-        _check_review_tier(tier, step, "out/model.pt")
+        check_review_tier(tier, step, "out/model.pt")
         return
     with pytest.raises(UserError) as error:
-        _check_review_tier(tier, step, "out/model.pt")
+        check_review_tier(tier, step, "out/model.pt")
     message = str(error.value)
     assert f"review tier {tier!r}" in message and "review.tier" in message and "out/model.pt" in message
     assert "Nothing was trained" in message

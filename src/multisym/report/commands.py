@@ -1,0 +1,109 @@
+"""The report stage's subcommands: the paper's tables and figures from result
+files, every paper number beside this run's (docs/results.md), the provenance
+page, and the checksum ledger a reviewer verifies (docs/workflow.md#targets-and-reviewing)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from multisym.command import Command
+
+
+def _table_arguments(p) -> None:
+    p.add_argument("--table", required=True)
+    p.add_argument("--spec-json", required=True)
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-tex", help="the same table in LaTeX (booktabs)")
+    p.add_argument("--out-html", help="the same table as an HTML page (for the report)")
+
+
+def table(args) -> None:
+    from multisym.report import tables
+
+    tables.write(args.table, args.inputs, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_tex,
+                 args.out_html)
+
+
+def _provenance_arguments(p) -> None:
+    p.add_argument("--spec-json", required=True, help="scale name and every target's status")
+    p.add_argument("--members-json", required=True, help="member id -> run folder")
+    p.add_argument("--config-json", required=True, help="the resolved config, without its site sections, as JSON")
+    p.add_argument("--out", required=True)
+
+
+def provenance(args) -> None:
+    from multisym.report.report_page import write
+
+    write(json.loads(args.spec_json), json.loads(args.members_json), json.loads(args.config_json), args.out)
+
+
+def _run_folder(p) -> None:
+    p.add_argument("folder", help="the run folder, results/<name>")
+
+
+def _checksums_arguments(p) -> None:
+    _run_folder(p)
+    p.add_argument("--out", required=True)
+
+
+def checksums(args) -> None:
+    from multisym.report.checksums import write_ledger
+
+    print(f"checksums: {write_ledger(args.folder, args.out)} files", file=sys.stderr)
+
+
+def verify(args) -> None:
+    from multisym.report.checksums import verify as problems_of
+
+    problems = problems_of(args.folder)
+    for problem in problems:
+        print(problem)
+    if problems:
+        raise SystemExit(f"{args.folder}: {len(problems)} problem(s); rebuild what they name before reviewing")
+    print(f"{args.folder}: every result, prepared array, dataset root and imported checkpoint verifies")
+
+
+def _compare_arguments(p) -> None:
+    p.add_argument("--spec-json", required=True, help="scale name, dataset, backbone, transfer datasets, protocol")
+    p.add_argument("--tables", nargs="*", default=[], help="the table CSVs of this run")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", help="the comparison as an HTML page (for the report)")
+
+
+def compare(args) -> None:
+    from multisym.report.comparison import write
+
+    rows = write(args.tables, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_html)
+    statuses = sorted({r.status for r in rows})
+    print("paper comparison: " + ", ".join(f"{sum(r.status == s for r in rows)} {s}" for s in statuses),
+          file=sys.stderr)
+
+
+def _figure_arguments(p) -> None:
+    p.add_argument("--figure", required=True)
+    p.add_argument("--spec-json", required=True)
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--out-pdf", required=True)
+    p.add_argument("--out-png", required=True)
+
+
+def figure(args) -> None:
+    from multisym.report import figures
+
+    figures.write(args.figure, args.inputs, json.loads(args.spec_json), args.out_pdf, args.out_png)
+
+
+COMMANDS = (
+    Command("table", "write one of the paper's tables (CSV and Markdown) from result files", _table_arguments, table),
+    Command("provenance", "write the report's provenance page", _provenance_arguments, provenance),
+    Command("checksums", "record the sha256 of every result file of a run", _checksums_arguments, checksums),
+    Command("verify", "check a run's files, prepared data, dataset roots and imported checkpoints", _run_folder,
+            verify),
+    Command("compare", "every paper number beside the value this run reproduced for it", _compare_arguments,
+            compare),
+    Command("figure", "draw one of the paper's figures (PDF and PNG) from result files", _figure_arguments, figure),
+)
