@@ -37,10 +37,7 @@ def _validate_arguments(p) -> None:
 
 def validate(args) -> None:
     if args.config_json is not None:
-        try:
-            cfg = config_module.resolve(json.loads(args.config_json))
-        except config_module.ConfigError as error:
-            raise SystemExit(f"error: {error}") from None
+        cfg = config_module.resolve(json.loads(args.config_json))
     else:
         cfg = load_config(args)
     text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"

@@ -55,8 +55,8 @@ def load_config(args: argparse.Namespace) -> dict:
     command with the key at fault."""
     try:
         return config_module.load(args.config)
-    except config_module.ConfigError as error:
-        raise SystemExit(f"error: {args.config}: {error}") from None
+    except config_module.ConfigError as error:  # a user error: cli.main reports it and exits 2
+        raise config_module.ConfigError(f"{args.config}: {error}") from None
 
 
 def find_member(cfg: dict, name: str):
