@@ -39,7 +39,6 @@ from multisym.runtime import make_runtime, select_device, set_threads
 from multisym.train.stopping import InterruptedRun, StopSignal
 from multisym.data.views import make_views, resize_center
 
-from multisym.evaluate.probe import EVAL_SPLITS
 from multisym.logits import write_logits
 
 
@@ -128,7 +127,7 @@ def supervised_logits(model_path, data_path, manifest_path, out_logits, device="
     """A supervised member's own head on val and test."""
     set_threads(threads)
     target = select_device(device)
-    loaded, info = splits.load_splits(data_path, manifest_path, EVAL_SPLITS)
+    loaded, info = splits.load_splits(data_path, manifest_path, splits.EVAL_SPLITS)
     model = load_network(model_path, info, classifier=True)[0]
     runtime = make_runtime(target, "auto", info, model)
     model = runtime.place(model)
