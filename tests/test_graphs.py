@@ -12,7 +12,8 @@ from multisym.train import graphs
 from multisym.train import optim
 from multisym.data.splits import DatasetInfo
 from multisym.members import member_table
-from multisym.train.pretrain import ContrastiveStep, LossMonitor, build_model
+from multisym.train.pretrain import ContrastiveStep, build_model
+from multisym.train.trainer import LossMonitor
 from multisym.runtime import make_runtime
 
 INFO = DatasetInfo(name="digits", num_classes=10, channels=1, image_size=8, mean=(0.5,), std=(0.25,))

@@ -165,7 +165,7 @@ def test_fine_tuning_resumes_after_a_signal_to_the_same_result(tmp_path, setup):
     resumed = subprocess.run(finetune_command(member / "model.pt", settings, prepared, run), env=tool_env(),
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed fine-tuning" in resumed.stderr
+    assert "resumed fine-tune" in resumed.stderr
     assert not (run / STATE_FILE).exists()
     final, expected = (torch.load(r / "model.pt", weights_only=True) for r in (run, runs["reference"]))
     for part in ("backbone", "classifier"):

@@ -103,18 +103,23 @@ def test_non_finite_loss_stops_with_member_and_epoch(tmp_path, smoke, prepared):
         run(settings, prepared, tmp_path)
 
 
-def test_loss_monitor_sums_like_python_floats_and_names_the_bad_step():
-    from multisym.train.pretrain import LossMonitor
+def test_loss_monitor_sums_like_python_floats_and_names_the_first_bad_step():
+    """The sums are exact; a non-finite loss is noted on the device and
+    reported, with its step, where the loop reads the sums."""
+    from multisym.train.trainer import LossMonitor
 
     values = torch.rand(20, generator=torch.Generator().manual_seed(0))
-    monitor = LossMonitor("eq-rotation-s1", torch.device("cpu"), {"loss": 0.5})
+    monitor = LossMonitor("member eq-rotation-s1", torch.device("cpu"), {"loss": 0.5})
     expected = 0.5
     for index, value in enumerate(values):
         monitor.record({"loss": value}, epoch=2, index=index)
         expected += float(value)
     assert monitor.totals() == {"loss": expected}  # exact: a resumed epoch's log must not drift
-    with pytest.raises(FloatingPointError, match=r"eq-rotation-s1: loss is nan at epoch 3, step 7"):
-        monitor.record({"loss": torch.tensor(float("nan"))}, epoch=2, index=7)
+    monitor.record({"loss": torch.tensor(float("nan"))}, epoch=2, index=7)
+    monitor.record({"loss": torch.tensor(float("inf"))}, epoch=2, index=8)
+    monitor.record({"loss": torch.tensor(1.0)}, epoch=2, index=9)
+    with pytest.raises(FloatingPointError, match=r"member eq-rotation-s1: loss is nan at epoch 3, step 7"):
+        monitor.totals()
 
 
 def test_signal_on_an_epochs_last_step_resumes_into_the_next_epoch(tmp_path, smoke, prepared, monkeypatch):
@@ -124,7 +129,7 @@ def test_signal_on_an_epochs_last_step_resumes_into_the_next_epoch(tmp_path, smo
     import signal
 
     from multisym.train import optim
-    from multisym.train.pretrain import InterruptedRun
+    from multisym.train.stopping import InterruptedRun
 
     settings = member(smoke, "base").settings
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -198,7 +203,7 @@ def test_signal_on_cuda_saves_device_sums_and_resumes(tmp_path, smoke, prepared,
     import signal
 
     from multisym.train import optim
-    from multisym.train.pretrain import InterruptedRun
+    from multisym.train.stopping import InterruptedRun
 
     settings = member(smoke, "eq").settings
     real, calls = optim.set_learning_rate, {"n": 0}

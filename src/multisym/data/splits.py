@@ -26,6 +26,7 @@ from multisym.errors import UserError
 from multisym.files import CorruptFileError, atomic_write_text, read_npz, write_npz
 
 SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("val", "test")  # the splits a classifier's logits are written for
 
 
 class DataError(UserError, RuntimeError):

@@ -13,9 +13,11 @@ PyTorch's default init with the member's own seed. All members are trained
 together: their parameters stacked (``torch.func.stack_module_state``) and the
 training forward pass vectorised with ``vmap``; Adam's update is elementwise,
 so this is exactly M independent Adam runs. Each member draws its own data
-order. Evaluation runs one member at a time on channels_last orbits, where
-the CPU's max-pooling is an order of magnitude faster than on the NCHW
-batches ``vmap`` hands it (the whole evaluation on one core: 2.6x).
+order. The loop is ``multisym.train.trainer``'s, without a checkpoint (an
+interrupted run starts again); it logs each epoch's mean member loss.
+Evaluation runs one member at a time on channels_last orbits, where the
+CPU's max-pooling is an order of magnitude faster than on the NCHW batches
+``vmap`` hands it (the whole evaluation on one core: 2.6x).
 
 Runs: ``augmented`` (each epoch is the whole orbit of every training image)
 and ``control`` (each image |G| times unrotated, so both runs take the same
@@ -64,6 +66,7 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
     from multisym.evaluate.audit import load_sets
     from multisym.runtime import select_device, set_threads
     from multisym.symmetries import get_group
+    from multisym.train.trainer import Task, Trainer
 
     if run not in RUNS:
         raise ValueError(f"unknown run {run!r}; known: {RUNS}")
@@ -121,19 +124,32 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
 
     # one generator per member: a member's run does not depend on how many train beside it
     generators = [torch.Generator().manual_seed(settings["seed"] * 1000 + index) for index in range(count)]
-    history = [evaluate()]
     batch = settings["batch_size"]
-    for _ in range(settings["epochs"]):
-        order = torch.stack([torch.randperm(len(train_y), generator=g) for g in generators])
-        for start in range(0, len(train_y), batch):
-            index = order[:, start:start + batch].to(target)
-            logits = batched(params, buffers, train_x[index])
+    history = [evaluate()]
+
+    class Members(Task):
+        """Each member's own order of the training set; every member's logits after each epoch."""
+
+        def order(self):
+            return torch.stack([torch.randperm(len(train_y), generator=g) for g in generators])
+
+        def step(self, order, index):
+            picked = order[:, index * batch:(index + 1) * batch].to(target)
+            logits = batched(params, buffers, train_x[picked])
             # each member's mean cross-entropy, summed: members' gradients stay separate
-            loss = F.cross_entropy(logits.flatten(0, 1), train_y[index].flatten()) * count
+            loss = F.cross_entropy(logits.flatten(0, 1), train_y[picked].flatten()) * count
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-        history.append(evaluate())
+            return {"loss": loss.detach()}
+
+        def columns(self, epoch, means, lr):
+            history.append(evaluate())
+            return {"member_loss": means["loss"] / count}
+
+    # Adam unscaled: the disabled loss scaler only passes the step on to it
+    scaler = torch.amp.GradScaler(target.type, enabled=False)
+    Trainer(f"emergence {run}", None, optimizer, scaler, settings["epochs"], -(-len(train_y) // batch),
+            target).run(Members())
     arrays = {f"{name}_logits": np.stack([h[name] for h in history]).astype(np.float32) for name in orbits}
     write_npz(out_path, test_labels=test_labels, **arrays)
     final = arrays["test_logits"][-1]

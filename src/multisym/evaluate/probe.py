@@ -30,9 +30,8 @@ from multisym.data import splits
 from multisym.evaluate import device_probe
 from multisym.files import write_npz
 from multisym.files import atomic_write_text, read_npz
+from multisym.data.splits import EVAL_SPLITS
 from multisym.logits import write_logits
-
-EVAL_SPLITS = ("val", "test")
 
 
 ABSENT_CLASS_MARGIN = 30.0

@@ -1,50 +1,36 @@
 """Train one member: SimCLR (base), Eq, Inv (docs/method.md#members) or supervised from scratch.
 
 Reads top to bottom: settings -> data -> model -> optimizer and schedule ->
-resume -> loop -> export. A checkpoint is written atomically after every epoch
-(model, optimizer, step, scaler and RNG states, the per-epoch history) to
-``<run_dir>/state.pt``; a restarted run resumes from it when its settings hash
-matches, and loads it strictly. All randomness after the model's
-initialisation (data order, views, group draws) comes from one explicit
-generator whose state is checkpointed, so on the CPU a resumed run ends with
-exactly the weights of an uninterrupted one.
+the loop (``trainer``: resume, checkpoints, stop signals, the log) -> export.
+All randomness after the model's initialisation (data order, views, group
+draws) comes from one explicit generator whose state is checkpointed, so on
+the CPU a resumed run ends with exactly the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import sys
-import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multisym.train import checkpoint
-from multisym.data import splits
-from multisym.train import distributed
-from multisym.train import graphs
-from multisym.train import optim
 from multisym import provenance
-from multisym.data import streaming
-from multisym.train.losses import cross_view_info_nce, equivariance_loss
+from multisym.data import splits, streaming
+from multisym.data.views import ViewSpec, make_view_batch, make_views
 from multisym.errors import UserError
 from multisym.members import settings_hash
-from multisym.train.models import ContrastiveModel, SupervisedModel, build_backbone, equivariance_head
 from multisym.runtime import Runtime, make_runtime, select_device, set_threads
 from multisym.symmetries import get_group
-from multisym.train.stopping import InterruptedRun, StopSignal
-from multisym.data.views import ViewSpec, make_view_batch, make_views
+from multisym.train import checkpoint, distributed, graphs, optim
+from multisym.train.losses import cross_view_info_nce, equivariance_loss
+from multisym.train.models import ContrastiveModel, SupervisedModel, build_backbone, equivariance_head
+from multisym.train.trainer import STATE_FILE, LossMonitor, Task, Trainer  # noqa: F401  (the first two: re-exported)
 
-STATE_FILE = "state.pt"
 SNAPSHOTS = "snapshots"
-# Several processes agree on a stop signal every this many steps (and at the
-# end of each epoch): a collective per step would make the host wait for the GPU.
-STOP_CHECK_EVERY = 8
 
 
 # --------------------------------------------------------------------- views
@@ -141,60 +127,6 @@ class SupervisedStep:
         return {"loss": loss, "train_acc": (logits.argmax(1) == batch["labels"]).float().mean()}
 
 
-class LossMonitor:
-    """Running sums of an epoch's loss terms, kept on the device, and the
-    non-finite-loss check.
-
-    On the CPU a step's loss is checked before its backward pass. On CUDA the
-    check reads a flag copied to pinned memory behind the loss and is made when
-    the next step is recorded (or the sums are read), so the host never waits
-    for the step in flight; a NaN step's update is then never saved, because
-    every checkpoint reads the sums first.
-    """
-
-    def __init__(self, member: str, device: torch.device, sums: dict[str, float] | None = None):
-        self.member, self.device = member, device
-        self.sums = {k: torch.tensor(v, dtype=torch.float64, device=device) for k, v in (sums or {}).items()}
-        self._pending: tuple | None = None
-        if device.type == "cuda":
-            self._flag = torch.empty((), dtype=torch.bool, pin_memory=True)
-            self._event = torch.cuda.Event()
-
-    def record(self, terms: dict[str, Tensor], epoch: int, index: int) -> None:
-        self.check()
-        # float64 copies: a step replayed from a CUDA graph overwrites the terms it returned
-        values = {key: value.detach().to(torch.float64) for key, value in terms.items()}
-        loss = values["loss"]
-        for key, value in values.items():
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
-        if self.device.type == "cuda":
-            self._flag.copy_(torch.isfinite(loss), non_blocking=True)
-            self._event.record()
-            self._pending = (self._flag, loss, epoch, index)
-        else:
-            self._pending = (torch.isfinite(loss), loss, epoch, index)
-            self.check()
-
-    def check(self) -> None:
-        if self._pending is None:
-            return
-        flag, loss, epoch, index = self._pending
-        self._pending = None
-        if self.device.type == "cuda":
-            self._event.synchronize()
-        if not bool(flag):
-            raise FloatingPointError(
-                f"member {self.member}: loss is {loss.item()} at epoch {epoch + 1}, step {index}; stopping"
-            )
-
-    def totals(self) -> dict[str, float]:
-        """The sums as floats, averaged over the processes (one host read per epoch).
-        A resumed epoch starts every process from the same saved averages,
-        so averaging again keeps them."""
-        self.check()
-        return {key: float(value) for key, value in distributed.average(self.sums).items()}
-
-
 # ------------------------------------------------------------------ helpers
 def build_model(settings: dict, info: splits.DatasetInfo) -> nn.Module:
     backbone = build_backbone(settings["backbone"], info.channels)
@@ -205,70 +137,6 @@ def build_model(settings: dict, info: splits.DatasetInfo) -> nn.Module:
         order = get_group(settings["axis"]).order
         head = equivariance_head(backbone.out_dim, settings["pretrain"]["eq_head"], order)
     return ContrastiveModel(backbone, settings["pretrain"]["projector"], head)
-
-
-def rng_state(generator: torch.Generator) -> dict[str, Tensor | list]:
-    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict, generator: torch.Generator) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def training_state(model: nn.Module, optimizer, scaler, generator: torch.Generator) -> dict:
-    """What a checkpoint holds to resume training exactly: weights, optimizer
-    and loss-scaler states, the generators."""
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "rng": rng_state(generator)}
-
-
-def restore_training(state: dict, model: nn.Module, optimizer, scaler, generator: torch.Generator) -> None:
-    """Load ``training_state``'s parts back (the weights strictly)."""
-    model.load_state_dict(state["model"], strict=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    restore_rng(state["rng"], generator)
-
-
-def epoch_start(resume: dict | None, count: int, generator: torch.Generator,
-                device: torch.device) -> tuple[Tensor, int, dict]:
-    """An epoch's data order, its first batch and what was saved with them: the
-    epoch a signal interrupted (``resume``), else a new permutation."""
-    if resume is not None:
-        return resume["order"].to(device), resume["batch"], resume
-    return torch.randperm(count, generator=generator).to(device), 0, {}
-
-
-def resume_position(finished: int, resume: dict | None, epochs: int) -> str:
-    """Where a resumed run goes on, numbered as every message numbers epochs
-    (from 1, as in "epoch 3/10" and "stopped ... in epoch 3 after batch 5")."""
-    if finished >= epochs:
-        return f"after its last epoch ({epochs}/{epochs})"
-    if resume:
-        return f"in epoch {finished + 1}/{epochs} after batch {resume['batch']}"
-    return f"at the start of epoch {finished + 1}/{epochs}"
-
-
-def history_csv(history: list[dict]) -> str:
-    if not history:
-        return ""
-    columns = list(history[0])
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return buffer.getvalue()
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def global_batch(configured: int, samples: int, process: distributed.Process) -> tuple[int, slice]:
@@ -308,11 +176,63 @@ def restore_view_rng(state: dict, views: torch.Generator, process: distributed.P
     return f" (saved by {saved} process(es), resumed on {process.world}: view draws continue from new streams)"
 
 
-def stop_requested(stop: StopSignal, index: int, steps: int, device: torch.device) -> int | None:
-    """The stop signal every process acts on after step ``index`` (None: go on)."""
-    if distributed.world_size() > 1 and (index + 1) % STOP_CHECK_EVERY and index + 1 < steps:
-        return None
-    return distributed.agreed_signal(stop.received, device)
+@dataclass
+class MemberTask(Task):
+    """Pretraining's part of the loop: global batches of the training split in
+    a random order (``generator``), each process's ``shard`` of them, the
+    step's views drawn from ``views``; the snapshots and the final export."""
+
+    settings: dict
+    images: Tensor
+    labels: Tensor
+    batch_size: int
+    shard: slice
+    step_fn: ContrastiveStep | SupervisedStep
+    gradients: graphs.GradientStep
+    generator: torch.Generator
+    views: torch.Generator
+    model: nn.Module
+    process: distributed.Process
+    snapshots: Path
+    out_model: Path
+    keep_every: int = 0
+
+    def __post_init__(self):
+        self.digest, self.steps = settings_hash(self.settings), len(self.images) // self.batch_size
+        self.epochs = (self.settings["supervised"] if self.settings["mode"] == "sup"
+                       else self.settings["pretrain"])["epochs"]
+
+    def order(self) -> Tensor:
+        return torch.randperm(len(self.images), generator=self.generator).to(self.labels.device)
+
+    def begin(self, order: Tensor, saved: dict) -> None:
+        self.rows = streaming.on_host(self.images, order)
+
+    def step(self, order: Tensor, index: int) -> dict[str, Tensor]:
+        size, shard, rows = self.batch_size, self.shard, self.rows
+        batch = order[index * size:(index + 1) * size][shard]
+        inputs = self.images[rows[index * size:(index + 1) * size][shard]]
+        if index + 1 < self.steps:  # a streamed split decodes the next batch while this one trains
+            streaming.prefetch(self.images, rows[(index + 1) * size:(index + 2) * size][shard])
+        return self.gradients(self.step_fn.draw(inputs, self.labels[batch], self.views))
+
+    def columns(self, epoch: int, means: dict[str, float], lr: float | None) -> dict:
+        return {**means, "lr": lr}
+
+    def state(self) -> dict:
+        if self.process.world == 1:
+            return {}
+        return {"world": self.process.world, "view_rng": distributed.gathered(self.views.get_state())}
+
+    def restore(self, state: dict) -> str:
+        return restore_view_rng(state, self.views, self.process)
+
+    def after_epoch(self, epoch: int) -> None:
+        if self.keep_every and epoch % self.keep_every == 0 and epoch < self.epochs:
+            export(self.model, self.settings, self.digest, epoch, self.snapshots / f"epoch{epoch:04d}.pt")
+
+    def finish(self) -> None:
+        export(self.model, self.settings, self.digest, self.epochs, self.out_model)
 
 
 # --------------------------------------------------------------------- main
@@ -335,14 +255,14 @@ def train_member(
     and wrote ``out_model``; False when it stopped early after
     ``stop_after_epochs`` epochs of this invocation (state saved).
 
-    Checkpoints: ``state.pt`` (the last epoch, rolling), ``out_model`` (the
-    final export) and, with ``keep_every`` k > 0, the export of every k-th
-    epoch in ``<run_dir>/snapshots/``. ``decode`` (``gpu_jobs.decode``) says
-    where a dataset's JPEG files are decoded: ``cpu`` or ``device``
-    (``streaming``). A run on one GPU, unless nvjpeg decodes its split or
-    ``cuda_graphs`` (``gpu_jobs.cuda_graphs``) is false, replays its forward
-    and backward pass from a CUDA graph (``graphs``); on CUDA cuDNN
-    picks its fastest kernels for the run's fixed shapes.
+    Checkpoints (``trainer``): ``state.pt`` (the last epoch, rolling),
+    ``out_model`` (the final export) and, with ``keep_every`` k > 0, the
+    export of every k-th epoch in ``<run_dir>/snapshots/``. ``decode``
+    (``gpu_jobs.decode``) says where a dataset's JPEG files are decoded:
+    ``cpu`` or ``device`` (``streaming``). A run on one GPU, unless nvjpeg
+    decodes its split or ``cuda_graphs`` (``gpu_jobs.cuda_graphs``) is false,
+    replays its forward and backward pass from a CUDA graph (``graphs``); on
+    CUDA cuDNN picks its fastest kernels for the run's fixed shapes.
 
     In a process group (``distributed.joined``) each process trains on its
     contiguous shard of every global batch, draws its views from its own
@@ -359,8 +279,6 @@ def train_member(
         images, labels = images.to(target), labels.to(target)
         resources.callback(streaming.close, images)  # a streamed split's decoding processes
         batch_size, shard = global_batch(recipe["batch_size"], len(images), process)
-        steps_per_epoch = len(images) // batch_size
-        total_steps = steps_per_epoch * recipe["epochs"]
         # ----------------------------------------------------------- model
         torch.manual_seed(settings["seed"])
         generator = torch.Generator().manual_seed(settings["seed"])  # data order: the same in every process
@@ -381,20 +299,11 @@ def train_member(
         gradients = graphs.GradientStep(step_fn.loss, optimizer, scaler,
                                         graphs.wanted(target, process.world, streaming.decodes_on_device(images),
                                                       cuda_graphs))
-        # ---------------------------------------------------------- resume
-        state_path = run_dir / STATE_FILE
-        epoch, step, history, resume = 0, 0, [], None
-        if state_path.exists():
-            state = checkpoint.load(state_path, expected_hash=digest)
-            restore_training(state, model, optimizer, scaler, generator)
-            notice = restore_view_rng(state, views, process)
-            epoch, step, history = state["epoch"], state["step"], list(state["history"])
-            if "batch" in state:
-                resume = {key: state[key] for key in ("batch", "order", "sums")}
-            if process.main:
-                print(f"resumed {run_dir.name} {resume_position(epoch, resume, recipe['epochs'])}{notice}",
-                      file=sys.stderr)
-        elif process.main:
+        # ------------------------------------------------------------ loop
+        trainer = Trainer(run_dir.name, model, optimizer, scaler, recipe["epochs"], len(images) // batch_size, target,
+                          generator=generator, schedule=recipe["optimizer"], run_dir=run_dir, digest=digest,
+                          out_log=Path(out_log), process=process, subject=f"member {run_dir.name}")
+        if process.main and not trainer.state_path.exists():
             checkpoint.atomic_write_text(
                 json.dumps(provenance.record(settings=settings, settings_hash=digest, threads=threads,
                                              device=str(target), processes=process.world, decode=decode,
@@ -403,89 +312,17 @@ def train_member(
                                              cuda_graphs=gradients.capture), indent=2) + "\n",
                 run_dir / "run.json",
             )
-        # ------------------------------------------------------------ loop
-        def save_state(**partial) -> None:
-            """Every process takes part (the view generators are gathered); rank 0 writes."""
-            view_states = distributed.gathered(views.get_state()) if process.world > 1 else None
-            if not process.main:
-                return
-            extra = {"world": process.world, "view_rng": view_states} if view_states else {}
-            checkpoint.save(
-                {
-                    "settings_hash": digest,
-                    "epoch": epoch,
-                    "step": step,
-                    **training_state(model, optimizer, scaler, generator),
-                    "history": history,
-                    **extra,
-                    **partial,
-                },
-                state_path,
-            )
-
-        epochs_this_run = 0
-        started = time.perf_counter()
-        with StopSignal() as stop:
-            while epoch < recipe["epochs"]:
-                if stop_after_epochs is not None and epochs_this_run >= stop_after_epochs:
-                    return False
-                tick = time.perf_counter()
-                trained.train()
-                order, first, saved = epoch_start(resume, len(images), generator, target)
-                resume = None
-                monitor = LossMonitor(run_dir.name, target, dict(saved.get("sums", {})))
-                # the rate of the epoch's last step, also when a resumed epoch has no step left
-                lr = optim.learning_rate(max(step - 1, 0), total_steps, steps_per_epoch, recipe["optimizer"])
-                rows = streaming.on_host(images, order)
-                for index in range(first, steps_per_epoch):
-                    batch = order[index * batch_size:(index + 1) * batch_size][shard]
-                    inputs = images[rows[index * batch_size:(index + 1) * batch_size][shard]]
-                    if index + 1 < steps_per_epoch:  # a streamed split decodes the next batch while this one trains
-                        streaming.prefetch(images, rows[(index + 1) * batch_size:(index + 2) * batch_size][shard])
-                    lr = optim.learning_rate(step, total_steps, steps_per_epoch, recipe["optimizer"])
-                    optim.set_learning_rate(optimizer, lr)
-                    terms = gradients(step_fn.draw(inputs, labels[batch], views))
-                    monitor.record(terms, epoch, index)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    step += 1
-                    received = stop_requested(stop, index, steps_per_epoch, target)
-                    if received is not None:
-                        save_state(batch=index + 1, order=order.cpu(), sums=monitor.totals())
-                        raise InterruptedRun(received, run_dir.name, epoch, index + 1)
-                sums = monitor.totals()
-                epoch += 1
-                epochs_this_run += 1
-                seconds = time.perf_counter() - tick
-                row = {"epoch": epoch, **{k: v / steps_per_epoch for k, v in sums.items()},
-                       "lr": lr, "seconds": seconds}
-                history.append(row)
-                save_state()
-                if not process.main:
-                    continue
-                checkpoint.atomic_write_text(history_csv(history), out_log)
-                if keep_every and epoch % keep_every == 0 and epoch < recipe["epochs"]:
-                    export(model, settings, digest, history, run_dir / SNAPSHOTS / f"epoch{epoch:04d}.pt")
-                elapsed = time.perf_counter() - started
-                eta = elapsed / epochs_this_run * (recipe["epochs"] - epoch)
-                terms_text = " ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "seconds"))
-                print(f"{run_dir.name} epoch {epoch}/{recipe['epochs']} {terms_text} {seconds:.2f}s "
-                      f"eta {format_seconds(eta)}", file=sys.stderr, flush=True)
-            # ------------------------------------------------------ export
-            stop.finish()  # the final state is saved: a late signal has nothing left to save
-            if process.main:
-                checkpoint.atomic_write_text(history_csv(history), out_log)
-                export(model, settings, digest, history, out_model)
-        return True
+        task = MemberTask(settings, images, labels, batch_size, shard, step_fn, gradients, generator, views, model,
+                          process, run_dir / SNAPSHOTS, Path(out_model), keep_every)
+        return trainer.run(task, stop_after_epochs)
 
 
-def export(model: nn.Module, settings: dict, digest: str, history: list[dict], path: str | Path) -> None:
-    """The member's final weights: every sub-network's state dict (the Eq head
-    is kept, unlike the official export: docs/method.md#where-the-official-code-differs,
-    item 7) plus its settings."""
+def export(model: nn.Module, settings: dict, digest: str, epochs: int, path: str | Path) -> None:
+    """The member's weights after ``epochs`` epochs: every sub-network's state
+    dict (the Eq head is kept, unlike the official export:
+    docs/method.md#where-the-official-code-differs, item 7) plus its settings."""
     parts = {name: module.state_dict() for name, module in model.named_children() if module is not None}
     checkpoint.save(
-        {"settings_hash": digest, "settings": json.dumps(settings, sort_keys=True),
-         "epochs": len(history), **parts},
+        {"settings_hash": digest, "settings": json.dumps(settings, sort_keys=True), "epochs": epochs, **parts},
         path,
     )
