@@ -10,7 +10,7 @@ import pytest
 
 from multisym.config import ConfigError, check_signal_delay, resolve, resolve_cluster, section_defaults
 from multisym.cluster.launch import Call, LaunchError, hopeless, run, submit_parameters
-from multisym.train.stopping import InterruptedRun
+from multisym.cluster.stopping import InterruptedRun
 
 
 def job(**overrides):
@@ -135,7 +135,7 @@ def test_pending_reasons_that_never_clear():
 
 LATE_SIGNAL = """
 import os, signal, sys, time
-from multisym.train.stopping import StopSignal, hold_after_finish
+from multisym.cluster.stopping import StopSignal, hold_after_finish
 if sys.argv[1] == "hold":
     hold_after_finish()
 with StopSignal() as stop:

@@ -129,7 +129,7 @@ def test_signal_on_an_epochs_last_step_resumes_into_the_next_epoch(tmp_path, smo
     import signal
 
     from multisym.train import optim
-    from multisym.train.stopping import InterruptedRun
+    from multisym.cluster.stopping import InterruptedRun
 
     settings = member(smoke, "base").settings
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -203,7 +203,7 @@ def test_signal_on_cuda_saves_device_sums_and_resumes(tmp_path, smoke, prepared,
     import signal
 
     from multisym.train import optim
-    from multisym.train.stopping import InterruptedRun
+    from multisym.cluster.stopping import InterruptedRun
 
     settings = member(smoke, "eq").settings
     real, calls = optim.set_learning_rate, {"n": 0}

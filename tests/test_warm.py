@@ -1,4 +1,4 @@
-"""Warm starts (multisym.cluster.warm): a `multisym` job handed to the run's server runs
+"""Warm starts (multisym.warm): a `multisym` job handed to the run's server runs
 as a fresh process would (its streams, working directory, environment and
 exit status; the signals sent to it; the same weights), and any job the
 server should not or cannot take runs cold."""
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import eq_member_with_reference, prepared_eq_member, tool_env
-from multisym.cluster import warm
+from multisym import warm
 from multisym.train.pretrain import STATE_FILE
 
 PROGRAM = str(Path(sys.executable).parent / "multisym")
@@ -200,7 +200,7 @@ def test_the_jobs_thread_counts_apply_to_libraries_the_server_loaded():
     worker was in the server, under the server's environment."""
     script = (
         "import os, json, threadpoolctl, torch, numpy\n"
-        "from multisym.cluster import warm\n"
+        "from multisym import warm\n"
         "os.environ.update(OMP_NUM_THREADS='3', OPENBLAS_NUM_THREADS='3', MKL_NUM_THREADS='3')\n"
         "warm._apply_thread_counts()\n"
         "blas = [pool['num_threads'] for pool in threadpoolctl.threadpool_info() if pool['user_api'] == 'blas']\n"
@@ -248,8 +248,8 @@ def test_preloading_never_asks_for_cuda():
         "for name in ('is_available', 'device_count', 'init', '_lazy_init'):\n"
         "    setattr(torch.cuda, name, recording(name, getattr(torch.cuda, name)))\n"
         "torch._C._cuda_getDeviceCount = recording('_cuda_getDeviceCount', torch._C._cuda_getDeviceCount)\n"
-        "import importlib, multisym.cluster.warm\n"
-        "for module in multisym.cluster.warm.PRELOADED:\n"
+        "import importlib, multisym.warm\n"
+        "for module in multisym.warm.PRELOADED:\n"
         "    importlib.import_module(module)\n"
         "print(json.dumps([asked, torch.cuda.is_initialized()]))\n"
     )

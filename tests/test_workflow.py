@@ -140,7 +140,7 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     root = workflow_copy.folder / "results" / "smoke"
     cfg = config_module.resolve(smoke)
     (warm_log,) = (workflow_copy.folder / ".snakemake" / "log").glob("*.warm.log")
-    assert len(re.findall(r"ended with 0 ", warm_log.read_text())) > 50  # the jobs ran warm (multisym.cluster.warm)
+    assert len(re.findall(r"ended with 0 ", warm_log.read_text())) > 50  # the jobs ran warm (multisym.warm)
     imported = next(m for m in member_table(cfg) if m.imported)
     record = json.loads((root / "members" / imported.folder / "import.json").read_text())
     assert len(record["sha256"]) == 64

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 def program() -> None:
     from multisym import cli
-    from multisym.cluster import warm
+    from multisym import warm
 
     warm.delegate()  # returns when no server takes the command
     cli.main()

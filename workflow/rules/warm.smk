@@ -1,8 +1,8 @@
-# Warm starts (multisym.cluster.warm): in a local run, every `multisym` job forks from
+# Warm starts (multisym.warm): in a local run, every `multisym` job forks from
 # one server that has imported torch and the plotting stack once, instead of
 # importing them afresh; warm_starts: false turns this off. Runs on an executor
 # plugin (SLURM) start no server: their jobs run elsewhere.
-import multisym.cluster.warm
+import multisym.warm
 
 WARM_SERVERS = []
 
@@ -13,7 +13,7 @@ def start_warm_starts(logs):
     if config["warm_starts"] and workflow.local_exec and not workflow.touch and logs:
         log = re.sub(r"\.snakemake\.log$", "", logs[0]) + ".warm.log"
         try:
-            WARM_SERVERS.append(multisym.cluster.warm.Server(log))
+            WARM_SERVERS.append(multisym.warm.Server(log))
         except OSError as error:
             print(f"warm starts off, jobs start afresh: {error}", file=sys.stderr)
 

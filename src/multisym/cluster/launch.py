@@ -108,7 +108,7 @@ def _checkpointable():
             self.call = call
 
         def __call__(self):
-            from multisym.train.stopping import InterruptedRun, hold_after_finish
+            from multisym.cluster.stopping import InterruptedRun, hold_after_finish
 
             hold_after_finish()
             environment = submitit.JobEnvironment()

@@ -38,7 +38,7 @@ def restrict(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> tuple[
 def member_logits(model_path, probe_params, data_path, manifest_path, primary_logits, primary_manifest, out_path,
                   device="auto", threads=None) -> None:
     """One member's val (ImageNet's, copied) and test (the set's) logits."""
-    from multisym.train.adapt import AdaptedClassifier
+    from multisym.evaluate.classifier import AdaptedClassifier
     from multisym.runtime import select_device, set_threads
 
     set_threads(threads)

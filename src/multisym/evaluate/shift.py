@@ -74,7 +74,7 @@ def member_logits(model_path, probe_params, shift_path, shift_manifest, data_man
     """One member's logits on every shift set (SSL members need ``probe_params``)."""
     import torch
 
-    from multisym.train.adapt import AdaptedClassifier
+    from multisym.evaluate.classifier import AdaptedClassifier
     from multisym.runtime import select_device, set_threads
 
     set_threads(threads)

@@ -67,30 +67,6 @@ def forward_in_batches(model, images: torch.Tensor, runtime, size: int, batch: i
     return torch.cat(outputs)
 
 
-class AdaptedClassifier:
-    """A member as adapted to its dataset, applied to new images: a fine-tuned
-    or supervised network with its own head, or a probed backbone followed by
-    its fitted probe (``probe_params``; features rounded to float16, as the
-    probe was fit on them). Called on images, it returns float32 logits."""
-
-    def __init__(self, model_path, probe_params, info: splits.DatasetInfo, device: torch.device):
-        from multisym.files import read_npz
-
-        self.network, settings = load_network(model_path, info, classifier=probe_params is None)
-        self.params = read_npz(probe_params) if probe_params is not None else None
-        self.runtime = make_runtime(device, "auto", info, self.network)
-        self.network = self.runtime.place(self.network)
-        self.size = settings.get("views", {}).get("size", info.image_size)
-
-    def __call__(self, images) -> np.ndarray:
-        from multisym.evaluate.probe import probe_logits
-
-        out = forward_in_batches(self.network, images, self.runtime, self.size).numpy()
-        if self.params is None:
-            return out.astype(np.float32)
-        return probe_logits(self.params, out.astype(np.float16).astype(np.float32))
-
-
 # --------------------------------------------------- features for the probe
 def extract_features(model_path, data_path, manifest_path, out_path, device="auto", threads=None) -> None:
     """Backbone features of the train, val and test splits (eval transform)."""

@@ -17,7 +17,7 @@ def _run_training(call, run_dir, job: tuple[dict, dict, str]):
     """A training run, here or as a SLURM job; stopped by a signal (its state
     saved), it exits with 128 + the signal's number."""
     from multisym.cluster.launch import run
-    from multisym.train.stopping import InterruptedRun
+    from multisym.cluster.stopping import InterruptedRun
 
     try:
         return run(call, run_dir, *job)
@@ -169,7 +169,7 @@ def _finetune(args, model: str, **extra) -> dict:
         device=args.device, threads=args.threads, **extra,
     )
     job = gpu_job(args, "adapt", kwargs)
-    return _run_training(Call("multisym.train.adapt:finetune", kwargs), Path(args.out_model).parent, job)
+    return _run_training(Call("multisym.train.finetune:finetune", kwargs), Path(args.out_model).parent, job)
 
 
 def _finetune_arguments(p) -> None:

@@ -1,6 +1,6 @@
 """The one training loop: pretraining a member (``pretrain``), fine-tuning one
-(``finetune``) and the emergent-invariance runs (``multisym.evaluate.emergence``)
-plug their step into it.
+(``finetune``) and the ensembles of the emergent-invariance experiment
+(``evaluate/emergence.py``) plug their step into it.
 
 A kind of training is a :class:`Task`: it draws an epoch's data order, runs
 the forward and backward pass of one batch, names the columns of the epoch's
@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from multisym.train import checkpoint, distributed, optim
-from multisym.train.stopping import InterruptedRun, StopSignal
+from multisym.cluster.stopping import InterruptedRun, StopSignal
 
 STATE_FILE = "state.pt"
 # Several processes agree on a stop signal every this many steps (and at the

@@ -378,7 +378,7 @@ class Server:
         self.where = os.path.join(workdir, WHERE)
         with open(log_path, "w") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "multisym.cluster.warm", self.socket, str(os.getpid())],
+                [sys.executable, "-m", "multisym.warm", self.socket, str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )
         os.makedirs(os.path.dirname(self.where), exist_ok=True)
