@@ -132,12 +132,14 @@ def food_copy(food, tmp_path):
     return paths
 
 
-def test_a_damaged_file_fails_its_batch_by_name_and_the_next_batch_is_right(food_copy, monkeypatch):
+@pytest.mark.parametrize("keep", [40, 0.5], ids=["header only", "half the scan"])
+def test_a_damaged_file_fails_its_batch_by_name_and_the_next_batch_is_right(food_copy, monkeypatch, keep):
     paths = food_copy
     memory, _, _ = splits.load_split(*paths, "train")
     images, _ = streamed(monkeypatch, paths)
     damaged = images.decoder.files[int(images.decoder.index[5])]
-    damaged.write_bytes(damaged.read_bytes()[:40])  # the JPEG header survives, the scan does not
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:keep if isinstance(keep, int) else int(len(data) * keep)])  # truncated mid-file
     with pytest.raises(UserError, match=f"{damaged.name} cannot be decoded .*replace it with an intact copy"):
         images[np.arange(10)]
     assert torch.equal(images[np.arange(10, 20)], memory[10:20])
