@@ -407,11 +407,12 @@ def test_a_damaged_release_stops_prepare_data_without_a_traceback(tmp_path):
             "splits": {"val_fraction": 0.1}}
     done = subprocess.run(
         [sys.executable, "-c", "from multisym.cli import main; main()", "prepare-data",
-         "--dataset-json", json.dumps(spec),
+         "--dataset-json", json.dumps(spec), "--key", "transfer.datasets[2].dataset",
          "--out-data", str(tmp_path / "d.npz"), "--out-manifest", str(tmp_path / "m.json")],
         capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
-    assert "Traceback" not in done.stderr and "'dataset.root'" in done.stderr and "data_batch_1" in done.stderr
+    assert "Traceback" not in done.stderr and "data_batch_1" in done.stderr
+    assert "config key 'transfer.datasets[2].dataset.root'" in done.stderr
     assert not (tmp_path / "d.npz").exists()
 
 

@@ -12,6 +12,8 @@ def _prepare_data_arguments(p) -> None:
     p.add_argument("--dataset-json", help="the resolved `dataset` config section as JSON")
     p.add_argument("--out-data")
     p.add_argument("--out-manifest")
+    p.add_argument("--key", default="dataset",
+                   help="where the section sits in the config, for errors to name (transfer.datasets[0].dataset)")
 
 
 def prepare_data(args) -> None:
@@ -24,7 +26,7 @@ def prepare_data(args) -> None:
         paths = layout.Layout(cfg["name"], args.results)
         args.out_data = args.out_data or paths.dataset
         args.out_manifest = args.out_manifest or paths.manifest
-    manifest = splits.prepare(dataset, args.out_data, args.out_manifest)
+    manifest = splits.prepare(dataset, args.out_data, args.out_manifest, args.key)
     print(f"prepared {manifest['dataset']}: {manifest['counts']}", file=sys.stderr)
 
 

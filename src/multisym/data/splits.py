@@ -164,10 +164,10 @@ def _prepare_digits(dataset: dict) -> tuple[dict, dict]:
     return arrays, facts
 
 
-def _prepare_root(dataset: dict) -> tuple[dict, dict]:
+def _prepare_root(dataset: dict, key: str) -> tuple[dict, dict]:
     from multisym.data.datasets import open_sources
 
-    sources = open_sources(dataset)
+    sources = open_sources(dataset, key)
     parts = source_splits(sources, dataset["splits"])
     num_classes = sources["test" if "train" not in sources else "train"].num_classes
     arrays = {}
@@ -193,15 +193,16 @@ def _prepare_root(dataset: dict) -> tuple[dict, dict]:
     return arrays, facts
 
 
-def prepare(dataset: dict, out_data: str | Path, out_manifest: str | Path) -> dict:
+def prepare(dataset: dict, out_data: str | Path, out_manifest: str | Path, key: str = "dataset") -> dict:
     """Build the split file and its manifest from the ``dataset`` config section.
 
     digits: the images themselves, resized, plus split indices. A dataset read
     from a root: its root and layout are checked here (before any training can
     start), then split indices and labels are written; images stay in the root.
+    ``key`` is where the section sits in the config (``transfer.datasets[0].dataset``
+    for a transfer set), for the errors to name.
     """
-    build = _prepare_digits if is_embedded(dataset["name"]) else _prepare_root
-    arrays, facts = build(dataset)
+    arrays, facts = _prepare_digits(dataset) if is_embedded(dataset["name"]) else _prepare_root(dataset, key)
     manifest = {
         "dataset": dataset["name"],
         "settings": dataset,
