@@ -63,5 +63,5 @@ rule figures:
 
 rule members:
     input:
-        all_member_models,
+        PLAN.member_models,
     localrule: True

@@ -7,7 +7,7 @@ rule prepare_data:
     conda:
         env("workflow")
     params:
-        dataset=dataset_json,
+        dataset=spec(PLAN.dataset_spec),
     shell:
         "multisym prepare-data --dataset-json {params.dataset:q}"
         " --out-data {output.data} --out-manifest {output.manifest} > {log} 2>&1"
@@ -24,6 +24,6 @@ rule resolved_config:
     conda:
         env("workflow")
     params:
-        config=config_json,
+        config=spec(PLAN.config_spec),
     shell:
         "multisym validate --config-json {params.config:q} --out {output.config} > {log} 2>&1"

@@ -8,6 +8,9 @@
 # params for the restored file, so the next run would take the old file as up
 # to date; marking it incomplete makes that run (rerun-incomplete, set in the
 # workflow profile) redo exactly the failed jobs.
+import os
+import sys
+
 import multisym.report.failures
 
 TARGET_RULES = {"table", "figure", "comparison", "provenance", "checksums"}
@@ -16,7 +19,7 @@ TARGET_RULES = {"table", "figure", "comparison", "provenance", "checksums"}
 def failed_member(job):
     """The id of the member a job trains or evaluates, if it does."""
     for value in job.wildcards_dict.values():
-        member = MEMBER_BY_FOLDER.get(value) or FINETUNED_BY_FOLDER.get(value)
+        member = PLAN.member_of({"value": value})
         if member is not None:
             return member.id
     return None

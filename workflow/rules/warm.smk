@@ -2,6 +2,9 @@
 # one server that has imported torch and the plotting stack once, instead of
 # importing them afresh; warm_starts: false turns this off. Runs on an executor
 # plugin (SLURM) start no server: their jobs run elsewhere.
+import re
+import sys
+
 import multisym.cluster.warm
 
 WARM_SERVERS = []
