@@ -163,8 +163,6 @@ NOT_BUILT = {
     "figure1": "the method schematic, a drawing without data: omitted",
     "figure5": "qualitative examples without numbers: omitted",
 }
-# What a run builds after the tables and figures, each from everything before it.
-AFTER = ("paper_comparison", "provenance", "checksums")
 
 
 def built(plan: Plan, kind: str | None = None) -> list[Target]:
@@ -266,7 +264,8 @@ def _lost(plan: Plan, produced: set[str], wildcards: dict) -> set[str]:
     lost = {path for path in table if produced & gathered(path)}
     if member is not None:
         layout, trained = plan.layout, plan.layout.member_model(member.folder) in produced
-        scope = {member.folder} | ({f.folder for f in plan.finetuned if f.base == member} if trained else set())
+        built_on = {f.folder for f in plan.finetuned if f.base.folder == member.folder}
+        scope = {member.folder} | (built_on if trained else set())
         evaluation = {layout.shift_logits(member.folder), layout.audit_outputs(member.folder)}
         if not produced & evaluation:
             for path, entry in table.items():

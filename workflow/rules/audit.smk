@@ -4,8 +4,8 @@
 # same inputs.
 use rule prepare_data as prepare_audit_ood with:
     output:
-        data=kept(LAYOUT.audit_ood("{ood}", "dataset.npz")),
-        manifest=kept(LAYOUT.audit_ood("{ood}", "manifest.json")),
+        data=LAYOUT.audit_ood("{ood}", "dataset.npz"),
+        manifest=LAYOUT.audit_ood("{ood}", "manifest.json"),
     log:
         LAYOUT.log("prepare_audit_ood", "{ood}"),
 

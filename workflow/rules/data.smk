@@ -1,7 +1,7 @@
 rule prepare_data:
     output:
-        data=kept(LAYOUT.dataset),
-        manifest=kept(LAYOUT.manifest),
+        data=LAYOUT.dataset,
+        manifest=LAYOUT.manifest,
     log:
         LAYOUT.log("prepare_data", config["dataset"]["name"]),
     conda:
@@ -17,7 +17,7 @@ rule prepare_data:
 # output of this scale was computed from.
 rule resolved_config:
     output:
-        config=kept(LAYOUT.resolved_config),
+        config=LAYOUT.resolved_config,
     log:
         LAYOUT.log("resolved_config", "config"),
     localrule: True

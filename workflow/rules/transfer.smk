@@ -28,8 +28,8 @@ rule dataset_summary:
 
 use rule prepare_data as prepare_transfer_data with:
     output:
-        data=kept(TLAYOUT.dataset),
-        manifest=kept(TLAYOUT.manifest),
+        data=TLAYOUT.dataset,
+        manifest=TLAYOUT.manifest,
     log:
         TLAYOUT.log("prepare_data", "{tdata}"),
 
