@@ -277,8 +277,7 @@ class Plan:
         return {"key": label, "label": label, "dataset": dataset["name"],
                 "delta_size": self.config["transfer"]["ensemble_size"],
                 "axes_size": self.config["ensembles"]["axes_size"],
-                # only where true, so that the specs of other datasets keep their params
-                **({"evaluation_only": True} if key and self.transfer[key]["mode"] == "evaluate" else {})}
+                "evaluation_only": bool(key) and self.transfer[key]["mode"] == "evaluate"}
 
     def dataset_summaries(self) -> list[str]:
         """The pretraining dataset's summary, then each transfer dataset's."""
