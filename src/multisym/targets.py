@@ -39,11 +39,6 @@ class Target:
         module = importlib.import_module(f"multisym.report.{self.kind}s")
         return getattr(module, self.builder or self.name)
 
-    def label(self, plan: Plan) -> str:
-        """The title as the report lists it, numbers filled in from the config."""
-        ensembles = plan.config["ensembles"]
-        return self.title.format(m=ensembles["diversity_size"], axes_size=ensembles["axes_size"])
-
     def outputs(self, plan: Plan) -> list[str]:
         where = plan.layout.table if self.kind == "table" else plan.layout.figure
         return [where(self.name, ext) for ext in EXTENSIONS[self.kind]]

@@ -92,13 +92,6 @@ def target_inputs(wildcards):
     return targets.TARGETS[name].reads(PLAN)
 
 
-def report_labels(wildcards):
-    """A table's or figure's row in the report: its name and title (the registry's)."""
-    kind = "table" if "table" in wildcards.keys() else "figure"
-    target = targets.TARGETS[wildcards[kind]]
-    return {kind: target.name, "title": target.label(PLAN)}
-
-
 def comparison_inputs(wildcards):
     return targets.comparison_inputs(PLAN)
 

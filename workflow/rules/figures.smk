@@ -13,7 +13,7 @@ rule table:
             kept(LAYOUT.table("{table}", "html")),
             caption="../report/table.rst",
             category="Tables",
-            labels=report_labels,
+            labels={"table": "{table}"},
         ),
     log:
         LAYOUT.log("table", "{table}"),
@@ -38,7 +38,7 @@ rule figure:
             kept(LAYOUT.figure("{figure}", "png")),
             caption="../report/figure.rst",
             category="Figures",
-            labels=report_labels,
+            labels={"figure": "{figure}"},
         ),
     log:
         LAYOUT.log("figure", "{figure}"),
