@@ -8,7 +8,8 @@ min_version("9.20")
 
 # A scale file given with --configfile fully defines its run: config.yaml is read
 # only when none was given (this also holds in jobs spawned by executor plugins,
-# which receive the same --configfiles).
+# which receive the same --configfiles). Workflow attribute used:
+# workflow.overwrite_configfiles, the files given with --configfile.
 if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
@@ -35,14 +36,16 @@ onstart:
     start_warm_starts(log)
 
 
+# The handlers' `log` (documented): the log files of this run, Snakemake's own
+# among them.
 onsuccess:
     stop_warm_starts()
-    clear_failures()
+    clear_failures(log)
 
 
 onerror:
     stop_warm_starts()
-    report_failures()
+    report_failures(log)
 
 
 rule all:
@@ -63,5 +66,5 @@ rule figures:
 
 rule members:
     input:
-        all_member_models,
+        PLAN.member_models,
     localrule: True

@@ -24,6 +24,8 @@ from multisym import config as config_module
 from multisym.files import write_npz
 from multisym.files import CorruptFileError, WriteError, map_npz, read_npz
 from multisym.members import member_table
+from multisym.plan import Plan
+from multisym import targets
 from multisym.train.pretrain import STATE_FILE, train_member
 
 
@@ -233,6 +235,93 @@ def test_failure_report_keeps_what_is_still_failing(tmp_path):
     assert "pretrain member=a" not in (tmp_path / "failures.md").read_text()
     failures.clear(tmp_path, None)
     assert not any((tmp_path / f"failures.{ext}").exists() for ext in failures.FORMATS)
+
+
+def snakemake_log(plan, *jobs) -> str:
+    """A run's log as Snakemake writes it: each job's block when it starts,
+    then an error block for each failed job (jobs: rule, wildcards, inputs,
+    outputs, failed)."""
+    started, errors = [], []
+    for jobid, (rule, wildcards, inputs, outputs, failed) in enumerate(jobs, 1):
+        files = {"input": ", ".join(inputs), "output": ", ".join(f"{f} (update)" for f in outputs)}
+        started += ["[Mon Dec  7 12:47:24 2026]", f"localrule {rule}:", f"    input: {files['input']}",
+                    f"    output: {files['output']}", f"    log: logs/{rule}.log", f"    jobid: {jobid}",
+                    "    reason: Missing output files: x; Input files updated by another job: y",
+                    "    wildcards: " + ", ".join(f"{k}={v}" for k, v in wildcards.items()),
+                    "    resources: tmpdir=/tmp"]
+        if failed:
+            errors += ["RuleException:", 'CalledProcessError in file "x.smk", line 2:', "[Mon Dec  7 12:47:25 2026]",
+                       f"Error in rule {rule}:", "    message: None", f"    jobid: {jobid}",
+                       f"    input: {files['input']}", f"    output: {files['output']}",
+                       f"    log: logs/{rule}.log (check log file(s) for error details)", "    shell:",
+                       f"        multisym {rule} --spec-json '{{\"a\": 1}}'",
+                       "        (command exited with non-zero exit code)",
+                       f"Cannot restore {outputs[0]}: no backup found."]
+        else:
+            errors += ["[Mon Dec  7 12:47:29 2026]", f"Finished jobid: {jobid} (Rule: {rule})",
+                       "1 of 9 steps (11%) done"]
+    return "\n".join(["Building DAG of jobs...", *started, *errors, "Exiting because a job execution failed."]) + "\n"
+
+
+def test_a_failed_runs_log_names_each_failed_job_and_the_targets_it_could_not_feed(tmp_path):
+    """The failure report comes from the run's own log (handed to the onerror
+    handler) and the target registry: each failed job's rule, wildcards, log
+    and outputs; the tables and figures it could not feed are the registry's
+    targets reading a result built from what it failed to make."""
+    plan = Plan(config_module.load(SMOKE))
+    layout = plan.layout
+    sup = next(m for m in plan.members if m.mode == "sup")
+    base = next(m for m in plan.members if m.mode == "base" and m.seed == plan.finetuned[0].base.seed)
+    eq = next(m for m in plan.members if m.mode == "eq")
+    data = [layout.dataset, layout.manifest]
+    log = tmp_path / "run.snakemake.log"
+    log.write_text(snakemake_log(
+        plan,
+        ("pretrain", {"member": sup.folder}, data, [layout.member_model(sup.folder)], True),
+        ("shift_logits", {"evaluated": eq.folder}, data, [layout.shift_logits(eq.folder)], True),
+        ("transfer_probe", {"tprobe": "rotated", "tmember": eq.folder}, [],
+         [layout.transfer("rotated").logits(eq.folder)], True),
+        ("ensemble", {"pool": "eq", "strategy": "greedy"}, [], [layout.ensemble("eq", "greedy")], True),
+        ("pretrain", {"member": base.folder}, data, [layout.member_model(base.folder)], True),
+        ("probe", {"probed": eq.folder}, [], [layout.logits(eq.folder)], False),
+    ))
+    run = failures.read_log(log)
+    assert run.done == {f"probe probed={eq.folder}"}
+    failed = {job.name: job for job in run.failed}
+    assert list(failed)[0] == f"pretrain member={sup.folder}" and len(failed) == 5
+    job = failed[f"pretrain member={sup.folder}"]
+    assert job.log == "logs/pretrain.log" and job.inputs == data and job.outputs == [layout.member_model(sup.folder)]
+
+    def unfed(name):
+        return set(targets.unfed(plan, failed[name].outputs, failed[name].wildcards))
+
+    after = {"paper_comparison", "provenance", "checksums"}
+    every = {t.name for t in targets.built(plan)}
+    pools = {"table2", "table3", "table4", "table7", "figure2", "figure3"}
+    # a member's training feeds everything computed from it, not the eq-only Figure 7 or the emergence run
+    assert unfed(f"pretrain member={sup.folder}") == {"table1", "table_shift", "table_audit", "figure_audit",
+                                                      "table9", "figure4", "figure6"} | pools | after
+    # ... and the fine-tuned members built on it
+    assert {"table1", "table2"} <= unfed(f"pretrain member={base.folder}")
+    assert unfed(f"shift_logits evaluated={eq.folder}") == {"table_shift"} | after
+    assert unfed(f"transfer_probe tprobe=rotated tmember={eq.folder}") == {"table5", "table8", "table9",
+                                                                            "figure4"} | after
+    assert unfed("ensemble pool=eq strategy=greedy") == {"table2", "table4", "table7", "figure2", "figure7",
+                                                         "table_shift", "table_audit", "figure_audit", "table9",
+                                                         "figure4"} | after
+    assert set(targets.unfed(plan, data, {})) == every | after
+    assert set(targets.unfed(plan, [layout.table("table1", "csv")], {"table": "table1"})) == after
+
+
+def test_a_failed_jobs_kept_outputs_are_made_older_than_its_inputs(tmp_path):
+    """What Snakemake put back after a failed job is made older than the
+    job's inputs, so that the next run redoes the job (and only it)."""
+    made, used = tmp_path / "ensemble.json", tmp_path / "logits.npz"
+    used.write_text("logits")
+    made.write_text("previous result")
+    os.utime(used, (1_000_000, 1_000_000))
+    failures.mark_for_rerun(failures.Job("ensemble", "1", inputs=[str(used)], outputs=[str(made)]))
+    assert made.stat().st_mtime < used.stat().st_mtime and made.read_text() == "previous result"
 
 
 @pytest.mark.parametrize("read", [read_npz, lambda path: map_npz(path, ["test_logits"])])

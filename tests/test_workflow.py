@@ -18,6 +18,8 @@ from conftest import ROOT, SMOKE, planned_jobs, tool_env
 from report_browser import check_report
 from multisym import config as config_module
 from multisym.members import member_table
+from multisym.plan import Plan
+from multisym import targets
 
 pytestmark = pytest.mark.workflow
 RULE_FILES = [str(p) for p in sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
@@ -56,6 +58,21 @@ def test_imagenet100_scale_plans_tables_6_and_10(workflow_copy):
     assert counts["pretrain"] == 18 and counts["probe"] == 18 and "adapt_candidate" not in counts
     for table in ("table6", "table10"):
         assert f"results/imagenet100/tables/{table}.csv" in result.stdout
+
+
+def test_each_table_and_figure_is_one_registry_entry(workflow_copy):
+    """The target registry (multisym.targets) holds each table's and figure's
+    result files, condition, title and builder: a dry run plans exactly the
+    targets it says the scale feeds, from the files it names."""
+    plan = Plan(config_module.load(SMOKE))
+    for target in targets.TARGETS.values():
+        assert callable(target.build()) and target.title.format(m=2, axes_size=6)
+    result = workflow_copy.snakemake("-n", "--configfile=config/smoke.yaml", "figures")
+    planned = set(re.findall(r"wildcards: (?:table|figure)=(\w+)", result.stdout))
+    assert planned == {t.name for t in targets.built(plan)} and "table6" not in planned
+    for target in targets.built(plan):
+        for path in target.reads(plan):
+            assert path in result.stdout
 
 
 def test_planning_never_imports_torch(workflow_copy):

@@ -4,17 +4,15 @@
 # same inputs.
 use rule prepare_data as prepare_audit_ood with:
     output:
-        data=kept(LAYOUT.audit_ood("{ood}", "dataset.npz")),
-        manifest=kept(LAYOUT.audit_ood("{ood}", "manifest.json")),
+        data=LAYOUT.audit_ood("{ood}", "dataset.npz"),
+        manifest=LAYOUT.audit_ood("{ood}", "manifest.json"),
     log:
         LAYOUT.log("prepare_audit_ood", "{ood}"),
-    params:
-        dataset=audit_ood_dataset_json,
 
 
 rule prepare_audit:
     input:
-        unpack(audit_sets_inputs),
+        unpack(PLAN.audit_sets_inputs),
     output:
         data=kept(LAYOUT.audit_sets),
         manifest=kept(LAYOUT.audit_manifest),
@@ -24,12 +22,12 @@ rule prepare_audit:
         env("workflow")
     threads: 1
     resources:
-        **LOADING,
+        **PLAN.loading,
         runtime="1h",
         mem_mb=8000,
     params:
-        settings=audit_settings_json,
-        ood=audit_ood_option,
+        settings=spec(PLAN.audit_settings_spec),
+        ood=PLAN.audit_ood_option,
         version=stage_version("audit_sets"),
     shell:
         "multisym prepare-audit --settings-json {params.settings:q} --data {input.data}"
@@ -40,8 +38,8 @@ rule prepare_audit:
 
 rule audit_outputs:
     input:
-        unpack(evaluated_network),
-        member=audited_member_model,
+        unpack(PLAN.adapted_network),
+        member=PLAN.audited_member_model,
         sets=LAYOUT.audit_sets,
         sets_manifest=LAYOUT.audit_manifest,
         manifest=LAYOUT.manifest,
@@ -67,8 +65,8 @@ rule audit_outputs:
 
 rule audit_metrics:
     input:
-        outputs=audit_outputs_inputs,
-        greedy=greedy_inputs,
+        outputs=PLAN.member_audit_outputs,
+        greedy=PLAN.greedy_ensembles,
         manifest=LAYOUT.audit_manifest,
     output:
         metrics=kept(LAYOUT.audit_metrics),
@@ -77,7 +75,7 @@ rule audit_metrics:
     conda:
         env("workflow")
     params:
-        spec=audit_spec_json,
+        spec=spec(PLAN.audit_spec),
         version=stage_version("audit_metrics"),
     shell:
         "multisym audit-metrics --spec-json {params.spec:q} --outputs {input.outputs}"
@@ -99,11 +97,11 @@ rule emergence:
         env("workflow")
     threads: 1
     resources:
-        **LOADING,
+        **PLAN.loading,
         runtime="2h",
         mem_mb=8000,
     params:
-        settings=emergence_settings_json,
+        settings=spec(PLAN.emergence_spec),
         version=stage_version("emergence"),
     shell:
         "multisym emergence --run {wildcards.run} --settings-json {params.settings:q}"
@@ -124,7 +122,7 @@ rule emergence_metrics:
     conda:
         env("workflow")
     params:
-        settings=emergence_settings_json,
+        settings=spec(PLAN.emergence_spec),
         runs=" ".join(EMERGENCE_RUNS),
         version=stage_version("emergence_metrics"),
     shell:

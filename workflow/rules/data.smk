@@ -1,13 +1,13 @@
 rule prepare_data:
     output:
-        data=kept(LAYOUT.dataset),
-        manifest=kept(LAYOUT.manifest),
+        data=LAYOUT.dataset,
+        manifest=LAYOUT.manifest,
     log:
         LAYOUT.log("prepare_data", config["dataset"]["name"]),
     conda:
         env("workflow")
     params:
-        dataset=dataset_json,
+        dataset=spec(PLAN.dataset_spec),
     shell:
         "multisym prepare-data --dataset-json {params.dataset:q}"
         " --out-data {output.data} --out-manifest {output.manifest} > {log} 2>&1"
@@ -17,13 +17,13 @@ rule prepare_data:
 # output of this scale was computed from.
 rule resolved_config:
     output:
-        config=kept(LAYOUT.resolved_config),
+        config=LAYOUT.resolved_config,
     log:
         LAYOUT.log("resolved_config", "config"),
     localrule: True
     conda:
         env("workflow")
     params:
-        config=config_json,
+        config=spec(PLAN.config_spec),
     shell:
         "multisym validate --config-json {params.config:q} --out {output.config} > {log} 2>&1"

@@ -4,7 +4,7 @@
 # most the cores it has, so jobs side by side do not each take every core.
 rule member_metrics:
     input:
-        logits=member_logits,
+        logits=PLAN.member_logits,
     output:
         metrics=kept(LAYOUT.member_metrics),
     log:
@@ -15,7 +15,7 @@ rule member_metrics:
     resources:
         cpus_per_task=threads_as_cpus,
     params:
-        spec=member_metrics_spec_json,
+        spec=spec(PLAN.member_metrics_spec),
         version=stage_version("member_metrics"),
     shell:
         "multisym member-metrics --spec-json {params.spec:q} --logits {input.logits}"
@@ -24,7 +24,7 @@ rule member_metrics:
 
 rule ensemble:
     input:
-        logits=pool_logits,
+        logits=PLAN.pool_logits,
     output:
         result=kept(LAYOUT.ensemble("{pool}", "{strategy}")),
     log:
@@ -35,7 +35,7 @@ rule ensemble:
     resources:
         cpus_per_task=threads_as_cpus,
     params:
-        spec=ensemble_spec_json,
+        spec=spec(PLAN.ensemble_spec),
         version=stage_version("ensemble"),
     shell:
         "multisym ensemble --strategy {wildcards.strategy} --spec-json {params.spec:q}"

@@ -1,7 +1,10 @@
 # Tables and figures read small result files only (never checkpoints or logits).
+import os
+
+
 rule table:
     input:
-        results=table_inputs,
+        results=target_inputs,
     output:
         csv=kept(LAYOUT.table("{table}", "csv")),
         md=kept(LAYOUT.table("{table}", "md")),
@@ -18,7 +21,7 @@ rule table:
     conda:
         env("workflow")
     params:
-        spec=report_spec_json,
+        spec=spec(PLAN.report_spec),
         version=stage_version("table"),
     shell:
         "multisym table --table {wildcards.table} --spec-json {params.spec:q}"
@@ -28,7 +31,7 @@ rule table:
 
 rule figure:
     input:
-        results=figure_inputs,
+        results=target_inputs,
     output:
         pdf=kept(LAYOUT.figure("{figure}", "pdf")),
         png=report(
@@ -43,7 +46,7 @@ rule figure:
     conda:
         env("workflow")
     params:
-        spec=report_spec_json,
+        spec=spec(PLAN.report_spec),
         version=stage_version("figure"),
     shell:
         "multisym figure --figure {wildcards.figure} --spec-json {params.spec:q}"
@@ -68,7 +71,7 @@ rule comparison:
     conda:
         env("workflow")
     params:
-        spec=comparison_spec_json,
+        spec=spec(PLAN.comparison_spec),
         version=stage_version("comparison"),
     shell:
         "multisym compare --spec-json {params.spec:q} --tables {input.tables}"
@@ -80,7 +83,7 @@ rule comparison:
 rule provenance:
     input:
         all_tables_and_figures,
-        models=all_member_models,
+        models=PLAN.member_models,
     output:
         page=report(
             kept(LAYOUT.provenance_page),
@@ -94,9 +97,9 @@ rule provenance:
     conda:
         env("workflow")
     params:
-        spec=provenance_spec_json,
-        members=provenance_members_json,
-        config=provenance_config_json,
+        spec=spec(provenance_spec),
+        members=spec(PLAN.provenance_members_spec),
+        config=spec(PLAN.provenance_config_spec),
     shell:
         "multisym provenance --spec-json {params.spec:q} --members-json {params.members:q}"
         " --config-json {params.config:q} --out {output.page} > {log} 2>&1"

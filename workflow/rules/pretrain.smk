@@ -17,21 +17,21 @@ rule pretrain:
     resources:
         **gpu_job_resources("pretrain"),
     params:
-        settings=member_settings_json,
-        run_dir=member_run_dir,
+        settings=spec(PLAN.member_settings_spec),
+        run_dir=PLAN.member_run_dir,
     shell:
         "multisym pretrain --settings-json {params.settings:q} --data {input.data}"
         " --manifest {input.manifest} --run-dir {params.run_dir} --out-model {output.model}"
         " --out-log {output.epochs} --threads {threads}"
         " --keep-every {resources.keep_every} --decode {resources.decode} --cuda-graphs {resources.cuda_graphs}"
-        + GPU_JOB_SHELL
+        + PLAN.gpu_job_shell
         + " > {log} 2>&1"
 
 
 # A member read from an existing checkpoint (members.imported) instead of trained.
 rule import_member:
     input:
-        checkpoint=imported_checkpoint,
+        checkpoint=PLAN.imported_checkpoint,
         manifest=LAYOUT.manifest,
     output:
         model=kept(LAYOUT.member_model("{imported}")),
@@ -41,7 +41,7 @@ rule import_member:
     conda:
         env("workflow")
     params:
-        settings=member_settings_json,
+        settings=spec(PLAN.member_settings_spec),
     shell:
         "multisym import-member --checkpoint {input.checkpoint} --settings-json {params.settings:q}"
         " --manifest {input.manifest} --out-model {output.model} --out-record {output.record} > {log} 2>&1"

@@ -13,11 +13,11 @@ rule prepare_shift:
         env("workflow")
     threads: 1
     resources:
-        **LOADING,
+        **PLAN.loading,
         runtime="2h",
         mem_mb=8000,
     params:
-        settings=shift_settings_json,
+        settings=spec(PLAN.shift_settings_spec),
         version=stage_version("shift_sets"),
     shell:
         "multisym prepare-shift --settings-json {params.settings:q} --data {input.data}"
@@ -28,7 +28,7 @@ rule prepare_shift:
 
 rule shift_logits:
     input:
-        unpack(evaluated_network),
+        unpack(PLAN.adapted_network),
         shift_data=LAYOUT.shift_data,
         shift_manifest=LAYOUT.shift_manifest,
         manifest=LAYOUT.manifest,
@@ -53,8 +53,8 @@ rule shift_logits:
 
 rule shift_metrics:
     input:
-        logits=shift_logits_inputs,
-        greedy=greedy_inputs,
+        logits=PLAN.shift_member_logits,
+        greedy=PLAN.greedy_ensembles,
         manifest=LAYOUT.shift_manifest,
     output:
         metrics=kept(LAYOUT.shift_metrics),
@@ -63,7 +63,7 @@ rule shift_metrics:
     conda:
         env("workflow")
     params:
-        spec=shift_spec_json,
+        spec=spec(PLAN.shift_spec),
         version=stage_version("shift_metrics"),
     shell:
         "multisym shift-metrics --spec-json {params.spec:q} --logits {input.logits}"

@@ -1,14 +1,17 @@
 # Transfer (docs/method.md#transfer-and-distribution-shift): every Eq and Inv member
 # of the ensembles axis adapted to each transfer dataset (a probe on cached
-# features, or fine-tuned), its Eq / Inv / Eq+Inv ensembles, and one summary per
-# dataset for Tables 5, 8, 9 and Figure 4.
+# features, or fine-tuned) by the stage rules reused, its Eq / Inv / Eq+Inv ensembles,
+# and one summary per dataset for Tables 5, 8, 9 and Figure 4. The plan's input and
+# spec functions take the transfer dataset from wildcard tdata.
 TLAYOUT = LAYOUT.transfer("{tdata}")
+PROBED = LAYOUT.transfer("{tprobe}")
+TUNED = LAYOUT.transfer("{tfine}")
+EVALUATED = LAYOUT.transfer("{teval}")
 
 
 rule dataset_summary:
     input:
-        members=LAYOUT.member_metrics,
-        ensembles=summary_ensembles(LAYOUT),
+        unpack(PLAN.summary_inputs),
     output:
         summary=kept(LAYOUT.dataset_summary),
     log:
@@ -16,7 +19,7 @@ rule dataset_summary:
     conda:
         env("workflow")
     params:
-        spec=dataset_summary_spec(config["dataset"]["name"], config["dataset"]),
+        spec=spec(PLAN.dataset_summary_spec),
         version=stage_version("dataset_summary"),
     shell:
         "multisym dataset-summary --spec-json {params.spec:q} --members {input.members}"
@@ -25,117 +28,55 @@ rule dataset_summary:
 
 use rule prepare_data as prepare_transfer_data with:
     output:
-        data=kept(TLAYOUT.dataset),
-        manifest=kept(TLAYOUT.manifest),
+        data=TLAYOUT.dataset,
+        manifest=TLAYOUT.manifest,
     log:
         TLAYOUT.log("prepare_data", "{tdata}"),
-    params:
-        dataset=transfer_dataset_json,
 
 
-rule transfer_features:
+use rule features as transfer_features with:
     input:
         model=LAYOUT.member_model("{tmember}"),
-        data=LAYOUT.transfer("{tprobe}").dataset,
-        manifest=LAYOUT.transfer("{tprobe}").manifest,
+        data=PROBED.dataset,
+        manifest=PROBED.manifest,
     output:
-        features=kept(LAYOUT.transfer("{tprobe}").features("{tmember}")),
+        features=kept(PROBED.features("{tmember}")),
     log:
-        LAYOUT.transfer("{tprobe}").log("features", "{tmember}"),
-    conda:
-        env("workflow")
-    threads: 1
-    resources:
-        **LOADING,
-        runtime="1h",
-        mem_mb=4000,
-    shell:
-        "multisym features --model {input.model} --data {input.data}"
-        " --manifest {input.manifest} --out {output.features} --threads {threads}"
-        " --in-memory-gib {resources.in_memory_gib}"
-        " > {log} 2>&1"
+        PROBED.log("features", "{tmember}"),
 
 
-rule transfer_probe:
+use rule probe as transfer_probe with:
     input:
-        features=LAYOUT.transfer("{tprobe}").features("{tmember}"),
+        features=PROBED.features("{tmember}"),
     output:
-        logits=kept(LAYOUT.transfer("{tprobe}").logits("{tmember}")),
-        summary=kept(LAYOUT.transfer("{tprobe}").probe_summary("{tmember}")),
-        params=kept(LAYOUT.transfer("{tprobe}").probe_params("{tmember}")),
+        logits=kept(PROBED.logits("{tmember}")),
+        summary=kept(PROBED.probe_summary("{tmember}")),
+        params=kept(PROBED.probe_params("{tmember}")),
     log:
-        LAYOUT.transfer("{tprobe}").log("probe", "{tmember}"),
-    conda:
-        env("workflow")
-    threads: config["probe"]["threads"]
-    resources:
-        **probe_gpu_resources(),
-        cpus_per_task=threads_as_cpus,
-        runtime=probe_runtime,
-        mem_mb=probe_mem_mb,
-    params:
-        settings=probe_settings_json,
-        version=stage_version("probe"),
-    shell:
-        "multisym probe --features {input.features} --settings-json {params.settings:q}"
-        " --out-logits {output.logits} --out-summary {output.summary}"
-        " --out-params {output.params} > {log} 2>&1"
+        PROBED.log("probe", "{tmember}"),
 
 
-rule transfer_candidate:
+use rule adapt_candidate as transfer_candidate with:
     input:
         model=LAYOUT.member_model("{tmember}"),
-        data=LAYOUT.transfer("{tfine}").dataset,
-        manifest=LAYOUT.transfer("{tfine}").manifest,
+        data=TUNED.dataset,
+        manifest=TUNED.manifest,
     output:
-        model=LAYOUT.transfer("{tfine}").adapt_candidate(
-            "{tmember}", "{lr}", "model.pt"
-        ),
-        logits=LAYOUT.transfer("{tfine}").adapt_candidate(
-            "{tmember}", "{lr}", "logits.npz"
-        ),
-        epochs=LAYOUT.transfer("{tfine}").adapt_candidate(
-            "{tmember}", "{lr}", "epochs.csv"
-        ),
-        summary=LAYOUT.transfer("{tfine}").adapt_candidate(
-            "{tmember}", "{lr}", "summary.json"
-        ),
+        model=TUNED.adapt_candidate("{tmember}", "{lr}", "model.pt"),
+        logits=TUNED.adapt_candidate("{tmember}", "{lr}", "logits.npz"),
+        epochs=TUNED.adapt_candidate("{tmember}", "{lr}", "epochs.csv"),
+        summary=TUNED.adapt_candidate("{tmember}", "{lr}", "summary.json"),
     log:
-        LAYOUT.transfer("{tfine}").log("adapt_candidate", "{tmember}-lr{lr}"),
-    localrule: True
-    conda:
-        env("workflow")
-    threads: 1
-    resources:
-        **gpu_job_resources("adapt"),
-    params:
-        settings=transfer_candidate_settings_json,
-    shell:
-        "multisym adapt-candidate --model {input.model} --settings-json {params.settings:q}"
-        " --data {input.data} --manifest {input.manifest} --out-model {output.model}"
-        " --out-logits {output.logits} --out-log {output.epochs}"
-        " --out-summary {output.summary} --threads {threads}"
-        + GPU_JOB_SHELL
-        + " > {log} 2>&1"
+        TUNED.log("adapt_candidate", "{tmember}-lr{lr}"),
 
 
-rule transfer_adapted_logits:
-    input:
-        summaries=transfer_candidates("summary.json"),
-        logits=transfer_candidates("logits.npz"),
-        models=transfer_candidates("model.pt"),
+use rule adapted_logits as transfer_adapted_logits with:
     output:
-        logits=kept(LAYOUT.transfer("{tfine}").logits("{tmember}")),
-        model=kept(f"{LAYOUT.transfer('{tfine}').adapt_dir('{tmember}')}/model.pt"),
-        choice=kept(f"{LAYOUT.transfer('{tfine}').adapt_dir('{tmember}')}/choice.json"),
+        logits=kept(TUNED.logits("{tmember}")),
+        model=kept(f"{TUNED.adapt_dir('{tmember}')}/model.pt"),
+        choice=kept(f"{TUNED.adapt_dir('{tmember}')}/choice.json"),
     log:
-        LAYOUT.transfer("{tfine}").log("adapted_logits", "{tmember}"),
-    conda:
-        env("workflow")
-    shell:
-        "multisym adapt-select --summaries {input.summaries} --logits {input.logits}"
-        " --models {input.models} --out-logits {output.logits} --out-model {output.model}"
-        " --out-choice {output.choice} > {log} 2>&1"
+        TUNED.log("adapted_logits", "{tmember}"),
 
 
 # Evaluation-only sets (ImageNet-V2, ImageNet-R): each member as adapted to the
@@ -143,20 +84,20 @@ rule transfer_adapted_logits:
 # pretraining dataset, so ensembles are chosen in distribution.
 rule transfer_evaluation_logits:
     input:
-        unpack(transfer_evaluated_network),
-        data=LAYOUT.transfer("{teval}").dataset,
-        manifest=LAYOUT.transfer("{teval}").manifest,
+        unpack(PLAN.adapted_network),
+        data=EVALUATED.dataset,
+        manifest=EVALUATED.manifest,
         primary_logits=LAYOUT.logits("{tmember}"),
         primary_manifest=LAYOUT.manifest,
     output:
-        logits=kept(LAYOUT.transfer("{teval}").logits("{tmember}")),
+        logits=kept(EVALUATED.logits("{tmember}")),
     log:
-        LAYOUT.transfer("{teval}").log("evaluation_logits", "{tmember}"),
+        EVALUATED.log("evaluation_logits", "{tmember}"),
     conda:
         env("workflow")
     threads: 1
     resources:
-        **LOADING,
+        **PLAN.loading,
         runtime="1h",
         mem_mb=8000,
     params:
@@ -171,20 +112,13 @@ rule transfer_evaluation_logits:
 
 
 use rule member_metrics as transfer_member_metrics with:
-    input:
-        logits=transfer_member_logits,
     output:
         metrics=kept(TLAYOUT.member_metrics),
     log:
         TLAYOUT.log("member_metrics", "members"),
-    params:
-        spec=transfer_member_metrics_spec_json,
-        version=stage_version("member_metrics"),
 
 
 use rule ensemble as transfer_ensemble with:
-    input:
-        logits=transfer_pool_logits,
     output:
         result=kept(TLAYOUT.ensemble("{pool}", "{strategy}")),
     log:
@@ -192,13 +126,7 @@ use rule ensemble as transfer_ensemble with:
 
 
 use rule dataset_summary as transfer_dataset_summary with:
-    input:
-        members=TLAYOUT.member_metrics,
-        ensembles=summary_ensembles(TLAYOUT),
     output:
         summary=kept(TLAYOUT.dataset_summary),
     log:
         TLAYOUT.log("dataset_summary", "{tdata}"),
-    params:
-        spec=lambda w: dataset_summary_spec(w.tdata, TRANSFER[w.tdata]["dataset"]),
-        version=stage_version("dataset_summary"),

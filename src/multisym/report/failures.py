@@ -2,15 +2,20 @@
 member's id, its step, the error in its log) and every table and figure each
 failure kept from being built.
 
-Snakemake's ``onerror`` handler writes it from the failed jobs and the DAG
-below them (``workflow/rules/common.smk``); ``onsuccess`` removes it, since a
-finished run has no failure left to report. Torch-free.
+Snakemake's ``onerror`` handler (``workflow/rules/failures.smk``) writes it
+from the run's own log, the file Snakemake hands its handlers: each job's
+block names its rule, jobid and wildcards, each ``Error in rule`` block the
+failed job's jobid, inputs, outputs and log. The targets a failure could not
+feed come from the target registry (``multisym.targets``). ``onsuccess``
+clears what the run redid. Torch-free.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from multisym.report import pages
@@ -50,6 +55,96 @@ def error_line(log: str | Path | None) -> str:
             return message
     causes = [line for line in lines if EXCEPTION_LINE.match(line)]
     return (causes or lines or [""])[-1]
+
+
+@dataclass
+class Job:
+    """One job of a run as its log tells it."""
+
+    rule: str
+    jobid: str
+    wildcards: dict[str, str] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    log: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``rule key=value ...``, the name the report gives the job."""
+        return " ".join([self.rule] + [f"{k}={v}" for k, v in self.wildcards.items()])
+
+
+@dataclass
+class Run:
+    """What a run's log says: every job it started (by jobid), the jobids that
+    finished, and the jobs that failed, in the order they failed."""
+
+    started: dict[str, Job] = field(default_factory=dict)
+    finished: set[str] = field(default_factory=set)
+    failed: list[Job] = field(default_factory=list)
+
+    @property
+    def done(self) -> set[str]:
+        return {job.name for jobid, job in self.started.items() if jobid in self.finished}
+
+
+JOB = re.compile(r"^(?:local)?rule (\w+):$")
+ERROR = re.compile(r"^Error in rule (\w+):$")
+ITEM = re.compile(r"^    ([\w-]+): (.*)$")
+FINISHED = re.compile(r"^Finished jobid: (\w+)")
+FLAG = re.compile(r" \([\w, ]*\)$")  # an output's flags: "(update)"
+LOG_HINT = " (check log file(s) for error details)"
+
+
+def _files(value: str) -> list[str]:
+    return [FLAG.sub("", part) for part in value.removesuffix(LOG_HINT).split(", ") if part]
+
+
+def read_log(path: str | Path) -> Run:
+    """The jobs of a run from Snakemake's log of it (``.snakemake/log/*.snakemake.log``)."""
+    run, block = Run(), None
+    lines = Path(path).read_text(errors="replace").splitlines() if Path(path).is_file() else []
+    for line in lines:
+        if match := JOB.match(line):
+            block = ("job", Job(match.group(1), ""))
+        elif match := ERROR.match(line):
+            block = ("error", Job(match.group(1), ""))
+        elif (match := ITEM.match(line)) and block is not None:
+            kind, job = block
+            key, value = match.groups()
+            if key == "jobid":
+                job.jobid = value
+                if kind == "job":
+                    run.started[value] = job
+                else:
+                    known = run.started.get(value)
+                    job.wildcards = dict(known.wildcards) if known else {}
+                    run.failed.append(job)
+            elif key == "wildcards":
+                job.wildcards = dict(item.split("=", 1) for item in value.split(", "))
+            elif key in ("input", "output"):
+                setattr(job, f"{key}s", _files(value))
+            elif key == "log":
+                job.log = (_files(value) or [None])[0]
+        elif not line.startswith("        "):
+            block = None
+            if match := FINISHED.match(line):
+                run.finished.add(match.group(1))
+    return run
+
+
+def mark_for_rerun(job: Job) -> None:
+    """A failed job's outputs that Snakemake put back (their previous version,
+    ``update`` flag) or left behind are made older than the job's oldest
+    input, so that the next run redoes the job: Snakemake reruns a job whose
+    output is older than an input."""
+    inputs = [os.stat(f).st_mtime_ns for f in job.inputs if os.path.exists(f)]
+    if not inputs:
+        return
+    older = min(inputs) - 1_000_000_000
+    for path in job.outputs:
+        if os.path.exists(path):
+            os.utime(path, ns=(older, older))
 
 
 def _markdown(failures: list[dict]) -> str:

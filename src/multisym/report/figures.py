@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from multisym.report.tables import MODE_LABELS, POOL_LABELS, ensembles_by, load_results  # noqa: E402
+from multisym.targets import FIGURES  # noqa: E402
 
 POOL_ORDER = ("sup", "ssl_ft", "base", "inv", "eq", "eq_inv")
 PALETTE = dict(zip(("eq", "inv", "eq_inv", "base", "sup", "ssl_ft"), sns.color_palette("colorblind", 6)))
@@ -281,16 +282,13 @@ def figure_emergence_size(results: list[dict], spec: dict):
     return fig
 
 
-BUILDERS = {"figure2": figure2, "figure3": figure3, "figure4": figure4, "figure6": figure6, "figure7": figure7,
-            "figure_audit": figure_audit, "figure_emergence": figure_emergence,
-            "figure_emergence_size": figure_emergence_size}
-
-
 def write(figure: str, inputs: list[str], spec: dict, out_pdf: str, out_png: str) -> None:
-    if figure not in BUILDERS:
-        raise ValueError(f"unknown figure {figure!r}; known: {sorted(BUILDERS)}")
+    """Figure ``figure`` of the target registry (its builder) from its result files."""
+    target = next((t for t in FIGURES if t.name == figure), None)
+    if target is None:
+        raise ValueError(f"unknown figure {figure!r}; known: {sorted(t.name for t in FIGURES)}")
     style()
-    fig = BUILDERS[figure](load_results(inputs), spec)
+    fig = target.build()(load_results(inputs), spec)
     fig.savefig(out_pdf, bbox_inches="tight")
     fig.savefig(out_png, dpi=150, bbox_inches="tight")
     plt.close(fig)

@@ -2,7 +2,8 @@
 
 One self-contained HTML file: the git commit and whether the tree was clean,
 package versions, every target of the paper with its status (built, or why
-the config cannot feed it), the member manifest (run folder, sha256 of the
+the config cannot feed it) and its title in the target registry
+(``multisym.targets``), the member manifest (run folder, sha256 of the
 weights, where and when it was trained, SLURM job id, device, training time)
 and the resolved config. Snakemake's report adds each job's run time.
 """
@@ -13,9 +14,10 @@ import csv
 import json
 from pathlib import Path
 
-from multisym.report import pages
 from multisym import provenance
 from multisym.files import atomic_write_text, sha256_file
+from multisym.report import pages
+from multisym.targets import TARGETS
 
 
 def _training_seconds(epochs_csv: Path) -> float | None:
@@ -41,6 +43,13 @@ def member_row(member_id: str, folder: Path) -> list:
             _training_seconds(folder / "epochs.csv")]
 
 
+def _title(target: str) -> str:
+    """A target's title in the registry, its numbers named by their config keys."""
+    if target not in TARGETS:
+        return ""
+    return TARGETS[target].title.format(m="ensembles.diversity_size", axes_size="ensembles.axes_size")
+
+
 def write(spec: dict, members: dict[str, str], config: dict, out: str) -> None:
     """``spec``: scale name and the targets with their status; ``members``: id -> run folder;
     ``config``: the resolved config (without its site sections)."""
@@ -52,7 +61,8 @@ def write(spec: dict, members: dict[str, str], config: dict, out: str) -> None:
         pages.table(["git commit", "tree clean"], [[git["commit"], git["clean"]]]),
         pages.table(["package", "version"], sorted(versions.items())),
         pages.heading("Targets"),
-        pages.table(["target", "status", "reason"], [[t["target"], t["status"], t["reason"]] for t in spec["targets"]]),
+        pages.table(["target", "status", "reason", "title"],
+                    [[t["target"], t["status"], t["reason"], _title(t["target"])] for t in spec["targets"]]),
         pages.heading("Members"),
         pages.table(["member", "run folder", "sha256 of model.pt", "git commit", "SLURM job", "device", "started",
                      "training seconds"], member_rows),

@@ -5,7 +5,9 @@ Every table's CSV has the same long form, one cell per line:
 spread over random draws or members (ddof 0), ``ci_*`` a bootstrap 95% CI
 over test samples, ``n`` how many draws or members the value averages. The
 Markdown file renders the same cells as the paper's grid, the LaTeX file the
-same grid as a booktabs table. Tables never open checkpoints or logits.
+same grid as a booktabs table. Tables never open checkpoints or logits. Each
+table's title and the result files it reads are its entry in the target
+registry (``multisym.targets``).
 """
 
 from __future__ import annotations
@@ -14,42 +16,14 @@ import csv
 import io
 import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from multisym.files import atomic_write_text
+from multisym.targets import TABLES
 
-POOL_LABELS = {
-    "eq": "Eq (DE)",
-    "inv": "Inv",
-    "eq_inv": "Eq+Inv (MSE)",
-    "base": "Base (DE SimCLR)",
-    "sup": "Sup (DE supervised)",
-    "ssl_ft": "SSL-FT",
-}
+POOL_LABELS = {"eq": "Eq (DE)", "inv": "Inv", "eq_inv": "Eq+Inv (MSE)", "base": "Base (DE SimCLR)",
+               "sup": "Sup (DE supervised)", "ssl_ft": "SSL-FT"}
 MODE_LABELS = {"base": "Base", "eq": "Eq", "inv": "Inv", "sup": "Sup", "ssl_ft": "SSL-FT"}
-TITLES = {
-    "table1": "Table 1: single members (test top-1 %) and class dominance of Eq vs Inv",
-    "table2": "Table 2: ensemble test top-1 (%) vs ensemble size M, random (mean ± std over draws) "
-              "and greedy (value [95% CI])",
-    "table3": "Table 3: diversity of random ensembles at M = {m} (mean ± std over draws)",
-    "table4": "Table 4: NLL, ECE, Brier and AUUQC of greedy ensembles vs size M (value [95% CI])",
-    "table7": "Table 7: NLL and AUUQC of random (mean ± std over draws) and greedy (value [95% CI]) "
-              "ensembles vs size M",
-    "table5": "Table 5: transfer, test top-1 (%) of single members and greedy ensembles, "
-              "with ensemble efficiency (points)",
-    "table8": "Table 8: transfer, test top-1 (%) of random ensembles (mean ± std over draws), "
-              "with ensemble efficiency (points)",
-    "table9": "Table 9: class dominance of Eq vs Inv (% classes, best-on-val members) "
-              "and greedy Eq+Inv minus Eq per dataset",
-    "table6": "Table 6: test top-1 (%) of the ensemble of every Eq and Inv member of each symmetry axis, "
-              "and of the greedy Eq+Inv ensemble of M = {axes_size} over all axes",
-    "table10": "Table 10: class dominance of Eq vs Inv per symmetry axis (% classes, best-on-val members) "
-               "and greedy Eq+Inv minus Eq at M = {axes_size}",
-    "table_shift": "Shift table: members and greedy ensembles on locally corrupted test images "
-                   "(mean over corruption types per severity)",
-    "table_audit": "Symmetry audit: OSP (of |G|), orbit-consistent inputs (%), test accuracy over the orbit (%), "
-                   "feature cosine cos(f(x), f(g·x)) and Eq-head accuracy (%), value [95% CI] over inputs; "
-                   "mode rows: mean ± std over members",
-}
 
 
 @dataclass
@@ -66,11 +40,7 @@ class Cell:
 
 
 def load_results(paths: list[str]) -> list[dict]:
-    results = []
-    for path in paths:
-        with open(path) as handle:
-            results.append(json.load(handle))
-    return results
+    return [json.loads(Path(path).read_text()) for path in paths]
 
 
 def ensembles_by(results: list[dict]) -> dict[tuple[str, str], dict]:
@@ -102,9 +72,8 @@ def table1(results: list[dict], spec: dict) -> list[Cell]:
         if not rows:
             continue
         values = [m["metrics"]["accuracy"]["value"] for m in rows]
-        mean = sum(values) / len(values)
-        std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
-        cells.append(Cell("table1", "Mean over members", label, mean, std=std, n=len(values)))
+        cells.append(Cell("table1", "Mean over members", label, sum(values) / len(values), std=_std(values),
+                          n=len(values)))
         best = max(rows, key=lambda m: m["val_accuracy"])
         cells.append(_metric_cell("table1", "Best member on val", label, best["metrics"]["accuracy"],
                                   note=best["member"]))
@@ -145,14 +114,9 @@ def table2(results: list[dict], spec: dict) -> list[Cell]:
     return _size_cells("table2", ensembles_by(results), ("random", "greedy"), "accuracy", "")
 
 
-DIVERSITY_COLUMNS = (
-    ("inconsistency", "Incons. (%)", 1.0),
-    ("spread_logit", "Logits (std)", 1.0),
-    ("spread_prob", "Prob (std, x1e-4)", 1e4),
-    ("kl", "KL", 1.0),
-    ("efficiency", "Efficiency (points)", 1.0),
-    ("accuracy", "Top-1 (%)", 1.0),
-)
+DIVERSITY_COLUMNS = (("inconsistency", "Incons. (%)", 1.0), ("spread_logit", "Logits (std)", 1.0),
+                     ("spread_prob", "Prob (std, x1e-4)", 1e4), ("kl", "KL", 1.0),
+                     ("efficiency", "Efficiency (points)", 1.0), ("accuracy", "Top-1 (%)", 1.0))
 
 
 def table3(results: list[dict], spec: dict) -> list[Cell]:
@@ -281,10 +245,6 @@ def _greedy_entry(result: dict, size: int) -> dict:
     return result["sizes"][min(size, len(result["sizes"])) - 1]
 
 
-def _axis_of(pool: str) -> str:
-    return pool.rsplit("_", 1)[1]
-
-
 def table6(results: list[dict], spec: dict) -> list[Cell]:
     """Per axis, the ensemble of all its Eq and Inv members (the paper's M = 6:
     3 Eq + 3 Inv); over every axis, the greedy Eq+Inv ensemble of axes_size
@@ -293,7 +253,7 @@ def table6(results: list[dict], spec: dict) -> list[Cell]:
     for result in results:
         if result["pool"] == "eq_inv_all":
             continue
-        entry, axis = result["sizes"][0], _axis_of(result["pool"])
+        entry, axis = result["sizes"][0], result["pool"].rsplit("_", 1)[1]
         cells.append(_metric_cell("table6", "Eq+Inv, every member of the axis", f"{axis} top-1",
                                   entry["metrics"]["accuracy"], note=f"M={entry['size']}"))
         singles[axis] = entry["metrics"]["accuracy"]["value"]
@@ -392,11 +352,6 @@ def _std(values: list[float]) -> float:
     return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
 
 
-BUILDERS = {"table1": table1, "table2": table2, "table3": table3, "table4": table4, "table6": table6,
-            "table7": table7, "table10": table10, "table5": table5,
-            "table8": table8, "table9": table9, "table_shift": table_shift, "table_audit": table_audit}
-
-
 # ----------------------------------------------------------------- writers
 def to_csv(records: list, kind: type = Cell) -> str:
     """Dataclass records (cells by default) as CSV, one column per field; None is empty."""
@@ -476,10 +431,12 @@ def to_html(cells: list[Cell], title: str) -> str:
 
 def write(table: str, inputs: list[str], spec: dict, out_csv: str, out_md: str, out_tex: str | None = None,
           out_html: str | None = None) -> None:
-    if table not in BUILDERS:
-        raise ValueError(f"unknown table {table!r}; known: {sorted(BUILDERS)}")
-    cells = BUILDERS[table](load_results(inputs), spec)
-    title = TITLES[table].format(m=spec.get("diversity_size"), axes_size=spec.get("axes_size"))
+    """Table ``table`` of the target registry (its builder and title) from its result files."""
+    target = next((t for t in TABLES if t.name == table), None)
+    if target is None:
+        raise ValueError(f"unknown table {table!r}; known: {sorted(t.name for t in TABLES)}")
+    cells = target.build()(load_results(inputs), spec)
+    title = target.title.format(m=spec.get("diversity_size"), axes_size=spec.get("axes_size"))
     title += f" — scale {spec['name']} ({spec['dataset']}; selection on {spec['selection_split']})"
     atomic_write_text(to_csv(cells), out_csv)
     atomic_write_text(to_markdown(cells, title), out_md)
