@@ -132,3 +132,10 @@ def test_the_command_line_refuses_a_hostile_value_without_a_traceback(workdir, k
         assert done.returncode == status, output
         assert f"config key '{key}'" in output and "Traceback" not in output, output
     assert not (workdir / "results").exists() or not any((workdir / "results").iterdir())
+
+
+def test_a_missing_imported_checkpoint_is_named_by_its_key(workdir, capfd):
+    config = copy.deepcopy(BASE)
+    config["members"]["imported"] = [{"mode": "base", "seed": 99, "path": "no/such/checkpoint.pth"}]
+    with pytest.raises(UserError, match=r"config key 'members\.imported\[0\]\.path': no/such/checkpoint\.pth"):
+        plan(workdir, config)

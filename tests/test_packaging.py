@@ -65,8 +65,8 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_workflow_profile_holds_only_the_core_count_and_reruns_failed_jobs():
-    """No site values; rerun-incomplete because a failed job is marked
-    incomplete while its previous result is kept (workflow/rules/failures.smk)."""
+    """No site values; rerun-incomplete so that a job a kill interrupted runs
+    again on the next call."""
     profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
     assert profile == {"cores": "all", "rerun-incomplete": True}
 

@@ -12,7 +12,10 @@ Imported while planning: nothing here imports torch.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Mapping
+
+from multisym.errors import ConfigError
 
 from multisym.layout import Layout
 from multisym.members import (
@@ -41,8 +44,23 @@ def alternatives(names) -> str:
     return "|".join(re.escape(name) for name in names) if names else "(?!)"
 
 
+def _check_imported_files(config: dict) -> None:
+    """Each imported member's checkpoint is a file, named by its key before
+    anything is planned (Snakemake would name only the missing path)."""
+    for index, entry in enumerate(config["members"]["imported"]):
+        if not Path(entry["path"]).expanduser().is_file():
+            raise ConfigError(
+                f"config key 'members.imported[{index}].path': {entry['path']} is not a file; point it at "
+                "the member's checkpoint (the official release format or a torchvision state dict)"
+            )
+
+
 class Plan:
+    """What a scale's workflow runs, for the rules' input, params and
+    resource functions; planned from a resolved config."""
+
     def __init__(self, config: dict):
+        _check_imported_files(config)
         self.config = config
         self.layout = Layout(config["name"])
         self.members = member_table(config)
@@ -165,6 +183,14 @@ class Plan:
         if wildcards.get("ood"):
             return self.audit_ood[wildcards["ood"]]["dataset"]
         return self.config["dataset"]
+
+    def dataset_key(self, wildcards: Wildcards) -> str:
+        """Where that dataset sits in the config, for its errors to name."""
+        for section, key, wildcard in (("transfer", "datasets", "tdata"), ("audit", "ood_datasets", "ood")):
+            if wildcards.get(wildcard):
+                keys = [entry["key"] for entry in self.config[section][key]]
+                return f"{section}.{key}[{keys.index(wildcards[wildcard])}].dataset"
+        return "dataset"
 
     def config_spec(self, wildcards: Wildcards) -> dict:
         return self.config

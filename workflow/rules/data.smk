@@ -6,10 +6,13 @@ rule prepare_data:
         LAYOUT.log("prepare_data", config["dataset"]["name"]),
     conda:
         env("workflow")
+    resources:
+        # a resource, not a param: it only names the dataset in errors, so it reruns nothing
+        dataset_key=PLAN.dataset_key,
     params:
         dataset=spec(PLAN.dataset_spec),
     shell:
-        "multisym prepare-data --dataset-json {params.dataset:q}"
+        "multisym prepare-data --dataset-json {params.dataset:q} --key {resources.dataset_key:q}"
         " --out-data {output.data} --out-manifest {output.manifest} > {log} 2>&1"
 
 
