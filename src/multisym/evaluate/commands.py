@@ -87,6 +87,13 @@ def evaluation_logits(args) -> None:
                   args.primary_manifest, args.out, device=args.device, threads=args.threads)
 
 
+def _per_member(spec: dict, files: list[str], greedy: list[str], what: str) -> dict[str, str]:
+    """The files given one per spec member (with one greedy result per pool), by member."""
+    if len(spec["members"]) != len(files) or len(spec["pools"]) != len(greedy):
+        raise SystemExit(f"error: give one {what} per spec member and one greedy result per pool, in order")
+    return dict(zip(spec["members"], files))
+
+
 def _shift_metrics_arguments(p) -> None:
     p.add_argument("--spec-json", required=True, help="pools (member ids), ensemble size, bootstrap settings")
     p.add_argument("--logits", nargs="+", required=True, help="shift logits, one per spec member, in its order")
@@ -99,9 +106,8 @@ def shift_metrics(args) -> None:
     from multisym.evaluate.shift import evaluate
 
     spec = json.loads(args.spec_json)
-    if len(spec["members"]) != len(args.logits) or len(spec["pools"]) != len(args.greedy):
-        raise SystemExit("error: give one shift logits file per spec member and one greedy result per pool, in order")
-    result = evaluate(spec["pools"], dict(zip(spec["members"], args.logits)), _greedy_by_pool(args.greedy),
+    by_member = _per_member(spec, args.logits, args.greedy, "shift logits file")
+    result = evaluate(spec["pools"], by_member, _greedy_by_pool(args.greedy),
                       args.shift_manifest, spec["ensemble_size"], spec["bootstrap"])
     write_json(result, args.out)
 
@@ -159,10 +165,8 @@ def audit_metrics(args) -> None:
     from multisym.evaluate.audit import evaluate
 
     spec = json.loads(args.spec_json)
-    if len(spec["members"]) != len(args.outputs) or len(spec["pools"]) != len(args.greedy):
-        raise SystemExit("error: give one audit outputs file per spec member and one greedy result per pool, in order")
-    result = evaluate(spec, dict(zip(spec["members"], args.outputs)), _greedy_by_pool(args.greedy),
-                      args.sets_manifest)
+    by_member = _per_member(spec, args.outputs, args.greedy, "audit outputs file")
+    result = evaluate(spec, by_member, _greedy_by_pool(args.greedy), args.sets_manifest)
     write_json(result, args.out)
 
 

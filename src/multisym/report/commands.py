@@ -10,12 +10,17 @@ import sys
 from multisym.command import Command
 
 
-def _table_arguments(p) -> None:
-    p.add_argument("--table", required=True)
+def _target_arguments(p, kind: str, formats: tuple[str, ...]) -> None:
+    """A table's or figure's name, its spec, the result files it reads and the files it writes."""
+    p.add_argument(f"--{kind}", required=True)
     p.add_argument("--spec-json", required=True)
     p.add_argument("--inputs", nargs="+", required=True)
-    p.add_argument("--out-csv", required=True)
-    p.add_argument("--out-md", required=True)
+    for extension in formats:
+        p.add_argument(f"--out-{extension}", required=True)
+
+
+def _table_arguments(p) -> None:
+    _target_arguments(p, "table", ("csv", "md"))
     p.add_argument("--out-tex", help="the same table in LaTeX (booktabs)")
     p.add_argument("--out-html", help="the same table as an HTML page (for the report)")
 
@@ -84,11 +89,7 @@ def compare(args) -> None:
 
 
 def _figure_arguments(p) -> None:
-    p.add_argument("--figure", required=True)
-    p.add_argument("--spec-json", required=True)
-    p.add_argument("--inputs", nargs="+", required=True)
-    p.add_argument("--out-pdf", required=True)
-    p.add_argument("--out-png", required=True)
+    _target_arguments(p, "figure", ("pdf", "png"))
 
 
 def figure(args) -> None:

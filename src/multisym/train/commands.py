@@ -113,26 +113,21 @@ def import_member(args) -> None:
     write_json({"source": args.checkpoint, "sha256": digest.hexdigest(), "parts": sorted(parts)}, args.out_record)
 
 
-def _features_arguments(p) -> None:
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--out", required=True)
-    runtime_options(p)
+def _member_on_data(out: str):
+    """The arguments of a command that runs a member on the prepared data and writes ``out``."""
+
+    def add(p) -> None:
+        for flag in ("--model", "--data", "--manifest", out):
+            p.add_argument(flag, required=True)
+        runtime_options(p)
+
+    return add
 
 
 def features(args) -> None:
     from multisym.train.adapt import extract_features
 
     extract_features(args.model, args.data, args.manifest, args.out, device=args.device, threads=args.threads)
-
-
-def _sup_logits_arguments(p) -> None:
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--manifest", required=True)
-    p.add_argument("--out-logits", required=True)
-    runtime_options(p)
 
 
 def sup_logits(args) -> None:
@@ -225,8 +220,8 @@ COMMANDS = (
     Command("pretrain", "train (or resume) one member", _pretrain_arguments, pretrain),
     Command("import-member", "read an existing checkpoint as a member (no training)", _import_member_arguments,
             import_member),
-    Command("features", "cache a member's frozen backbone features of every split", _features_arguments, features),
-    Command("sup-logits", "a supervised member's val/test logits from its own head", _sup_logits_arguments,
+    Command("features", "cache a member's frozen backbone features of every split", _member_on_data("--out"), features),
+    Command("sup-logits", "a supervised member's val/test logits from its own head", _member_on_data("--out-logits"),
             sup_logits),
     Command("finetune", "fine-tune a member's whole network; write val/test logits", _finetune_arguments, finetune),
     Command("adapt-candidate", "fine-tune an SSL member with one learning rate", _adapt_candidate_arguments,
