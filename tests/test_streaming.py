@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -318,3 +319,28 @@ def test_cpu_decoding_workers_end_with_a_command_that_holds_its_split(food, tmp_
     own."""
     for pid in exit_script_children(OPEN_AT_EXIT, food[1], how, tmp_path, timeout=60):
         wait_until_gone(pid)
+
+
+def test_a_damaged_file_met_mid_training_stops_naming_it_and_keeps_the_last_checkpoint(
+        food_copy, monkeypatch, tmp_path):
+    """An epoch of a streamed split saved; a file damaged since: the next
+    epoch stops at the batch holding it, naming the file, and the saved
+    state is the one of the epoch before, untouched."""
+    paths = food_copy
+    cfg = config_module.load(SMOKE)
+    cfg["dataset"] = json.loads(Path(paths[1]).read_text())["settings"]
+    cfg["pretrain"] = {**cfg["pretrain"], "epochs": 3, "batch_size": 16}
+    settings = next(m for m in member_table(config_module.resolve(cfg)) if m.mode == "inv").settings
+    monkeypatch.setattr(streaming, "in_memory_gib", 0.0)
+    run = tmp_path / "run"
+    assert not train_member(settings, *paths, run, run / "model.pt", run / "epochs.csv", device="cpu", threads=1,
+                            stop_after_epochs=1)
+    saved = (run / "state.pt").read_bytes()
+    images, _ = streamed(monkeypatch, paths)
+    damaged = images.decoder.files[int(images.decoder.index[20])]
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(streaming, "in_memory_gib", 0.0)
+    with pytest.raises(UserError, match=f"{damaged.name} cannot be decoded .*replace it with an intact copy"):
+        train_member(settings, *paths, run, run / "model.pt", run / "epochs.csv", device="cpu", threads=1)
+    assert (run / "state.pt").read_bytes() == saved and not (run / "model.pt").exists()
