@@ -186,15 +186,17 @@ def test_mnist_missing_labels_file(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["magic", "length"])
-def test_a_damaged_idx_file_names_the_file(tmp_path, damage):
-    root = fx.write_mnist(tmp_path, folder="FashionMNIST")
-    images = root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_a_damaged_idx_file_names_the_file(tmp_path, name, folder, damage):
+    root = fx.write_mnist(tmp_path, folder=folder)
+    images = root / folder / "raw" / "t10k-images-idx3-ubyte"
     data = images.read_bytes()
     images.write_bytes(b"\x00\x00\x07\x03" + data[4:] if damage == "magic" else data[:-5])
     with pytest.raises(DatasetRootError) as error:
-        open_sources({"name": "fashion_mnist", "root": str(root)})
+        open_sources({"name": name, "root": str(root)})
     message = str(error.value)
-    assert "'dataset.root'" in message and str(images) in message and "idx" in message
+    assert "'dataset.root'" in message and str(images) in message and "not a valid idx file (" in message
+    assert "AssertionError: )" not in message
 
 
 def test_a_grey_dataset_is_prepared_with_one_channel(tmp_path):

@@ -170,8 +170,9 @@ def _idx_problem(path: Path) -> str | None:
     and rank) or a length that does not match the sizes in its header."""
     try:
         tensor = tv.mnist.read_sn3_pascalvincent_tensor(str(path), strict=True)
-    except Exception as error:  # a bad magic number fails an assert, a bad length a reshape
-        return f"is not a valid idx file ({type(error).__name__}: {error or 'bad magic number'})"
+    except Exception as error:  # torchvision asserts the magic number and, strictly read, the length
+        detail = str(error) or "its magic number or its length does not match its header"
+        return f"is not a valid idx file ({detail})"
     rank = 3 if "images" in path.name else 1
     if tensor.dim() != rank:
         return f"holds a tensor of rank {tensor.dim()} where an idx file of rank {rank} belongs"
@@ -329,7 +330,8 @@ def _image_folder(folder: Path, class_to_idx: dict[str, int], name: str, key: st
         return _FixedClassFolder(str(folder), class_to_idx)
     except FileNotFoundError as error:  # a class folder without images
         raise DatasetRootError(
-            f"config key '{key}': {folder}: {error}; expected layout for {name}: {LAYOUTS[name]}"
+            f"config key '{key}': {folder}: {error}; every class folder needs its images (expected layout for "
+            f"{name}: {LAYOUTS[name]})"
         ) from error
 
 
