@@ -5,7 +5,7 @@ path; no other exception gets through. A planned config puts every output
 and log under ``results/<name>/`` or ``logs/<name>/``, whatever its scale
 name, dataset keys or imported members say; hostile names (``..``, absolute
 paths, slashes, shell metacharacters) are refused by validation and so
-never planned. A few go through the command line as a user runs them:
+never planned. Four go through the command line as a user runs them:
 ``multisym validate`` exits 2 and ``snakemake -n`` 1, with the key in the
 message and no traceback.
 """
@@ -114,18 +114,23 @@ def test_every_planned_output_of_the_default_stays_in_its_folders(workdir, capfd
     print(f"\nplanned through Snakemake's API: {PLANNED}")
 
 
-@pytest.mark.parametrize("key, value", [("name", ".."), ("transfer.datasets[0].key", "../up")])
-def test_the_command_line_refuses_a_hostile_value_without_a_traceback(workdir, key, value):
+CLI_CASES = [(("name",), ".."), (("transfer", "datasets", 0, "key"), "../up"), (("pretrain", "epochs"), 0),
+             (("dataset", "splits", "val"), "half")]
+
+
+@pytest.mark.parametrize("path, value", CLI_CASES, ids=[key_path(p) for p, _ in CLI_CASES])
+def test_the_command_line_refuses_a_bad_value_without_a_traceback(workdir, path, value):
     config = copy.deepcopy(BASE)
-    if key == "name":
-        config["name"] = value
-    else:
-        config["transfer"]["datasets"][0]["key"] = value
-    path = workdir / f"hostile-{key.split('.')[0]}.yaml"
-    path.write_text(yaml.safe_dump(config))
+    node = config
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    key = key_path(path)
+    file = workdir / f"bad-{path[-1]}.yaml"
+    file.write_text(yaml.safe_dump(config))
     validate = subprocess.run([sys.executable, "-c", "from multisym.cli import main; main()", "validate",
-                               "--config", str(path)], capture_output=True, text=True, cwd=workdir)
-    dry = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "figures", f"--configfile={path}"],
+                               "--config", str(file)], capture_output=True, text=True, cwd=workdir)
+    dry = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "figures", f"--configfile={file}"],
                          capture_output=True, text=True, cwd=workdir)
     for done, status in ((validate, 2), (dry, 1)):
         output = done.stdout + done.stderr
