@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from multisym import config
+from multisym.config_schema import key_path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASES = {path.name: yaml.safe_load(path.read_text())
@@ -35,14 +36,6 @@ def _resolved(schema: dict) -> dict:
         name = schema["$ref"].rsplit("/", 1)[-1]
         schema = {**SCHEMA["$defs"][name], **{k: v for k, v in schema.items() if k != "$ref"}}
     return schema
-
-
-def key_path(path: tuple) -> str:
-    """``("transfer", "datasets", 0, "key")`` as a user writes it: transfer.datasets[0].key."""
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _get(config_: dict, path: tuple):
@@ -101,7 +94,7 @@ def bad_values(schema: dict) -> list:
     return values
 
 
-def _set(config_: dict, path: tuple, value) -> None:
+def set_key(config_: dict, path: tuple, value) -> None:
     node = config_
     for part in path[:-1]:
         node = node[part]
@@ -124,17 +117,22 @@ def mutations(base: dict) -> list[tuple[tuple, object]]:
 CASES = [(name, path, value) for name, base in BASES.items() for path, value in mutations(base)]
 
 
+def assert_names_a_mutated_key(error: Exception, paths: list[tuple]) -> None:
+    """The message names one of the mutated keys, or a key above one (a oneOf
+    or a whole-section rule reports where the alternatives part)."""
+    named = set(re.findall(r"config key '([^']+)'", str(error)))
+    assert named, f"no key named in: {error}"
+    wanted = {key_path(path[:n]) for path in paths for n in range(1, len(path) + 1)}
+    assert named & wanted, f"mutated {[key_path(p) for p in paths]}, message names {sorted(named)}: {error}"
+
+
 def check(mutated: dict, paths: list[tuple]) -> None:
-    """Accepted, or refused naming one of the mutated keys (or a key above it:
-    a oneOf or a whole-section rule reports where the alternatives part)."""
+    """Accepted, or refused naming one of the mutated keys."""
     try:
         config.resolve(mutated)
     except config.ConfigError as error:
         VALIDATIONS["refused"] += 1
-        named = set(re.findall(r"config key '([^']+)'", str(error)))
-        assert named, f"no key named in: {error}"
-        wanted = {key_path(path[:n]) for path in paths for n in range(1, len(path) + 1)}
-        assert named & wanted, f"mutated {[key_path(p) for p in paths]}, message names {sorted(named)}: {error}"
+        assert_names_a_mutated_key(error, paths)
     else:
         VALIDATIONS["accepted"] += 1
 
@@ -142,7 +140,7 @@ def check(mutated: dict, paths: list[tuple]) -> None:
 @pytest.mark.parametrize("name, path, value", CASES, ids=[f"{n}:{key_path(p)}={v!r}"[:90] for n, p, v in CASES])
 def test_one_bad_value_is_refused_naming_its_key(name, path, value):
     mutated = copy.deepcopy(BASES[name])
-    _set(mutated, path, value)
+    set_key(mutated, path, value)
     VALIDATIONS["single"] += 1
     check(mutated, [path])
     assert not isinstance(value, str) or value != ".." or path[-1] != "name" or VALIDATIONS["refused"]
@@ -162,7 +160,7 @@ def test_combinations_are_refused_naming_a_key(data):
             continue  # an earlier mutation replaced its parent
         if any(path[:len(done)] == done for done in applied):
             continue
-        _set(mutated, path, value)
+        set_key(mutated, path, value)
         applied.append(path)
     VALIDATIONS["combined"] += 1
     check(mutated, applied)

@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from multisym.errors import UserError
-from test_fuzz_config import CASES, key_path
+from multisym.config_schema import key_path
+from test_fuzz_config import CASES, assert_names_a_mutated_key, set_key
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "config")
@@ -75,9 +76,7 @@ def check_planned(folder: Path, config: dict, mutated: list[tuple], capfd) -> No
         plan(folder, config)
     except UserError as error:  # ConfigError is one
         PLANNED["refused"] += 1
-        named = set(re.findall(r"config key '([^']+)'", str(error)))
-        wanted = {key_path(path[:n]) for path in mutated for n in range(1, len(path) + 1)}
-        assert named & wanted, f"mutated {[key_path(p) for p in mutated]}, message names {sorted(named)}: {error}"
+        assert_names_a_mutated_key(error, mutated)
         return
     PLANNED["planned"] += 1
     log = capfd.readouterr().err
@@ -102,10 +101,7 @@ def test_generated_configs_plan_or_fail_naming_a_key(workdir, capfd, data):
         path, value = ("name",), data.draw(st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,12}", fullmatch=True))
     else:
         _, path, value = data.draw(st.sampled_from([c for c in CASES if c[0] == "config.yaml"]))
-    node = config
-    for part in path[:-1]:
-        node = node[part]
-    node[path[-1]] = value
+    set_key(config, path, value)
     check_planned(workdir, config, [path], capfd)
 
 
@@ -121,10 +117,7 @@ CLI_CASES = [(("name",), ".."), (("transfer", "datasets", 0, "key"), "../up"), (
 @pytest.mark.parametrize("path, value", CLI_CASES, ids=[key_path(p) for p, _ in CLI_CASES])
 def test_the_command_line_refuses_a_bad_value_without_a_traceback(workdir, path, value):
     config = copy.deepcopy(BASE)
-    node = config
-    for part in path[:-1]:
-        node = node[part]
-    node[path[-1]] = value
+    set_key(config, path, value)
     key = key_path(path)
     file = workdir / f"bad-{path[-1]}.yaml"
     file.write_text(yaml.safe_dump(config))

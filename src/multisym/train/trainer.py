@@ -36,8 +36,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from multisym.train import checkpoint, distributed, optim
 from multisym.cluster.stopping import InterruptedRun, StopSignal
+from multisym.train import checkpoint, distributed, optim
 
 STATE_FILE = "state.pt"
 # Several processes agree on a stop signal every this many steps (and at the
