@@ -49,6 +49,7 @@ PAPER_PRIMARY = {"table6": ("ImageNet-100", "imagenet100"), "table10": ("ImageNe
 DIVERSITY = {"inconsistency": "Incons. (%)", "KL": "KL", "logits distance": "Logits (std)",
              "prob distance x1e-4": "Prob (std, x1e-4)"}
 UNCERTAINTY = {"NLL x1e-1": ("NLL", 10.0), "AUUQC": ("AUUQC", 1.0)}
+NOT_COMPARABLE_KEYS = 4  # keys a not-comparable row's protocol column names (the dataset's differ anyway)
 STATUSES = ("agrees", "differs", "protocol differs", "not comparable", "not reproduced")
 ENSEMBLE_ROW = re.compile(r"^(Greedy|Random) M=(\d+) (Eq\+Inv|Eq|Inv|Base)$")
 
@@ -206,9 +207,13 @@ class ProtocolCheck:
     differences: tuple[str, ...]
     documented: tuple[deviation_list.Deviation, ...]
 
-    def summary(self) -> str:
+    def summary(self, limit: int | None = None) -> str:
+        """matches, the documented deviations kept, or the keys that differ
+        (the first ``limit`` of them, and how many more)."""
         if self.differences:
-            return "differs: " + ", ".join(d.split(" = ")[0] for d in self.differences)
+            keys = [d.split(" = ")[0] for d in self.differences]
+            more = f" and {len(keys) - limit} more" if limit is not None and len(keys) > limit else ""
+            return "differs: " + ", ".join(keys[:limit]) + more
         if self.documented:
             return "documented: " + ", ".join(d.id for d in self.documented)
         return "matches"
@@ -261,6 +266,7 @@ def compare(cells: dict, spec: dict, protocol: dict) -> list[Comparison]:
         row.protocol = check.summary()
         if (spec["dataset"], spec["arch"], where.dataset) != (primary, "resnet50", paper_name):
             row.status = "not comparable"
+            row.protocol = check.summary(limit=NOT_COMPARABLE_KEYS)
             row.reason = (f"members pretrained on {spec['dataset']} with a {spec['arch']} backbone (scale "
                           f"{spec['name']}), measured on {where.dataset}; the paper: {primary}, ResNet-50, "
                           f"measured on {paper_dataset}")
