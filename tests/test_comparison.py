@@ -1,13 +1,30 @@
-"""Paper vs reproduction: lookup of every paper number in this run's tables."""
+"""Paper vs reproduction: lookup of every paper number in this run's tables,
+and the check of the run's protocol against the paper's (docs/deviations.md)."""
 
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
 from multisym.report import comparison
+from multisym.report.paper import load_protocol, paper_protocol
 from multisym.report.tables import Cell, to_csv
+
+
+def papers_protocol(*where: tuple[str, str]) -> dict:
+    """A record that holds the paper's protocol for these (table, dataset) pairs."""
+    groups, record = load_protocol(), {}
+    for table, dataset in where:
+        record.update(paper_protocol(groups, table, dataset, "KL"))
+    return record
+
+
+# the paper's protocol of the tables below, with this workflow's default selection on held-out val
+PAPER = {**papers_protocol(*((t, "imagenet") for t in ("table1", "table2", "table3", "table4", "table7", "table9")),
+                           ("table5", "inat2019")),
+         "ensembles.greedy.selection_split": "val", "adapt.selection_split": "val", "dataset.splits.val": 0.01}
 
 IMAGENET = {"name": "paper", "dataset": "imagenet", "arch": "resnet50", "transfer": {"inat": "inat2019"},
             "selection_split": "val", "diversity_size": 3, "delta_size": 3, "axes_size": 6}
@@ -35,7 +52,7 @@ def by_key(rows):
 
 
 def test_paper_numbers_are_found_and_judged(tmp_path):
-    rows = by_key(comparison.compare(comparison.load_cells(table_files(tmp_path)), IMAGENET))
+    rows = by_key(comparison.compare(comparison.load_cells(table_files(tmp_path)), IMAGENET, PAPER))
     close = rows[("table2", "Greedy M=3 Eq", "top-1")]
     assert close.paper == 78.87 and close.reproduced == 78.9 and close.status == "agrees"
     assert close.difference == pytest.approx(0.03)
@@ -52,14 +69,14 @@ def test_paper_numbers_are_found_and_judged(tmp_path):
 
 def test_other_scales_are_not_comparable_and_missing_cells_are_named(tmp_path):
     digits = {**IMAGENET, "name": "digits", "dataset": "digits", "arch": "small_resnet", "transfer": {}}
-    rows = comparison.compare(comparison.load_cells(table_files(tmp_path)), digits)
+    rows = comparison.compare(comparison.load_cells(table_files(tmp_path)), digits, PAPER)
     keyed = by_key(rows)
     cell = keyed[("table2", "Greedy M=3 Eq", "top-1")]
     assert cell.status == "not comparable" and "digits" in cell.reason and cell.reproduced == 78.9
     assert (keyed[("table5", "Greedy M=2 Eq+Inv", "iNat-1k top-1")].reason
             == "no transfer dataset of this run is iNat-1k")
     assert "table6 of this run has no cell" in keyed[("table6", "M=6 Eq+Inv", "Rotate top-1")].reason
-    assert "M = 3 here" in by_key(comparison.compare({}, {**digits, "axes_size": 3}))[
+    assert "M = 3 here" in by_key(comparison.compare({}, {**digits, "axes_size": 3}, PAPER))[
         ("table10", "M=6 Eq+Inv minus Eq", "Rotate delta top-1")].reason
     assert "notebook" in keyed[("table1", "Single Eq (eq69)", "top-1")].reason
     assert "no cell" in keyed[("table2", "Greedy M=5 Inv", "top-1")].reason
@@ -68,8 +85,11 @@ def test_other_scales_are_not_comparable_and_missing_cells_are_named(tmp_path):
 
 
 def test_written_files(tmp_path):
-    rows = comparison.write(table_files(tmp_path), IMAGENET, tmp_path / "c.csv", tmp_path / "c.md")
+    (tmp_path / "protocol.json").write_text(json.dumps({"run": PAPER}))
+    rows = comparison.write(table_files(tmp_path), IMAGENET, tmp_path / "protocol.json", tmp_path / "c.csv",
+                            tmp_path / "c.md")
     written = list(csv.DictReader(open(tmp_path / "c.csv")))
-    assert len(written) == len(rows) and written[0].keys() >= {"paper", "reproduced", "status", "reason"}
+    assert len(written) == len(rows) and written[0].keys() >= {"paper", "reproduced", "status", "protocol", "reason"}
     text = (tmp_path / "c.md").read_text()
     assert "agrees" in text and "Agreement: within the tolerance" in text
+    assert "| status | protocol | reason |" in text and "documented: held-out-selection" in text

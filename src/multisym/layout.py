@@ -12,7 +12,7 @@
                          ood/<key>/dataset.npz, manifest.json (audit.ood_datasets)
     results/<name>/emergence/<run>.npz, metrics.json
     results/<name>/ensembles/<pool>_<strategy>.json
-    results/<name>/tables/<table>.csv, .md, .tex; paper_comparison.csv, .md
+    results/<name>/tables/<table>.csv, .md, .tex; paper_comparison.csv, .md; protocol.json
     results/<name>/provenance.html (commit, versions, targets, member manifest: the report's page)
     results/<name>/checksums.json  (sha256 of every result file, for `multisym verify`)
     results/<name>/figures/<figure>.pdf, .png
@@ -139,6 +139,11 @@ class Layout:
     @property
     def checksums(self) -> str:
         return f"{self.root}/checksums.json"
+
+    @property
+    def protocol(self) -> str:
+        """The run's protocol record: the run's, each member's and each table's."""
+        return f"{self.root}/tables/protocol.json"
 
     def comparison(self, ext: str) -> str:
         return f"{self.root}/tables/paper_comparison.{ext}"

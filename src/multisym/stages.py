@@ -32,7 +32,8 @@ VERSIONS: dict[str, int] = {
     "emergence_metrics": 1,
     "table": 2,
     "figure": 1,
-    "comparison": 1,
+    "comparison": 2,
+    "protocol": 1,
 }
 
 

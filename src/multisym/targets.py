@@ -16,6 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
+from multisym import protocol
 from multisym.plan import EMERGENCE_RUNS, STRATEGIES, Plan
 
 EXTENSIONS = {"table": ("csv", "md", "tex", "html"), "figure": ("pdf", "png")}
@@ -166,8 +167,9 @@ def built(plan: Plan, kind: str | None = None) -> list[Target]:
 
 
 def outputs(plan: Plan) -> list[str]:
-    """Every file of the tables and figures this scale builds, the paper comparison first."""
-    return [plan.layout.comparison(ext) for ext in ("csv", "md", "html")] + [
+    """Every file of the tables and figures this scale builds, the paper
+    comparison and the protocol record it reads first."""
+    return [plan.layout.comparison(ext) for ext in ("csv", "md", "html")] + [plan.layout.protocol] + [
         path for target in built(plan) for path in target.outputs(plan)]
 
 
@@ -187,6 +189,17 @@ def statuses(plan: Plan) -> list[dict]:
             reason = f"the config does not feed it: it needs {target.needs}"
             out.append({"target": target.name, "status": "unavailable", "reason": reason})
     return out + [{"target": name, "status": "not built", "reason": why} for name, why in NOT_BUILT.items()]
+
+
+def protocol_spec(plan: Plan) -> dict:
+    """The protocol records (``multisym.protocol``): the run's, each member's,
+    and the tables this scale builds (each table's keys are the paper's
+    protocol's, added by ``multisym protocol``)."""
+    config = plan.config
+    members = {m.id: protocol.member_record(m.settings, config["adapt"]) for m in plan.members}
+    members.update({m.id: protocol.finetuned_record(m) for m in plan.finetuned})
+    return {"run": protocol.record(config), "members": members,
+            "tables": [t.name for t in built(plan, "table")]}
 
 
 def provenance_spec(plan: Plan) -> dict:
@@ -283,7 +296,7 @@ def unfed(plan: Plan, produced: list[str], wildcards: dict) -> list[str]:
     lost = _lost(plan, produced, wildcards)
     names = {t.name for t in built(plan) if lost & set(t.reads(plan))}
     tables = {plan.layout.table(t.name, "csv") for t in built(plan, "table")}
-    if names & {t.name for t in TABLES} or produced & tables:
+    if names & {t.name for t in TABLES} or produced & (tables | {plan.layout.protocol}):
         names.add("paper_comparison")
     models = set(plan.member_models({}))
     before = set(outputs(plan)) | models

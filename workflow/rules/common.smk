@@ -96,5 +96,9 @@ def comparison_inputs(wildcards):
     return targets.comparison_inputs(PLAN)
 
 
+def protocol_spec(wildcards):
+    return targets.protocol_spec(PLAN)
+
+
 def provenance_spec(wildcards):
     return targets.provenance_spec(PLAN)

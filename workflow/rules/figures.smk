@@ -53,9 +53,30 @@ rule figure:
         " --inputs {input.results} --out-pdf {output.pdf} --out-png {output.png} > {log} 2>&1"
 
 
+# The protocol record of the run, of each member and of each table
+# (docs/deviations.md), which the comparison checks against the paper's.
+rule protocol:
+    input:
+        manifest=LAYOUT.manifest,
+    output:
+        record=kept(LAYOUT.protocol),
+    log:
+        LAYOUT.log("protocol", "record"),
+    localrule: True
+    conda:
+        env("workflow")
+    params:
+        spec=spec(protocol_spec),
+        version=stage_version("protocol"),
+    shell:
+        "multisym protocol --spec-json {params.spec:q} --manifest {input.manifest}"
+        " --out {output.record} > {log} 2>&1"
+
+
 rule comparison:
     input:
         tables=comparison_inputs,
+        protocol=LAYOUT.protocol,
     output:
         csv=kept(LAYOUT.comparison("csv")),
         md=kept(LAYOUT.comparison("md")),
@@ -74,7 +95,7 @@ rule comparison:
         spec=spec(PLAN.comparison_spec),
         version=stage_version("comparison"),
     shell:
-        "multisym compare --spec-json {params.spec:q} --tables {input.tables}"
+        "multisym compare --spec-json {params.spec:q} --protocol {input.protocol} --tables {input.tables}"
         " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
 
 

@@ -71,8 +71,33 @@ def verify(args) -> None:
     print(f"{args.folder}: every result, prepared array, dataset root and imported checkpoint verifies")
 
 
+def _protocol_arguments(p) -> None:
+    p.add_argument("--spec-json", required=True, help="the run's and each member's protocol record, the tables built")
+    p.add_argument("--manifest", help="the pretraining dataset's data manifest (its class list, where drawn)")
+    p.add_argument("--out", required=True)
+
+
+def protocol(args) -> None:
+    from multisym.report.protocol_record import write
+
+    content = write(json.loads(args.spec_json), args.manifest, args.out)
+    print(f"protocol: {len(content['run'])} keys, {len(content['members'])} members, {len(content['tables'])} tables",
+          file=sys.stderr)
+
+
+def _deviations_arguments(p) -> None:
+    p.add_argument("--out", required=True, help="the Markdown page (docs/deviations.md)")
+
+
+def deviations(args) -> None:
+    from multisym.report.deviations import write
+
+    write(args.out)
+
+
 def _compare_arguments(p) -> None:
-    p.add_argument("--spec-json", required=True, help="scale name, dataset, backbone, transfer datasets, protocol")
+    p.add_argument("--spec-json", required=True, help="scale name, dataset, backbone, transfer datasets, sizes")
+    p.add_argument("--protocol", required=True, help="the run's protocol file (tables/protocol.json)")
     p.add_argument("--tables", nargs="*", default=[], help="the table CSVs of this run")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
@@ -82,7 +107,7 @@ def _compare_arguments(p) -> None:
 def compare(args) -> None:
     from multisym.report.comparison import write
 
-    rows = write(args.tables, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_html)
+    rows = write(args.tables, json.loads(args.spec_json), args.protocol, args.out_csv, args.out_md, args.out_html)
     statuses = sorted({r.status for r in rows})
     print("paper comparison: " + ", ".join(f"{sum(r.status == s for r in rows)} {s}" for s in statuses),
           file=sys.stderr)
@@ -104,7 +129,11 @@ COMMANDS = (
     Command("checksums", "record the sha256 of every result file of a run", _checksums_arguments, checksums),
     Command("verify", "check a run's files, prepared data, dataset roots and imported checkpoints", _run_folder,
             verify),
-    Command("compare", "every paper number beside the value this run reproduced for it", _compare_arguments,
-            compare),
+    Command("protocol", "write the run's, each member's and each table's protocol record", _protocol_arguments,
+            protocol),
+    Command("compare", "every paper number beside the value this run reproduced for it, protocol checked",
+            _compare_arguments, compare),
+    Command("deviations", "write docs/deviations.md from the list of deviations from the paper",
+            _deviations_arguments, deviations),
     Command("figure", "draw one of the paper's figures (PDF and PNG) from result files", _figure_arguments, figure),
 )

@@ -2,31 +2,42 @@
 value this run reproduced for it.
 
 Each paper number is looked up in the long-form CSV of the matching table
-(``tables.py``), with its row and column translated to this workflow's labels.
-Its status is one of
+(``tables.py``), with its row and column translated to this workflow's labels,
+and the run's protocol record (``tables/protocol.json``, ``multisym.protocol``)
+is checked against the paper's protocol for that number
+(``paper_protocol.yaml``: its table, the dataset it was measured on, its
+column). Its status is one of
 
 - ``agrees``: |reproduced − paper| ≤ the tolerance of its unit (``TOLERANCE``),
   or the paper's value lies inside the reproduced bootstrap CI;
-- ``differs``: reproduced on the paper's dataset and protocol, and outside both;
+- ``differs``: reproduced under the paper's protocol, and outside both;
+- ``protocol differs``: reproduced on the paper's dataset and backbone, but a
+  key of the paper's protocol differs and no deviation of
+  docs/deviations.md documents the run's value as one that keeps the
+  comparison; the reason lists every such key as ``key = ours vs paper's``;
 - ``not comparable``: reproduced, but on another dataset or backbone (the
   embedded default, a stand-in, a smaller scale): the reason says which;
 - ``not reproduced``: no table of this run holds it (a target the config does
-  not feed, an archived notebook number, a metric defined differently here).
+  not feed, an archived notebook number).
 
-Every comparable row also names the protocol difference that remains: here
-the greedy choices, probe regularisation and fine-tuning epoch are selected on
-held-out val; the paper selected on the split it reports
-(``ensembles.greedy.selection_split: test`` reproduces that).
+A compared row names the documented deviations it keeps (selection on held-out
+val, the greedy start, ...) in its reason; the protocol column says, for every
+located row, whether the run's protocol matches the paper's, differs only in
+documented choices, or differs (and in which keys).
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from multisym.files import atomic_write_text
-from multisym.report.paper import load_values
+from multisym.protocol import MISSING_VALUE
+from multisym.report import deviations as deviation_list
+from multisym.report.paper import load_protocol, load_values, paper_protocol
 
 TOLERANCE = {"%": 0.5, "pp": 0.5, "x1e-1": 0.1, "x1e-4": 0.1, "": 0.005}
 METHODS = {"Eq": "Eq (DE)", "Inv": "Inv", "Eq+Inv": "Eq+Inv (MSE)", "Base": "Base (DE SimCLR)"}
@@ -35,8 +46,11 @@ PAPER_DATASETS = {"ImageNet": "imagenet", "iNat-1k": "inat2019", "Flowers-102": 
                   "ImageNet-R": "imagenet_r"}
 PAPER_AXES = {"Rotate": "rotation", "Halfswap": "halfswap", "ColorInvert": "invert"}
 PAPER_PRIMARY = {"table6": ("ImageNet-100", "imagenet100"), "table10": ("ImageNet-100", "imagenet100")}
-DIVERSITY = {"inconsistency": "Incons. (%)", "KL": "KL"}
+DIVERSITY = {"inconsistency": "Incons. (%)", "KL": "KL", "logits distance": "Logits (std)",
+             "prob distance x1e-4": "Prob (std, x1e-4)"}
 UNCERTAINTY = {"NLL x1e-1": ("NLL", 10.0), "AUUQC": ("AUUQC", 1.0)}
+NOT_COMPARABLE_KEYS = 4  # keys a not-comparable row's protocol column names (the dataset's differ anyway)
+STATUSES = ("agrees", "differs", "protocol differs", "not comparable", "not reproduced")
 ENSEMBLE_ROW = re.compile(r"^(Greedy|Random) M=(\d+) (Eq\+Inv|Eq|Inv|Base)$")
 
 
@@ -53,6 +67,7 @@ class Comparison:
     ci_high: float | None = None
     status: str = "not reproduced"
     reason: str = ""
+    protocol: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,7 +112,7 @@ def locate(value: dict, spec: dict) -> Lookup | str:
         return Lookup("table2", f"{strategy} {METHODS[method]}", f"M={size}", primary)
     if target == "table3" and match:
         if column not in DIVERSITY:
-            return f"{column!r} is defined differently here (the tables report the std of logits and probabilities)"
+            return f"{column!r} has no counterpart here"
         if int(match.group(2)) != spec["diversity_size"]:
             return f"diversity is measured at M = {spec['diversity_size']} here (ensembles.diversity_size)"
         return Lookup("table3", METHODS[match.group(3)], DIVERSITY[column], primary)
@@ -161,10 +176,68 @@ def _number(text: str) -> float | None:
     return float(text) if text not in ("", None) else None
 
 
-def compare(cells: dict, spec: dict) -> list[Comparison]:
-    """One comparison per paper number (see the module docstring)."""
-    protocol = ("selection on held-out val here, on the reported split in the paper"
-                if spec["selection_split"] == "val" else "selection on the reported split, as in the paper")
+MISSING = object()
+
+
+def _same(ours, paper) -> bool:
+    """Equal as data: numbers by value (100 and 100.0 match), lists item by item."""
+    if isinstance(ours, bool) or isinstance(paper, bool):
+        return ours is paper
+    if isinstance(ours, (int, float)) and isinstance(paper, (int, float)):
+        return ours == paper
+    if isinstance(ours, (list, tuple)) and isinstance(paper, (list, tuple)):
+        return len(ours) == len(paper) and all(_same(a, b) for a, b in zip(ours, paper))
+    if isinstance(ours, dict) and isinstance(paper, dict):
+        return ours.keys() == paper.keys() and all(_same(ours[k], paper[k]) for k in ours)
+    return ours == paper
+
+
+def _shown(value) -> str:
+    if value is MISSING:
+        return MISSING_VALUE
+    return value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
+
+
+@dataclass(frozen=True)
+class ProtocolCheck:
+    """A run's protocol against the paper's for one number: the keys that
+    differ undocumented (as ``key = ours vs paper's``) and the documented
+    deviations the run keeps."""
+
+    differences: tuple[str, ...]
+    documented: tuple[deviation_list.Deviation, ...]
+
+    def summary(self, limit: int | None = None) -> str:
+        """matches, the documented deviations kept, or the keys that differ
+        (the first ``limit`` of them, and how many more)."""
+        if self.differences:
+            keys = [d.split(" = ")[0] for d in self.differences]
+            more = f" and {len(keys) - limit} more" if limit is not None and len(keys) > limit else ""
+            return "differs: " + ", ".join(keys[:limit]) + more
+        if self.documented:
+            return "documented: " + ", ".join(d.id for d in self.documented)
+        return "matches"
+
+
+def check_protocol(paper: dict, ours: dict, deviations: list) -> ProtocolCheck:
+    differences, documented = [], {}
+    for key, expected in paper.items():
+        value = ours.get(key, MISSING)
+        if _same(value, expected):
+            continue
+        deviation = deviation_list.documenting(deviations, key, value) if value is not MISSING else None
+        if deviation is not None and deviation.compared:
+            documented[deviation.id] = deviation
+            continue
+        note = f" (documented, not compared: {deviation.id})" if deviation is not None else ""
+        differences.append(f"{key} = {_shown(value)} vs {_shown(expected)}{note}")
+    return ProtocolCheck(tuple(differences), tuple(documented.values()))
+
+
+def compare(cells: dict, spec: dict, protocol: dict) -> list[Comparison]:
+    """One comparison per paper number (see the module docstring); ``protocol``
+    is the run's protocol record (``multisym.protocol.record``)."""
+    groups, deviations = load_protocol(), deviation_list.load()
     out = []
     for value in load_values():
         row = Comparison(value["target"], value["row"], value["column"], value["value"], value["unit"])
@@ -188,15 +261,23 @@ def compare(cells: dict, spec: dict) -> list[Comparison]:
             paper_dataset = _paper_dataset(value)
             paper_name = PAPER_DATASETS[paper_dataset]
         primary = "imagenet100" if value["target"] in PAPER_PRIMARY else "imagenet"
+        check = check_protocol(paper_protocol(groups, value["target"], paper_name, value["column"]), protocol,
+                               deviations)
+        row.protocol = check.summary()
         if (spec["dataset"], spec["arch"], where.dataset) != (primary, "resnet50", paper_name):
             row.status = "not comparable"
+            row.protocol = check.summary(limit=NOT_COMPARABLE_KEYS)
             row.reason = (f"members pretrained on {spec['dataset']} with a {spec['arch']} backbone (scale "
                           f"{spec['name']}), measured on {where.dataset}; the paper: {primary}, ResNet-50, "
                           f"measured on {paper_dataset}")
+        elif check.differences:
+            row.status = "protocol differs"
+            row.reason = "; ".join(check.differences)
         else:
             within_ci = row.ci_low is not None and row.ci_low <= row.paper <= row.ci_high
             row.status = "agrees" if abs(row.difference) <= TOLERANCE[row.unit] or within_ci else "differs"
-            row.reason = protocol
+            row.reason = ("documented deviations: " + "; ".join(d.title for d in check.documented)
+                          if check.documented else "the paper's protocol")
         out.append(row)
     return out
 
@@ -219,17 +300,18 @@ def to_markdown(rows: list[Comparison], title: str) -> str:
     def number(v):
         return "–" if v is None else f"{v:.4g}"
 
-    counts = {s: sum(r.status == s for r in rows) for s in ("agrees", "differs", "not comparable", "not reproduced")}
+    counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
     lines = [f"**{title}**", "", ", ".join(f"{n} {s}" for s, n in counts.items()), "",
-             "| target | row | column | paper | reproduced | difference | 95% CI | status | reason |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| target | row | column | paper | reproduced | difference | 95% CI | status | protocol | reason |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = "–" if r.ci_low is None else f"[{r.ci_low:.4g}, {r.ci_high:.4g}]"
         lines.append(f"| {r.target} | {r.row} | {r.column} | {number(r.paper)} | {number(r.reproduced)} | "
-                     f"{number(r.difference)} | {ci} | {r.status} | {r.reason} |")
+                     f"{number(r.difference)} | {ci} | {r.status} | {r.protocol or '–'} | {r.reason} |")
     tolerances = ", ".join(f"{unit or 'unitless'} ±{tol:g}" for unit, tol in TOLERANCE.items())
     lines += ["", f"Agreement: within the tolerance of the unit ({tolerances}) or the paper's value inside "
-                  "the reproduced 95% bootstrap CI."]
+                  "the reproduced 95% bootstrap CI, for rows whose protocol matches the paper's or differs only in "
+                  "choices docs/deviations.md documents; the protocol column names them."]
     return "\n".join(lines) + "\n"
 
 
@@ -240,9 +322,11 @@ def to_html(rows: list[Comparison], title: str) -> str:
     return pages.page(title, pages.table(header, [list(asdict(row).values()) for row in rows]))
 
 
-def write(table_paths: list[str], spec: dict, out_csv: str, out_md: str, out_html: str | None = None
-          ) -> list[Comparison]:
-    rows = compare(load_cells(table_paths), spec)
+def write(table_paths: list[str], spec: dict, protocol_path: str, out_csv: str, out_md: str,
+          out_html: str | None = None) -> list[Comparison]:
+    """The comparison of this run's tables, under the protocol record at ``protocol_path``."""
+    protocol = json.loads(Path(protocol_path).read_text())["run"]
+    rows = compare(load_cells(table_paths), spec, protocol)
     title = f"Paper vs reproduction — scale {spec['name']} ({spec['dataset']}, {spec['arch']})"
     atomic_write_text(to_csv(rows), out_csv)
     atomic_write_text(to_markdown(rows, title), out_md)

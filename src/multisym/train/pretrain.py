@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from multisym import provenance
+from multisym import protocol, provenance
 from multisym.data import splits, streaming
 from multisym.data.views import ViewSpec, make_view_batch, make_views
 from multisym.errors import UserError
@@ -305,7 +305,10 @@ def train_member(
                           out_log=Path(out_log), process=process, subject=f"member {run_dir.name}")
         if process.main and not trainer.state_path.exists():
             checkpoint.atomic_write_text(
-                json.dumps(provenance.record(settings=settings, settings_hash=digest, threads=threads,
+                json.dumps(provenance.record(settings=settings, settings_hash=digest,
+                                             protocol={**protocol.member_record(settings),
+                                                       "precision": runtime.precision},
+                                             threads=threads,
                                              device=str(target), processes=process.world, decode=decode,
                                              decoder=streaming.decoder_name(images),
                                              in_memory_gib=streaming.in_memory_gib,
