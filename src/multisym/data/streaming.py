@@ -226,9 +226,9 @@ def cut_split(decoder, device: torch.device | str = "cpu") -> StreamedImages | O
     (``decoder.cuts``): decoded once into memory when its originals, counted
     at ``ORIGINAL_BYTES`` each, fit under the limit, else streamed (each
     batch decoded and cut by the workers)."""
-    if ORIGINAL_BYTES * len(decoder.index) > in_memory_limit_bytes():
+    cpu = getattr(decoder, "fallback", decoder)  # in memory, decoded once: by the CPU path
+    if ORIGINAL_BYTES * len(cpu.index) > in_memory_limit_bytes():
         return StreamedImages(decoder)
-    cpu = getattr(decoder, "fallback", decoder)  # decoded once: by the CPU path
     with ThreadPoolExecutor(decoding_threads(), thread_name_prefix="decode") as pool:
         images = list(pool.map(cpu.image, range(len(cpu.index))))
     return OriginalsInMemory(images, cpu.cuts, device)
