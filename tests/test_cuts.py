@@ -252,7 +252,7 @@ FOOD_SPLITS = {"splits": {"test": None}}
      "dataset.eval_resize"),
 ])
 def test_the_geometry_keys_are_refused_where_they_do_not_apply(change, message):
-    cfg = {"name": "t", "dataset": {"name": "digits"}, "members": {"seeds": {"base": [1, 2]}}}
+    cfg = {"name": "t", "dataset": {"name": "digits"}, "members": {"seeds": {"base": [1, 2, 3, 4, 5]}}}
     for section, values in change.items():
         cfg[section] = values
     with pytest.raises(config_module.ConfigError, match=message.replace(".", r"\.")):
@@ -262,7 +262,7 @@ def test_the_geometry_keys_are_refused_where_they_do_not_apply(change, message):
 def test_interpolation_is_only_filled_in_for_views_from_the_original_image():
     cfg = {"name": "t", "dataset": {"name": "food101", "root": "x", "views_from": "original", "image_size": 32,
                        **FOOD_SPLITS},
-           "members": {"seeds": {"base": [1, 2]}}}
+           "members": {"seeds": {"base": [1, 2, 3, 4, 5]}}}
     resolved = config_module.resolve(cfg)
     assert resolved["views"]["interpolation"] == "bicubic" and resolved["small_crop"]["interpolation"] == "bilinear"
     assert math.isclose(resolved["small_crop"]["crop_scale"][0], 0.05)
