@@ -40,8 +40,8 @@ def _fallback(height: int, width: int, ratio=(3 / 4, 4 / 3)) -> tuple[int, int, 
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-@pytest.mark.parametrize("scale", [(0.08, 1.0), (0.05, 0.14)])
-@pytest.mark.parametrize("width,height", SIZES)
+@pytest.mark.parametrize("width,height,scale", [(*size, (0.08, 1.0)) for size in SIZES]
+                         + [(500, 375, (0.05, 0.14))])  # the Eq member's small crop
 def test_crop_boxes_follow_torchvision_get_params(width, height, scale):
     from torchvision.transforms import RandomResizedCrop
 
@@ -102,6 +102,19 @@ def test_a_box_is_resampled_as_torchvision_resized_crop_does(interpolation, size
         box = crop_box(375, 500, cut, generator)
         assert torch.equal(view, resized_crop(image, box, cut.size, cut.interpolation))
         assert view.shape == (3, cut.size, cut.size) and view.dtype == torch.uint8
+
+
+def test_a_box_is_the_square_paths_box_for_one_sample():
+    """``crop_box`` is ``sample_crop_boxes`` (the device path's batched
+    sampler) for a batch of one, the same draws in the same order."""
+    from multisym.data.geometric import sample_crop_boxes
+
+    for height, width in ((375, 500), (200, 2000), (256, 256)):
+        for seed in range(200):
+            cut = Cut(224, (0.05, 0.14) if seed % 2 else (0.08, 1.0))
+            x1, y1, x2, y2 = (int(v) for v in sample_crop_boxes(1, height, width, cut.scale, cut.ratio,
+                                                                  torch.Generator().manual_seed(seed))[0])
+            assert crop_box(height, width, cut, torch.Generator().manual_seed(seed)) == (y1, x1, y2 - y1, x2 - x1)
 
 
 def test_cut_seeds_differ_by_base_epoch_step_and_position():

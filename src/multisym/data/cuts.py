@@ -21,13 +21,14 @@ CPU or device decoder).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from multisym.data.geometric import sample_crop_boxes
+from multisym.data.geometric import CROP_TRIES, fallback_box
 
 __all__ = ["INTERPOLATIONS", "Cut", "crop_box", "resized_crop", "cut_views", "cut_seeds", "center_view"]
 
@@ -56,10 +57,20 @@ def _mode(interpolation: str):
 
 
 def crop_box(height: int, width: int, cut: Cut, generator: torch.Generator) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of one RandomResizedCrop box on an H x W image
-    (``geometric.sample_crop_boxes``, the same draws as the batched square path)."""
-    x1, y1, x2, y2 = (int(v) for v in sample_crop_boxes(1, height, width, cut.scale, cut.ratio, generator)[0])
-    return y1, x1, y2 - y1, x2 - x1
+    """(top, left, h, w) of one RandomResizedCrop box on an H x W image: the
+    draws and rules of ``geometric.sample_crop_boxes`` for one sample, in
+    Python floats (a batch of one costs that function a millisecond of tensor
+    calls; this is a few microseconds)."""
+    u = torch.rand(4, CROP_TRIES, generator=generator, dtype=torch.float64).tolist()
+    (s_lo, s_hi), (log_lo, log_hi) = cut.scale, (math.log(cut.ratio[0]), math.log(cut.ratio[1]))
+    for t in range(CROP_TRIES):
+        area = (s_lo + (s_hi - s_lo) * u[0][t]) * (height * width)
+        aspect = math.exp(log_lo + (log_hi - log_lo) * u[1][t])
+        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return math.floor(u[2][t] * (height - h + 1)), math.floor(u[3][t] * (width - w + 1)), h, w
+    h, w = fallback_box(height, width, cut.ratio)
+    return (height - h) // 2, (width - w) // 2, h, w
 
 
 def resized_crop(image: Tensor, box: tuple[int, int, int, int], size: int, interpolation: str) -> Tensor:
