@@ -279,3 +279,49 @@ def test_interpolation_is_only_filled_in_for_views_from_the_original_image():
     resolved = config_module.resolve(cfg)
     assert resolved["views"]["interpolation"] == "bicubic" and resolved["small_crop"]["interpolation"] == "bilinear"
     assert math.isclose(resolved["small_crop"]["crop_scale"][0], 0.05)
+
+
+def test_fine_tuning_cuts_its_training_crops_from_the_originals_and_resumes_exactly(mixed, tmp_path, monkeypatch):
+    """RandomResizedCrop(crop_size) + flip cut from the original image
+    (bilinear), the evaluation splits at Resize(eval_resize) + CenterCrop(image_size)."""
+    from multisym.train.finetune import finetune
+
+    section, paths = mixed
+    settings = _eq_settings(section)
+    base = tmp_path / "base"
+    assert train_member(settings, *paths, base, base / "model.pt", base / "epochs.csv", device="cpu", threads=1)
+    cfg = config_module.load(SMOKE)
+    cfg["dataset"] = section
+    cfg["adapt"] = {"mode": "finetune", "finetune": {"epochs": 2, "batch_size": 8, "crop_size": 12}}
+    member = next(m for m in member_table(config_module.resolve(cfg)) if m.mode == "eq")
+    candidate = adaptation_candidates(config_module.resolve(cfg), member)[0]
+    assert candidate["crop_size"] == 12
+    cut_sizes = []
+    original_cut = streaming.OriginalsInMemory.cut
+    monkeypatch.setattr(streaming.OriginalsInMemory, "cut", lambda self, key, seeds: cut_sizes.append(
+        [c.size for c in self.cuts]) or original_cut(self, key, seeds))
+    outputs = {}
+    for name in ("whole", "resumed"):
+        run = tmp_path / name
+        args = (base / "model.pt", candidate, *paths, run / "model.pt", run / "logits.npz", run / "epochs.csv")
+        if name == "resumed":
+            from multisym.train import trainer
+
+            calls = []
+            real_step = trainer.Trainer._save
+
+            def stop_after_first(self, task, **partial):  # an interruption after the first epoch's save
+                real_step(self, task, **partial)
+                calls.append(1)
+                if len(calls) == 1:
+                    raise KeyboardInterrupt
+
+            monkeypatch.setattr(trainer.Trainer, "_save", stop_after_first)
+            with pytest.raises(KeyboardInterrupt):
+                finetune(*args, device="cpu", threads=1)
+            monkeypatch.setattr(trainer.Trainer, "_save", real_step)
+        finetune(*args, device="cpu", threads=1)
+        outputs[name] = np.load(run / "logits.npz")
+    assert cut_sizes and all(sizes == [12] for sizes in cut_sizes)
+    for key in ("val_logits", "test_logits"):
+        assert np.array_equal(outputs["whole"][key], outputs["resumed"][key]), key
