@@ -2,7 +2,10 @@
 once into memory for a split that fits, or on demand for one that does not
 (ImageNet's 1.28M training images need about 750 GB as float32). Both paths
 give the same tensors; views then crop and augment on the device
-(``views``).
+(``views``). A training split whose views are cut from the original image
+(``cuts``) is indexed by ``cut(rows, seeds)`` instead: ``StreamedImages``
+has its workers decode and cut each batch, ``OriginalsInMemory`` holds the
+decoded originals (``cut_split`` picks one); both give the same views.
 
 ``StreamedImages`` stands in for the (N, C, S, S) tensor a training or
 evaluation loop indexes: ``images[rows]`` (a slice, index array or tensor)
@@ -196,6 +199,7 @@ class OriginalsInMemory:
 
     def __init__(self, images: list[Tensor], cuts: tuple, device: torch.device | str = "cpu"):
         self.images, self.cuts, self.device = images, tuple(cuts), torch.device(device)
+        self._pool: ThreadPoolExecutor | None = None
         self.channels = images[0].shape[0] if images else 3
         self.shape = (len(images), self.channels)
 
@@ -205,11 +209,22 @@ class OriginalsInMemory:
     def to(self, device) -> "OriginalsInMemory":
         return OriginalsInMemory(self.images, self.cuts, device)
 
+    def close(self, wait: bool = False) -> None:
+        """End the cutting threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait)
+
     def cut(self, key, seeds: np.ndarray) -> list[Tensor]:
+        """Row i's cuts from ``seeds[i]``, one uint8 batch per cut; the
+        samples are cut on threads (torch's resampling releases the GIL)."""
         from multisym.data.cuts import cut_views
 
-        rows = key.cpu().numpy() if isinstance(key, Tensor) else np.asarray(key)
-        views = [cut_views(self.images[int(row)], int(seed), self.cuts) for row, seed in zip(rows, seeds)]
+        rows = key.cpu().numpy() if isinstance(key, Tensor) else np.arange(len(self.images))[key] \
+            if isinstance(key, slice) else np.asarray(key)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(decoding_threads(), thread_name_prefix="cut")
+        views = list(self._pool.map(lambda pair: cut_views(self.images[int(pair[0])], int(pair[1]), self.cuts),
+                                    zip(rows, seeds)))
         return [torch.stack([v[i] for v in views]).to(self.device) if views
                 else torch.empty((0, self.channels, cut.size, cut.size), dtype=torch.uint8, device=self.device)
                 for i, cut in enumerate(self.cuts)]
@@ -260,8 +275,9 @@ def prefetch(images, key, seeds: np.ndarray | None = None) -> None:
 
 
 def close(images) -> None:
-    """End the decoding workers of streamed images (nothing for a tensor)."""
-    if isinstance(images, StreamedImages):
+    """End the decoding workers of streamed images, or the cutting threads
+    of originals in memory (nothing for a tensor)."""
+    if isinstance(images, (StreamedImages, OriginalsInMemory)):
         images.close()
 
 
