@@ -19,7 +19,10 @@ outcomes, so changing one probability does not reshuffle the other parameters.
 
 The crop and flip are in ``geometric``, the colour, blur and solarisation
 steps in ``photometric``; this module holds the spec, the order of the
-random draws and the pipeline that runs them. Normalisation (mean/std) is
+random draws and the pipeline that runs them. Where a dataset's views are
+cut from the original image (``cuts``, docs/datasets.md#views-from-the-original-image)
+the crop happens where the images are decoded, and ``finish_views`` runs
+the rest of the pipeline on the cut views. Normalisation (mean/std) is
 not done here: the caller applies it after the group actions.
 """
 
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multisym.data.cuts import Cut
+from multisym.data.decoders import as_float
 from multisym.data.geometric import check_generator, crop_resize, hflip, sample_crop_boxes, uniform
 from multisym.data.photometric import blur_kernel_size, color_jitter, gaussian_blur, solarize, to_grayscale
 from multisym.runtime import to_device
@@ -182,7 +186,7 @@ def _draw(spec: ViewSpec, batch: int, height: int, width: int, generator: torch.
     return _draw_photometric(spec, boxes, generator)
 
 
-def _draw_photometric(spec: ViewSpec, boxes: Tensor | None, generator: torch.Generator) -> _Draws:
+def _draw_photometric(spec: ViewSpec, boxes: Tensor, generator: torch.Generator) -> _Draws:
     """``_N_UNIFORMS`` uniforms per sample; ``boxes`` is (B, 4), or (B, 0)
     for views cut already."""
     batch = boxes.shape[0]
@@ -268,8 +272,6 @@ def finish_views(cut: list[Tensor], specs: list[ViewSpec], generator: torch.Gene
     grayscale, blur and solarize as ``make_view_batch`` does them, from
     ``_N_UNIFORMS`` uniforms per sample and spec drawn on ``generator`` in
     spec order (no boxes: those were drawn where the views were cut)."""
-    from multisym.data.decoders import as_float
-
     check_generator(generator)
     if len(cut) != len(specs):
         raise ValueError(f"{len(cut)} cut views for {len(specs)} view specs")
