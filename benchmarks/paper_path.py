@@ -19,6 +19,12 @@ images per step, the paper's per-GPU batch, three ways:
           the data path alone: the same streamed batches read, decoded and
           put on the device one after another, no views and no step
 
+Since issue 37 ``config/paper.yaml`` cuts every view from the image as decoded
+(``dataset.views_from: original``): ``memory`` then holds the decoded
+originals on the host and cuts them in the training process's threads,
+``cpu`` cuts them in the decoding processes, ``device`` on the GPU after
+nvjpeg, and the ``read-`` variants cut the Eq member's three views of every image.
+
 A training variant with the suffix ``-eager`` (``memory-eager``) runs with
 ``gpu_jobs.cuda_graphs: false``: every step queued kernel by kernel instead of
 replayed from the CUDA graph (``multisym.train.graphs``), which train_member uses
@@ -61,7 +67,7 @@ from PIL import Image
 from multisym import config as config_module
 from multisym.data import decoders, splits, streaming
 from multisym.members import member_table
-from multisym.train.pretrain import train_member
+from multisym.train.pretrain import member_view_specs, train_member
 
 ROOT = Path(__file__).resolve().parents[1]
 # (width, height) of common ImageNet photographs, landscape ones most often
@@ -125,11 +131,15 @@ def train(settings: dict, paths: tuple[Path, Path], run: Path, decode: str, limi
             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
 
 
-def read_only(paths: tuple[Path, Path], decode: str, batch: int, device: torch.device) -> dict:
-    """Images/s of the streamed batches alone, the next prefetched as in training."""
+def read_only(paths: tuple[Path, Path], decode: str, batch: int, device: torch.device, cuts: tuple = ()) -> dict:
+    """Images/s of the streamed batches alone, the next prefetched as in
+    training; with ``cuts`` (a dataset whose views are cut from the original
+    image), every view of each image cut, as the member's step takes them."""
     streaming.set_in_memory_limit(0)
-    images, _, _ = splits.load_split(*paths, "train", decode, device)
+    images, _, _ = splits.load_split(*paths, "train", decode, device, cuts)
     images = images.to(device)
+    cutting = streaming.cuts_views(images)
+    seeds = np.arange(batch, dtype=np.uint64)
     starts = range(0, len(images) - batch + 1, batch)
     tick = None
     for number, start in enumerate(starts):
@@ -137,8 +147,12 @@ def read_only(paths: tuple[Path, Path], decode: str, batch: int, device: torch.d
             if device.type == "cuda":
                 torch.cuda.synchronize()
             tick = time.perf_counter()
-        images[start:start + batch]
-        streaming.prefetch(images, slice(start + batch, start + 2 * batch))
+        if cutting:
+            images.cut(slice(start, start + batch), seeds)
+            streaming.prefetch(images, slice(start + batch, start + 2 * batch), seeds)
+        else:
+            images[start:start + batch]
+            streaming.prefetch(images, slice(start + batch, start + 2 * batch))
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - tick
@@ -156,7 +170,9 @@ class DataPathTimings:
     "reads".) A context: the functions are timed inside it."""
 
     PARTS = {"assembly": (streaming.StreamedImages, "_batch"), "decode": (decoders.JpegDecoder, "_decode"),
-             "resize": (decoders.JpegDecoder, "_resized"), "wait": (streaming.StreamedImages, "__getitem__")}
+             "resize": (decoders.JpegDecoder, "_resized"), "wait": (streaming.StreamedImages, "__getitem__"),
+             # views cut from the original image (paper.yaml since issue 37)
+             "cut": (decoders.JpegDecoder, "cut_batch"), "cut_wait": (streaming.StreamedImages, "cut")}
 
     def __init__(self):
         self.seconds: dict[str, list[float]] = {part: [] for part in self.PARTS}
@@ -234,7 +250,8 @@ def main() -> int:
                              "read-cpu": ("cpu", "0"), "read-device": ("device", "0")}[path]
             try:
                 if variant.startswith("read-"):
-                    figures["variants"][variant] = read_only(paths, decode, args.batch, device)
+                    cuts = tuple(spec.cut for spec in member_view_specs(settings, settings["dataset"]["image_size"]))
+                    figures["variants"][variant] = read_only(paths, decode, args.batch, device, cuts)
                     save(figures, args.out)
                     continue
                 timings = DataPathTimings() if args.timings and limit == "0" else None

@@ -136,6 +136,7 @@ def test_run_folders_of_the_shipped_scales_are_stable():
     meant to retrain (a stage version bump), update these pins with it."""
     from conftest import ROOT
 
-    pins = {"config.yaml": "eq-rotation-s1-4a1cda46", "config/paper.yaml": "eq-rotation-s1-651ee3c0"}
+    # paper.yaml: its views are cut from the original image since issue 37 (a new experiment, retrained)
+    pins = {"config.yaml": "eq-rotation-s1-4a1cda46", "config/paper.yaml": "eq-rotation-s1-7a8ea8d9"}
     for path, folder in pins.items():
         assert member_table(config_module.load(ROOT / path))[0].folder == folder, path

@@ -62,12 +62,17 @@ def run_figures(workflow_copy, config_path: Path, patch_md5: bool, stream: bool 
 
 
 @pytest.mark.parametrize(
-    "name", ["cifar10", "cifar100", "flowers102", "food101", "inat2019", "imagenet", "imagenet100"]
+    "name", ["cifar10", "cifar100", "flowers102", "food101", "inat2019", "imagenet", "imagenet100", "food101-original"]
 )
 def test_dataset_runs_through_figures(workflow_copy, name):
     config = yaml.safe_load(SMOKE.read_text())
     config["name"] = f"fixture-{name}"
+    original = name.endswith("-original")  # views and fine-tuning crops cut from the original image (issue 37)
+    name = name.removesuffix("-original")
     config["dataset"] = write_fixture(name, workflow_copy.folder / "data" / name)
+    if original:
+        config["dataset"].update(views_from="original", eval_resize=10)
+        config["adapt"] = {"mode": "finetune", "finetune": {"epochs": 1, "batch_size": 16, "crop_size": 8}}
     # the smallest chain that still feeds every table and figure
     config["members"]["seeds"] = {"eq": [1], "inv": [1], "sup": [1]}
     config["finetune"] = {"seeds": []}
@@ -96,6 +101,10 @@ def test_dataset_runs_through_figures(workflow_copy, name):
         assert (root / "figures" / f"{figure}.png").stat().st_size > 1000
     if name == "imagenet":
         check_evaluation_sets(root, members)
+    if original:
+        runs = [json.loads(path.read_text())["settings"] for path in root.glob("**/run.json")]
+        assert runs and all(run["dataset"]["views_from"] == "original" for run in runs)
+        assert {run["views"]["interpolation"] for run in runs if "views" in run} == {"bicubic"}
 
 
 def evaluation_sets(folder: Path, imagenet: dict) -> list[dict]:

@@ -24,7 +24,7 @@ from multisym.config_schema import (describe, load_schema, parse_command_line_sc
                                     validator_filling_defaults)
 from multisym.errors import ConfigError
 from multisym.job_settings import check_signal_delay, resolve_cluster
-from multisym.scale_checks import POOL_CLASSES, class_sizes
+from multisym.scale_checks import EMBEDDED_DATASETS, POOL_CLASSES, class_sizes
 
 # what the workflow's rules (common.smk), the CLI and the stages import from here
 __all__ = ["ConfigError", "check_signal_delay", "is_embedded", "load", "own_channels", "resolve", "resolve_cluster",
@@ -48,9 +48,6 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     _fill_derived(resolved)
     scale_checks.check(resolved)
     return resolved
-
-
-EMBEDDED_DATASETS = ("digits", "digits_rotated")
 
 
 def is_embedded(name: str) -> bool:
@@ -99,6 +96,9 @@ def _fill_derived(config: dict) -> None:
     small = config["small_crop"]
     if small["size"] is None:
         small["size"] = max(2, 2 * round(views["size"] * 3 / 7 / 2))
+    if config["dataset"].get("views_from") == "original":  # the paper's resampling (Loh et al. §4)
+        views.setdefault("interpolation", "bicubic")
+        small.setdefault("interpolation", "bilinear")
     if config["audit"]["groups"] is None:
         config["audit"]["groups"] = list(config["members"]["axes"]) or ["rotation"]
     if config["ensembles"]["axis"] is None and config["members"]["axes"]:

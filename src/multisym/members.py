@@ -203,7 +203,8 @@ def adaptation_candidates(config: dict, member: Member, protocol: dict | None = 
     optimizer = {"name": "sgd", "momentum": spec["momentum"], "weight_decay": spec["weight_decay"],
                  "warmup_epochs": spec["warmup_epochs"], "final_lr_ratio": spec["final_lr_ratio"],
                  "lars_eta": 0.001}
-    common = {key: spec[key] for key in ("epochs", "batch_size", "train_augment", "crop_scale", "flip_p")}
+    common = {key: spec[key] for key in ("epochs", "batch_size", "train_augment", "crop_scale", "crop_size", "flip_p")
+              if key in spec}  # crop_size has no default: left out, no hash changes
     return [
         {**common, "optimizer": {**optimizer, "lr": lr}, "seed": member.seed, "member": member.folder,
          "stage_version": stage_version("finetune"),

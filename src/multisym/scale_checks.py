@@ -35,6 +35,8 @@ def check(config: dict) -> None:
 def _check_consistency(config: dict) -> None:
     """Rules that a JSON schema cannot express."""
     _check_splits(config["dataset"], "dataset")
+    _check_geometry(config["dataset"], "dataset")
+    _check_interpolation(config)
     check_gpu_jobs(config)
     backbone = config["backbone"]
     if backbone["arch"] == "small_resnet" and len(backbone["widths"]) != len(
@@ -65,6 +67,31 @@ def _check_consistency(config: dict) -> None:
 
 OFFICIAL_TEST = ("cifar10", "cifar100", "mnist", "fashion_mnist", "flowers102", "food101", "imagenet", "imagenet100")
 OFFICIAL_VAL = ("flowers102",)
+
+
+EMBEDDED_DATASETS = ("digits", "digits_rotated")  # shipped with the package (config.is_embedded)
+
+
+def _check_geometry(dataset: dict, key: str) -> None:
+    """views_from and eval_resize apply to datasets read from a root, and the
+    centre crop must fit in the resized image."""
+    for name in ("views_from", "eval_resize"):
+        if name in dataset and dataset["name"] in EMBEDDED_DATASETS:
+            raise ConfigError(f"config key '{key}.{name}': applies to datasets read from a root, "
+                              f"not {dataset['name']} (its images are made at image_size); leave it out")
+    if dataset.get("eval_resize") is not None and dataset["eval_resize"] < dataset["image_size"]:
+        raise ConfigError(f"config key '{key}.eval_resize': {dataset['eval_resize']} is below "
+                          f"{key}.image_size {dataset['image_size']}, the centre crop taken from it")
+
+
+def _check_interpolation(config: dict) -> None:
+    """The interpolation keys resample views cut from the original image only."""
+    if config["dataset"].get("views_from") == "original":
+        return
+    for section in ("views", "small_crop"):
+        if "interpolation" in config[section]:
+            raise ConfigError(f"config key '{section}.interpolation': applies only with dataset.views_from "
+                              "original; views cut from the square are resampled by bilinear roi_align")
 
 
 def _check_splits(dataset: dict, key: str) -> None:
@@ -189,6 +216,7 @@ def _check_dataset_list(entries: list[dict], key: str) -> None:
                               "set; it is a transfer dataset with mode evaluate")
         if entry.get("mode") != "evaluate":
             _check_splits(entry["dataset"], f"{prefix}.dataset")
+        _check_geometry(entry["dataset"], f"{prefix}.dataset")
 
 
 def _check_evaluation_sets(config: dict) -> None:

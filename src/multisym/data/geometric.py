@@ -35,7 +35,7 @@ def uniform(u: Tensor, lo: float, hi: float) -> Tensor:
     return lo + (hi - lo) * u
 
 
-def _fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+def fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
     """Centre-crop size (h, w) used when all tries fail: the whole image, with its
     aspect ratio clipped to ``ratio``."""
     in_ratio = width / height
@@ -86,7 +86,7 @@ def sample_crop_boxes(
     top = torch.floor(u[2].gather(1, first).squeeze(1) * (height - h + 1))
     left = torch.floor(u[3].gather(1, first).squeeze(1) * (width - w + 1))
 
-    fb_h, fb_w = _fallback_box(height, width, ratio)
+    fb_h, fb_w = fallback_box(height, width, ratio)
     ok = valid.any(dim=1)
     h = torch.where(ok, h, torch.full_like(h, fb_h))
     w = torch.where(ok, w, torch.full_like(w, fb_w))

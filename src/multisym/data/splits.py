@@ -258,17 +258,34 @@ def load_arrays(data_path: str | Path, manifest_path: str | Path) -> tuple[dict[
     return read_verified(data_path, manifest, manifest_path, "prepare_data"), manifest
 
 
+def views_from(dataset: dict) -> str:
+    """Where a dataset's training views are cut from (``dataset.views_from``):
+    ``square``, the decoded square (the default), or ``original``, the image
+    as decoded (docs/datasets.md#views-from-the-original-image)."""
+    return dataset.get("views_from") or "square"
+
+
+def eval_resize(dataset: dict) -> int:
+    """The shorter side every image is resized to before its centre
+    ``image_size`` square is cropped (``dataset.eval_resize``, default ``image_size``)."""
+    return dataset.get("eval_resize") or dataset["image_size"]
+
+
 def load_splits(data_path: str | Path, manifest_path: str | Path, splits=SPLITS, decode: str = "cpu",
-                device="cpu"):
+                device="cpu", cuts: tuple = ()):
     """{split: (images, labels)} as torch tensors from one verified read, plus
     the DatasetInfo.
 
     Images are float32 (N, C, S, S) in [0, 1]. For a dataset read from a root,
-    each image's shorter side is resized to S (bilinear, antialiased) and the
-    centre S x S cropped, decoded through its torchvision class; a split above
-    the in-memory limit (``streaming``) comes as ``StreamedImages``, decoded
-    when indexed. ``decode`` says where JPEG files are decoded (``cpu``, or
-    ``device``: on ``device``; ``streaming``).
+    each image's shorter side is resized to ``dataset.eval_resize`` (default
+    S; bilinear, antialiased) and the centre S x S cropped, decoded through
+    its torchvision class; a split above the in-memory limit (``streaming``)
+    comes as ``StreamedImages``, decoded when indexed. ``decode`` says where
+    JPEG files are decoded (``cpu``, or ``device``: on ``device``;
+    ``streaming``). ``cuts`` (``cuts.Cut``), for a dataset whose views are
+    cut from the original image, makes the train split a split of originals
+    indexed by ``cut(rows, seeds)`` (``streaming.cut_split``); elsewhere
+    they are ignored and the views are cut from the square on the device.
     """
     import torch
 
@@ -282,22 +299,25 @@ def load_splits(data_path: str | Path, manifest_path: str | Path, splits=SPLITS,
         if is_embedded(manifest["dataset"]):
             loaded[split] = torch.from_numpy(arrays["images"][index]), torch.from_numpy(arrays["labels"][index])
         else:
-            images = _decode_split(manifest, split, index, decode, device)
+            images = _decode_split(manifest, split, index, decode, device,
+                                   cuts if split == "train" and views_from(manifest["settings"]) == "original" else ())
             loaded[split] = images, torch.from_numpy(arrays[f"{split}_labels"])
     return loaded, info(manifest)
 
 
-def load_split(data_path: str | Path, manifest_path: str | Path, split: str, decode: str = "cpu", device="cpu"):
+def load_split(data_path: str | Path, manifest_path: str | Path, split: str, decode: str = "cpu", device="cpu",
+               cuts: tuple = ()):
     """(images, labels) of one split as torch tensors, plus the DatasetInfo."""
-    loaded, dataset_info = load_splits(data_path, manifest_path, (split,), decode, device)
+    loaded, dataset_info = load_splits(data_path, manifest_path, (split,), decode, device, cuts)
     return (*loaded[split], dataset_info)
 
 
-def _decode_split(manifest: dict, split: str, index: np.ndarray, decode: str, device):
+def _decode_split(manifest: dict, split: str, index: np.ndarray, decode: str, device, cuts: tuple):
     from multisym.data.datasets import open_sources
     from multisym.data.decoders import decoder_for
-    from multisym.data.streaming import decode_split
+    from multisym.data.streaming import cut_split, decode_split
 
     source = open_sources(manifest["settings"])[manifest["split_sources"][split]]
-    decoder = decoder_for(source, index, manifest["image_size"], manifest["channels"], decode)
-    return decode_split(decoder, device)
+    decoder = decoder_for(source, index, manifest["image_size"], manifest["channels"], decode,
+                          eval_resize(manifest["settings"]), tuple(cuts))
+    return cut_split(decoder, device) if cuts else decode_split(decoder, device)

@@ -2,7 +2,10 @@
 once into memory for a split that fits, or on demand for one that does not
 (ImageNet's 1.28M training images need about 750 GB as float32). Both paths
 give the same tensors; views then crop and augment on the device
-(``views``).
+(``views``). A training split whose views are cut from the original image
+(``cuts``) is indexed by ``cut(rows, seeds)`` instead: ``StreamedImages``
+has its workers decode and cut each batch, ``OriginalsInMemory`` holds the
+decoded originals (``cut_split`` picks one); both give the same views.
 
 ``StreamedImages`` stands in for the (N, C, S, S) tensor a training or
 evaluation loop indexes: ``images[rows]`` (a slice, index array or tensor)
@@ -71,6 +74,10 @@ class StreamedImages:
     def shape(self) -> tuple[int, ...]:
         return self.decoder.shape
 
+    @property
+    def decoder_cuts(self) -> tuple:
+        return getattr(self.decoder, "cuts", None) or getattr(getattr(self.decoder, "fallback", None), "cuts", ())
+
     def __len__(self) -> int:
         return self.decoder.shape[0]
 
@@ -88,41 +95,60 @@ class StreamedImages:
             raise IndexError(f"streamed images are indexed by a 1-d index, a tensor or a slice, not {key!r}")
         return rows
 
-    def _batch(self, rows: np.ndarray) -> tuple[Tensor, torch.cuda.Event | None]:
-        """The batch of ``rows`` and, on CUDA, the event that marks it made:
-        its device work runs on a side stream (the copies overlap the step,
-        and what it frees is not reused under the step's queued work)."""
+    def _make(self, rows: np.ndarray, seeds: np.ndarray | None) -> Tensor | list[Tensor]:
+        if seeds is None:
+            return self.decoder.batch(self._pool, self._workers, rows, self.device)
+        return self.decoder.cut_batch(self._pool, self._workers, rows, seeds, self.device)
+
+    def _batch(self, rows: np.ndarray, seeds: np.ndarray | None = None
+               ) -> tuple[Tensor | list[Tensor], torch.cuda.Event | None]:
+        """The batch of ``rows`` (with ``seeds``: their cuts) and, on CUDA,
+        the event that marks it made: its device work runs on a side stream
+        (the copies overlap the step, and what it frees is not reused under
+        the step's queued work)."""
         if self.device.type != "cuda":
-            return self.decoder.batch(self._pool, self._workers, rows, self.device), None
+            return self._make(rows, seeds), None
         self._side = self._side or torch.cuda.Stream(self.device)
         with torch.cuda.stream(self._side):
-            batch = self.decoder.batch(self._pool, self._workers, rows, self.device)
+            batch = self._make(rows, seeds)
             made = torch.cuda.Event()
             made.record()
         return batch, made
 
-    def _hand_over(self, batch: Tensor, made: torch.cuda.Event | None) -> Tensor:
+    def _hand_over(self, batch: Tensor | list[Tensor], made: torch.cuda.Event | None) -> Tensor | list[Tensor]:
         """``batch`` for the asking thread's current stream, which waits for it
         there: the step queued before it does not."""
         if made is not None:
             consumer = torch.cuda.current_stream(self.device)
             consumer.wait_event(made)
-            if batch.numel():
-                batch.record_stream(consumer)
+            for tensor in batch if isinstance(batch, list) else [batch]:
+                if tensor.numel():
+                    tensor.record_stream(consumer)
         return batch
 
-    def prefetch(self, key) -> None:
-        """Start decoding and assembling ``key``'s rows; the next ``self[key]``
-        returns them."""
+    @staticmethod
+    def _ticket(rows: np.ndarray, seeds: np.ndarray | None) -> bytes:
+        return rows.tobytes() + (b"" if seeds is None else b"|" + np.asarray(seeds, np.uint64).tobytes())
+
+    def prefetch(self, key, seeds: np.ndarray | None = None) -> None:
+        """Start decoding and assembling ``key``'s rows (with ``seeds``: their
+        cuts); the next ``self[key]`` (``self.cut(key, seeds)``) returns them."""
         rows = self._rows(key)
-        self._ahead = (rows.tobytes(), self._assembler.submit(self._batch, rows))
+        self._ahead = (self._ticket(rows, seeds), self._assembler.submit(self._batch, rows, seeds))
+
+    def _get(self, rows: np.ndarray, seeds: np.ndarray | None) -> Tensor | list[Tensor]:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == self._ticket(rows, seeds):
+            return self._hand_over(*ahead[1].result())
+        return self._hand_over(*self._batch(rows, seeds))
 
     def __getitem__(self, key) -> Tensor:
-        rows = self._rows(key)
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == rows.tobytes():
-            return self._hand_over(*ahead[1].result())
-        return self._hand_over(*self._batch(rows))
+        return self._get(self._rows(key), None)
+
+    def cut(self, key, seeds: np.ndarray) -> list[Tensor]:
+        """The decoder's cuts of ``key``'s rows, row i's boxes drawn from
+        ``seeds[i]``: one uint8 batch per cut on this split's device."""
+        return self._get(self._rows(key), np.asarray(seeds, dtype=np.uint64))
 
     def close(self, wait: bool = False) -> None:
         """End the decoding workers; ``wait`` until they have gone."""
@@ -165,6 +191,71 @@ def decode_split(decoder, device: torch.device | str = "cpu",
 
 
 
+class OriginalsInMemory:
+    """A training split's images as decoded, at their own sizes, held in
+    memory (uint8, one tensor each), cut in this process by the same
+    function the decoding workers run (``cuts.cut_views``), so that the same
+    seeds give the same views as ``StreamedImages.cut``."""
+
+    def __init__(self, images: list[Tensor], cuts: tuple, device: torch.device | str = "cpu"):
+        self.images, self.cuts, self.device = images, tuple(cuts), torch.device(device)
+        self._pool: ThreadPoolExecutor | None = None
+        self.channels = images[0].shape[0] if images else 3
+        self.shape = (len(images), self.channels)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to(self, device) -> "OriginalsInMemory":
+        return OriginalsInMemory(self.images, self.cuts, device)
+
+    def close(self, wait: bool = False) -> None:
+        """End the cutting threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait)
+
+    def cut(self, key, seeds: np.ndarray) -> list[Tensor]:
+        """Row i's cuts from ``seeds[i]``, one uint8 batch per cut; the
+        samples are cut on threads (torch's resampling releases the GIL)."""
+        from multisym.data.cuts import cut_views
+
+        rows = key.cpu().numpy() if isinstance(key, Tensor) else np.arange(len(self.images))[key] \
+            if isinstance(key, slice) else np.asarray(key)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(decoding_threads(), thread_name_prefix="cut")
+        views = list(self._pool.map(lambda pair: cut_views(self.images[int(pair[0])], int(pair[1]), self.cuts),
+                                    zip(rows, seeds)))
+        return [torch.stack([v[i] for v in views]).to(self.device) if views
+                else torch.empty((0, self.channels, cut.size, cut.size), dtype=torch.uint8, device=self.device)
+                for i, cut in enumerate(self.cuts)]
+
+
+# Bytes one decoded original is counted as when a training split of originals
+# is weighed against the in-memory limit: a 512 x 512 RGB image (ImageNet's
+# mean is about 400 x 350), since their sizes are known only once decoded.
+ORIGINAL_BYTES = 3 * 512 * 512
+
+
+def cut_split(decoder, device: torch.device | str = "cpu") -> StreamedImages | OriginalsInMemory:
+    """A training split whose views are cut from the original images
+    (``decoder.cuts``): decoded once into memory when its originals, counted
+    at ``ORIGINAL_BYTES`` each, fit under the limit, else streamed (each
+    batch decoded and cut by the workers)."""
+    cpu = getattr(decoder, "fallback", decoder)  # in memory, decoded once: by the CPU path
+    if ORIGINAL_BYTES * len(cpu.index) > in_memory_limit_bytes():
+        return StreamedImages(decoder)
+    with ThreadPoolExecutor(decoding_threads(), thread_name_prefix="decode") as pool:
+        images = list(pool.map(cpu.image, range(len(cpu.index))))
+    return OriginalsInMemory(images, cpu.cuts, device)
+
+
+def cuts_views(images) -> bool:
+    """Whether ``images`` is a training split cut from its original images
+    (indexed by ``cut(rows, seeds)``, not ``images[rows]``)."""
+    return isinstance(images, OriginalsInMemory) or (isinstance(images, StreamedImages)
+                                                     and bool(images.decoder_cuts))
+
+
 def decoder_name(images) -> str | None:
     """What decodes a streamed split (its decoder's class name, for the run's
     provenance); None for a split in memory."""
@@ -176,19 +267,21 @@ def decodes_on_device(images) -> bool:
     return isinstance(images, StreamedImages) and isinstance(images.decoder, JpegDecoder)
 
 
-def prefetch(images, key) -> None:
-    """Start decoding the next batch of streamed images (nothing for a tensor)."""
+def prefetch(images, key, seeds: np.ndarray | None = None) -> None:
+    """Start decoding (with ``seeds``: and cutting) the next batch of
+    streamed images (nothing for images in memory)."""
     if isinstance(images, StreamedImages):
-        images.prefetch(key)
+        images.prefetch(key, seeds)
 
 
 def close(images) -> None:
-    """End the decoding workers of streamed images (nothing for a tensor)."""
-    if isinstance(images, StreamedImages):
+    """End the decoding workers of streamed images, or the cutting threads
+    of originals in memory (nothing for a tensor)."""
+    if isinstance(images, (StreamedImages, OriginalsInMemory)):
         images.close()
 
 
 def on_host(images, order: Tensor) -> Tensor:
     """The order to pick streamed rows by, on the host (one copy per epoch, not
     a device sync per step); a tensor in memory takes ``order`` as it is."""
-    return order.cpu() if isinstance(images, StreamedImages) else order
+    return order.cpu() if isinstance(images, (StreamedImages, OriginalsInMemory)) else order

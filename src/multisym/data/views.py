@@ -19,7 +19,10 @@ outcomes, so changing one probability does not reshuffle the other parameters.
 
 The crop and flip are in ``geometric``, the colour, blur and solarisation
 steps in ``photometric``; this module holds the spec, the order of the
-random draws and the pipeline that runs them. Normalisation (mean/std) is
+random draws and the pipeline that runs them. Where a dataset's views are
+cut from the original image (``cuts``, docs/datasets.md#views-from-the-original-image)
+the crop happens where the images are decoded, and ``finish_views`` runs
+the rest of the pipeline on the cut views. Normalisation (mean/std) is
 not done here: the caller applies it after the group actions.
 """
 
@@ -32,11 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from multisym.data.cuts import Cut
+from multisym.data.decoders import as_float
 from multisym.data.geometric import check_generator, crop_resize, hflip, sample_crop_boxes, uniform
 from multisym.data.photometric import blur_kernel_size, color_jitter, gaussian_blur, solarize, to_grayscale
 from multisym.runtime import to_device
 
-__all__ = ["ViewSpec", "make_views", "make_view_batch", "resize_center"]
+__all__ = ["ViewSpec", "make_views", "make_view_batch", "finish_views", "views_of", "resize_center"]
 
 
 def _check_prob(name: str, value: float) -> None:
@@ -72,6 +77,9 @@ class ViewSpec:
     blur_p: float = 0.0  # Gaussian blur probability
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # pixels of the OUTPUT image, uniform
     solarize_p: float = 0.0  # x -> 1 - x where x >= 0.5
+    # resampling of a view cut from the original image (cuts); views cut from
+    # a square on the device are resampled by bilinear roi_align
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
@@ -104,6 +112,12 @@ class ViewSpec:
                 f"ViewSpec.blur_sigma must satisfy 0 < lo <= hi, got {self.blur_sigma!r}"
             )
         object.__setattr__(self, "blur_sigma", (lo, hi))
+        Cut(self.size, self.crop_scale, self.crop_ratio, self.interpolation)  # checks the interpolation
+
+    @property
+    def cut(self) -> Cut:
+        """The geometric half of this view, cut from the original image (``cuts``)."""
+        return Cut(self.size, self.crop_scale, self.crop_ratio, self.interpolation)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -169,6 +183,13 @@ class _Draws:
 def _draw(spec: ViewSpec, batch: int, height: int, width: int, generator: torch.Generator) -> _Draws:
     """The crop boxes, then ``_N_UNIFORMS`` uniforms per sample, in this order."""
     boxes = sample_crop_boxes(batch, height, width, spec.crop_scale, spec.crop_ratio, generator)
+    return _draw_photometric(spec, boxes, generator)
+
+
+def _draw_photometric(spec: ViewSpec, boxes: Tensor, generator: torch.Generator) -> _Draws:
+    """``_N_UNIFORMS`` uniforms per sample; ``boxes`` is (B, 4), or (B, 0)
+    for views cut already."""
+    batch = boxes.shape[0]
     u = torch.rand(batch, _N_UNIFORMS, generator=generator, dtype=torch.float64)
     masks = {
         name: u[:, col] < p
@@ -187,19 +208,25 @@ def _render(images: Tensor, draws: list[_Draws], size: int, ksize: int, use_hue:
             dtype: torch.dtype) -> Tensor:
     """The views of ``draws`` (each one view of every image) as one batch,
     (len(draws) B, C, size, size), in ``dtype`` after the crop."""
-    device, batch = images.device, images.shape[0]
+    batch = images.shape[0]
     boxes = torch.cat([d.boxes for d in draws])
+    # roi_align in float32: in float16 its sampling positions would be off by
+    # up to a quarter pixel on a 256-px image
+    x = crop_resize(images, boxes, size, torch.arange(batch).repeat(len(draws))).to(dtype)
+    return _photometric(x, draws, ksize, use_hue, images.shape[1])
+
+
+def _photometric(x: Tensor, draws: list[_Draws], ksize: int, use_hue: bool, channels: int) -> Tensor:
+    """Flip, jitter, grayscale, blur and solarize of cut views ``x`` (the
+    views of ``draws`` one after the other), each with its own draws."""
+    device, dtype = x.device, x.dtype
     factors = to_device(torch.cat([d.factors for d in draws]), device, dtype)
     sigma = to_device(torch.cat([d.sigma for d in draws]), device, dtype)
     # kept on the CPU: _apply_to_subset picks its samples there
     masks = {name: torch.cat([d.masks[name] for d in draws]) for name in draws[0].masks}
-
-    # roi_align in float32: in float16 its sampling positions would be off by
-    # up to a quarter pixel on a 256-px image
-    x = crop_resize(images, boxes, size, torch.arange(batch).repeat(len(draws))).to(dtype)
     x = hflip(x, to_device(masks["flip"], device))
     x = _apply_to_subset(x, masks["jitter"], lambda y, f: color_jitter(y, f, use_hue), factors)
-    if images.shape[1] == 3:
+    if channels == 3:
         x = _apply_to_subset(x, masks["gray"], to_grayscale)
     x = _apply_to_subset(x, masks["blur"], lambda y, s: gaussian_blur(y, s, ksize), sigma)
     return _apply_to_subset(x, masks["solarize"], solarize)
@@ -220,16 +247,55 @@ def make_view_batch(images: Tensor, specs: list[ViewSpec], generator: torch.Gene
     images = _check_images(images)
     batch, channels, height, width = images.shape
     draws = [_draw(spec, batch, height, width, generator) for spec in specs]
-    together: dict[tuple[int, int, bool], list[int]] = {}
-    for i, spec in enumerate(specs):
-        key = (spec.size, blur_kernel_size(spec.blur_sigma[1], spec.size), channels == 3 and spec.hue > 0)
-        together.setdefault(key, []).append(i)
     views: list[Tensor | None] = [None] * len(specs)
-    for (size, ksize, use_hue), members in together.items():
+    for (size, ksize, use_hue), members in _groups(specs, channels).items():
         rendered = _render(images, [draws[i] for i in members], size, ksize, use_hue, dtype)
         for i, view in zip(members, rendered.split(batch)):
             views[i] = view
     return views
+
+
+def _groups(specs: list[ViewSpec], channels: int) -> dict[tuple[int, int, bool], list[int]]:
+    """Specs with the same output size, blur kernel and hue step, rendered as one batch."""
+    together: dict[tuple[int, int, bool], list[int]] = {}
+    for i, spec in enumerate(specs):
+        key = (spec.size, blur_kernel_size(spec.blur_sigma[1], spec.size), channels == 3 and spec.hue > 0)
+        together.setdefault(key, []).append(i)
+    return together
+
+
+def finish_views(cut: list[Tensor], specs: list[ViewSpec], generator: torch.Generator,
+                 dtype: torch.dtype = torch.float32) -> list[Tensor]:
+    """The photometric half of ``make_view_batch`` on views cut already
+    (``cuts``, docs/datasets.md#views-from-the-original-image): ``cut[i]`` is
+    spec i's uint8 (B, C, size, size) views on the device. Flip, jitter,
+    grayscale, blur and solarize as ``make_view_batch`` does them, from
+    ``_N_UNIFORMS`` uniforms per sample and spec drawn on ``generator`` in
+    spec order (no boxes: those were drawn where the views were cut)."""
+    check_generator(generator)
+    if len(cut) != len(specs):
+        raise ValueError(f"{len(cut)} cut views for {len(specs)} view specs")
+    batch, channels = cut[0].shape[:2]
+    for view, spec in zip(cut, specs):
+        if tuple(view.shape) != (batch, channels, spec.size, spec.size):
+            raise ValueError(f"cut views of shape {tuple(view.shape)} for a {spec.size}-px spec")
+    draws = [_draw_photometric(spec, torch.empty(batch, 0), generator) for spec in specs]
+    views: list[Tensor | None] = [None] * len(specs)
+    for (_, ksize, use_hue), members in _groups(specs, channels).items():
+        x = torch.cat([as_float(cut[i]) for i in members]).to(dtype)
+        rendered = _photometric(x, [draws[i] for i in members], ksize, use_hue, channels)
+        for i, view in zip(members, rendered.split(batch)):
+            views[i] = view
+    return views
+
+
+def views_of(images: Tensor | list[Tensor], specs: list[ViewSpec], generator: torch.Generator,
+             dtype: torch.dtype = torch.float32) -> list[Tensor]:
+    """One view of every sample per spec: ``make_view_batch`` on images
+    (the square path), ``finish_views`` on a list of views cut already."""
+    if isinstance(images, (list, tuple)):
+        return finish_views(list(images), specs, generator, dtype)
+    return make_view_batch(images, specs, generator, dtype)
 
 
 def make_views(images: Tensor, spec: ViewSpec, generator: torch.Generator,

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from multisym.data import splits, streaming
-from multisym.data.views import ViewSpec, make_views
+from multisym.data.cuts import cut_seeds
+from multisym.data.views import ViewSpec, views_of
 from multisym.files import sha256_file
 from multisym.logits import write_logits
 from multisym.members import settings_hash
@@ -59,6 +60,7 @@ class FineTuning(Task):
 
     def __post_init__(self):
         self.images, self.labels = self.data["train"]
+        self.cuts, self.epoch = streaming.cuts_views(self.images), -1  # the epoch begun last
         self.batch = min(self.settings["batch_size"], len(self.images))
         self.steps = len(self.images) // self.batch
         self.select = self.settings.get("selection_split", "val")
@@ -69,23 +71,30 @@ class FineTuning(Task):
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         with self.runtime.amp():
-            views = batch["images"] if self.spec is None else make_views(batch["images"], self.spec, self.generator)
+            views = (batch["images"] if self.spec is None
+                     else views_of(batch["images"], [self.spec], self.generator)[0])
             logits = self.model(self.runtime.prepare(views))
         return {"loss": F.cross_entropy(logits.float(), batch["labels"])}
 
     def order(self) -> Tensor:
         return torch.randperm(len(self.images), generator=self.generator).to(self.labels.device)
 
+    def seeds(self, index: int):
+        """Per-sample seeds of batch ``index``'s cuts (``cuts.cut_seeds``; as pretraining's)."""
+        return cut_seeds(self.generator.initial_seed(), self.epoch, index, self.batch)
+
     def begin(self, order: Tensor, saved: dict) -> None:
+        self.epoch += 1
         # the epoch's losses, on the device until the epoch's end (a resumed epoch: the earlier ones saved)
         self.first, self.earlier = saved.get("batch", 0), list(saved.get("losses", []))
         self.losses = torch.zeros(self.steps, device=self.labels.device)
 
     def step(self, order: Tensor, index: int) -> dict[str, Tensor]:
         rows = order[index * self.batch:(index + 1) * self.batch]
-        inputs = self.images[rows]
+        inputs = self.images.cut(rows, self.seeds(index)) if self.cuts else self.images[rows]
         if index + 1 < self.steps:
-            streaming.prefetch(self.images, order[(index + 1) * self.batch:(index + 2) * self.batch])
+            streaming.prefetch(self.images, order[(index + 1) * self.batch:(index + 2) * self.batch],
+                               self.seeds(index + 1) if self.cuts else None)
         terms = self.gradients({"images": inputs, "labels": self.labels[rows]})
         self.losses[index] = terms["loss"]
         return terms
@@ -112,6 +121,7 @@ class FineTuning(Task):
 
     def restore(self, state: dict) -> str:
         self.best = dict(state["best"])
+        self.epoch = state["epoch"] - 1  # the next ``begin`` is epoch state["epoch"]
         return ""
 
     def finish(self) -> None:
@@ -150,7 +160,11 @@ def finetune(
     with checkpoint.RunLock(run_dir):
         set_threads(threads)
         target = select_device(device)
-        loaded, info = splits.load_splits(data_path, manifest_path)
+        manifest = splits.read_manifest(manifest_path)
+        # the training crop's side (finetune_protocol.crop_size; default the evaluation images')
+        size = settings.get("crop_size") or manifest["image_size"]
+        spec = supervised_view_spec(size, settings) if settings.get("train_augment", True) else None
+        loaded, info = splits.load_splits(data_path, manifest_path, cuts=() if spec is None else (spec.cut,))
         exported, base_settings = load_member(base_model_path)
         digest = settings_hash({"finetune": settings, "base_sha256": sha256_file(Path(base_model_path))})
         torch.manual_seed(settings["seed"])
@@ -159,7 +173,6 @@ def finetune(
         model.backbone.load_state_dict(exported["backbone"], strict=True)
         runtime = make_runtime(target, "auto", info, model)
         model = runtime.place(model)
-        spec = supervised_view_spec(info.image_size, settings) if settings.get("train_augment", True) else None
         optimizer = optim.build_optimizer(model, settings["optimizer"], target)
         scaler = torch.amp.GradScaler(target.type, enabled=runtime.precision == "fp16")
         images, labels = loaded["train"]

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from multisym import protocol, provenance
 from multisym.data import splits, streaming
-from multisym.data.views import ViewSpec, make_view_batch, make_views
+from multisym.data.cuts import cut_seeds
+from multisym.data.views import ViewSpec, views_of
 from multisym.errors import UserError
 from multisym.members import settings_hash
 from multisym.runtime import Runtime, make_runtime, select_device, set_threads
@@ -42,6 +43,8 @@ def contrastive_view_specs(views: dict) -> tuple[ViewSpec, ViewSpec]:
         jitter_p=views["jitter_p"], brightness=brightness, contrast=contrast,
         saturation=saturation, hue=hue, grayscale_p=views["grayscale_p"],
         blur_sigma=tuple(views["blur_sigma"]),
+        # left out of the settings where views are cut from a square (bilinear roi_align)
+        **({"interpolation": views["interpolation"]} if "interpolation" in views else {}),
     )
     return tuple(
         ViewSpec(**common, blur_p=views["blur_p"][i], solarize_p=views["solarize_p"][i]) for i in (0, 1)
@@ -54,13 +57,26 @@ def small_crop_spec(views: dict, small: dict) -> ViewSpec:
     return ViewSpec(**{
         **first.__dict__, "size": small["size"], "crop_scale": tuple(small["crop_scale"]),
         "blur_p": small["blur_p"], "solarize_p": small["solarize_p"],
+        "interpolation": small.get("interpolation", ViewSpec.interpolation),
     })
 
 
 def supervised_view_spec(size: int, supervised: dict) -> ViewSpec:
-    """Standard supervised augmentation: RandomResizedCrop + horizontal flip."""
+    """Standard supervised augmentation: RandomResizedCrop + horizontal flip
+    (bilinear, torchvision's default, where it is cut from the original image)."""
     return ViewSpec(size=size, crop_scale=tuple(supervised["crop_scale"]), flip_p=supervised["flip_p"],
                     jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+
+
+def member_view_specs(settings: dict, image_size: int) -> list[ViewSpec]:
+    """The views a member's step draws, in order: views 1 and 2 (and the Eq
+    small crop), or the supervised view at the dataset's ``image_size``."""
+    if settings["mode"] == "sup":
+        return [supervised_view_spec(image_size, settings["supervised"])]
+    specs = list(contrastive_view_specs(settings["views"]))
+    if settings["mode"] == "eq":
+        specs.append(small_crop_spec(settings["views"], settings["small_crop"]))
+    return specs
 
 
 # -------------------------------------------------------------------- steps
@@ -84,9 +100,11 @@ class ContrastiveStep:
         if self.mode == "inv":
             self.p = settings["p"]
 
-    def draw(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    def draw(self, images: Tensor | list[Tensor], labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        """``images``: a batch (views cut on the device) or its views cut
+        already, one uint8 batch per spec (``views.views_of``)."""
         specs = [*self.specs, self.small_spec] if self.mode == "eq" else self.specs
-        views = make_view_batch(images, specs, generator, self.runtime.view_dtype)
+        views = views_of(images, specs, generator, self.runtime.view_dtype)
         if self.mode == "inv":
             views = [self.group.act(v, self.group.sample_non_identity(len(v), self.p, generator)) for v in views]
         batch = {"view1": views[0], "view2": views[1]}
@@ -117,8 +135,8 @@ class SupervisedStep:
         self.model, self.runtime = model, runtime
         self.spec = supervised_view_spec(size, settings["supervised"])
 
-    def draw(self, images: Tensor, labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        return {"view": make_views(images, self.spec, generator, self.runtime.view_dtype), "labels": labels}
+    def draw(self, images: Tensor | list[Tensor], labels: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+        return {"view": views_of(images, [self.spec], generator, self.runtime.view_dtype)[0], "labels": labels}
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         with self.runtime.amp():
@@ -201,19 +219,34 @@ class MemberTask(Task):
         self.digest, self.steps = settings_hash(self.settings), len(self.images) // self.batch_size
         self.epochs = (self.settings["supervised"] if self.settings["mode"] == "sup"
                        else self.settings["pretrain"])["epochs"]
+        self.cuts, self.epoch = streaming.cuts_views(self.images), -1  # the epoch begun last
+
+    def seeds(self, index: int):
+        """The per-sample seeds of this process's share of batch ``index``'s
+        cuts: a function of the view generator's seed, the epoch and the
+        batch, so that the next batch is cut while this one trains and a
+        resumed run cuts the same boxes (``cuts.cut_seeds``)."""
+        count = len(range(self.batch_size)[self.shard])
+        return cut_seeds(self.views.initial_seed(), self.epoch, index, count)
+
+    def inputs(self, index: int) -> Tensor | list[Tensor]:
+        """Batch ``index``'s images (views cut already, for a split of originals)."""
+        rows = self.rows[index * self.batch_size:(index + 1) * self.batch_size][self.shard]
+        return self.images.cut(rows, self.seeds(index)) if self.cuts else self.images[rows]
 
     def order(self) -> Tensor:
         return torch.randperm(len(self.images), generator=self.generator).to(self.labels.device)
 
     def begin(self, order: Tensor, saved: dict) -> None:
-        self.rows = streaming.on_host(self.images, order)
+        self.rows, self.epoch = streaming.on_host(self.images, order), self.epoch + 1
 
     def step(self, order: Tensor, index: int) -> dict[str, Tensor]:
         size, shard, rows = self.batch_size, self.shard, self.rows
         batch = order[index * size:(index + 1) * size][shard]
-        inputs = self.images[rows[index * size:(index + 1) * size][shard]]
+        inputs = self.inputs(index)
         if index + 1 < self.steps:  # a streamed split decodes the next batch while this one trains
-            streaming.prefetch(self.images, rows[(index + 1) * size:(index + 2) * size][shard])
+            streaming.prefetch(self.images, rows[(index + 1) * size:(index + 2) * size][shard],
+                               self.seeds(index + 1) if self.cuts else None)
         return self.gradients(self.step_fn.draw(inputs, self.labels[batch], self.views))
 
     def columns(self, epoch: int, means: dict[str, float], lr: float | None) -> dict:
@@ -225,6 +258,7 @@ class MemberTask(Task):
         return {"world": self.process.world, "view_rng": distributed.gathered(self.views.get_state())}
 
     def restore(self, state: dict) -> str:
+        self.epoch = state["epoch"] - 1  # the next ``begin`` is epoch state["epoch"], finished or resumed
         return restore_view_rng(state, self.views, self.process)
 
     def after_epoch(self, epoch: int) -> None:
@@ -275,7 +309,9 @@ def train_member(
             distributed.on_main(checkpoint.RunLock(run_dir), process), ExitStack() as resources:
         threads = set_threads(threads)
         # ------------------------------------------------------------ data
-        images, labels, info = splits.load_split(data_path, manifest_path, "train", decode, target)
+        cuts = tuple(spec.cut for spec in member_view_specs(settings, splits.info(splits.read_manifest(
+            manifest_path)).image_size))  # used where the dataset's views are cut from the original image
+        images, labels, info = splits.load_split(data_path, manifest_path, "train", decode, target, cuts)
         images, labels = images.to(target), labels.to(target)
         resources.callback(streaming.close, images)  # a streamed split's decoding processes
         batch_size, shard = global_batch(recipe["batch_size"], len(images), process)
