@@ -80,16 +80,11 @@ def test_one_protocol_key_changed_leaves_no_row_agreeing(tmp_path):
 
 
 def test_under_the_papers_protocol_rows_are_compared(tmp_path):
-    """The paper config with the view and crop keys of the paper's data path
-    (what docs/deviations.md lists as still differing) compares every row it
+    """config/paper.yaml as shipped (views cut from the original image, the
+    paper's fine-tuning and evaluation crops) compares every row it
     reproduces; all agree here, since each synthetic number is the paper's."""
     config = scale("paper")
-    views = {key: value for group in load_protocol() if group.name == "imagenet pretraining"
-             for key, value in group.keys.items() if key in protocol.UNTIL_CONFIGURED}
-    crops = {key: value for group in load_protocol() if group.name in ("imagenet fine-tuning", "CIFAR-100",
-                                                                      "Food-101", "Flowers-102")
-             for key, value in group.keys.items() if key.endswith(("crop_size", "eval_resize", "eval_crop"))}
-    path = protocol_file(config, tmp_path, **views, **crops)
+    path = protocol_file(config, tmp_path)
     spec = comparison_spec(config)
     rows = comparison.write(table_files(tmp_path, spec), spec, path, tmp_path / "c.csv", tmp_path / "c.md")
     reproduced = [r for r in rows if r.reproduced is not None]
@@ -107,15 +102,15 @@ def test_under_the_papers_protocol_rows_are_compared(tmp_path):
     assert greedy.protocol.startswith("documented: ")
 
 
-def test_the_paper_config_differs_from_the_paper_only_in_the_view_path():
-    """What remains between config/paper.yaml and the paper's protocol of
-    Tables 1-4 and 7, beyond documented deviations: the view and crop
-    geometry keys the config does not hold yet (or none, once it does)."""
+def test_the_paper_config_holds_the_papers_protocol():
+    """Nothing but documented deviations remains between config/paper.yaml and
+    the paper's protocol of Tables 1-5 and 7-9 on every dataset they report:
+    the view and crop geometry included (issue 37)."""
     record, groups, documented = protocol.record(scale("paper")), load_protocol(), deviations.load()
-    for table in IMAGENET_TABLES:
-        check = comparison.check_protocol(paper_protocol(groups, table, "imagenet"), record, documented)
-        keys = {difference.split(" = ")[0] for difference in check.differences}
-        assert keys <= set(protocol.UNTIL_CONFIGURED), (table, keys)
+    for table in (*IMAGENET_TABLES, "table5", "table8", "table9"):
+        for dataset in ("imagenet", "inat2019", "food101", "flowers102", "cifar100", "imagenet_v2", "imagenet_r"):
+            check = comparison.check_protocol(paper_protocol(groups, table, dataset), record, documented)
+            assert check.differences == (), (table, dataset, check.differences)
 
 
 def test_a_drawn_imagenet100_class_list_is_never_the_papers(tmp_path):

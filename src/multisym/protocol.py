@@ -33,7 +33,7 @@ from multisym.members import MODES, member_table
 # Read straight from the resolved config (and, where the section is there,
 # from a member's settings).
 CONFIG_KEYS = (
-    "dataset.name", "dataset.splits.val", "backbone.arch",
+    "dataset.name", "dataset.image_size", "dataset.splits.val", "backbone.arch",
     "pretrain.epochs", "pretrain.batch_size", "pretrain.temperature", "pretrain.optimizer.name",
     "pretrain.optimizer.lr", "pretrain.optimizer.weight_decay", "pretrain.optimizer.warmup_epochs",
     "views.size", "views.crop_scale", "small_crop.size", "small_crop.crop_scale",
@@ -52,17 +52,17 @@ def _image_size(section: dict) -> Any:
     return section.get("dataset", {}).get("image_size")
 
 
-# Keys of the view and crop geometry that the config does not hold yet, with
-# what the code does until it does: views are cut from a centre square of
-# dataset.image_size and resampled bilinearly, and fine-tuning trains and
-# evaluates on that square. Where the config has the key, its value is used.
-UNTIL_CONFIGURED: dict[str, Callable[[dict], Any]] = {
-    "dataset.views_from": lambda section: "centre square",
+# Keys of the view and crop geometry that a config may leave out (they have no
+# schema default, so that configs without them keep their members' hashes),
+# with what the code does then: views cut from the centre square of
+# dataset.image_size by bilinear roi_align, and fine-tuning and evaluation on
+# that square (docs/datasets.md#views-from-the-original-image).
+WHEN_LEFT_OUT: dict[str, Callable[[dict], Any]] = {
+    "dataset.views_from": lambda section: "square",
+    "dataset.eval_resize": _image_size,
     "views.interpolation": lambda section: "bilinear",
     "small_crop.interpolation": lambda section: "bilinear",
     "adapt.finetune.crop_size": _image_size,
-    "adapt.finetune.eval_resize": _image_size,
-    "adapt.finetune.eval_crop": _image_size,
 }
 
 # What the code does where no config key chooses.
@@ -78,9 +78,10 @@ FACTS = {
 }
 
 # A transfer entry's keys, relative to the entry; finetune.* only where it is fine-tuned.
-TRANSFER_KEYS = ("mode", "dataset.splits.test", "finetune.epochs", "finetune.batch_size", "finetune.lr",
-                 "finetune.train_augment")
-TRANSFER_UNTIL_CONFIGURED = {f"finetune.{name}": _image_size for name in ("crop_size", "eval_resize", "eval_crop")}
+TRANSFER_KEYS = ("mode", "dataset.splits.test", "dataset.image_size", "finetune.epochs", "finetune.batch_size",
+                 "finetune.lr", "finetune.train_augment")
+TRANSFER_WHEN_LEFT_OUT = {"dataset.views_from": lambda section: "square", "dataset.eval_resize": _image_size}
+TRANSFER_FINETUNE_WHEN_LEFT_OUT = {"finetune.crop_size": _image_size}
 
 ABSENT = object()
 MISSING_VALUE = "(not recorded)"  # a key of the paper's protocol this run's record lacks
@@ -140,16 +141,16 @@ def transfer_record(entry: dict) -> dict[str, Any]:
     """``transfer[<dataset>].<key>`` of one transfer entry (its fine-tuning
     crops fall back to the transfer dataset's own image size)."""
     finetuned = entry["mode"] == "finetune"
-    keys = ["mode"] if entry["mode"] == "evaluate" else [
+    keys = ["mode", "dataset.image_size"] if entry["mode"] == "evaluate" else [
         k for k in TRANSFER_KEYS if finetuned or not k.startswith("finetune.")]
-    values = _read(entry, keys, TRANSFER_UNTIL_CONFIGURED if finetuned else {})
+    values = _read(entry, keys, {**TRANSFER_WHEN_LEFT_OUT, **(TRANSFER_FINETUNE_WHEN_LEFT_OUT if finetuned else {})})
     return {f"transfer[{entry['dataset']['name']}].{key}": value for key, value in values.items()}
 
 
 def record(config: dict, classes: list[str] | None = None) -> dict[str, Any]:
     """The run's protocol: every key above, from a resolved config (and the
     pretraining dataset's class list, when its manifest holds one)."""
-    out = _read(config, CONFIG_KEYS, UNTIL_CONFIGURED)
+    out = _read(config, CONFIG_KEYS, WHEN_LEFT_OUT)
     out["dataset.class_list"] = class_list(config["dataset"], classes)
     out.update(pool_sizes(config))
     out.update(FACTS)
@@ -164,7 +165,7 @@ def member_record(settings: dict, adapt: dict | None = None) -> dict[str, Any]:
     its training, and for an SSL member how it is adapted (``adapt``: the
     config's adapt section)."""
     out = {key: settings[key] for key in ("mode", "seed", "axis", "lambda", "p") if key in settings}
-    out.update(_read(settings, CONFIG_KEYS, {k: f for k, f in UNTIL_CONFIGURED.items()
+    out.update(_read(settings, CONFIG_KEYS, {k: f for k, f in WHEN_LEFT_OUT.items()
                                               if k.split(".")[0] in settings}))
     if "dataset" in settings:
         out["dataset.class_list"] = class_list(settings["dataset"])
@@ -179,7 +180,7 @@ def member_record(settings: dict, adapt: dict | None = None) -> dict[str, Any]:
         section = {"adapt": adapt, "dataset": settings["dataset"]}
         prefix = "adapt." if adapt["mode"] == "finetune" else ("adapt.mode", "adapt.selection_split")
         out.update(_read(section, [k for k in CONFIG_KEYS if k.startswith(prefix)],
-                         {k: f for k, f in UNTIL_CONFIGURED.items() if k.startswith(prefix)}))
+                         {k: f for k, f in WHEN_LEFT_OUT.items() if k.startswith(prefix)}))
         if adapt["mode"] == "finetune":
             out["adapt.finetune.decay_1d"] = FACTS["adapt.finetune.decay_1d"]
         else:
