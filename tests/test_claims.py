@@ -1,4 +1,4 @@
-"""Paired bootstrap differences of ensembles (multisym.ensembles.paired) and the
+"""Paired bootstrap differences of ensembles (multisym.resamples) and the
 paper's claims tested with them (multisym.report.claims, docs/method.md#claims)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from multisym.ensembles.metrics import percentile_ci
-from multisym.ensembles.paired import (PairingError, Recorder, Resamples, Side, check_paired, paired_difference,
+from multisym.resamples import (PairingError, Recorder, Resamples, Side, check_paired, paired_difference,
                                        read_resamples, verdict, write_resamples)
 from multisym.ensembles.strategies import greedy_results, load_logits, random_results, whole_pool_results
 from multisym.report import claims as claims_module

@@ -10,7 +10,7 @@ import pytest
 
 from multisym.report import figures
 from multisym.report import tables
-from multisym.ensembles.paired import Recorder, write_resamples
+from multisym.resamples import Recorder, write_resamples
 from multisym.ensembles.strategies import greedy_results, load_logits, member_results, random_results
 from multisym.evaluate.transfer import summarise_dataset, write_summary
 from multisym.logits import write_logits
@@ -103,7 +103,7 @@ def test_delta_ci_is_the_paired_difference_per_resample(tmp_path):
     """Δ's CI is the percentile CI of (Eq+Inv − Eq) over the same resamples:
     the same differences as the two JSON CIs' resamples, paired."""
     from multisym.ensembles.metrics import percentile_ci
-    from multisym.ensembles.paired import read_resamples
+    from multisym.resamples import read_resamples
 
     paths = {}
     members, ensembles = dataset_results(tmp_path, 0, paths)

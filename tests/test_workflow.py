@@ -328,7 +328,7 @@ def check_transfer_agrees(root, cfg):
 def check_claims(root):
     """Every claim of the paper has a verdict; a claim's cells are paired
     differences of ensembles this run built, on the same resamples."""
-    from multisym.ensembles.paired import read_resamples
+    from multisym.resamples import read_resamples
     from multisym.report.claims import load_claims
 
     rows = list(csv.DictReader(open(root / "tables" / "claims.csv")))

@@ -130,7 +130,7 @@ class Layout:
         return f"{self.root}/ensembles/{pool}_{strategy}.json"
 
     def ensemble_resamples(self, pool: str, strategy: str) -> str:
-        """The ensembles' metrics on every bootstrap resample (multisym.ensembles.paired)."""
+        """The ensembles' metrics on every bootstrap resample (multisym.resamples)."""
         return f"{self.root}/ensembles/{pool}_{strategy}.resamples.npz"
 
     def table(self, table: str, ext: str) -> str:

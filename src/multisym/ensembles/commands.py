@@ -45,7 +45,7 @@ def _ensemble_arguments(p) -> None:
 
 
 def ensemble(args) -> None:
-    from multisym.ensembles.paired import Recorder, write_resamples
+    from multisym.resamples import Recorder, write_resamples
     from multisym.ensembles.rowblocks import set_job_threads
     from multisym.ensembles.strategies import (JOB_INPUTS, greedy_results, load_logits, random_results,
                                                whole_pool_results)

@@ -24,7 +24,7 @@ Both are done a block of rows at a time on every core of the job
 (``rowblocks``); ensembles evaluated together (``terms_of``) share each
 block's reads of the members. Bootstrap CIs over the per-sample values
 are ``resampling``'s; the values on every resample behind them can be kept
-for paired differences between ensembles (``paired``). ``tests/test_outputs.py`` checks all of it against
+for paired differences between ensembles (``multisym.resamples``). ``tests/test_outputs.py`` checks all of it against
 the definitions in ``metrics``. NumPy only.
 """
 
@@ -297,7 +297,7 @@ class SplitOutputs:
         ``terms`` when already computed. ``resampled``: a dict that receives
         each metric's value on every resample, (samples,) per metric, the
         values the CIs are percentiles of (kept for paired differences,
-        ``paired``), with or without ``ci``."""
+        ``multisym.resamples``), with or without ``ci``."""
         terms = dict(self.terms(chosen) if terms is None else terms)
         confidence, uncertainty = terms.pop("_confidence"), terms.pop("bald")
         hits, n = terms["accuracy"] / 100.0, len(self.labels)

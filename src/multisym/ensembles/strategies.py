@@ -21,8 +21,8 @@ import numpy as np
 from multisym.files import map_npz
 from multisym.ensembles.metrics import dominance_of_hits, percentile_ci
 from multisym.ensembles.outputs import SplitOutputs
-from multisym.ensembles.paired import Recorder
 from multisym.ensembles.resampling import resample_counts
+from multisym.resamples import Recorder
 
 START_RULES = ("best_val", "random", "fixed")
 
@@ -162,7 +162,7 @@ def protocol_notes(greedy_settings: dict) -> list[str]:
 def _summary(test: SplitOutputs, chosen: list[int], settings: dict, terms: dict, record: Recorder | None,
              size: int, draw: int = 0, ci: bool = True) -> dict:
     """``test.summary`` of one ensemble; with ``record``, its values on every
-    resample are recorded too (``paired``)."""
+    resample are recorded too (``multisym.resamples``)."""
     kept = {} if record is not None else None
     summary = test.summary(chosen, settings["bootstrap"], terms, ci=ci, resampled=kept)
     if record is not None:

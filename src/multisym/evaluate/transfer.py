@@ -26,7 +26,7 @@ import json
 
 import numpy as np
 
-from multisym.ensembles.paired import Side, paired_difference, read_resamples
+from multisym.resamples import Side, paired_difference, read_resamples
 from multisym.files import atomic_write_text
 
 STAND_INS = {
@@ -63,7 +63,7 @@ def _random(result: dict) -> list[dict]:
 
 def _delta(greedy: dict, size: int, resamples: dict | None = None, level: float = 0.95) -> dict | None:
     """Greedy Eq+Inv minus greedy Eq at ensemble size ``size``; with both
-    pools' ``resamples`` (pool -> ``paired.Resamples``), each difference's
+    pools' ``resamples`` (pool -> ``resamples.Resamples``), each difference's
     paired bootstrap CI as ``<metric>_ci``."""
     if "eq" not in greedy or "eq_inv" not in greedy:
         return None

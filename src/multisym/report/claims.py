@@ -4,7 +4,7 @@ Markdown and HTML.
 Each claim of ``claims.yaml`` names the ensembles it compares, the metric, the
 direction the paper reports and the sizes M it holds at. A cell is one
 comparison, A than B: the paired bootstrap 95 % CI of metric(A) − metric(B)
-over the same test resamples (``ensembles.paired``), and its verdict:
+over the same test resamples (``multisym.resamples``), and its verdict:
 
 - **supported**: the CI excludes 0 on the claimed side;
 - **contradicted**: the CI excludes 0 on the other side;
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from multisym.ensembles.paired import Side, paired_difference, verdict
+from multisym.resamples import Side, paired_difference, verdict
 from multisym.files import atomic_write_text
 from multisym.report.tables import POOL_LABELS, load_results, to_csv
 

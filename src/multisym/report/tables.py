@@ -19,8 +19,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from multisym.ensembles.paired import Side, paired_difference
 from multisym.files import atomic_write_text
+from multisym.resamples import Side, paired_difference, read_resamples
 from multisym.targets import TABLES
 
 POOL_LABELS = {"eq": "Eq (DE)", "inv": "Inv", "eq_inv": "Eq+Inv (MSE)", "base": "Base (DE SimCLR)",
@@ -43,9 +43,7 @@ class Cell:
 
 def load_results(paths: list[str]) -> list[dict]:
     """Each result file: a JSON as it is; an ensemble job's values on every
-    resample (``.resamples.npz``) as {"resamples": ``paired.Resamples``}."""
-    from multisym.ensembles.paired import read_resamples
-
+    resample (``.resamples.npz``) as {"resamples": ``resamples.Resamples``}."""
     return [{"resamples": read_resamples(path)} if str(path).endswith(".npz") else json.loads(Path(path).read_text())
             for path in paths]
 

@@ -23,7 +23,9 @@ metric on the whole split as the result JSON reports it, ``resampled``
 diversity terms are computed at one size), ``size``, ``draw`` and
 ``distinct`` (E,), and what identifies the resamples: ``n``, ``samples``,
 ``seed`` and the SHA-256 of the split's labels. ``check_paired`` refuses a
-pair whose resamples differ. NumPy only.
+pair whose resamples differ. The file's format, shared by the ensemble jobs
+that write it and the steps that read it (dataset summaries, Table 10, the
+claims), which import no ensembling code. NumPy only.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from multisym.ensembles.metrics import percentile_ci
 from multisym.files import read_npz, write_npz
 
 VERDICTS = ("supported", "contradicted", "inconclusive")
@@ -43,6 +44,13 @@ DIRECTIONS = ("higher", "lower")
 class PairingError(ValueError):
     """Two ensembles measured on different resamples (or splits): their
     difference per resample would pair unrelated numbers."""
+
+
+def percentile_ci(values: np.ndarray, level: float) -> list[float]:
+    """The percentile bootstrap CI at ``level`` of values over resamples."""
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return [float(low), float(high)]
 
 
 def labels_digest(labels: np.ndarray) -> str:
