@@ -85,7 +85,7 @@ def summary_verdict(verdicts: list[str], rule: str) -> str:
 
 def _label(pool: str, strategy: str) -> str:
     name = POOL_LABELS.get(pool, pool)
-    return name if strategy == "all" else f"{strategy} {name}"
+    return f"{name} (every member)" if strategy == "all" else f"{strategy} {name}"
 
 
 class Resolver:
