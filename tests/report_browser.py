@@ -119,12 +119,14 @@ def check_report(workflow_copy, root) -> None:
             open_result(driver, figure, f"{figure}.png")
         open_category(driver, "Paper vs reproduction")
         open_result(driver, "paper comparison", "paper_comparison.html")
+        open_category(driver, "Claims")
+        open_result(driver, "claims", "claims.html")
         open_category(driver, "Provenance")
         open_result(driver, "provenance", "provenance.html")
         driver.switch_to.frame(driver.find_element(By.XPATH, "//iframe[contains(@src, 'filename=provenance.html;')]"))
         page = driver.find_element(By.TAG_NAME, "body").text
         for text in ("git commit", "torchvision", "sha256 of model.pt", "eq-rotation-s1", "table_audit built",
-                     "figure1 not built", "Resolved config"):
+                     "claims built", "figure1 not built", "Resolved config"):
             assert text in page, text
         driver.switch_to.default_content()
         driver.save_screenshot(str(ARTIFACTS / "report.png"))

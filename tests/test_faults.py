@@ -281,7 +281,8 @@ def test_a_failed_runs_log_names_each_failed_job_and_the_targets_it_could_not_fe
         ("shift_logits", {"evaluated": eq.folder}, data, [layout.shift_logits(eq.folder)], True),
         ("transfer_probe", {"tprobe": "rotated", "tmember": eq.folder}, [],
          [layout.transfer("rotated").logits(eq.folder)], True),
-        ("ensemble", {"pool": "eq", "strategy": "greedy"}, [], [layout.ensemble("eq", "greedy")], True),
+        ("ensemble", {"pool": "eq", "strategy": "greedy"}, [],
+         [layout.ensemble("eq", "greedy"), layout.ensemble_resamples("eq", "greedy")], True),
         ("pretrain", {"member": base.folder}, data, [layout.member_model(base.folder)], True),
         ("probe", {"probed": eq.folder}, [], [layout.logits(eq.folder)], False),
     ))
@@ -300,15 +301,15 @@ def test_a_failed_runs_log_names_each_failed_job_and_the_targets_it_could_not_fe
     pools = {"table2", "table3", "table4", "table7", "figure2", "figure3"}
     # a member's training feeds everything computed from it, not the eq-only Figure 7 or the emergence run
     assert unfed(f"pretrain member={sup.folder}") == {"table1", "table_shift", "table_audit", "figure_audit",
-                                                      "table9", "figure4", "figure6"} | pools | after
+                                                      "table9", "figure4", "figure6", "claims"} | pools | after
     # ... and the fine-tuned members built on it
     assert {"table1", "table2"} <= unfed(f"pretrain member={base.folder}")
     assert unfed(f"shift_logits evaluated={eq.folder}") == {"table_shift"} | after
     assert unfed(f"transfer_probe tprobe=rotated tmember={eq.folder}") == {"table5", "table8", "table9",
-                                                                            "figure4"} | after
+                                                                            "figure4", "claims"} | after
     assert unfed("ensemble pool=eq strategy=greedy") == {"table2", "table4", "table7", "figure2", "figure7",
                                                          "table_shift", "table_audit", "figure_audit", "table9",
-                                                         "figure4"} | after
+                                                         "figure4", "claims"} | after
     assert set(targets.unfed(plan, data, {})) == every | after
     assert set(targets.unfed(plan, [layout.table("table1", "csv")], {"table": "table1"})) == after
 

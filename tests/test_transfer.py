@@ -10,6 +10,7 @@ import pytest
 
 from multisym.report import figures
 from multisym.report import tables
+from multisym.resamples import Recorder, write_resamples
 from multisym.ensembles.strategies import greedy_results, load_logits, member_results, random_results
 from multisym.evaluate.transfer import summarise_dataset, write_summary
 from multisym.logits import write_logits
@@ -29,8 +30,10 @@ SETTINGS = {
 }
 
 
-def dataset_results(tmp_path, seed):
-    """Member metrics and every Eq / Inv / Eq+Inv ensemble of one dataset, as the workflow writes them."""
+def dataset_results(tmp_path, seed, resample_paths: dict | None = None):
+    """Member metrics and every Eq / Inv / Eq+Inv ensemble of one dataset, as
+    the workflow writes them; with ``resample_paths``, each greedy ensemble's
+    values on every resample are written too, their paths kept by pool."""
     rng = np.random.default_rng(seed)
     val_labels, test_labels = rng.integers(0, NUM_CLASSES, 60), rng.integers(0, NUM_CLASSES, 80)
     paths = []
@@ -46,7 +49,12 @@ def dataset_results(tmp_path, seed):
         sub = load_logits([paths[i] for i in index])  # as the workflow's job for the pool reads it
         ids, classes = [IDS[i] for i in index], [MODES[i] for i in index]
         for strategy, runner in (("greedy", greedy_results), ("random", random_results)):
-            ensembles.append({"pool": pool, "strategy": strategy, **runner(ids, classes, sub, SETTINGS)})
+            record = Recorder(SETTINGS["bootstrap"], sub["test_labels"])
+            ensembles.append({"pool": pool, "strategy": strategy, **runner(ids, classes, sub, SETTINGS, record)})
+            if resample_paths is not None and strategy == "greedy":
+                path = tmp_path / f"{pool}-{seed}.resamples.npz"
+                write_resamples(record.build(pool, strategy), str(path))
+                resample_paths[pool] = str(path)
     return members, ensembles
 
 
@@ -54,8 +62,9 @@ def dataset_results(tmp_path, seed):
 def summaries(tmp_path):
     out = []
     for seed, (key, name) in enumerate((("digits", "digits"), ("rotated", "digits_rotated"), ("c100", "cifar100"))):
-        members, ensembles = dataset_results(tmp_path, seed)
-        spec = {"key": key, "label": key, "dataset": name, "delta_size": 3}
+        resample_paths = {}
+        members, ensembles = dataset_results(tmp_path, seed, resample_paths)
+        spec = {"key": key, "label": key, "dataset": name, "delta_size": 3, "level": 0.95}
         members_path = tmp_path / f"{key}-members.json"
         members_path.write_text(json.dumps(members))
         ensemble_paths = []
@@ -63,7 +72,8 @@ def summaries(tmp_path):
             path = tmp_path / f"{key}-{result['pool']}-{result['strategy']}.json"
             path.write_text(json.dumps(result))
             ensemble_paths.append(str(path))
-        out.append(write_summary(spec, str(members_path), ensemble_paths, str(tmp_path / f"{key}-summary.json")))
+        out.append(write_summary(spec, str(members_path), ensemble_paths, str(tmp_path / f"{key}-summary.json"),
+                                 [resample_paths["eq"], resample_paths["eq_inv"]]))
     return out
 
 
@@ -87,6 +97,23 @@ def test_summary_singles_greedy_random_and_delta(tmp_path):
     assert summary["delta"]["efficiency"] == pytest.approx(
         third["eq_inv"]["efficiency"]["value"] - third["eq"]["efficiency"]["value"])
     assert summary["dominance"]["eq_better"] == members["dominance"]["best_pair"]["eq_better"]
+
+
+def test_delta_ci_is_the_paired_difference_per_resample(tmp_path):
+    """Δ's CI is the percentile CI of (Eq+Inv − Eq) over the same resamples:
+    the same differences as the two JSON CIs' resamples, paired."""
+    from multisym.ensembles.metrics import percentile_ci
+    from multisym.resamples import read_resamples
+
+    paths = {}
+    members, ensembles = dataset_results(tmp_path, 0, paths)
+    resamples = {pool: read_resamples(path) for pool, path in paths.items()}
+    spec = {"key": "k", "label": "K", "dataset": "cifar100", "delta_size": 3, "level": 0.95}
+    summary = summarise_dataset(spec, members, ensembles, resamples)
+    per_resample = {pool: resamples[pool].metric("accuracy", resamples[pool].rows(3))[1][0] for pool in paths}
+    expected = percentile_ci(per_resample["eq_inv"].astype(float) - per_resample["eq"].astype(float), 0.95)
+    assert summary["delta"]["accuracy_ci"] == pytest.approx(expected)
+    assert "accuracy_ci" not in summarise_dataset(spec, members, ensembles)["delta"]
 
 
 def test_delta_absent_without_the_size(tmp_path):
@@ -122,6 +149,12 @@ def test_tables_5_8_9(summaries, tmp_path):
     delta = next(c for c in dominance if c["row"].startswith("Δ top-1") and c["column"] == "c100")
     assert float(delta["value"]) == pytest.approx(c100["delta"]["accuracy"])
     assert "M=3" in delta["row"]
+    # each Δ with its paired bootstrap CI, around the Δ itself
+    for cell in (c for c in dominance if c["row"].startswith("Δ")):
+        assert float(cell["ci_low"]) <= float(cell["value"]) <= float(cell["ci_high"])
+    assert [float(delta["ci_low"]), float(delta["ci_high"])] == pytest.approx(c100["delta"]["accuracy_ci"])
+    deltas = [line for line in (tmp_path / "table9.md").read_text().splitlines() if line.startswith("| Δ")]
+    assert len(deltas) == 2 and all(line.count("[") == 3 for line in deltas)
 
 
 def test_figure4_draws_every_dataset(summaries, tmp_path):

@@ -69,6 +69,8 @@ def test_each_table_and_figure_is_one_registry_entry(workflow_copy):
         assert callable(target.build()) and target.title.format(m=2, axes_size=6)
     result = workflow_copy.snakemake("-n", "--configfile=config/smoke.yaml", "figures")
     planned = set(re.findall(r"wildcards: (?:table|figure)=(\w+)", result.stdout))
+    if "rule claims:" in result.stdout:  # the claims have a rule of their own, without a wildcard
+        planned.add("claims")
     assert planned == {t.name for t in targets.built(plan)} and "table6" not in planned
     for target in targets.built(plan):
         for path in target.reads(plan):
@@ -180,6 +182,7 @@ def test_figures_with_no_flags_then_one_seed_change_replans_one_chain(workflow_c
     check_shift_agrees(root)
     check_transfer_agrees(root, cfg)
     check_audit_agrees(root, cfg)
+    check_claims(root)
     comparison = list(csv.DictReader(open(root / "tables" / "paper_comparison.csv")))
     assert {r["status"] for r in comparison} == {"not comparable", "not reproduced"}
     assert any(r["target"] == "table2" and r["reproduced"] for r in comparison)
@@ -322,6 +325,31 @@ def check_transfer_agrees(root, cfg):
     assert (root / "figures" / "figure4.png").stat().st_size > 1000
 
 
+def check_claims(root):
+    """Every claim of the paper has a verdict; a claim's cells are paired
+    differences of ensembles this run built, on the same resamples."""
+    from multisym.resamples import read_resamples
+    from multisym.report.claims import load_claims
+
+    rows = list(csv.DictReader(open(root / "tables" / "claims.csv")))
+    summary = {r["claim"]: r for r in rows if r["cell"] == "summary"}
+    assert set(summary) == {c["id"] for c in load_claims()}
+    verdicts = {"supported", "contradicted", "inconclusive", "not measured"}
+    assert {r["verdict"] for r in rows} <= verdicts
+    assert summary["several_axes"]["verdict"] == "not measured"  # one axis
+    assert summary["greedy_accuracy"]["verdict"] != "not measured"
+    eq, both = (read_resamples(str(root / "ensembles" / f"{pool}_greedy.resamples.npz")) for pool in ("eq", "eq_inv"))
+    assert (eq.n, eq.samples, eq.labels_sha256) == (both.n, both.samples, both.labels_sha256)
+    cell = next(r for r in rows if r["claim"] == "greedy_accuracy" and r["cell"].startswith("M=2 "))
+    greedy = {pool: json.loads((root / "ensembles" / f"{pool}_greedy.json").read_text())["sizes"][1]
+              for pool in ("eq", "eq_inv")}
+    assert float(cell["estimate"]) == pytest.approx(
+        greedy["eq_inv"]["metrics"]["accuracy"]["value"] - greedy["eq"]["metrics"]["accuracy"]["value"])
+    assert float(cell["ci_low"]) <= float(cell["estimate"]) <= float(cell["ci_high"])
+    for ext in ("md", "html"):
+        assert "Eq+Inv" in (root / "tables" / f"claims.{ext}").read_text()
+
+
 def check_audit_agrees(root, cfg):
     """Every member is audited; the audit table repeats the audit's numbers;
     Eq members' heads are audited; the emergence figures exist."""
@@ -399,7 +427,8 @@ def test_tables_6_and_10_from_two_symmetry_axes(workflow_copy):
     smoke["transfer"] = {"datasets": []}
     smoke["ensembles"]["axes_size"] = 2
     workflow_copy.write_config("config.yaml", smoke)
-    workflow_copy.snakemake("results/smoke/tables/table6.md", "results/smoke/tables/table10.md")
+    workflow_copy.snakemake("results/smoke/tables/table6.md", "results/smoke/tables/table10.md",
+                            "results/smoke/tables/claims.md")
     root = workflow_copy.folder / "results" / "smoke"
     greedy = {p.stem[: -len("_greedy")]: json.loads(p.read_text()) for p in (root / "ensembles").glob("*_greedy.json")}
     assert {"eq_rotation", "eq_halfswap", "eq_inv_rotation", "eq_inv_halfswap", "eq_inv_all"} <= set(greedy)
@@ -422,6 +451,14 @@ def test_tables_6_and_10_from_two_symmetry_axes(workflow_copy):
         delta = (greedy[f"eq_inv_{axis}"]["sizes"][1]["metrics"]["accuracy"]["value"]
                  - greedy[f"eq_{axis}"]["sizes"][1]["metrics"]["accuracy"]["value"])
         assert table10[("Δ top-1 (EI−EE, greedy M=2)", axis)] == pytest.approx(delta)
+    # each Δ with its paired bootstrap CI; the note names both ensembles' distinct members and repeats
+    for cell in csv.DictReader(open(root / "tables" / "table10.csv")):
+        if cell["row"].startswith("Δ"):
+            assert float(cell["ci_low"]) <= float(cell["value"]) <= float(cell["ci_high"])
+            assert "EE = greedy eq_" in cell["note"] and "distinct members" in cell["note"]
+    assert "repeats" in (root / "tables" / "table10.md").read_text()
+    claims = {r["claim"]: r for r in csv.DictReader(open(root / "tables" / "claims.csv")) if r["cell"] == "summary"}
+    assert claims["several_axes"]["verdict"] != "not measured" and claims["axis_gain"]["verdict"] != "not measured"
     # Table 1's dominance pairs members of the ensembles axis (the first one) only
     assert members["dominance"] == members["dominance_by_axis"]["rotation"]
 

@@ -11,8 +11,8 @@
     results/<name>/audit/sets.npz, manifest.json, outputs/<folder>.npz, metrics.json,
                          ood/<key>/dataset.npz, manifest.json (audit.ood_datasets)
     results/<name>/emergence/<run>.npz, metrics.json
-    results/<name>/ensembles/<pool>_<strategy>.json
-    results/<name>/tables/<table>.csv, .md, .tex; paper_comparison.csv, .md; protocol.json
+    results/<name>/ensembles/<pool>_<strategy>.json, .resamples.npz
+    results/<name>/tables/<table>.csv, .md, .tex; paper_comparison.csv, .md; protocol.json; claims.csv, .md, .html
     results/<name>/provenance.html (commit, versions, targets, member manifest: the report's page)
     results/<name>/checksums.json  (sha256 of every result file, for `multisym verify`)
     results/<name>/figures/<figure>.pdf, .png
@@ -128,6 +128,10 @@ class Layout:
 
     def ensemble(self, pool: str, strategy: str) -> str:
         return f"{self.root}/ensembles/{pool}_{strategy}.json"
+
+    def ensemble_resamples(self, pool: str, strategy: str) -> str:
+        """The ensembles' metrics on every bootstrap resample (multisym.resamples)."""
+        return f"{self.root}/ensembles/{pool}_{strategy}.resamples.npz"
 
     def table(self, table: str, ext: str) -> str:
         return f"{self.root}/tables/{table}.{ext}"

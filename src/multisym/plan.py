@@ -279,7 +279,8 @@ class Plan:
     def ensemble_spec(self, wildcards: Wildcards) -> dict:
         members = self.pool_members(wildcards["pool"])
         ensembles = self.config["ensembles"]
-        return {"pool": wildcards["pool"], "members": [m.id for _, m in members],
+        return {"pool": wildcards["pool"], "dataset": wildcards.get("tdata") or "",
+                "members": [m.id for _, m in members],
                 "classes": [cls for cls, _ in members],
                 **{key: ensembles[key] for key in ("greedy", "random", "bootstrap", "diversity_size")}}
 
@@ -291,10 +292,13 @@ class Plan:
 
     # ---------------------------------------------------- dataset summaries
     def summary_inputs(self, wildcards: Wildcards) -> dict[str, Any]:
-        """A dataset summary's member metrics and Eq / Inv / Eq+Inv ensembles."""
+        """A dataset summary's member metrics and Eq / Inv / Eq+Inv ensembles,
+        and the greedy Eq and Eq+Inv ensembles' values on every resample (Δ's CI)."""
         layout = self.layout_of(wildcards)
         return {"members": layout.member_metrics,
-                "ensembles": [layout.ensemble(p, s) for p in self.transfer_pools for s in STRATEGIES]}
+                "ensembles": [layout.ensemble(p, s) for p in self.transfer_pools for s in STRATEGIES],
+                "resamples": [layout.ensemble_resamples(p, "greedy") for p in ("eq", "eq_inv")
+                              if p in self.transfer_pools]}
 
     def dataset_summary_spec(self, wildcards: Wildcards) -> dict:
         key = wildcards.get("tdata")
@@ -303,6 +307,7 @@ class Plan:
         return {"key": label, "label": label, "dataset": dataset["name"],
                 "delta_size": self.config["transfer"]["ensemble_size"],
                 "axes_size": self.config["ensembles"]["axes_size"],
+                "level": self.config["ensembles"]["bootstrap"]["level"],
                 "evaluation_only": bool(key) and self.transfer[key]["mode"] == "evaluate"}
 
     def dataset_summaries(self) -> list[str]:
@@ -369,7 +374,19 @@ class Plan:
         return {"name": config["name"], "dataset": config["dataset"]["name"],
                 "diversity_size": config["ensembles"]["diversity_size"],
                 "selection_split": config["ensembles"]["greedy"]["selection_split"],
-                "axes_size": config["ensembles"]["axes_size"]}
+                "axes_size": config["ensembles"]["axes_size"], "level": config["ensembles"]["bootstrap"]["level"]}
+
+    def claims_spec(self, wildcards: Wildcards) -> dict:
+        """What the claims step needs beside its result files: the sizes the
+        claims are read at, the CI level and the seed of the draws' redrawing,
+        and the transfer datasets in the config's order."""
+        config = self.config
+        return {"name": config["name"], "dataset": config["dataset"]["name"],
+                "diversity_size": config["ensembles"]["diversity_size"],
+                "delta_size": config["transfer"]["ensemble_size"], "axes_size": config["ensembles"]["axes_size"],
+                "level": config["ensembles"]["bootstrap"]["level"], "seed": config["ensembles"]["bootstrap"]["seed"],
+                "transfer": list(self.transfer), "axes": config["members"]["axes"],
+                "pools": list(self.pools), "axis_pools": list(self.axis_pools)}
 
     def comparison_spec(self, wildcards: Wildcards) -> dict:
         config = self.config

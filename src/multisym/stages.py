@@ -19,8 +19,8 @@ VERSIONS: dict[str, int] = {
     "probe": 3,
     "sup_logits": 1,
     "member_metrics": 4,
-    "ensemble": 4,
-    "dataset_summary": 1,
+    "ensemble": 5,
+    "dataset_summary": 2,
     "shift_sets": 1,
     "shift_logits": 2,
     "shift_metrics": 1,
@@ -30,10 +30,11 @@ VERSIONS: dict[str, int] = {
     "audit_metrics": 2,
     "emergence": 1,
     "emergence_metrics": 1,
-    "table": 2,
+    "table": 3,
     "figure": 1,
     "comparison": 2,
     "protocol": 1,
+    "claims": 1,
 }
 
 

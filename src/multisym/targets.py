@@ -19,7 +19,8 @@ from typing import Callable
 from multisym import protocol
 from multisym.plan import EMERGENCE_RUNS, STRATEGIES, Plan
 
-EXTENSIONS = {"table": ("csv", "md", "tex", "html"), "figure": ("pdf", "png")}
+EXTENSIONS = {"table": ("csv", "md", "tex", "html"), "figure": ("pdf", "png"), "claims": ("csv", "md", "html")}
+MODULES = {"table": "tables", "figure": "figures", "claims": "claims"}  # multisym.report.<module>
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,18 @@ class Target:
 
     @property
     def kind(self) -> str:
+        if self.name == "claims":
+            return "claims"
         return "figure" if self.name.startswith("figure") else "table"
 
     def build(self) -> Callable:
-        """The builder: (results, report spec) -> cells (a table) or a matplotlib figure."""
-        module = importlib.import_module(f"multisym.report.{self.kind}s")
+        """The builder: (results, report spec) -> cells (a table), a matplotlib
+        figure, or the claims' rows."""
+        module = importlib.import_module(f"multisym.report.{MODULES[self.kind]}")
         return getattr(module, self.builder or self.name)
 
     def outputs(self, plan: Plan) -> list[str]:
-        where = plan.layout.table if self.kind == "table" else plan.layout.figure
+        where = plan.layout.figure if self.kind == "figure" else plan.layout.table
         return [where(self.name, ext) for ext in EXTENSIONS[self.kind]]
 
 
@@ -87,8 +91,25 @@ def _axes(plan: Plan) -> list[str]:
 
 
 def _axis_deltas(plan: Plan) -> list[str]:
-    return [plan.layout.member_metrics,
-            *(plan.layout.ensemble(p, "greedy") for p in plan.axis_pools if p != "eq_inv_all")]
+    pools = [p for p in plan.axis_pools if p != "eq_inv_all"]
+    return [plan.layout.member_metrics, *(plan.layout.ensemble(p, "greedy") for p in pools),
+            *(plan.layout.ensemble_resamples(p, "greedy") for p in pools)]
+
+
+def _claims(plan: Plan) -> list[str]:
+    """Every ensemble's values on every resample that a claim can rest on
+    (each pool's greedy and random ensembles on every dataset; with two axes,
+    the axis pools' greedy and whole-pool ensembles), and the member metrics
+    (Table 1's class dominance)."""
+    layout = plan.layout
+    paths = [layout.member_metrics, *(layout.ensemble_resamples(p, s) for p in plan.pools for s in STRATEGIES)]
+    for key in plan.transfer:
+        paths += [layout.transfer(key).ensemble_resamples(p, s) for p in plan.transfer_pools for s in STRATEGIES]
+    if _two_axes(plan):
+        paths += [layout.ensemble_resamples(p, "greedy") for p in plan.axis_pools]
+        paths += [layout.ensemble_resamples(p, "all") for p in plan.axis_pools
+                  if p.startswith("eq_inv_") and p != "eq_inv_all"]
+    return paths
 
 
 POOLS = "at least one ensemble pool (ensembles.pools)"
@@ -154,7 +175,10 @@ FIGURES = (
                                     "last epoch",
            lambda plan: [plan.layout.emergence_metrics], _emergence, "emergence.enabled"),
 )
-TARGETS = {target.name: target for target in (*TABLES, *FIGURES)}
+# The paper's claims, each tested by paired bootstrap differences (multisym.report.claims)
+CLAIMS = Target("claims", "The paper's claims, tested at this scale: paired bootstrap 95% CIs of each difference "
+                          "and a verdict", _claims, _pools, POOLS)
+TARGETS = {target.name: target for target in (*TABLES, *FIGURES, CLAIMS)}
 NOT_BUILT = {
     "figure1": "the method schematic, a drawing without data: omitted",
     "figure5": "qualitative examples without numbers: omitted",
@@ -167,8 +191,8 @@ def built(plan: Plan, kind: str | None = None) -> list[Target]:
 
 
 def outputs(plan: Plan) -> list[str]:
-    """Every file of the tables and figures this scale builds, the paper
-    comparison and the protocol record it reads first."""
+    """Every file of the tables, figures and claims this scale builds, the
+    paper comparison and the protocol record it reads first."""
     return [plan.layout.comparison(ext) for ext in ("csv", "md", "html")] + [plan.layout.protocol] + [
         path for target in built(plan) for path in target.outputs(plan)]
 
@@ -227,11 +251,13 @@ def results(plan: Plan) -> dict[str, Result]:
             members = frozenset(m.folder for _, m in plan.pool_members(pool))
             for strategy in (*STRATEGIES, "all"):
                 out[layout.ensemble(pool, strategy)] = Result((), members, dataset)
+                out[layout.ensemble_resamples(pool, strategy)] = Result((), members, dataset)
 
     ensembles(layout, plan.all_pools, None)
     out[layout.member_metrics] = Result((), frozenset(evaluated))
     summary = plan.summary_inputs({})
-    out[layout.dataset_summary] = Result((summary["members"], *summary["ensembles"]), frozenset(evaluated))
+    out[layout.dataset_summary] = Result((summary["members"], *summary["ensembles"], *summary["resamples"]),
+                                         frozenset(evaluated))
     shift = tuple(plan.shift_member_logits({}))
     shifted = frozenset(m.folder for m in plan.shift_members())
     out[layout.shift_metrics] = Result((*shift, *greedy, layout.shift_manifest), shifted)
@@ -246,7 +272,8 @@ def results(plan: Plan) -> dict[str, Result]:
         ensembles(tlayout, plan.transfer_pools, key)
         out[tlayout.member_metrics] = Result((), transfer_members, key)
         summary = plan.summary_inputs({"tdata": key})
-        out[tlayout.dataset_summary] = Result((summary["members"], *summary["ensembles"]), transfer_members, key)
+        out[tlayout.dataset_summary] = Result((summary["members"], *summary["ensembles"], *summary["resamples"]),
+                                              transfer_members, key)
     return out
 
 

@@ -92,6 +92,10 @@ def target_inputs(wildcards):
     return targets.TARGETS[name].reads(PLAN)
 
 
+def claims_inputs(wildcards):
+    return targets.CLAIMS.reads(PLAN)
+
+
 def comparison_inputs(wildcards):
     return targets.comparison_inputs(PLAN)
 

@@ -1,5 +1,6 @@
 # Ensembles from stored logits (docs/method.md#ensembles): every member alone, then
-# each pool's greedy and random ensembles with test metrics and bootstrap CIs. Each
+# each pool's greedy and random ensembles with test metrics and bootstrap CIs, and
+# their values on every resample for paired differences (claims, Tables 9, 10). Each
 # job spreads its work over its threads (multisym.ensembles.rowblocks); Snakemake gives it at
 # most the cores it has, so jobs side by side do not each take every core.
 rule member_metrics:
@@ -27,6 +28,7 @@ rule ensemble:
         logits=PLAN.pool_logits,
     output:
         result=kept(LAYOUT.ensemble("{pool}", "{strategy}")),
+        resamples=kept(LAYOUT.ensemble_resamples("{pool}", "{strategy}")),
     log:
         LAYOUT.log("ensemble", "{pool}_{strategy}"),
     conda:
@@ -39,4 +41,5 @@ rule ensemble:
         version=stage_version("ensemble"),
     shell:
         "multisym ensemble --strategy {wildcards.strategy} --spec-json {params.spec:q}"
-        " --logits {input.logits} --out {output.result} --threads {threads} > {log} 2>&1"
+        " --logits {input.logits} --out {output.result}"
+        " --out-resamples {output.resamples} --threads {threads} > {log} 2>&1"

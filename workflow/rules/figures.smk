@@ -99,6 +99,33 @@ rule comparison:
         " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
 
 
+# The paper's claims, each a paired bootstrap difference of two ensembles on the
+# same test resamples (docs/method.md#claims), from the ensembles' resamples files.
+rule claims:
+    input:
+        results=claims_inputs,
+    output:
+        csv=kept(LAYOUT.table("claims", "csv")),
+        md=kept(LAYOUT.table("claims", "md")),
+        html=report(
+            kept(LAYOUT.table("claims", "html")),
+            caption="../report/claims.rst",
+            category="Claims",
+            labels={"table": "claims"},
+        ),
+    log:
+        LAYOUT.log("claims", "paper"),
+    localrule: True
+    conda:
+        env("workflow")
+    params:
+        spec=spec(PLAN.claims_spec),
+        version=stage_version("claims"),
+    shell:
+        "multisym claims --spec-json {params.spec:q} --inputs {input.results}"
+        " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
+
+
 # The report's provenance page: commit, versions, every target's status, the
 # member manifest and the resolved config.
 rule provenance:

@@ -23,7 +23,8 @@ rule dataset_summary:
         version=stage_version("dataset_summary"),
     shell:
         "multisym dataset-summary --spec-json {params.spec:q} --members {input.members}"
-        " --ensembles {input.ensembles} --out {output.summary} > {log} 2>&1"
+        " --ensembles {input.ensembles} --resamples {input.resamples}"
+        " --out {output.summary} > {log} 2>&1"
 
 
 use rule prepare_data as prepare_transfer_data with:
@@ -121,6 +122,7 @@ use rule member_metrics as transfer_member_metrics with:
 use rule ensemble as transfer_ensemble with:
     output:
         result=kept(TLAYOUT.ensemble("{pool}", "{strategy}")),
+        resamples=kept(TLAYOUT.ensemble_resamples("{pool}", "{strategy}")),
     log:
         TLAYOUT.log("ensemble", "{pool}_{strategy}"),
 

@@ -39,10 +39,13 @@ def _ensemble_arguments(p) -> None:
     p.add_argument("--spec-json", required=True, help="pool, members, classes and the ensembles settings")
     p.add_argument("--logits", nargs="+", required=True, help="logits files, in the order of the spec's members")
     p.add_argument("--out", required=True)
+    p.add_argument("--out-resamples", help="each ensemble's test metrics on every bootstrap resample (.npz), "
+                                           "for paired differences between ensembles")
     _job_threads(p)
 
 
 def ensemble(args) -> None:
+    from multisym.resamples import Recorder, write_resamples
     from multisym.ensembles.rowblocks import set_job_threads
     from multisym.ensembles.strategies import (JOB_INPUTS, greedy_results, load_logits, random_results,
                                                whole_pool_results)
@@ -52,7 +55,11 @@ def ensemble(args) -> None:
     if len(spec["members"]) != len(args.logits):
         raise SystemExit(f"error: {len(spec['members'])} members but {len(args.logits)} logits files")
     runner = {"greedy": greedy_results, "random": random_results, "all": whole_pool_results}[args.strategy]
-    result = runner(spec["members"], spec["classes"], load_logits(args.logits, JOB_INPUTS[args.strategy]), spec)
+    stacks = load_logits(args.logits, JOB_INPUTS[args.strategy])
+    record = Recorder(spec["bootstrap"], stacks["test_labels"]) if args.out_resamples else None
+    result = runner(spec["members"], spec["classes"], stacks, spec, record)
+    if record is not None:
+        write_resamples(record.build(spec["pool"], args.strategy, spec.get("dataset", "")), args.out_resamples)
     write_json({"pool": spec["pool"], "strategy": args.strategy, "members": spec["members"],
                 "classes": spec["classes"], **result}, args.out)
 

@@ -20,6 +20,8 @@ from typing import Callable
 
 import numpy as np
 
+from multisym.resamples import percentile_ci  # the CIs of every result, and of paired differences
+
 ECE_BINS = 15
 UQ_POINTS = 50  # fractions removed on the uncertainty-quantification curve
 PROB_FLOOR = 1e-12  # NLL clamps probabilities here, so one confident miss cannot give inf
@@ -224,12 +226,6 @@ def resample_stream(seed: int, resample: int) -> np.random.Generator:
     """The generator of bootstrap resample ``resample``: NumPy's SeedSequence
     of the pair (seed, resample), which makes independent streams."""
     return np.random.default_rng([seed, resample])
-
-
-def percentile_ci(values: np.ndarray, level: float) -> list[float]:
-    tail = 100.0 * (1.0 - level) / 2.0
-    low, high = np.percentile(values, [tail, 100.0 - tail])
-    return [float(low), float(high)]
 
 
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, samples: int, seed: int,

@@ -23,7 +23,8 @@ softmax, and an ensemble costs a few passes over each of its distinct members.
 Both are done a block of rows at a time on every core of the job
 (``rowblocks``); ensembles evaluated together (``terms_of``) share each
 block's reads of the members. Bootstrap CIs over the per-sample values
-are ``resampling``'s. ``tests/test_outputs.py`` checks all of it against
+are ``resampling``'s; the values on every resample behind them can be kept
+for paired differences between ensembles (``multisym.resamples``). ``tests/test_outputs.py`` checks all of it against
 the definitions in ``metrics``. NumPy only.
 """
 
@@ -289,11 +290,14 @@ class SplitOutputs:
         out["entropy"][:] = _entropy(probs, t)
 
     def summary(self, chosen: list[int], bootstrap: dict, terms: dict | None = None,
-                ci: bool = True) -> dict[str, dict]:
+                ci: bool = True, resampled: dict | None = None) -> dict[str, dict]:
         """Every metric with its percentile bootstrap CI over samples:
         {metric: {"value": v, "ci": [lo, hi]}} (the keys of ``metrics.summarise``);
         without ``ci``, {metric: {"value": v}}. ``terms``: the ensemble's
-        ``terms`` when already computed."""
+        ``terms`` when already computed. ``resampled``: a dict that receives
+        each metric's value on every resample, (samples,) per metric, the
+        values the CIs are percentiles of (kept for paired differences,
+        ``multisym.resamples``), with or without ``ci``."""
         terms = dict(self.terms(chosen) if terms is None else terms)
         confidence, uncertainty = terms.pop("_confidence"), terms.pop("bald")
         hits, n = terms["accuracy"] / 100.0, len(self.labels)
@@ -303,18 +307,21 @@ class SplitOutputs:
         out = {name: {"value": float(values.mean())} for name, values in terms.items()}
         out["ece"] = {"value": float(np.abs(binned.sum(axis=0)).sum() / n)}
         out["auuqc"] = {"value": float(uq_curve(hits, uncertainty)[1].mean())}
-        if not ci:
+        if not ci and resampled is None:
             return out
         draws = (n, bootstrap["samples"], bootstrap["seed"])
         by_item = resample_counts_by_item(*draws)
         names = list(terms)
         values = np.stack([terms[name] for name in names], axis=1)
-        resampled = resampled_means(by_item, np.concatenate([values, binned], axis=1))
-        level = bootstrap["level"]
-        for i, name in enumerate(names):
-            out[name]["ci"] = percentile_ci(resampled[:, i], level)
-        out["ece"]["ci"] = percentile_ci(np.abs(resampled[:, len(names):]).sum(axis=1), level)
-        out["auuqc"]["ci"] = percentile_ci(resampled_auuqc(by_item, hits, uncertainty), level)
+        means = resampled_means(by_item, np.concatenate([values, binned], axis=1))
+        per_resample = {name: means[:, i] for i, name in enumerate(names)}
+        per_resample["ece"] = np.abs(means[:, len(names):]).sum(axis=1)
+        per_resample["auuqc"] = resampled_auuqc(by_item, hits, uncertainty)
+        if resampled is not None:
+            resampled.update(per_resample)
+        if ci:
+            for name, values in per_resample.items():
+                out[name]["ci"] = percentile_ci(values, bootstrap["level"])
         return out
 
     def uq_curve(self, chosen: list[int], terms: dict | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ from multisym.files import map_npz
 from multisym.ensembles.metrics import dominance_of_hits, percentile_ci
 from multisym.ensembles.outputs import SplitOutputs
 from multisym.ensembles.resampling import resample_counts
+from multisym.resamples import Recorder
 
 START_RULES = ("best_val", "random", "fixed")
 
@@ -158,8 +159,21 @@ def protocol_notes(greedy_settings: dict) -> list[str]:
     return notes
 
 
-def greedy_results(ids: list[str], classes: list[str], stacks: dict, settings: dict) -> dict:
-    """The greedy sequence and the test metrics of each of its prefixes."""
+def _summary(test: SplitOutputs, chosen: list[int], settings: dict, terms: dict, record: Recorder | None,
+             size: int, draw: int = 0, ci: bool = True) -> dict:
+    """``test.summary`` of one ensemble; with ``record``, its values on every
+    resample are recorded too (``multisym.resamples``)."""
+    kept = {} if record is not None else None
+    summary = test.summary(chosen, settings["bootstrap"], terms, ci=ci, resampled=kept)
+    if record is not None:
+        record.add(size, draw, len(set(chosen)), summary, kept)
+    return summary
+
+
+def greedy_results(ids: list[str], classes: list[str], stacks: dict, settings: dict,
+                   record: Recorder | None = None) -> dict:
+    """The greedy sequence and the test metrics of each of its prefixes
+    (with ``record``, each prefix's values on every resample too)."""
     greedy_settings = settings["greedy"]
     split = greedy_settings["selection_split"]
     select, test = stacks[split], stacks["test"]
@@ -177,14 +191,15 @@ def greedy_results(ids: list[str], classes: list[str], stacks: dict, settings: d
             "members": [ids[i] for i in chosen],
             "distinct": len(set(chosen)),
             "selection_accuracy": 100.0 * selection_scores[size - 1][0],
-            "metrics": test.summary(chosen, settings["bootstrap"], terms),
+            "metrics": _summary(test, chosen, settings, terms, record, size),
             "uq_curve": dict(zip(("fraction_removed", "accuracy"),
                                  (v.tolist() for v in test.uq_curve(chosen, terms)))),
         })
     return {"order": [ids[i] for i in order], "protocol": protocol_notes(greedy_settings), "sizes": sizes}
 
 
-def random_results(ids: list[str], classes: list[str], stacks: dict, settings: dict) -> dict:
+def random_results(ids: list[str], classes: list[str], stacks: dict, settings: dict,
+                   record: Recorder | None = None) -> dict:
     """K random draws per size; each draw's test metrics, and mean ± std (ddof 0)
     over draws, which is how random ensembles are reported (Tables 2, 3, 7, 8),
     so a draw has no bootstrap CI. The diversity metrics (Table 3, Figure 3)
@@ -199,10 +214,10 @@ def random_results(ids: list[str], classes: list[str], stacks: dict, settings: d
     sizes = []
     for size in random_settings["sizes"]:
         draws = []
-        for chosen in drawn[size]:
+        for draw, chosen in enumerate(drawn[size]):
             draws.append({
                 "members": [ids[i] for i in chosen],
-                "metrics": stacks["test"].summary(chosen, settings["bootstrap"], next(all_terms), ci=False),
+                "metrics": _summary(stacks["test"], chosen, settings, next(all_terms), record, size, draw, ci=False),
             })
         names = draws[0]["metrics"].keys()
         values = {n: np.array([d["metrics"][n]["value"] for d in draws]) for n in names}
@@ -215,14 +230,14 @@ def random_results(ids: list[str], classes: list[str], stacks: dict, settings: d
     return {"protocol": [], "sizes": sizes}
 
 
-def whole_pool_results(ids: list[str], classes: list[str], stacks: dict, settings: dict) -> dict:
+def whole_pool_results(ids: list[str], classes: list[str], stacks: dict, settings: dict,
+                       record: Recorder | None = None) -> dict:
     """The ensemble of every member of the pool, each once (Table 6's single-axis
     rows: all six models of an axis)."""
-    everyone = list(range(len(ids)))
+    everyone, test = list(range(len(ids))), stacks["test"]
     return {"protocol": [], "sizes": [{
         "size": len(ids), "members": list(ids), "distinct": len(set(ids)),
-        "metrics": stacks["test"].summary(everyone, settings["bootstrap"],
-                                          stacks["test"].terms(everyone, diversity=False)),
+        "metrics": _summary(test, everyone, settings, test.terms(everyone, diversity=False), record, len(ids)),
     }]}
 
 

@@ -210,13 +210,15 @@ def _dataset_summary_arguments(p) -> None:
     p.add_argument("--spec-json", required=True, help="key, label, dataset name and delta_size as JSON")
     p.add_argument("--members", required=True, help="the dataset's member metrics JSON")
     p.add_argument("--ensembles", nargs="+", required=True, help="its Eq / Inv / Eq+Inv ensemble JSONs")
+    p.add_argument("--resamples", nargs="*", default=[],
+                   help="its greedy Eq and Eq+Inv ensembles' values on every resample (the CIs of Δ)")
     p.add_argument("--out", required=True)
 
 
 def dataset_summary(args) -> None:
     from multisym.evaluate.transfer import write_summary
 
-    write_summary(json.loads(args.spec_json), args.members, args.ensembles, args.out)
+    write_summary(json.loads(args.spec_json), args.members, args.ensembles, args.out, args.resamples)
 
 
 COMMANDS = (

@@ -11,7 +11,9 @@ and its Eq / Inv / Eq+Inv ensembles:
 * random ensembles per size: mean ± std over draws of the same two numbers;
 * class dominance of the best-on-val Eq member vs the best-on-val Inv member
   (% of classes where each is more accurate, Table 1's definition);
-* Δ at greedy M (Table 9, Figure 4): Eq+Inv minus Eq, for top-1 and efficiency.
+* Δ at greedy M (Table 9, Figure 4): Eq+Inv minus Eq, for top-1 and efficiency,
+  with the paired bootstrap CI of each difference when the two ensembles'
+  values on every resample are given (docs/method.md#paired-differences).
 
 Tables 5, 8, 9 and Figure 4 read only these summaries; Tables 5 and 8 (transfer
 by adaptation) leave out the evaluation-only sets, which Table 9 and Figure 4
@@ -24,6 +26,7 @@ import json
 
 import numpy as np
 
+from multisym.resamples import Side, paired_difference, read_resamples
 from multisym.files import atomic_write_text
 
 STAND_INS = {
@@ -58,19 +61,30 @@ def _random(result: dict) -> list[dict]:
     ]
 
 
-def _delta(greedy: dict, size: int) -> dict | None:
-    """Greedy Eq+Inv minus greedy Eq at ensemble size ``size``."""
+def _delta(greedy: dict, size: int, resamples: dict | None = None, level: float = 0.95) -> dict | None:
+    """Greedy Eq+Inv minus greedy Eq at ensemble size ``size``; with both
+    pools' ``resamples`` (pool -> ``resamples.Resamples``), each difference's
+    paired bootstrap CI as ``<metric>_ci``."""
     if "eq" not in greedy or "eq_inv" not in greedy:
         return None
     at = {pool: next((e for e in greedy[pool] if e["size"] == size), None) for pool in ("eq", "eq_inv")}
     if None in at.values():
         return None
-    return {"size": size, **{key: at["eq_inv"][key] - at["eq"][key] for key in ("accuracy", "efficiency")}}
+    delta = {"size": size, **{key: at["eq_inv"][key] - at["eq"][key] for key in ("accuracy", "efficiency")}}
+    if resamples and {"eq", "eq_inv"} <= set(resamples):
+        sides = {pool: (resamples[pool], resamples[pool].rows(size)) for pool in ("eq", "eq_inv")}
+        for key in ("accuracy", "efficiency"):
+            difference = paired_difference(Side(*sides["eq_inv"], key), Side(*sides["eq"], key), level)
+            delta[f"{key}_ci"] = [difference.ci_low, difference.ci_high]
+    return delta
 
 
-def summarise_dataset(spec: dict, member_metrics: dict, ensembles: list[dict]) -> dict:
-    """``spec``: key, label, dataset (its name), delta_size and evaluation_only
-    (a set the members are evaluated on without adaptation: ImageNet-V2, -R)."""
+def summarise_dataset(spec: dict, member_metrics: dict, ensembles: list[dict],
+                      resamples: dict | None = None) -> dict:
+    """``spec``: key, label, dataset (its name), delta_size, evaluation_only
+    (a set the members are evaluated on without adaptation: ImageNet-V2, -R)
+    and level (of Δ's CIs); ``resamples``: the greedy Eq and Eq+Inv
+    ensembles' values on every resample, by pool."""
     greedy = {r["pool"]: _greedy(r) for r in ensembles if r["strategy"] == "greedy"}
     random = {r["pool"]: _random(r) for r in ensembles if r["strategy"] == "random"}
     dominance = member_metrics.get("dominance") or None
@@ -87,17 +101,19 @@ def summarise_dataset(spec: dict, member_metrics: dict, ensembles: list[dict]) -
         "greedy": greedy,
         "random": random,
         "dominance": dominance,
-        "delta": _delta(greedy, spec["delta_size"]),
+        "delta": _delta(greedy, spec["delta_size"], resamples, spec.get("level", 0.95)),
     }
 
 
-def write_summary(spec: dict, members_path: str, ensemble_paths: list[str], out: str) -> dict:
+def write_summary(spec: dict, members_path: str, ensemble_paths: list[str], out: str,
+                  resample_paths: list[str] = ()) -> dict:
     with open(members_path) as handle:
         member_metrics = json.load(handle)
     ensembles = []
     for path in ensemble_paths:
         with open(path) as handle:
             ensembles.append(json.load(handle))
-    summary = summarise_dataset(spec, member_metrics, ensembles)
+    resamples = {r.pool: r for r in map(read_resamples, resample_paths)}
+    summary = summarise_dataset(spec, member_metrics, ensembles, resamples)
     atomic_write_text(json.dumps(summary, indent=2) + "\n", out)
     return summary

@@ -1,5 +1,6 @@
 """The report stage's subcommands: the paper's tables and figures from result
-files, every paper number beside this run's (docs/results.md), the provenance
+files, every paper number beside this run's (docs/results.md), the paper's
+claims tested (docs/method.md#claims), the provenance
 page, and the checksum ledger a reviewer verifies (docs/workflow.md#targets-and-reviewing)."""
 
 from __future__ import annotations
@@ -113,6 +114,22 @@ def compare(args) -> None:
           file=sys.stderr)
 
 
+def _claims_arguments(p) -> None:
+    p.add_argument("--spec-json", required=True, help="sizes, CI level, seed, transfer datasets, axes and pools")
+    p.add_argument("--inputs", nargs="+", required=True, help="the ensembles' resamples files and member metrics")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.add_argument("--out-html", help="the claims as an HTML page (for the report)")
+
+
+def claims(args) -> None:
+    from multisym.report.claims import write
+
+    rows = write(args.inputs, json.loads(args.spec_json), args.out_csv, args.out_md, args.out_html)
+    verdicts = [r.verdict for r in rows if r.cell == "summary"]
+    print("claims: " + ", ".join(f"{verdicts.count(v)} {v}" for v in sorted(set(verdicts))), file=sys.stderr)
+
+
 def _figure_arguments(p) -> None:
     _target_arguments(p, "figure", ("pdf", "png"))
 
@@ -135,5 +152,7 @@ COMMANDS = (
             _compare_arguments, compare),
     Command("deviations", "write docs/deviations.md from the list of deviations from the paper",
             _deviations_arguments, deviations),
+    Command("claims", "test the paper's claims by paired bootstrap differences of ensembles", _claims_arguments,
+            claims),
     Command("figure", "draw one of the paper's figures (PDF and PNG) from result files", _figure_arguments, figure),
 )

@@ -15,10 +15,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from multisym.files import atomic_write_text
+from multisym.resamples import Side, paired_difference, read_resamples
 from multisym.targets import TABLES
 
 POOL_LABELS = {"eq": "Eq (DE)", "inv": "Inv", "eq_inv": "Eq+Inv (MSE)", "base": "Base (DE SimCLR)",
@@ -40,7 +42,10 @@ class Cell:
 
 
 def load_results(paths: list[str]) -> list[dict]:
-    return [json.loads(Path(path).read_text()) for path in paths]
+    """Each result file: a JSON as it is; an ensemble job's values on every
+    resample (``.resamples.npz``) as {"resamples": ``resamples.Resamples``}."""
+    return [{"resamples": read_resamples(path)} if str(path).endswith(".npz") else json.loads(Path(path).read_text())
+            for path in paths]
 
 
 def ensembles_by(results: list[dict]) -> dict[tuple[str, str], dict]:
@@ -220,7 +225,8 @@ def table8(results: list[dict], spec: dict) -> list[Cell]:
 def table9(results: list[dict], spec: dict) -> list[Cell]:
     """Per dataset (the pretraining dataset first): % classes Eq > Inv and
     Eq < Inv (best-on-val members, with bootstrap CIs), and Δ top-1 and Δ
-    efficiency of greedy Eq+Inv minus greedy Eq at M = transfer.ensemble_size."""
+    efficiency of greedy Eq+Inv minus greedy Eq at M = transfer.ensemble_size,
+    with paired bootstrap CIs (docs/method.md#paired-differences)."""
     cells = []
     for summary in results:
         column, note = summary["label"], _stand_in_note(summary)
@@ -233,10 +239,10 @@ def table9(results: list[dict], spec: dict) -> list[Cell]:
                                   note="; ".join(n for n in (pair, note) if n)))
         delta = summary["delta"]
         if delta:
-            cells.append(Cell("table9", f"Δ top-1 (EI−EE, greedy M={delta['size']})", column,
-                              delta["accuracy"], note=note))
-            cells.append(Cell("table9", f"Δ efficiency (EI−EE, greedy M={delta['size']})", column,
-                              delta["efficiency"], note=note))
+            for key, label in (("accuracy", "top-1"), ("efficiency", "efficiency")):
+                low, high = delta.get(f"{key}_ci") or (None, None)
+                cells.append(Cell("table9", f"Δ {label} (EI−EE, greedy M={delta['size']})", column,
+                                  delta[key], ci_low=low, ci_high=high, note=note))
     return cells
 
 
@@ -269,23 +275,47 @@ def table6(results: list[dict], spec: dict) -> list[Cell]:
     return cells
 
 
+def _ensemble_note(name: str, pool: str, entry: dict) -> str:
+    """Which members an ensemble holds: its distinct members, how many of its
+    M places repeat one, and each member's count."""
+    counts = Counter(entry["members"])
+    listed = ", ".join(f"{member} x{count}" for member, count in counts.items())
+    return (f"{name} = greedy {pool} at M={entry['size']}: {len(counts)} distinct members, "
+            f"{entry['size'] - len(counts)} repeats ({listed})")
+
+
 def table10(results: list[dict], spec: dict) -> list[Cell]:
     """Per axis: class dominance of its best-on-val Eq vs Inv member (with
-    bootstrap CIs), and greedy eq_inv_<axis> minus eq_<axis> at M = axes_size."""
+    bootstrap CIs), and greedy eq_inv_<axis> minus eq_<axis> at M = axes_size
+    with paired bootstrap CIs (docs/method.md#paired-differences). An axis's
+    Eq pool may hold fewer than M members (the paper's: 3 of M = 6), so
+    greedy selection with replacement repeats them; each Δ's note names the
+    distinct members and repeats of both ensembles."""
     size, cells = spec["axes_size"], []
     members = next(r for r in results if "dominance_by_axis" in r)
     greedy = {r["pool"]: _greedy_entry(r, size) for r in results if "pool" in r}
+    resamples = {r["resamples"].pool: r["resamples"] for r in results if "resamples" in r}
     for axis, dominance in members["dominance_by_axis"].items():
         pair = f"{dominance['eq']} vs {dominance['inv']}"
         for key, row in (("eq_better", "Eq>Inv (% classes)"), ("inv_better", "Eq<Inv (% classes)"),
                          ("tie", "Eq==Inv (% classes)")):
             low, high = dominance["best_pair_ci"][key]
             cells.append(Cell("table10", row, axis, dominance["best_pair"][key], ci_low=low, ci_high=high, note=pair))
-        both, eq = greedy.get(f"eq_inv_{axis}"), greedy.get(f"eq_{axis}")
+        pools = (f"eq_inv_{axis}", f"eq_{axis}")
+        both, eq = (greedy.get(pool) for pool in pools)
         if both and eq:
+            note = "; ".join(_ensemble_note(name, pool, entry) for name, pool, entry in zip(("EI", "EE"), pools,
+                                                                                            (both, eq)))
+            paired = all(pool in resamples for pool in pools)
             for metric, label in (("accuracy", "top-1"), ("efficiency", "efficiency")):
                 delta = both["metrics"][metric]["value"] - eq["metrics"][metric]["value"]
-                cells.append(Cell("table10", f"Δ {label} (EI−EE, greedy M={size})", axis, delta))
+                low = high = None
+                if paired:
+                    sides = [Side(resamples[pool], resamples[pool].rows(size), metric) for pool in pools]
+                    difference = paired_difference(*sides, spec.get("level", 0.95))
+                    low, high = difference.ci_low, difference.ci_high
+                cells.append(Cell("table10", f"Δ {label} (EI−EE, greedy M={size})", axis, delta,
+                                  ci_low=low, ci_high=high, note=note))
     return cells
 
 
@@ -383,8 +413,10 @@ def _grid(cells: list[Cell]) -> tuple[list[str], list[str], dict[tuple[str, str]
 
 
 def _notes(cells: list[Cell]) -> list[str]:
-    """The notes shown under a table: protocol variants and stand-ins."""
-    return sorted({part for c in cells for part in c.note.split("; ") if "paper" in part or "stand-in" in part})
+    """The notes shown under a table: protocol variants, stand-ins and the
+    members of ensembles compared (Table 10)."""
+    shown = ("paper", "stand-in", "repeats")
+    return sorted({part for c in cells for part in c.note.split("; ") if any(word in part for word in shown)})
 
 
 def to_markdown(cells: list[Cell], title: str) -> str:
