@@ -433,7 +433,8 @@ def test_tables_6_and_10_from_two_symmetry_axes(workflow_copy):
     smoke["transfer"] = {"datasets": []}
     smoke["ensembles"]["axes_size"] = 2
     workflow_copy.write_config("config.yaml", smoke)
-    workflow_copy.snakemake("results/smoke/tables/table6.md", "results/smoke/tables/table10.md")
+    workflow_copy.snakemake("results/smoke/tables/table6.md", "results/smoke/tables/table10.md",
+                            "results/smoke/tables/table1.md", "results/smoke/figures/figure6.pdf")
     root = workflow_copy.folder / "results" / "smoke"
     greedy = {p.stem[: -len("_greedy")]: json.loads(p.read_text()) for p in (root / "ensembles").glob("*_greedy.json")}
     assert {"eq_rotation", "eq_halfswap", "eq_inv_rotation", "eq_inv_halfswap", "eq_inv_all"} <= set(greedy)
@@ -456,8 +457,15 @@ def test_tables_6_and_10_from_two_symmetry_axes(workflow_copy):
         delta = (greedy[f"eq_inv_{axis}"]["sizes"][1]["metrics"]["accuracy"]["value"]
                  - greedy[f"eq_{axis}"]["sizes"][1]["metrics"]["accuracy"]["value"])
         assert table10[("Δ top-1 (EI−EE, greedy M=2)", axis)] == pytest.approx(delta)
-    # Table 1's dominance pairs members of the ensembles axis (the first one) only
+    # Table 1's dominance pairs members of the ensembles axis (the first one) only, and so do its columns
     assert members["dominance"] == members["dominance_by_axis"]["rotation"]
+    table1 = {(r["row"], r["column"]): r for r in csv.DictReader(open(root / "tables" / "table1.csv"))}
+    for column, mode in (("Eq", "eq"), ("Inv", "inv")):
+        rows = [m for m in members["members"] if m["mode"] == mode and m["axis"] == "rotation"]
+        assert table1[("Mean over members", column)]["n"] == "2"
+        assert float(table1[("Mean over members", column)]["value"]) == pytest.approx(
+            sum(m["metrics"]["accuracy"]["value"] for m in rows) / 2)
+        assert table1[("Best member on val", column)]["note"].startswith(f"{mode}-rotation-")
 
 
 def test_a_scale_named_dotdot_plans_nothing(workflow_copy):

@@ -18,7 +18,7 @@ VERSIONS: dict[str, int] = {
     "finetune": 1,
     "probe": 3,
     "sup_logits": 1,
-    "member_metrics": 4,
+    "member_metrics": 5,
     "ensemble": 4,
     "dataset_summary": 1,
     "shift_sets": 1,

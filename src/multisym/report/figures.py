@@ -28,7 +28,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from multisym.report.tables import MODE_LABELS, POOL_LABELS, ensembles_by, load_results  # noqa: E402
+from multisym.report.tables import (  # noqa: E402
+    MODE_LABELS, POOL_LABELS, ensembles_axis_members, ensembles_by, load_results)
 from multisym.targets import FIGURES  # noqa: E402
 
 POOL_ORDER = ("sup", "ssl_ft", "base", "inv", "eq", "eq_inv")
@@ -93,10 +94,11 @@ def figure3(results: list[dict], spec: dict):
 def figure6(results: list[dict], spec: dict):
     """Per-class test accuracy of two members on up to 10 classes drawn at random
     (seeded): top, the best-on-val Eq vs the best-on-val Inv member; bottom, the
-    two best-on-val Eq members (the paper's Figure 6, Appendix)."""
+    two best-on-val Eq members (the paper's Figure 6, Appendix), of the
+    ensembles axis."""
     import numpy as np
 
-    members = next(r for r in results if "members" in r and "dominance" in r)["members"]
+    members = ensembles_axis_members(next(r for r in results if "members" in r and "dominance" in r))
     ranked = {mode: sorted((m for m in members if m["mode"] == mode), key=lambda m: -m["val_accuracy"])
               for mode in ("eq", "inv")}
     pairs = [(ranked["eq"][0], ranked["inv"][0], "Eq", "Inv"), (ranked["eq"][0], ranked["eq"][1], "Eq 1", "Eq 2")]

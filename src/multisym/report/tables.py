@@ -64,11 +64,19 @@ def _ordered_pools(results: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------ tables
+def ensembles_axis_members(members: dict) -> list[dict]:
+    """The member rows of Table 1 and Figure 6: the Eq and Inv members of the
+    ensembles axis (with several axes the others feed Tables 6 and 10), and
+    every member of another mode."""
+    axis = members.get("axis")
+    return [m for m in members["members"] if axis is None or m["mode"] not in ("eq", "inv") or m["axis"] == axis]
+
+
 def table1(results: list[dict], spec: dict) -> list[Cell]:
     members = next(r for r in results if "members" in r and "dominance" in r)
     cells = []
     for mode, label in MODE_LABELS.items():
-        rows = [m for m in members["members"] if m["mode"] == mode]
+        rows = [m for m in ensembles_axis_members(members) if m["mode"] == mode]
         if not rows:
             continue
         values = [m["metrics"]["accuracy"]["value"] for m in rows]
