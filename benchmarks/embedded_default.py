@@ -11,8 +11,12 @@ once. Because this machine's speed varies from day to day, it first times
 reference for comparing runs. ``--also-cold`` runs the chain a second time,
 in a fresh copy, with ``warm_starts: false`` (every job a fresh process), so
 that the warm-start server's benefit is measured on the same day.
+``--configfile`` times another CPU scale the same way, for example the
+three-axis digits scale ``config/digits-axes.yaml`` (its target is the same
+10 minutes).
 
     python benchmarks/embedded_default.py [--cores 2] [--out run.json] [--keep DIR] [--also-cold]
+                                          [--configfile config/digits-axes.yaml]
 """
 
 from __future__ import annotations
@@ -74,12 +78,16 @@ def concurrency(spans) -> dict[int, float]:
     return {n: span for n, span in sorted(held.items()) if span > 0}
 
 
-def run_once(folder: Path, cores: int, warm: bool) -> tuple[float, list] | None:
-    """``snakemake figures`` on a fresh archive of HEAD in ``folder``: its wall
-    time and job spans (None when it failed; the folder is kept then)."""
+def run_once(folder: Path, cores: int, warm: bool, configfile: str | None = None) -> tuple[float, list] | None:
+    """``snakemake figures`` on a fresh archive of HEAD in ``folder``, with the
+    scale ``configfile`` (a path in the repository; the embedded default when
+    None): its wall time and job spans (None when it failed; the folder is
+    kept then)."""
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    extra = [] if warm else ["--config", "warm_starts=false"]
+    extra = [f"--configfile={configfile}"] if configfile else []
+    # --config takes every word up to the next flag, so it comes last
+    extra += [] if warm else ["--config", "warm_starts=false"]
     start = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "snakemake", "figures", "--cores", str(cores), *extra],
                          cwd=folder, env=tool_env(folder), capture_output=True, text=True)
@@ -111,20 +119,23 @@ def main() -> int:
     parser.add_argument("--out", help="write the figures as JSON here")
     parser.add_argument("--keep", help="run in this (new) folder and keep it, instead of a temporary one")
     parser.add_argument("--also-cold", action="store_true", help="then again with warm_starts: false")
+    parser.add_argument("--configfile", help="a scale file of the repository (default: the embedded default)")
     args = parser.parse_args()
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.strip()
     reference = seconds([sys.executable, "-c", "import torch, torchvision"], repeats=3)
-    print(f"commit {commit}, {args.cores} cores; reference: import torch, torchvision {reference:.2f} s")
-    figures = {"commit": commit, "cores": args.cores, "import_torch_torchvision_s": reference, "target_s": TARGET_S}
+    scale = args.configfile or "config.yaml"
+    print(f"commit {commit}, {scale}, {args.cores} cores; reference: import torch, torchvision {reference:.2f} s")
+    figures = {"commit": commit, "configfile": scale, "cores": args.cores, "import_torch_torchvision_s": reference,
+               "target_s": TARGET_S}
     for name, warm in (("warm", True), ("cold", False))[:2 if args.also_cold else 1]:
         if args.keep:
             folder = Path(args.keep) / name
             folder.mkdir(parents=True)  # a new folder: never one that holds results
         else:
             folder = Path(tempfile.mkdtemp(prefix=f"embedded-default-{name}-"))
-        done = run_once(folder, args.cores, warm)
+        done = run_once(folder, args.cores, warm, args.configfile)
         if done is None:
             return 1
         if not args.keep:

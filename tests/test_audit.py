@@ -138,6 +138,21 @@ def test_audit_metrics_of_members_and_ensembles(tmp_path):
             members["a"]["sets"]["test"]["rotation"]["osp"]["value"])
 
 
+    # the mode rows of the table and figure average over the pools' members: one outside
+    # every pool (another axis's, with several axes) keeps its own row but leaves the means
+    import matplotlib.pyplot as plt
+    from multisym.report.figures import figure_audit
+    from multisym.report.tables import audit_pool_members, table_audit
+
+    outside = {**result, "ensembles": {"p": {**pool, "pool_members": ["a", "b"]}}}
+    assert audit_pool_members(result) == set("abc") and audit_pool_members(outside) == {"a", "b"}
+    for audited, n in ((result, 2), (outside, 1)):
+        cells = table_audit([audited], {})
+        assert {c.n for c in cells if c.row == "Inv members (mean)"} == {n}
+        assert {c.row for c in cells} >= set("abc")
+        plt.close(figure_audit([audited], {"name": "x"}))
+
+
 def test_photo_patches_are_natural_images_in_range():
     rng = np.random.default_rng(0)
     gray = audit.photo_patches(6, 12, 1, rng)

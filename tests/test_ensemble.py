@@ -460,3 +460,22 @@ def test_dominance_pairs_eq_and_inv_of_the_same_axis(pool_files):
     assert by_axis["rotation"] == out["dominance"]
     expected = class_dominance(stacks["test_logits"][0], stacks["test_logits"][3], stacks["test_labels"], NUM_CLASSES)
     assert by_axis["halfswap"]["best_pair"]["eq_better"] == expected["a_better"]
+
+
+def test_table1_keeps_to_the_ensembles_axis(pool_files):
+    """With members of two axes, each member's row names its axis, and Table 1's
+    Eq and Inv columns (and Figure 6's members) are those of the ensembles axis
+    only, as its dominance columns are; without axes every member counts."""
+    from multisym.report.tables import ensembles_axis_members, table1
+
+    stacks = load_logits(pool_files)
+    axes = ["halfswap", "rotation", "rotation", "halfswap"]
+    out = member_results(IDS, CLASSES, stacks, settings(), NUM_CLASSES, axes, "rotation")
+    assert out["axis"] == "rotation" and [r["axis"] for r in out["members"]] == axes
+    assert [r["member"] for r in ensembles_axis_members(out)] == ["eq1", "inv0"]
+    means = {c.column: c for c in table1([out], {}) if c.row == "Mean over members" and c.column in ("Eq", "Inv")}
+    assert means["Eq"].n == 1 and means["Eq"].value == out["members"][1]["metrics"]["accuracy"]["value"]
+    assert means["Inv"].n == 1 and means["Inv"].value == out["members"][2]["metrics"]["accuracy"]["value"]
+    single = member_results(IDS, CLASSES, stacks, settings(), NUM_CLASSES)
+    assert "axis" not in single and ensembles_axis_members(single) == single["members"]
+    assert {c.column: c.n for c in table1([single], {}) if c.row == "Mean over members"}["Eq"] == 2

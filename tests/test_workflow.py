@@ -16,6 +16,7 @@ import yaml
 
 from conftest import ROOT, SMOKE, planned_jobs, tool_env
 from report_browser import check_report
+from test_fuzz_plan import plan as dry_run
 from multisym import config as config_module
 from multisym.members import member_table
 from multisym.plan import Plan
@@ -58,6 +59,39 @@ def test_imagenet100_scale_plans_tables_6_and_10(workflow_copy):
     assert counts["pretrain"] == 18 and counts["probe"] == 18 and "adapt_candidate" not in counts
     for table in ("table6", "table10"):
         assert f"results/imagenet100/tables/{table}.csv" in result.stdout
+
+
+def test_digits_axes_scale_plans_every_table_and_figure(workflow_copy, capfd):
+    """config/digits-axes.yaml, the three-axis CPU scale, planned through
+    Snakemake's API: 3 Eq + 3 Inv members of each of rotation, half-swap and
+    inversion, so that its ``figures`` builds every table and figure of the
+    registry, Tables 6 and 10 included, with every axis in both."""
+    path = ROOT / "config" / "digits-axes.yaml"
+    plan = Plan(config_module.load(path))
+    assert {t.name for t in targets.built(plan)} == set(targets.TARGETS)
+    axes = ["rotation", "halfswap", "invert"]
+    assert plan.config["members"]["axes"] == axes
+    for axis in axes:
+        modes = [m.mode for m in plan.members if m.axis == axis]
+        assert modes.count("eq") == 3 and modes.count("inv") == 3
+        assert len(plan.pool_members(f"eq_inv_{axis}")) == plan.config["ensembles"]["axes_size"] == 6
+    assert plan.config["ensembles"]["axes_size"] <= plan.config["ensembles"]["greedy"]["max_size"]
+    assert len(plan.pool_members("eq_inv_all")) == 18
+
+    capfd.readouterr()
+    dry_run(workflow_copy.folder, yaml.safe_load(path.read_text()))
+    log = capfd.readouterr().err
+    counts = planned_jobs(log)
+    assert counts["pretrain"] == 24 and counts["finetune"] == 3
+    assert "paper_comparison.csv" in log
+    for target in targets.TARGETS.values():
+        for output in target.outputs(plan):
+            assert output.startswith("results/digits-axes/") and output in log, output
+    for axis in axes:
+        for pool in (f"eq_{axis}", f"eq_inv_{axis}"):
+            assert plan.layout.ensemble(pool, "greedy") in log
+        assert plan.layout.ensemble(f"eq_inv_{axis}", "all") in log
+    assert plan.layout.ensemble("eq_inv_all", "greedy") in log
 
 
 def test_each_table_and_figure_is_one_registry_entry(workflow_copy):
@@ -428,7 +462,8 @@ def test_tables_6_and_10_from_two_symmetry_axes(workflow_copy):
     smoke["ensembles"]["axes_size"] = 2
     workflow_copy.write_config("config.yaml", smoke)
     workflow_copy.snakemake("results/smoke/tables/table6.md", "results/smoke/tables/table10.md",
-                            "results/smoke/tables/claims.md")
+                            "results/smoke/tables/claims.md", "results/smoke/tables/table1.md",
+                            "results/smoke/figures/figure6.pdf")
     root = workflow_copy.folder / "results" / "smoke"
     greedy = {p.stem[: -len("_greedy")]: json.loads(p.read_text()) for p in (root / "ensembles").glob("*_greedy.json")}
     assert {"eq_rotation", "eq_halfswap", "eq_inv_rotation", "eq_inv_halfswap", "eq_inv_all"} <= set(greedy)
@@ -459,8 +494,15 @@ def test_tables_6_and_10_from_two_symmetry_axes(workflow_copy):
     assert "repeats" in (root / "tables" / "table10.md").read_text()
     claims = {r["claim"]: r for r in csv.DictReader(open(root / "tables" / "claims.csv")) if r["cell"] == "summary"}
     assert claims["several_axes"]["verdict"] != "not measured" and claims["axis_gain"]["verdict"] != "not measured"
-    # Table 1's dominance pairs members of the ensembles axis (the first one) only
+    # Table 1's dominance pairs members of the ensembles axis (the first one) only, and so do its columns
     assert members["dominance"] == members["dominance_by_axis"]["rotation"]
+    table1 = {(r["row"], r["column"]): r for r in csv.DictReader(open(root / "tables" / "table1.csv"))}
+    for column, mode in (("Eq", "eq"), ("Inv", "inv")):
+        rows = [m for m in members["members"] if m["mode"] == mode and m["axis"] == "rotation"]
+        assert table1[("Mean over members", column)]["n"] == "2"
+        assert float(table1[("Mean over members", column)]["value"]) == pytest.approx(
+            sum(m["metrics"]["accuracy"]["value"] for m in rows) / 2)
+        assert table1[("Best member on val", column)]["note"].startswith(f"{mode}-rotation-")
 
 
 def test_a_scale_named_dotdot_plans_nothing(workflow_copy):

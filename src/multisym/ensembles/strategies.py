@@ -245,20 +245,24 @@ def member_results(ids: list[str], modes: list[str], stacks: dict, settings: dic
                    axes: list[str | None] | None = None, axis: str | None = None) -> dict:
     """Every member alone (an ensemble of one) plus class dominance of Eq vs Inv
     members of ``axis`` (every Eq and Inv member when no axes are given), and
-    of every axis that has both (Table 10)."""
+    of every axis that has both (Table 10). With ``axes``, each member's row
+    and the result name their axis, so that Table 1 and Figure 6 keep to the
+    ensembles axis."""
     rows = []
     val, test = stacks["val"], stacks["test"]
     for i, (member, mode) in enumerate(zip(ids, modes)):
         rows.append({"member": member, "mode": mode, "val_accuracy": 100.0 * val.member_score(i)[0],
                      "metrics": test.summary([i], settings["bootstrap"]),
-                     "per_class_accuracy": (100.0 * test.per_class_accuracy(i, num_classes)).tolist()})
+                     "per_class_accuracy": (100.0 * test.per_class_accuracy(i, num_classes)).tolist(),
+                     **({"axis": axes[i]} if axes is not None else {})})
     def of_axis(name):
         return [m if axes is None or axes[i] == name else "other" for i, m in enumerate(modes)]
 
     by_axis = {name: dominance(ids, of_axis(name), stacks, num_classes, settings["bootstrap"])
                for name in dict.fromkeys(a for a in (axes or []) if a)}
     return {"members": rows, "dominance": dominance(ids, of_axis(axis), stacks, num_classes, settings["bootstrap"]),
-            "dominance_by_axis": {name: d for name, d in by_axis.items() if d}}
+            "dominance_by_axis": {name: d for name, d in by_axis.items() if d},
+            **({"axis": axis} if axes is not None else {})}
 
 
 def dominance(ids: list[str], modes: list[str], stacks: dict, num_classes: int, bootstrap: dict) -> dict:

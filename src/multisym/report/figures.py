@@ -28,7 +28,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from multisym.report.tables import MODE_LABELS, POOL_LABELS, ensembles_by, load_results  # noqa: E402
+from multisym.report.tables import (  # noqa: E402
+    MODE_LABELS, POOL_LABELS, audit_pool_members, ensembles_axis_members, ensembles_by, load_results)
 from multisym.targets import FIGURES  # noqa: E402
 
 POOL_ORDER = ("sup", "ssl_ft", "base", "inv", "eq", "eq_inv")
@@ -93,10 +94,11 @@ def figure3(results: list[dict], spec: dict):
 def figure6(results: list[dict], spec: dict):
     """Per-class test accuracy of two members on up to 10 classes drawn at random
     (seeded): top, the best-on-val Eq vs the best-on-val Inv member; bottom, the
-    two best-on-val Eq members (the paper's Figure 6, Appendix)."""
+    two best-on-val Eq members (the paper's Figure 6, Appendix), of the
+    ensembles axis."""
     import numpy as np
 
-    members = next(r for r in results if "members" in r and "dominance" in r)["members"]
+    members = ensembles_axis_members(next(r for r in results if "members" in r and "dominance" in r))
     ranked = {mode: sorted((m for m in members if m["mode"] == mode), key=lambda m: -m["val_accuracy"])
               for mode in ("eq", "inv")}
     pairs = [(ranked["eq"][0], ranked["inv"][0], "Eq", "Inv"), (ranked["eq"][0], ranked["eq"][1], "Eq 1", "Eq 2")]
@@ -180,14 +182,14 @@ def figure_audit(results: list[dict], spec: dict):
     """The symmetry audit (first group): per audit set, the OSP of every pool's
     members (dots) and of its greedy ensemble (diamonds: filled, logit mean;
     open, probability mean); last panel, the feature cosine cos(f(x), f(g·x))
-    of each mode's members on test."""
+    of each mode's members in the pools on test (``audit_pool_members``)."""
     import numpy as np
 
     audit = results[0]
     group, sets = audit["groups"][0], list(audit["sets"])
-    members = audit["members"]
+    members, pooled = audit["members"], audit_pool_members(audit)
     pools = [p for p in POOL_ORDER if p in audit["ensembles"]]
-    modes = [m for m in ("sup", "ssl_ft", "base", "inv", "eq") if any(e["mode"] == m for e in members.values())]
+    modes = [m for m in ("sup", "ssl_ft", "base", "inv", "eq") if any(members[k]["mode"] == m for k in pooled)]
     fig, axes = plt.subplots(1, len(sets) + 1, figsize=(3.3 * (len(sets) + 1), 3.6))
     rng = np.random.default_rng(0)
     for ax, name in zip(axes, sets):
@@ -205,7 +207,8 @@ def figure_audit(results: list[dict], spec: dict):
     axes[0].set_ylabel(f"OSP (of {order}); dots: members, diamonds: greedy M={audit['ensemble_size']}", fontsize=8)
     ax = axes[-1]
     for x, mode in enumerate(modes):
-        values = [e["sets"]["test"][group]["feature_cosine"]["value"] for e in members.values() if e["mode"] == mode]
+        values = [e["sets"]["test"][group]["feature_cosine"]["value"] for m, e in members.items()
+                  if e["mode"] == mode and m in pooled]
         ax.scatter(x + rng.uniform(-0.15, 0.15, len(values)), values, s=14, color=PALETTE[mode], alpha=0.8)
         ax.hlines(np.mean(values), x - 0.25, x + 0.25, color=PALETTE[mode])
     ax.set_xticks(range(len(modes)), [MODE_LABELS[m] for m in modes], fontsize=8)

@@ -69,11 +69,19 @@ def _ordered_pools(results: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------ tables
+def ensembles_axis_members(members: dict) -> list[dict]:
+    """The member rows of Table 1 and Figure 6: the Eq and Inv members of the
+    ensembles axis (with several axes the others feed Tables 6 and 10), and
+    every member of another mode."""
+    axis = members.get("axis")
+    return [m for m in members["members"] if axis is None or m["mode"] not in ("eq", "inv") or m["axis"] == axis]
+
+
 def table1(results: list[dict], spec: dict) -> list[Cell]:
     members = next(r for r in results if "members" in r and "dominance" in r)
     cells = []
     for mode, label in MODE_LABELS.items():
-        rows = [m for m in members["members"] if m["mode"] == mode]
+        rows = [m for m in ensembles_axis_members(members) if m["mode"] == mode]
         if not rows:
             continue
         values = [m["metrics"]["accuracy"]["value"] for m in rows]
@@ -333,11 +341,20 @@ def _audit_columns(sets: dict, group: str, prefix: str) -> list[tuple[str, str, 
     return columns
 
 
+def audit_pool_members(audit: dict) -> set[str]:
+    """The audited members the mode summaries of the audit table and figure
+    average over: those of the ensemble pools (with several axes, the Eq and
+    Inv members of the ensembles axis and every other member), or every
+    member where no pool was audited."""
+    pooled = {m for ensemble in audit["ensembles"].values() for m in ensemble["pool_members"]}
+    return pooled or set(audit["members"])
+
+
 def table_audit(results: list[dict], spec: dict) -> list[Cell]:
-    """One row per member, per mode (mean ± std over its members) and per
-    ensemble (each pool's greedy ensemble and whole pool, logit and probability
-    mean); OSP columns per group and audit set, feature cosine on test, and the
-    Eq head's accuracy on the test orbit."""
+    """One row per member, per mode (mean ± std over its members in the pools,
+    ``audit_pool_members``) and per ensemble (each pool's greedy ensemble and
+    whole pool, logit and probability mean); OSP columns per group and audit
+    set, feature cosine on test, and the Eq head's accuracy on the test orbit."""
     audit = results[0]
     note = "stand-in: audit of members trained on the embedded digits" if audit["stand_in"] else ""
     multi = len(audit["groups"]) > 1
@@ -357,11 +374,11 @@ def table_audit(results: list[dict], spec: dict) -> list[Cell]:
             out.append(_metric_cell("table_audit", row, "Eq-head top-1 % test", entry["eq_head_accuracy"], note=note))
         return out
 
-    members = audit["members"]
+    members, pooled = audit["members"], audit_pool_members(audit)
     for member, entry in members.items():
         cells += member_cells(member, entry)
     for mode in AUDIT_MODES:
-        rows = [c for m, e in members.items() if e["mode"] == mode for c in member_cells(m, e)]
+        rows = [c for m, e in members.items() if e["mode"] == mode and m in pooled for c in member_cells(m, e)]
         for column in dict.fromkeys(c.column for c in rows):
             values = [c.value for c in rows if c.column == column]
             cells.append(Cell("table_audit", f"{MODE_LABELS[mode]} members (mean)", column,
