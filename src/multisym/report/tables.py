@@ -410,13 +410,20 @@ def to_csv(records: list, kind: type = Cell) -> str:
     return buffer.getvalue()
 
 
+def _fixed(value: float, digits: int) -> str:
+    """``value`` to ``digits`` decimals, without the sign of a value that
+    rounds to zero (a paired CI's bound of -1e-9 reads 0.0000, not -0.0000)."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def format_cell(cell: Cell) -> str:
     digits = 4 if abs(cell.value) < 10 else 2
-    text = f"{cell.value:.{digits}f}"
+    text = _fixed(cell.value, digits)
     if cell.std is not None:
-        text += f" ± {cell.std:.{digits}f}"
+        text += f" ± {_fixed(cell.std, digits)}"
     elif cell.ci_low is not None:
-        text += f" [{cell.ci_low:.{digits}f}, {cell.ci_high:.{digits}f}]"
+        text += f" [{_fixed(cell.ci_low, digits)}, {_fixed(cell.ci_high, digits)}]"
     return text
 
 
