@@ -117,7 +117,8 @@ def test_group_deviations_partition_the_members():
 # ------------------------------------------------------------------- networks
 def tiny_settings(**changes) -> dict:
     base = {**config.section_defaults("emergence")["ising"], "size": 4, "sweeps": 5, "train_lattices": 16,
-            "test_lattices": 8, "ood_lattices": 8, "widths": [4], "members": 4, "epochs": 2, "batch_size": 8,
+            "test_lattices": 8, "ood_lattices": 8, "widths": {"mlp": [4], "cnn": [4]}, "members": 4, "epochs": 2,
+            "batch_size": 8,
             "init_members": 16, "init_inputs": 8, "bootstrap_resamples": 10, "level": 0.95}
     return {**base, **changes}
 
@@ -159,20 +160,25 @@ def test_training_stores_curves_and_members_train_independently(tmp_path):
 
 
 def test_initialisation_study_and_figures(tmp_path):
+    import torch
+
     from multisym.report import figures
 
-    settings = tiny_settings(architectures=["mlp", "cnn"])
-    init = ising_ensembles.initialisation(settings, device="cpu", threads=1)
-    fit = init["architectures"]["cnn"]["4"]["deviation"]
+    settings = tiny_settings(widths={"mlp": [4], "cnn": [2, 4]})
+    init = ising_ensembles.initialisation(settings, "cnn", torch.device("cpu"))
+    fit = init["widths"]["4"]["deviation"]
     assert init["sizes"] == [1, 2, 4, 8, 16] and len(fit["deviation"]) == 5
     assert fit["slope_ci"][0] <= fit["slope"] <= fit["slope_ci"][1]
-    (tmp_path / "init.json").write_text(json.dumps(init))
-    paths = [str(tmp_path / "init.json")]
+    assert len(init["widths"]["2"]["relative"]) == 5
+    paths = []
     for architecture in ("mlp", "cnn"):
         path = tmp_path / f"{architecture}.json"
-        path.write_text(json.dumps(ising_ensembles.train(tiny_settings(epochs=1), architecture, "cpu", 1)))
+        result = ising_ensembles.train({**settings, "epochs": 1}, architecture, "cpu", 1)
+        path.write_text(json.dumps(result))
         paths.append(str(path))
-    for name, inputs in (("figure_ising", paths[1:]), ("figure_finite_ensemble", paths)):
+    assert list(result["initialisation"]["widths"]) == ["2", "4"]
+    assert result["initialisation"]["widths"]["4"] == init["widths"]["4"]  # its own seeds: the same members
+    for name in ("figure_ising", "figure_finite_ensemble"):
         png = tmp_path / f"{name}.png"
-        figures.write(name, inputs, {"name": "test"}, str(tmp_path / f"{name}.pdf"), str(png))
+        figures.write(name, paths, {"name": "test"}, str(tmp_path / f"{name}.pdf"), str(png))
         assert png.stat().st_size > 1000

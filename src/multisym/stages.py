@@ -31,7 +31,6 @@ VERSIONS: dict[str, int] = {
     "emergence": 1,
     "emergence_metrics": 1,
     "ising": 1,
-    "ising_initialisation": 1,
     "table": 3,
     "figure": 2,
     "comparison": 2,

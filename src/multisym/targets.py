@@ -187,7 +187,7 @@ FIGURES = (
     Target("figure_finite_ensemble", "Finite ensembles: deviation of the ensemble mean from invariance vs the "
                                      "number of members, log-log, with fitted slopes and their 95% CIs against "
                                      "1/sqrt(M)",
-           lambda plan: [plan.layout.ising_initialisation, *plan.ising_results()], _ising, ISING),
+           lambda plan: plan.ising_results(), _ising, ISING),
 )
 # The paper's claims, each tested by paired bootstrap differences (multisym.report.claims)
 CLAIMS = Target("claims", "The paper's claims, tested at this scale: paired bootstrap 95% CIs of each difference "
@@ -280,7 +280,7 @@ def results(plan: Plan) -> dict[str, Result]:
     out[layout.audit_metrics] = Result((*audit, *greedy, layout.audit_manifest), frozenset(evaluated))
     runs = tuple(layout.emergence_logits(run) for run in EMERGENCE_RUNS)
     out[layout.emergence_metrics] = Result((*runs, layout.audit_manifest), frozenset())
-    for path in (*plan.ising_results(), layout.ising_initialisation):
+    for path in plan.ising_results():
         out[path] = Result((), frozenset())
     transfer_members = frozenset(m.folder for m in plan.transfer_members)
     for key in plan.transfer:

@@ -239,25 +239,10 @@ def ising(args) -> None:
                          f"{entry['curves']['test'][-1]['ensemble_error'][str(result['sizes'][-1])]['mean']:.4f}"
                          for run, entry in runs.items())
         print(f"ising {args.architecture} width {width}: test invariance error {line}", file=sys.stderr)
-
-
-def _ising_initialisation_arguments(p) -> None:
-    p.add_argument("--settings-json", help="the resolved `emergence.ising` section and the CI level as JSON")
-    p.add_argument("--out", help="the result file (default with --config: the workflow's)")
-    runtime_options(p)
-
-
-def ising_initialisation(args) -> None:
-    from multisym.evaluate.ising_ensembles import initialisation
-
-    settings, layout = _ising_settings(args)
-    result = initialisation(settings, device=args.device, threads=args.threads)
-    write_json(result, args.out or layout.ising_initialisation)
-    for architecture, widths in result["architectures"].items():
-        for width, entry in widths.items():
-            fit = entry["deviation"]
-            print(f"ising initialisation {architecture} width {width}: slope {fit['slope']:.3f} "
-                  f"[{fit['slope_ci'][0]:.3f}, {fit['slope_ci'][1]:.3f}]", file=sys.stderr)
+    for width, entry in result["initialisation"]["widths"].items():
+        fit = entry["deviation"]
+        print(f"ising {args.architecture} width {width} at initialisation: slope {fit['slope']:.3f} "
+              f"[{fit['slope_ci'][0]:.3f}, {fit['slope_ci'][1]:.3f}]", file=sys.stderr)
 
 
 def _dataset_summary_arguments(p) -> None:
@@ -292,10 +277,8 @@ COMMANDS = (
     Command("emergence", "train one run of the emergent-invariance experiment", _emergence_arguments, emergence),
     Command("emergence-metrics", "OSP curves of the emergent-invariance runs", _emergence_metrics_arguments,
             emergence_metrics),
-    Command("ising", "train the Ising study's ensembles of one architecture (every width, both runs)",
+    Command("ising", "the Ising study of one architecture: trained ensembles, untrained ones' slopes",
             _ising_arguments, ising),
-    Command("ising-initialisation", "finite-ensemble slopes of untrained Ising ensembles",
-            _ising_initialisation_arguments, ising_initialisation),
     Command("dataset-summary", "one dataset's singles, ensembles, dominance and Δ for the transfer tables",
             _dataset_summary_arguments, dataset_summary),
 )
