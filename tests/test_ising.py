@@ -68,7 +68,7 @@ def test_lattice_sets_follow_the_settings():
 
 def test_ood_temperatures_must_lie_outside_the_training_range():
     scale = {"name": "x", "dataset": {"name": "digits"}, "members": {"seeds": {"eq": [1, 2, 3, 4, 5]}}}
-    assert config.resolve(scale)["emergence"]["ising"]["ood_temperatures"] == [1.0, 1.8]
+    assert config.resolve(scale)["emergence"]["ising"]["ood_temperatures"] == [4.5, 8.0]
     with pytest.raises(ConfigError, match="emergence.ising.ood_temperatures"):
         config.resolve({**scale, "emergence": {"ising": {"ood_temperatures": [2.0, 3.0]}}})
     with pytest.raises(ConfigError, match="low 3.0 exceeds high 2.6"):
@@ -182,3 +182,17 @@ def test_initialisation_study_and_figures(tmp_path):
         png = tmp_path / f"{name}.png"
         figures.write(name, paths, {"name": "test"}, str(tmp_path / f"{name}.pdf"), str(png))
         assert png.stat().st_size > 1000
+
+
+def test_a_run_by_hand_writes_where_the_workflow_would(tmp_path):
+    from pathlib import Path
+
+    from multisym.cli import main
+    from multisym.layout import Layout
+
+    smoke = Path(__file__).resolve().parents[1] / "config" / "smoke.yaml"
+    main(["ising", "--config", str(smoke), "--results", str(tmp_path), "--architecture", "cnn", "--threads", "1"])
+    result = json.loads(Path(Layout("smoke", str(tmp_path)).ising("cnn")).read_text())
+    assert list(result["widths"]) == ["2"] and result["initialisation"]["members"] == 16
+    with pytest.raises(SystemExit, match="--out"):
+        main(["ising", "--settings-json", "{}", "--architecture", "mlp"])

@@ -20,4 +20,3 @@ rule ising:
     shell:
         "multisym ising --architecture {wildcards.architecture} --settings-json {params.settings:q}"
         " --out {output.result} --threads {threads} > {log} 2>&1"
-
