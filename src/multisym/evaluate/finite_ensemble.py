@@ -90,7 +90,7 @@ def sizes_up_to(members: int, smallest: int = 1) -> list[int]:
 def fit(diffs: np.ndarray, sizes: list[int], resamples: int, level: float, seed: int,
         draws: int | None = None) -> dict:
     """D(M) over ``sizes``, the fitted slope b with its bootstrap CI over
-    members (percentile interval at ``level``) and the intercept."""
+    members (normal interval at ``level`` from the bootstrap SE) and the intercept."""
     rng = np.random.default_rng(seed)
     values = curve(diffs, sizes, rng, draws)
     b, a = slope(sizes, values)
