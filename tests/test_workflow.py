@@ -386,7 +386,7 @@ def check_claims(root):
 
 def check_audit_agrees(root, cfg):
     """Every member is audited; the audit table repeats the audit's numbers;
-    Eq members' heads are audited; the emergence figures exist."""
+    Eq members' heads are audited; the emergence and Ising figures exist."""
     from multisym.members import finetuned_members
 
     result = json.loads((root / "audit" / "metrics.json").read_text())
@@ -402,7 +402,8 @@ def check_audit_agrees(root, cfg):
     assert float(cell["value"]) == pytest.approx(
         result["members"]["inv-rotation-s1"]["sets"]["noise"]["rotation"]["osp"]["value"])
     assert any(r["row"] == "Eq+Inv (MSE) whole pool, logit mean" for r in table)
-    for figure in ("figure_audit", "figure_emergence", "figure_emergence_size"):
+    for figure in ("figure_audit", "figure_emergence", "figure_emergence_size", "figure_ising",
+                   "figure_finite_ensemble"):
         assert (root / "figures" / f"{figure}.png").stat().st_size > 1000
 
 

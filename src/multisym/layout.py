@@ -11,6 +11,7 @@
     results/<name>/audit/sets.npz, manifest.json, outputs/<folder>.npz, metrics.json,
                          ood/<key>/dataset.npz, manifest.json (audit.ood_datasets)
     results/<name>/emergence/<run>.npz, metrics.json
+    results/<name>/emergence/ising/<architecture>.json
     results/<name>/ensembles/<pool>_<strategy>.json, .resamples.npz
     results/<name>/tables/<table>.csv, .md, .tex; paper_comparison.csv, .md; protocol.json; claims.csv, .md, .html
     results/<name>/provenance.html (commit, versions, targets, member manifest: the report's page)
@@ -117,6 +118,11 @@ class Layout:
     @property
     def emergence_metrics(self) -> str:
         return f"{self.root}/emergence/metrics.json"
+
+    def ising(self, architecture: str) -> str:
+        """The Ising study of one architecture: trained ensembles (every width,
+        both runs) and untrained ones (the finite-ensemble slopes)."""
+        return f"{self.root}/emergence/ising/{architecture}.json"
 
     @property
     def member_metrics(self) -> str:

@@ -99,6 +99,7 @@ class Plan:
             "tmember": alternatives(m.folder for m in self.transfer_members),
             "ood": alternatives(self.audit_ood),
             "run": alternatives(EMERGENCE_RUNS),
+            "architecture": alternatives(self.config["emergence"]["ising"]["architectures"]),
         }
 
     def layout_of(self, wildcards: Wildcards) -> Layout:
@@ -367,6 +368,19 @@ class Plan:
 
     def emergence_spec(self, wildcards: Wildcards) -> dict:
         return self.config["emergence"]
+
+    @property
+    def ising_enabled(self) -> bool:
+        emergence = self.config["emergence"]
+        return emergence["enabled"] and emergence["ising"]["enabled"]
+
+    def ising_spec(self, wildcards: Wildcards) -> dict:
+        """The Ising study's settings and the CI level of its slopes (ensembles.bootstrap.level)."""
+        return {**self.config["emergence"]["ising"], "level": self.config["ensembles"]["bootstrap"]["level"]}
+
+    def ising_results(self) -> list[str]:
+        """The trained ensembles' result file of every architecture."""
+        return [self.layout.ising(a) for a in self.config["emergence"]["ising"]["architectures"]]
 
     # ------------------------------------------------- report and provenance
     def report_spec(self, wildcards: Wildcards) -> dict:

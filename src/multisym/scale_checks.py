@@ -51,6 +51,7 @@ def _check_consistency(config: dict) -> None:
         low, high = config[section][name]
         if low > high:
             raise ConfigError(f"config key '{key}': low {low} exceeds high {high}")
+    _check_ising(config["emergence"]["ising"])
     seeds, imported = config["members"]["seeds"], config["members"]["imported"]
     if not imported and not any(seeds.get(mode) for mode in ("eq", "inv", "base", "sup")):
         raise ConfigError(
@@ -63,6 +64,18 @@ def _check_consistency(config: dict) -> None:
             "(allowed: rotation, halfswap, invert)"
         )
     _check_imported(config)
+
+
+def _check_ising(ising: dict) -> None:
+    """The Ising study's temperature ranges: ordered, and the OOD range outside the training range."""
+    for name in ("train_temperatures", "ood_temperatures"):
+        low, high = ising[name]
+        if low > high:
+            raise ConfigError(f"config key 'emergence.ising.{name}': low {low} exceeds high {high}")
+    (low, high), (ood_low, ood_high) = ising["train_temperatures"], ising["ood_temperatures"]
+    if ood_low < high and ood_high > low:
+        raise ConfigError(f"config key 'emergence.ising.ood_temperatures': [{ood_low}, {ood_high}] overlaps the "
+                          f"training range [{low}, {high}]; out-of-distribution lattices need temperatures outside it")
 
 
 OFFICIAL_TEST = ("cifar10", "cifar100", "mnist", "fashion_mnist", "flowers102", "food101", "imagenet", "imagenet100")

@@ -30,6 +30,7 @@ VERSIONS: dict[str, int] = {
     "audit_metrics": 2,
     "emergence": 1,
     "emergence_metrics": 1,
+    "ising": 1,
     "table": 3,
     "figure": 2,
     "comparison": 2,

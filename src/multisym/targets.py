@@ -80,6 +80,13 @@ def _emergence(plan: Plan) -> bool:
     return plan.config["emergence"]["enabled"]
 
 
+def _ising(plan: Plan) -> bool:
+    return plan.ising_enabled
+
+
+ISING = "emergence.enabled and emergence.ising.enabled"
+
+
 def _members(plan: Plan) -> list[str]:
     return [plan.layout.member_metrics]
 
@@ -174,6 +181,13 @@ FIGURES = (
     Target("figure_emergence_size", "Emergent invariance: OSP of random sub-ensembles vs ensemble size at the "
                                     "last epoch",
            lambda plan: [plan.layout.emergence_metrics], _emergence, "emergence.enabled"),
+    Target("figure_ising", "Ising model (Gerken & Kessel, Figure 1): invariance error of the predicted energy under "
+                           "the four lattice rotations vs epoch, members (mean ± std) and ensemble means, "
+                           "augmented and control", lambda plan: plan.ising_results(), _ising, ISING),
+    Target("figure_finite_ensemble", "Finite ensembles: deviation of the ensemble mean from invariance vs the "
+                                     "number of members, log-log, with fitted slopes and their 95% CIs against "
+                                     "1/sqrt(M)",
+           lambda plan: plan.ising_results(), _ising, ISING),
 )
 # The paper's claims, each tested by paired bootstrap differences (multisym.report.claims)
 CLAIMS = Target("claims", "The paper's claims, tested at this scale: paired bootstrap 95% CIs of each difference "
@@ -266,6 +280,8 @@ def results(plan: Plan) -> dict[str, Result]:
     out[layout.audit_metrics] = Result((*audit, *greedy, layout.audit_manifest), frozenset(evaluated))
     runs = tuple(layout.emergence_logits(run) for run in EMERGENCE_RUNS)
     out[layout.emergence_metrics] = Result((*runs, layout.audit_manifest), frozenset())
+    for path in plan.ising_results():
+        out[path] = Result((), frozenset())
     transfer_members = frozenset(m.folder for m in plan.transfer_members)
     for key in plan.transfer:
         tlayout = layout.transfer(key)

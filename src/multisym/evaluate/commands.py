@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from multisym.command import Command, runtime_options, write_json
+from multisym.command import Command, load_config, runtime_options, settings_from, write_json
 
 
 def _greedy_by_pool(paths: list[str]) -> dict[str, str]:
@@ -206,6 +206,45 @@ def emergence_metrics(args) -> None:
     write_metrics(json.loads(args.settings_json), dict(zip(args.runs, args.logits)), args.sets_manifest, args.out)
 
 
+def _ising_settings(args) -> tuple[dict, object]:
+    """The Ising study's settings from the workflow's JSON, or from ``--config``
+    (a run by hand, writing where the workflow would); and the scale's layout."""
+    from multisym.layout import Layout
+    from multisym.plan import Plan
+
+    settings = settings_from(args, "settings_json")
+    if settings is not None:
+        if args.out is None:
+            raise SystemExit("error: give --out with --settings-json")
+        return settings, None
+    cfg = load_config(args)
+    return Plan(cfg).ising_spec({}), Layout(cfg["name"], args.results)
+
+
+def _ising_arguments(p) -> None:
+    p.add_argument("--architecture", required=True, choices=("mlp", "cnn"))
+    p.add_argument("--settings-json", help="the resolved `emergence.ising` section and the CI level as JSON")
+    p.add_argument("--out", help="the result file (default with --config: the workflow's)")
+    runtime_options(p)
+
+
+def ising(args) -> None:
+    from multisym.evaluate.ising_ensembles import train
+
+    settings, layout = _ising_settings(args)
+    result = train(settings, args.architecture, device=args.device, threads=args.threads)
+    write_json(result, args.out or layout.ising(args.architecture))
+    for width, runs in result["widths"].items():
+        line = ", ".join(f"{run} member {entry['curves']['test'][-1]['member_error']['mean']:.4f} ensemble "
+                         f"{entry['curves']['test'][-1]['ensemble_error'][str(result['sizes'][-1])]['mean']:.4f}"
+                         for run, entry in runs.items())
+        print(f"ising {args.architecture} width {width}: test invariance error {line}", file=sys.stderr)
+    for width, entry in result["initialisation"]["widths"].items():
+        fit = entry["deviation"]
+        print(f"ising {args.architecture} width {width} at initialisation: slope {fit['slope']:.3f} "
+              f"[{fit['slope_ci'][0]:.3f}, {fit['slope_ci'][1]:.3f}]", file=sys.stderr)
+
+
 def _dataset_summary_arguments(p) -> None:
     p.add_argument("--spec-json", required=True, help="key, label, dataset name and delta_size as JSON")
     p.add_argument("--members", required=True, help="the dataset's member metrics JSON")
@@ -238,6 +277,8 @@ COMMANDS = (
     Command("emergence", "train one run of the emergent-invariance experiment", _emergence_arguments, emergence),
     Command("emergence-metrics", "OSP curves of the emergent-invariance runs", _emergence_metrics_arguments,
             emergence_metrics),
+    Command("ising", "the Ising study of one architecture: trained ensembles, untrained ones' slopes",
+            _ising_arguments, ising),
     Command("dataset-summary", "one dataset's singles, ensembles, dominance and Δ for the transfer tables",
             _dataset_summary_arguments, dataset_summary),
 )
