@@ -99,6 +99,7 @@ class Plan:
             "tmember": alternatives(m.folder for m in self.transfer_members),
             "ood": alternatives(self.audit_ood),
             "run": alternatives(EMERGENCE_RUNS),
+            "egroup": alternatives(self.config["emergence"]["groups"]),
         }
 
     def layout_of(self, wildcards: Wildcards) -> Layout:
@@ -367,6 +368,18 @@ class Plan:
 
     def emergence_spec(self, wildcards: Wildcards) -> dict:
         return self.config["emergence"]
+
+    def emergence_run_spec(self, wildcards: Wildcards) -> dict:
+        """The settings of one group's run: the section without the list of
+        groups, so that adding a group reruns only its own runs."""
+        return {k: v for k, v in self.config["emergence"].items() if k not in ("groups", "enabled")}
+
+    def emergence_runs(self) -> list[tuple[str, str]]:
+        """(group, run) of every emergence run, group by group."""
+        return [(group, run) for group in self.config["emergence"]["groups"] for run in EMERGENCE_RUNS]
+
+    def emergence_logits(self, wildcards: Wildcards) -> list[str]:
+        return [self.layout.emergence_logits(group, run) for group, run in self.emergence_runs()]
 
     # ------------------------------------------------- report and provenance
     def report_spec(self, wildcards: Wildcards) -> dict:
