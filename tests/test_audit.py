@@ -328,3 +328,16 @@ def test_a_config_with_the_replaced_emergence_group_key_says_to_use_groups():
         config.resolve({**_smoke(), "emergence": {"group": "rotation"}})
     resolved = config.resolve({**_smoke(), "emergence": {"groups": ["rot4", "rot8"]}})
     assert resolved["emergence"]["groups"] == ["rot4", "rot8"]
+
+
+def test_each_emergence_group_has_its_own_runs_and_a_spec_without_the_list():
+    """Adding a group adds its two runs and changes no other run's settings."""
+    from multisym.plan import Plan
+
+    one = Plan(config.resolve({**_smoke(), "emergence": {"groups": ["rot4"]}}))
+    two = Plan(config.resolve({**_smoke(), "emergence": {"groups": ["rot4", "rot8"]}}))
+    assert two.emergence_runs() == [("rot4", "augmented"), ("rot4", "control"), ("rot8", "augmented"),
+                                    ("rot8", "control")]
+    assert two.emergence_logits({})[2] == two.layout.emergence_logits("rot8", "augmented")
+    assert one.emergence_run_spec({}) == two.emergence_run_spec({})
+    assert "groups" not in two.emergence_run_spec({})
