@@ -206,11 +206,13 @@ def test_an_ood_key_may_not_shadow_a_built_in_set():
         config.resolve(bad)
 
 
-def run_emergence(root, members: int, epochs: int = 2) -> tuple[dict, str]:
+def run_emergence(root, members: int, epochs: int = 2, group: str = "rotation", run: str = "augmented",
+                  so2_angles: int = 64) -> tuple[dict, str]:
     settings = {**config.section_defaults("emergence"), "members": members, "epochs": epochs, "widths": [4],
-                "hidden": 8, "train_images": 200, "subensemble_draws": 4}
-    out = root / f"aug-{members}.npz"
-    emergence.train(settings, "augmented", root / "d.npz", root / "d.json", root / "s.npz", root / "s.json", out)
+                "hidden": 8, "train_images": 200, "subensemble_draws": 4, "groups": [group],
+                "so2_angles": so2_angles}
+    out = root / f"{group}-{run}-{members}.npz"
+    emergence.train(settings, group, run, root / "d.npz", root / "d.json", root / "s.npz", root / "s.json", out)
     return settings, str(out)
 
 
@@ -237,7 +239,7 @@ def test_emergence_evaluates_each_member_as_its_own_network(digits_sets):
     settings, path = run_emergence(root, 3, epochs=1)
     info = splits.info(splits.read_manifest(root / "d.json"))
     test = torch.from_numpy(audit.load_sets(root / "s.npz", root / "s.json")[0]["test"])
-    orbit = get_group(settings["group"]).orbit(test)[0]
+    orbit = get_group(settings["groups"][0]).orbit(test)[0]
     orbit = (orbit - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
     with np.load(path) as stored:
         logits = stored["test_logits"][0]  # (members, |G|, N, C)
@@ -253,12 +255,13 @@ def test_emergence_evaluates_each_member_as_its_own_network(digits_sets):
 def test_emergence_stored_logits_reproduce_the_figure(digits_sets, tmp_path):
     root, _ = digits_sets
     settings, path = run_emergence(root, 4)
-    result = emergence.write_metrics(settings, {"augmented": path}, root / "s.json", tmp_path / "m.json")
+    result = emergence.write_metrics(settings, {("rotation", "augmented"): path}, root / "s.json",
+                                     tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == json.loads(json.dumps(result))
     with np.load(path) as stored:
         logits = {k: stored[k] for k in stored.files}
     for name in ("test", "noise", "photos", "turned"):
-        curve = result["runs"]["augmented"][name]
+        curve = result["groups"]["rotation"]["runs"]["augmented"][name]
         z = logits[f"{name}_logits"]  # (epochs + 1, members, |G|, N, C)
         assert curve["epochs"] == [0, 1, 2]
         for epoch in curve["epochs"]:
@@ -267,13 +270,74 @@ def test_emergence_stored_logits_reproduce_the_figure(digits_sets, tmp_path):
             assert curve["member_quantiles"]["50"][epoch] == pytest.approx(np.median(members))
             ensemble = invariance.osp(z[epoch].mean(axis=0)).mean()
             assert curve["ensemble_osp"]["logit"][epoch] == pytest.approx(ensemble)
+            consistent = [invariance.orbit_consistent(z[epoch, m]).mean() for m in range(4)]
+            assert curve["member_consistent"][epoch] == pytest.approx(consistent)
+            assert curve["consistent_quantiles"]["50"][epoch] == pytest.approx(np.median(consistent))
+            assert curve["ensemble_consistent"]["logit"][epoch] == pytest.approx(
+                invariance.orbit_consistent(z[epoch].mean(axis=0)).mean())
         full = curve["by_size"]
         assert full["sizes"] == [1, 2, 3, 4]
         assert full["logit"]["mean"][-1] == pytest.approx(curve["ensemble_osp"]["logit"][-1])
+        assert full["consistent"]["logit"]["mean"][-1] == pytest.approx(curve["ensemble_consistent"]["logit"][-1])
+        assert "so2" not in curve  # measured for the C_N groups only
     figure = tmp_path / "f.png"
     from multisym.report import figures
 
-    for name in ("figure_emergence", "figure_emergence_size"):
+    for name in ("figure_emergence", "figure_emergence_size", "figure_emergence_orders"):
         figures.write(name, [str(tmp_path / "m.json")], {"name": "test"}, str(tmp_path / f"{name}.pdf"),
                       str(figure))
         assert figure.stat().st_size > 1000
+
+
+def test_emergence_of_a_cyclic_group_trains_on_masked_images_and_measures_so2(digits_sets, tmp_path):
+    """A C8 run stores its orbits of the masked inputs and, after the last
+    epoch, each member's logits on K rotated copies behind the unrotated one;
+    the SO(2) fraction is the share of angles keeping the unrotated prediction."""
+    root, _ = digits_sets
+    settings, path = run_emergence(root, 2, epochs=1, group="rot8", so2_angles=5)
+    _, control = run_emergence(root, 2, epochs=1, group="rot8", run="control", so2_angles=5)
+    with np.load(path) as stored:
+        logits, so2 = stored["test_logits"], stored["test_so2_logits"]
+        angles = stored["so2_angles"]
+    assert logits.shape[:3] == (2, 2, 8) and so2.shape[:3] == (2, 6, logits.shape[3])
+    np.testing.assert_allclose(angles, emergence.so2_angles(settings), rtol=1e-6)
+    assert (0 <= angles).all() and (angles < 360).all()
+    # the unrotated copy is the orbit's identity element at the last epoch
+    np.testing.assert_allclose(so2[:, 0], logits[-1, :, 0], rtol=1e-4, atol=1e-4)
+    result = emergence.write_metrics(settings, {("rot8", "augmented"): path, ("rot8", "control"): control},
+                                     root / "s.json", tmp_path / "m.json")
+    entry = result["groups"]["rot8"]
+    assert entry["order"] == 8 and set(entry["runs"]) == {"augmented", "control"}
+    measured = entry["runs"]["augmented"]["test"]["so2"]
+    predicted = so2.argmax(-1)
+    by_hand = [(predicted[m, 1:] == predicted[m, 0]).mean() for m in range(2)]
+    assert measured["angles"] == 5 and measured["member"] == pytest.approx(by_hand)
+    mean_logit = so2.astype(np.float64).mean(axis=0).argmax(-1)
+    assert measured["ensemble"]["logit"] == pytest.approx((mean_logit[1:] == mean_logit[0]).mean())
+    from multisym.report import figures
+
+    for name in ("figure_emergence", "figure_emergence_size", "figure_emergence_orders", "figure_emergence_so2"):
+        figure = tmp_path / f"{name}.png"
+        figures.write(name, [str(tmp_path / "m.json")], {"name": "test"}, str(tmp_path / f"{name}.pdf"),
+                      str(figure))
+        assert figure.stat().st_size > 1000
+
+
+def test_a_config_with_the_replaced_emergence_group_key_says_to_use_groups():
+    with pytest.raises(config.ConfigError, match=r"emergence\.group.*emergence\.groups"):
+        config.resolve({**_smoke(), "emergence": {"group": "rotation"}})
+    resolved = config.resolve({**_smoke(), "emergence": {"groups": ["rot4", "rot8"]}})
+    assert resolved["emergence"]["groups"] == ["rot4", "rot8"]
+
+
+def test_each_emergence_group_has_its_own_runs_and_a_spec_without_the_list():
+    """Adding a group adds its two runs and changes no other run's settings."""
+    from multisym.plan import Plan
+
+    one = Plan(config.resolve({**_smoke(), "emergence": {"groups": ["rot4"]}}))
+    two = Plan(config.resolve({**_smoke(), "emergence": {"groups": ["rot4", "rot8"]}}))
+    assert two.emergence_runs() == [("rot4", "augmented"), ("rot4", "control"), ("rot8", "augmented"),
+                                    ("rot8", "control")]
+    assert two.emergence_logits({})[2] == two.layout.emergence_logits("rot8", "augmented")
+    assert one.emergence_run_spec({}) == two.emergence_run_spec({})
+    assert "groups" not in two.emergence_run_spec({})

@@ -1,13 +1,14 @@
-"""Tests for multisym.symmetries: every group's action is a group action."""
+"""Tests for multisym.symmetries: every axis's action is a group action (the
+cyclic rotations C_N, exact only up to interpolation, in test_cyclic_rotations.py)."""
 
 import itertools
 
 import pytest
 import torch
 
-from multisym.symmetries import GROUPS, get_group
+from multisym.symmetries import AXES, GROUPS, get_group
 
-GROUP_NAMES = sorted(GROUPS)
+GROUP_NAMES = sorted(AXES)
 
 
 def gen(seed: int) -> torch.Generator:

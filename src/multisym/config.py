@@ -37,6 +37,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     Raises :class:`ConfigError` listing every violation, each naming its key.
     """
     resolved = copy.deepcopy(dict(config))
+    _refuse_replaced_keys(resolved)
     _inherit_transfer_format(resolved)
     schema = load_schema()
     parse_command_line_scalars(resolved, schema)
@@ -62,6 +63,22 @@ GREY_DATASETS = ("digits", "digits_rotated", "mnist", "fashion_mnist")
 def own_channels(dataset: dict) -> int:
     """Channels of a dataset's images before any conversion."""
     return 1 if dataset["name"] in GREY_DATASETS else 3
+
+
+# keys that a newer one replaced: (section, old key) -> what to write instead
+REPLACED_KEYS = {
+    ("emergence", "group"): "emergence.groups, a list of groups (for example groups: [rotation]), "
+                            "each run as its own experiment",
+}
+
+
+def _refuse_replaced_keys(config: dict) -> None:
+    """A key that a newer one replaced is named with its replacement, before
+    validation would call it merely unknown."""
+    for (section, key), instead in REPLACED_KEYS.items():
+        given = config.get(section)
+        if isinstance(given, dict) and key in given:
+            raise ConfigError(f"config key '{section}.{key}' was replaced: use {instead}")
 
 
 def _inherit_transfer_format(config: dict) -> None:

@@ -10,7 +10,7 @@
     results/<name>/metrics/members.json, dataset_summary.json
     results/<name>/audit/sets.npz, manifest.json, outputs/<folder>.npz, metrics.json,
                          ood/<key>/dataset.npz, manifest.json (audit.ood_datasets)
-    results/<name>/emergence/<run>.npz, metrics.json
+    results/<name>/emergence/<group>/<run>.npz, metrics.json
     results/<name>/emergence/ising/<architecture>.json
     results/<name>/ensembles/<pool>_<strategy>.json, .resamples.npz
     results/<name>/tables/<table>.csv, .md, .tex; paper_comparison.csv, .md; protocol.json; claims.csv, .md, .html
@@ -112,8 +112,8 @@ class Layout:
     def audit_metrics(self) -> str:
         return f"{self.root}/audit/metrics.json"
 
-    def emergence_logits(self, run: str) -> str:
-        return f"{self.root}/emergence/{run}.npz"
+    def emergence_logits(self, group: str, run: str) -> str:
+        return f"{self.root}/emergence/{group}/{run}.npz"
 
     @property
     def emergence_metrics(self) -> str:

@@ -100,6 +100,7 @@ class Plan:
             "ood": alternatives(self.audit_ood),
             "run": alternatives(EMERGENCE_RUNS),
             "architecture": alternatives(self.config["emergence"]["ising"]["architectures"]),
+            "egroup": alternatives(self.config["emergence"]["groups"]),
         }
 
     def layout_of(self, wildcards: Wildcards) -> Layout:
@@ -381,6 +382,18 @@ class Plan:
     def ising_results(self) -> list[str]:
         """The trained ensembles' result file of every architecture."""
         return [self.layout.ising(a) for a in self.config["emergence"]["ising"]["architectures"]]
+
+    def emergence_run_spec(self, wildcards: Wildcards) -> dict:
+        """The settings of one group's run: the section without the list of
+        groups, so that adding a group reruns only its own runs."""
+        return {k: v for k, v in self.config["emergence"].items() if k not in ("groups", "enabled")}
+
+    def emergence_runs(self) -> list[tuple[str, str]]:
+        """(group, run) of every emergence run, group by group."""
+        return [(group, run) for group in self.config["emergence"]["groups"] for run in EMERGENCE_RUNS]
+
+    def emergence_logits(self, wildcards: Wildcards) -> list[str]:
+        return [self.layout.emergence_logits(group, run) for group, run in self.emergence_runs()]
 
     # ------------------------------------------------- report and provenance
     def report_spec(self, wildcards: Wildcards) -> dict:

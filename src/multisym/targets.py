@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from multisym import protocol
-from multisym.plan import EMERGENCE_RUNS, STRATEGIES, Plan
+from multisym.plan import STRATEGIES, Plan
 
 EXTENSIONS = {"table": ("csv", "md", "tex", "html"), "figure": ("pdf", "png"), "claims": ("csv", "md", "html")}
 MODULES = {"table": "tables", "figure": "figures", "claims": "claims"}  # multisym.report.<module>
@@ -85,6 +85,13 @@ def _ising(plan: Plan) -> bool:
 
 
 ISING = "emergence.enabled and emergence.ising.enabled"
+
+
+def _so2(plan: Plan) -> bool:
+    """The SO(2) fraction is measured for the cyclic rotation groups C_N (rot<N>) only."""
+    settings = plan.config["emergence"]
+    cyclic = [g for g in settings["groups"] if g.startswith("rot") and g != "rotation"]
+    return settings["enabled"] and bool(cyclic) and settings["so2_angles"] > 0
 
 
 def _members(plan: Plan) -> list[str]:
@@ -188,6 +195,14 @@ FIGURES = (
                                      "number of members, log-log, with fitted slopes and their 95% CIs against "
                                      "1/sqrt(M)",
            lambda plan: plan.ising_results(), _ising, ISING),
+    Target("figure_emergence_orders", "Emergent invariance per group order (cf. Gerken & Kessel, Figure 2): "
+                                      "orbit-consistent inputs vs epoch, ensemble and members' 25-75 % band, and "
+                                      "vs ensemble size at the largest order",
+           lambda plan: [plan.layout.emergence_metrics], _emergence, "emergence.enabled"),
+    Target("figure_emergence_so2", "Emergent invariance under SO(2) (cf. Gerken & Kessel, Figure 3): share of "
+                                   "uniformly drawn rotation angles keeping the prediction, per training order",
+           lambda plan: [plan.layout.emergence_metrics], _so2,
+           "emergence.enabled, a rot<N> group in emergence.groups and emergence.so2_angles > 0"),
 )
 # The paper's claims, each tested by paired bootstrap differences (multisym.report.claims)
 CLAIMS = Target("claims", "The paper's claims, tested at this scale: paired bootstrap 95% CIs of each difference "
@@ -278,7 +293,7 @@ def results(plan: Plan) -> dict[str, Result]:
     out[layout.audit_manifest] = Result(tuple(plan.audit_sets_inputs({}).values()), frozenset())
     audit = tuple(plan.member_audit_outputs({}))
     out[layout.audit_metrics] = Result((*audit, *greedy, layout.audit_manifest), frozenset(evaluated))
-    runs = tuple(layout.emergence_logits(run) for run in EMERGENCE_RUNS)
+    runs = tuple(plan.emergence_logits({}))
     out[layout.emergence_metrics] = Result((*runs, layout.audit_manifest), frozenset())
     for path in plan.ising_results():
         out[path] = Result((), frozenset())

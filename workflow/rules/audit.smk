@@ -90,9 +90,9 @@ rule emergence:
         sets=LAYOUT.audit_sets,
         sets_manifest=LAYOUT.audit_manifest,
     output:
-        logits=kept(LAYOUT.emergence_logits("{run}")),
+        logits=kept(LAYOUT.emergence_logits("{egroup}", "{run}")),
     log:
-        LAYOUT.log("emergence", "{run}"),
+        LAYOUT.log("emergence", "{egroup}-{run}"),
     conda:
         env("workflow")
     threads: 1
@@ -101,10 +101,10 @@ rule emergence:
         runtime="2h",
         mem_mb=8000,
     params:
-        settings=spec(PLAN.emergence_spec),
+        settings=spec(PLAN.emergence_run_spec),
         version=stage_version("emergence"),
     shell:
-        "multisym emergence --run {wildcards.run} --settings-json {params.settings:q}"
+        "multisym emergence --group {wildcards.egroup} --run {wildcards.run} --settings-json {params.settings:q}"
         " --data {input.data} --manifest {input.manifest} --sets {input.sets}"
         " --sets-manifest {input.sets_manifest} --out {output.logits}"
         " --threads {threads} --in-memory-gib {resources.in_memory_gib}"
@@ -113,7 +113,7 @@ rule emergence:
 
 rule emergence_metrics:
     input:
-        logits=[LAYOUT.emergence_logits(run) for run in EMERGENCE_RUNS],
+        logits=PLAN.emergence_logits,
         manifest=LAYOUT.audit_manifest,
     output:
         metrics=kept(LAYOUT.emergence_metrics),
@@ -123,7 +123,7 @@ rule emergence_metrics:
         env("workflow")
     params:
         settings=spec(PLAN.emergence_spec),
-        runs=" ".join(EMERGENCE_RUNS),
+        runs=" ".join(f"{group}/{run}" for group, run in PLAN.emergence_runs()),
         version=stage_version("emergence_metrics"),
     shell:
         "multisym emergence-metrics --settings-json {params.settings:q} --runs {params.runs}"

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from multisym import targets
 from multisym.config import ConfigError, resolve, resolve_cluster
-from multisym.plan import EMERGENCE_RUNS, Plan, alternatives
+from multisym.plan import Plan, alternatives
 from multisym.stages import stage_version
 
 config = resolve(config)

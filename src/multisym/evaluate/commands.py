@@ -171,8 +171,10 @@ def audit_metrics(args) -> None:
 
 
 def _emergence_arguments(p) -> None:
+    p.add_argument("--group", required=True, help="the group of emergence.groups this run augments with")
     p.add_argument("--run", required=True, choices=("augmented", "control"))
-    p.add_argument("--settings-json", required=True, help="the resolved `emergence` config section as JSON")
+    p.add_argument("--settings-json", required=True,
+                   help="the resolved `emergence` config section as JSON (its groups list is not read)")
     p.add_argument("--data", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--sets", required=True)
@@ -184,15 +186,15 @@ def _emergence_arguments(p) -> None:
 def emergence(args) -> None:
     from multisym.evaluate.emergence import train
 
-    summary = train(json.loads(args.settings_json), args.run, args.data, args.manifest, args.sets,
+    summary = train(json.loads(args.settings_json), args.group, args.run, args.data, args.manifest, args.sets,
                     args.sets_manifest, args.out, device=args.device, threads=args.threads)
-    print(f"emergence {summary['run']}: {summary['members']} members, {summary['epochs']} epochs, "
+    print(f"emergence {summary['group']} {summary['run']}: {summary['members']} members, {summary['epochs']} epochs, "
           f"final member test accuracy {summary['final_member_test_accuracy']:.1f}%", file=sys.stderr)
 
 
 def _emergence_metrics_arguments(p) -> None:
     p.add_argument("--settings-json", required=True)
-    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--runs", nargs="+", required=True, help="each logits file's <group>/<run>")
     p.add_argument("--logits", nargs="+", required=True)
     p.add_argument("--sets-manifest", required=True)
     p.add_argument("--out", required=True)
@@ -203,7 +205,10 @@ def emergence_metrics(args) -> None:
 
     if len(args.runs) != len(args.logits):
         raise SystemExit("error: give one logits file per run, in the order of --runs")
-    write_metrics(json.loads(args.settings_json), dict(zip(args.runs, args.logits)), args.sets_manifest, args.out)
+    runs = [tuple(label.split("/", 1)) for label in args.runs]
+    if any(len(run) != 2 for run in runs):
+        raise SystemExit("error: name each run <group>/<run>, for example rot8/augmented")
+    write_metrics(json.loads(args.settings_json), dict(zip(runs, args.logits)), args.sets_manifest, args.out)
 
 
 def _ising_settings(args) -> tuple[dict, object]:

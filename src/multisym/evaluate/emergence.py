@@ -19,11 +19,23 @@ Evaluation runs one member at a time on channels_last orbits, where the
 CPU's max-pooling is an order of magnitude faster than on the NCHW batches
 ``vmap`` hands it (the whole evaluation on one core: 2.6x).
 
-Runs: ``augmented`` (each epoch is the whole orbit of every training image)
-and ``control`` (each image |G| times unrotated, so both runs take the same
-number of steps). At epoch 0 and after every epoch, every member's logits on
-the orbit of every audit set are stored, shape (E+1, M, |G|, N, C), so every
-metric and every sub-ensemble can be recomputed offline.
+Runs, for each group of ``emergence.groups``: ``augmented`` (each epoch is
+the whole orbit of every training image) and ``control`` (each image |G|
+times as the identity element gives it, so both runs take the same number of
+steps and, for the rotation groups C_N, see the same disc-masked images). At
+epoch 0 and after every epoch, every member's logits on the orbit of every
+audit set are stored, shape (E+1, M, |G|, N, C), so every metric and every
+sub-ensemble can be recomputed offline.
+
+SO(2) (Gerken & Kessel's continuous-rotation measure): for a C_N group, after
+the last epoch every member's logits on K rotations of every audit input by
+angles drawn uniformly from [0°, 360°) (``emergence.so2_angles``; one seeded
+draw shared by all runs), with the unrotated (masked) input first, shape
+(M, K+1, N, C). An input's SO(2) fraction is the share of the K angles whose
+rotated input gets the unrotated input's prediction.
+
+Measured per set and epoch: OSP and the orbit-consistent fraction
+(``invariance``) of every member and of the ensemble's averaged output.
 """
 
 from __future__ import annotations
@@ -55,24 +67,34 @@ def member_network(channels: int, size: int, num_classes: int, widths: list[int]
                          nn.Linear(hidden, num_classes))
 
 
-def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_manifest, out_path,
-          device="auto", threads=None) -> dict:
-    """Train ``settings['members']`` networks for one run and store their orbit
-    logits at every evaluation point; returns a short summary."""
+def so2_angles(settings: dict) -> np.ndarray:
+    """The K angles (degrees) of the SO(2) measure, the same for every run."""
+    return np.random.default_rng(settings["seed"]).uniform(0.0, 360.0, settings["so2_angles"])
+
+
+def measures_so2(settings: dict, group_name: str) -> bool:
+    return group_name.startswith("rot") and group_name != "rotation" and settings["so2_angles"] > 0
+
+
+def train(settings: dict, group_name: str, run: str, data_path, manifest_path, sets_path, sets_manifest,
+          out_path, device="auto", threads=None) -> dict:
+    """Train ``settings['members']`` networks for one run of one group and
+    store their orbit logits at every evaluation point (and the SO(2) logits
+    after the last); returns a short summary."""
     import torch
     import torch.nn.functional as F
     from torch.func import functional_call, stack_module_state, vmap
 
     from multisym.evaluate.audit import load_sets
     from multisym.runtime import select_device, set_threads
-    from multisym.symmetries import get_group
+    from multisym.symmetries import get_group, rotate_degrees
     from multisym.train.trainer import Task, Trainer
 
     if run not in RUNS:
         raise ValueError(f"unknown run {run!r}; known: {RUNS}")
     set_threads(threads)
     target = select_device(device)
-    group = get_group(settings["group"])
+    group = get_group(group_name)
     images, labels, info = splits.load_split(data_path, manifest_path, "train")
     if settings["train_images"] and settings["train_images"] < len(labels):
         keep = np.random.default_rng(settings["seed"]).choice(len(labels), settings["train_images"], replace=False)
@@ -88,7 +110,7 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
         train_x, train_y = group.orbit(images)
         train_y = labels.repeat(group.order)
     else:
-        train_x, train_y = images.repeat(group.order, 1, 1, 1), labels.repeat(group.order)
+        train_x, train_y = group.identity(images).repeat(group.order, 1, 1, 1), labels.repeat(group.order)
     train_x, train_y = ((train_x - mean) / std).to(target), train_y.to(target)
 
     count = settings["members"]
@@ -151,33 +173,66 @@ def train(settings: dict, run: str, data_path, manifest_path, sets_path, sets_ma
     Trainer(f"emergence {run}", None, optimizer, scaler, settings["epochs"], -(-len(train_y) // batch),
             target).run(Members())
     arrays = {f"{name}_logits": np.stack([h[name] for h in history]).astype(np.float32) for name in orbits}
+    if measures_so2(settings, group_name):
+        angles = so2_angles(settings)
+        states = [member(m) for m in range(count)]
+        with torch.no_grad():
+            for name, x in sets.items():
+                x = torch.from_numpy(x)
+                # the unrotated (masked) input first, then each angle
+                copies = torch.cat([group.identity(x)] + [rotate_degrees(x, float(a)) for a in angles])
+                copies = ((copies - mean) / std).to(target).contiguous(memory_format=torch.channels_last)
+                logits = torch.stack([torch.cat([forward(*state, chunk) for chunk in copies.split(1024)])
+                                      for state in states])
+                arrays[f"{name}_so2_logits"] = logits.reshape(count, len(angles) + 1, len(x), -1).cpu().numpy()
+        arrays["so2_angles"] = angles.astype(np.float32)
     write_npz(out_path, test_labels=test_labels, **arrays)
     final = arrays["test_logits"][-1]
     accuracy = float((final[:, 0].argmax(-1) == test_labels[None]).mean()) * 100.0
-    return {"run": run, "members": count, "epochs": settings["epochs"], "sets": list(manifest["sets"]),
-            "final_member_test_accuracy": accuracy}
+    return {"group": group_name, "run": run, "members": count, "epochs": settings["epochs"],
+            "sets": list(manifest["sets"]), "final_member_test_accuracy": accuracy}
 
 
 # ----------------------------------------------------------------- metrics
+def _consistent(orbit_logits: np.ndarray) -> float:
+    """Fraction of inputs whose prediction is the same on the whole orbit."""
+    return float(invariance.orbit_consistent(orbit_logits).mean())
+
+
+def so2_fraction(logits: np.ndarray) -> np.ndarray:
+    """(N,) per input, the share of the K rotated copies whose prediction is
+    the unrotated input's, from (K+1, N, C) logits with the unrotated first."""
+    predicted = invariance.predictions(logits)
+    return (predicted[1:] == predicted[0]).mean(axis=0)
+
+
 def run_metrics(stored: dict[str, np.ndarray], draws: int, seed: int) -> dict:
     """Curves of one run from its stored logits: per set, per epoch, every
-    member's mean OSP, their quantiles, the ensemble's OSP (logit and prob
-    mean) and accuracies on the test set; and, at the last epoch, OSP of random
-    sub-ensembles of every size (``draws`` each, without replacement)."""
+    member's mean OSP and orbit-consistent fraction, their quantiles, the
+    ensemble's (logit and prob mean) and accuracies on the test set; at the
+    last epoch, both for random sub-ensembles of every size (``draws`` each,
+    without replacement); and the SO(2) fraction where it was measured."""
     labels = stored["test_labels"]
     out = {}
-    for key in sorted(k for k in stored if k.endswith("_logits")):
+    for key in sorted(k for k in stored if k.endswith("_logits") and not k.endswith("_so2_logits")):
         name = key[: -len("_logits")]
         logits = stored[key]  # (E+1, M, |G|, N, C)
         epochs, members, order = logits.shape[:3]
         member_osp = np.stack([invariance.mean_osp(logits[e]) for e in range(epochs)])
+        member_consistent = np.array([[_consistent(z) for z in logits[e]] for e in range(epochs)])
         entry = {
             "order": order,
+            "inputs": int(logits.shape[3]),
             "epochs": list(range(epochs)),
             "member_osp": member_osp.tolist(),
             "member_quantiles": {str(q): np.percentile(member_osp, q, axis=1).tolist() for q in QUANTILES},
             "ensemble_osp": {how: [float(invariance.osp(invariance.combine(logits[e], how)).mean())
                                    for e in range(epochs)] for how in invariance.COMBINATIONS},
+            "member_consistent": member_consistent.tolist(),
+            "consistent_quantiles": {str(q): np.percentile(member_consistent, q, axis=1).tolist()
+                                     for q in QUANTILES},
+            "ensemble_consistent": {how: [_consistent(invariance.combine(logits[e], how)) for e in range(epochs)]
+                                    for how in invariance.COMBINATIONS},
         }
         if name == "test":
             entry["member_accuracy"] = [float(100.0 * (logits[e, :, 0].argmax(-1) == labels).mean())
@@ -185,32 +240,52 @@ def run_metrics(stored: dict[str, np.ndarray], draws: int, seed: int) -> dict:
             entry["ensemble_accuracy"] = [float(100.0 * (invariance.combine(logits[e][:, :1], "prob")[0].argmax(-1)
                                                          == labels).mean()) for e in range(epochs)]
         entry["by_size"] = _by_size(logits[-1], draws, seed)
+        if f"{name}_so2_logits" in stored:
+            entry["so2"] = _so2(stored[f"{name}_so2_logits"])
         out[name] = entry
     return out
 
 
+def _so2(logits: np.ndarray) -> dict:
+    """SO(2) fraction (mean over inputs) of every member, their quantiles and
+    the ensemble's, from (M, K+1, N, C) logits."""
+    members = np.array([so2_fraction(z).mean() for z in logits])
+    return {"angles": int(logits.shape[1] - 1), "member": members.tolist(),
+            "member_quantiles": {str(q): float(np.percentile(members, q)) for q in QUANTILES},
+            "ensemble": {how: float(so2_fraction(invariance.combine(logits, how)).mean())
+                         for how in invariance.COMBINATIONS}}
+
+
 def _by_size(final: np.ndarray, draws: int, seed: int) -> dict:
-    """OSP of random sub-ensembles of each size at the last epoch."""
+    """OSP and orbit-consistent fraction of random sub-ensembles of each size
+    at the last epoch: the mean over draws and its 5-95 % range."""
     rng = np.random.default_rng(seed)
     members = final.shape[0]
     sizes = list(range(1, members + 1))
     curves = {how: {"mean": [], "low": [], "high": []} for how in invariance.COMBINATIONS}
+    consistent = {how: {"mean": [], "low": [], "high": []} for how in invariance.COMBINATIONS}
     for size in sizes:
         picks = [rng.choice(members, size=size, replace=False) for _ in range(draws if size < members else 1)]
         for how in invariance.COMBINATIONS:
-            values = np.array([invariance.osp(invariance.combine(final[p], how)).mean() for p in picks])
-            curves[how]["mean"].append(float(values.mean()))
-            curves[how]["low"].append(float(np.percentile(values, 5)))
-            curves[how]["high"].append(float(np.percentile(values, 95)))
-    return {"sizes": sizes, "draws": draws, **curves}
+            combined = [invariance.combine(final[p], how) for p in picks]
+            for target, values in ((curves, np.array([invariance.osp(z).mean() for z in combined])),
+                                   (consistent, np.array([_consistent(z) for z in combined]))):
+                target[how]["mean"].append(float(values.mean()))
+                target[how]["low"].append(float(np.percentile(values, 5)))
+                target[how]["high"].append(float(np.percentile(values, 95)))
+    return {"sizes": sizes, "draws": draws, **curves, "consistent": consistent}
 
 
-def write_metrics(settings: dict, paths: dict[str, str], sets_manifest, out) -> dict:
+def write_metrics(settings: dict, paths: dict[tuple[str, str], str], sets_manifest, out) -> dict:
+    """Every run's curves, by group then run; ``paths`` maps (group, run) to
+    its stored logits."""
     manifest = splits.read_manifest(sets_manifest)
     result = {"dataset": manifest["dataset"], "stand_in": manifest["stand_in"], "sets": manifest["sets"],
-              "settings": settings, "runs": {}}
-    for run, path in paths.items():
+              "settings": settings, "groups": {}}
+    for (group, run), path in paths.items():
         stored = read_npz(path)
-        result["runs"][run] = run_metrics(stored, settings["subensemble_draws"], settings["seed"])
+        curves = run_metrics(stored, settings["subensemble_draws"], settings["seed"])
+        entry = result["groups"].setdefault(group, {"order": next(iter(curves.values()))["order"], "runs": {}})
+        entry["runs"][run] = curves
     atomic_write_text(json.dumps(result, indent=2) + "\n", out)
     return result
