@@ -75,33 +75,43 @@ SIZES = ((500, 375), (500, 375), (500, 333), (375, 500), (500, 400), (500, 500),
 TARGET = 0.9
 
 
-def photograph(seed: int) -> Image.Image:
+def photograph(seed: int, sizes: tuple = SIZES, large: tuple[int, int] | None = None) -> Image.Image:
     """A smooth random colour field with noise, so its JPEG size resembles a
-    photograph's (about 110 KB at quality 90 for 500 x 375)."""
+    photograph's (about 110 KB at quality 90 for 500 x 375); one in twenty
+    is ``large`` (width, height) where given."""
     rng = np.random.default_rng(seed)
-    width, height = SIZES[seed % len(SIZES)]
+    width, height = large if large is not None and seed % 20 == 19 else sizes[seed % len(sizes)]
     coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
     image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
     noisy = np.clip(np.asarray(image, dtype=np.int16) + rng.integers(-20, 21, (height, width, 3)), 0, 255)
     return Image.fromarray(noisy.astype(np.uint8))
 
 
-def write_jpeg(job: tuple[Path, int]) -> int:
-    path, seed = job
-    photograph(seed).save(path, quality=90)
-    return path.stat().st_size
+def write_jpeg(job: tuple[Path, int, tuple, tuple[int, int] | None]) -> tuple[int, int, int]:
+    """Write one photograph; its file bytes, width and height."""
+    path, seed, sizes, large = job
+    image = photograph(seed, sizes, large)
+    image.save(path, quality=90)
+    return path.stat().st_size, *image.size
 
 
-def write_jpegs(root: Path, images: int, classes: int) -> float:
-    """Mean file size in bytes."""
+def write_image_folder(root: Path, images: int, classes: int, sizes: tuple = SIZES,
+                       large: tuple[int, int] | None = None) -> np.ndarray:
+    """An ImageNet-style folder (train/<wnid>/, val/<wnid>/) of synthetic
+    photographs; (file bytes, width, height) of each, as float64."""
     jobs = []
     for part, count in (("train", images), ("val", classes * 2)):
         for index in range(count):
             folder = root / part / f"n{index % classes:08d}"
             folder.mkdir(parents=True, exist_ok=True)
-            jobs.append((folder / f"img_{index:06d}.JPEG", len(jobs)))
+            jobs.append((folder / f"img_{index:06d}.JPEG", len(jobs), sizes, large))
     with ProcessPoolExecutor(min(16, os.cpu_count() or 1)) as pool:
-        return float(np.mean(list(pool.map(write_jpeg, jobs, chunksize=64))))
+        return np.array(list(pool.map(write_jpeg, jobs, chunksize=32)), dtype=np.float64)
+
+
+def write_jpegs(root: Path, images: int, classes: int) -> float:
+    """Mean file size in bytes."""
+    return float(write_image_folder(root, images, classes)[:, 0].mean())
 
 
 def step_only(batch: int, given: str | None) -> dict:

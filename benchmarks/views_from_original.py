@@ -30,17 +30,19 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from multisym.data import splits, streaming
 from multisym.data.cuts import Cut
+
+sys.path.insert(0, str(Path(__file__).parent))
+from paper_path import write_image_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 H200_STEP_RATE = 1461.0  # images/s of the step at paper scale on one H200 (issue 37)
@@ -54,33 +56,9 @@ EQ_CUTS = (Cut(224, (0.08, 1.0), interpolation="bicubic"), Cut(224, (0.08, 1.0),
            Cut(96, (0.05, 0.14), interpolation="bilinear"))
 
 
-def photograph(seed: int) -> Image.Image:
-    """A smooth random colour field with noise (a photograph's JPEG size)."""
-    rng = np.random.default_rng(seed)
-    width, height = LARGE if seed % 20 == 19 else SIZES[seed % len(SIZES)]
-    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    image = Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
-    noisy = np.clip(np.asarray(image, dtype=np.int16) + rng.integers(-20, 21, (height, width, 3)), 0, 255)
-    return Image.fromarray(noisy.astype(np.uint8))
-
-
-def write_jpeg(job: tuple[Path, int]) -> tuple[int, int]:
-    path, seed = job
-    image = photograph(seed)
-    image.save(path, quality=90)
-    return image.size
-
-
 def write_folder(root: Path, images: int, classes: int = 8) -> dict:
-    jobs = []
-    for part, count in (("train", images), ("val", classes * 2)):
-        for index in range(count):
-            folder = root / part / f"n{index % classes:08d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            jobs.append((folder / f"img_{index:06d}.JPEG", len(jobs)))
-    with ProcessPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        sizes = np.array(list(pool.map(write_jpeg, jobs, chunksize=32)), dtype=np.float64)
-    return {"mean_width": float(sizes[:, 0].mean()), "mean_height": float(sizes[:, 1].mean())}
+    sizes = write_image_folder(root, images, classes, SIZES, LARGE)
+    return {"mean_width": float(sizes[:, 1].mean()), "mean_height": float(sizes[:, 2].mean())}
 
 
 def rate(paths: tuple[Path, Path], cuts: tuple, workers: int, batch: int, seed: int = 0) -> float:
