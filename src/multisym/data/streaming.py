@@ -54,6 +54,19 @@ def decoding_threads() -> int:
     return min(cpu_count(), MAX_THREADS)
 
 
+def rows_of(key, length: int) -> np.ndarray:
+    """The rows of a split of ``length`` images that ``key`` (a 1-d index, a
+    tensor or a slice) picks, as int64."""
+    if isinstance(key, Tensor):
+        return key.cpu().numpy().astype(np.int64)
+    if isinstance(key, slice):
+        return np.arange(length)[key]
+    rows = np.asarray(key, dtype=np.int64)
+    if rows.ndim != 1:
+        raise IndexError(f"streamed images are indexed by a 1-d index, a tensor or a slice, not {key!r}")
+    return rows
+
+
 class StreamedImages:
     """A split's images, decoded when indexed (see the module docstring) by
     ``decoder``: a ``SplitDecoder`` or a ``JpegDecoder``."""
@@ -86,14 +99,7 @@ class StreamedImages:
         return StreamedImages(self.decoder, device, self._pool, self._workers)
 
     def _rows(self, key) -> np.ndarray:
-        if isinstance(key, Tensor):
-            return key.cpu().numpy().astype(np.int64)
-        if isinstance(key, slice):
-            return np.arange(len(self))[key]
-        rows = np.asarray(key, dtype=np.int64)
-        if rows.ndim != 1:
-            raise IndexError(f"streamed images are indexed by a 1-d index, a tensor or a slice, not {key!r}")
-        return rows
+        return rows_of(key, len(self))
 
     def _make(self, rows: np.ndarray, seeds: np.ndarray | None) -> Tensor | list[Tensor]:
         if seeds is None:
@@ -219,8 +225,7 @@ class OriginalsInMemory:
         samples are cut on threads (torch's resampling releases the GIL)."""
         from multisym.data.cuts import cut_views
 
-        rows = key.cpu().numpy() if isinstance(key, Tensor) else np.arange(len(self.images))[key] \
-            if isinstance(key, slice) else np.asarray(key)
+        rows = rows_of(key, len(self.images))
         if self._pool is None:
             self._pool = ThreadPoolExecutor(decoding_threads(), thread_name_prefix="cut")
         views = list(self._pool.map(lambda pair: cut_views(self.images[int(pair[0])], int(pair[1]), self.cuts),
