@@ -210,7 +210,7 @@ def run_emergence(root, members: int, epochs: int = 2, group: str = "rotation", 
                   so2_angles: int = 64) -> tuple[dict, str]:
     settings = {**config.section_defaults("emergence"), "members": members, "epochs": epochs, "widths": [4],
                 "hidden": 8, "train_images": 200, "subensemble_draws": 4, "groups": [group],
-                "so2_angles": so2_angles}
+                "so2_angles": so2_angles, "bootstrap_resamples": 20, "level": 0.95}
     out = root / f"{group}-{run}-{members}.npz"
     emergence.train(settings, group, run, root / "d.npz", root / "d.json", root / "s.npz", root / "s.json", out)
     return settings, str(out)
@@ -280,6 +280,15 @@ def test_emergence_stored_logits_reproduce_the_figure(digits_sets, tmp_path):
         assert full["logit"]["mean"][-1] == pytest.approx(curve["ensemble_osp"]["logit"][-1])
         assert full["consistent"]["logit"]["mean"][-1] == pytest.approx(curve["ensemble_consistent"]["logit"][-1])
         assert "so2" not in curve  # measured for the C_N groups only
+        # the deviation of the last epoch's mean logits from invariance, by size
+        finite = curve["finite"]
+        assert finite["sizes"] == [1, 2, 4]
+        last = z[-1].astype(np.float64)
+        whole = np.linalg.norm(last.mean(axis=0)[:1] - last.mean(axis=0)[1:], axis=-1).mean()
+        assert finite["deviation"][-1] == pytest.approx(whole, rel=1e-5)
+        single = np.mean([np.linalg.norm(m[:1] - m[1:], axis=-1).mean() for m in last])
+        assert finite["deviation"][0] == pytest.approx(single, rel=1e-5)
+        assert finite["slope_ci"][0] <= finite["slope"] <= finite["slope_ci"][1]
     figure = tmp_path / "f.png"
     from multisym.report import figures
 
@@ -321,6 +330,62 @@ def test_emergence_of_a_cyclic_group_trains_on_masked_images_and_measures_so2(di
         figures.write(name, [str(tmp_path / "m.json")], {"name": "test"}, str(tmp_path / f"{name}.pdf"),
                       str(figure))
         assert figure.stat().st_size > 1000
+
+
+def test_untrained_image_ensembles_measure_deviation_and_consistency_by_size(digits_sets, tmp_path):
+    """The initialisation study: each untrained member is the emergence
+    network with its own seed; D(M) at M = 1 is the members' mean deviation of
+    their logits, at the largest size the whole ensemble's; the orbit-consistent
+    fraction at M = 1 averages the members' own."""
+    import torch
+
+    from multisym.evaluate import emergence_init, finite_ensemble
+    from multisym.symmetries import get_group
+
+    root, _ = digits_sets
+    settings = {**config.section_defaults("emergence"), "widths": [4], "hidden": 8, "init_members": 16,
+                "init_inputs": 6, "bootstrap_resamples": 10, "subensemble_draws": 50, "level": 0.95}
+    result = emergence_init.initialisation(settings, ["rot4", "rot8"], root / "d.json", root / "s.npz",
+                                           root / "s.json", device="cpu")
+    assert result["sizes"] == [1, 2, 4, 8, 16] and result["members"] == 16
+    assert set(result["inputs"]) == {"test", "noise", "photos", "turned"} and set(result["inputs"].values()) == {6}
+    info = splits.info(splits.read_manifest(root / "d.json"))
+    test = torch.from_numpy(audit.load_sets(root / "s.npz", root / "s.json")[0]["test"][:6])
+    for name, order in (("rot4", 4), ("rot8", 8)):
+        entry = result["groups"][name]
+        assert entry["order"] == order
+        orbit = get_group(name).orbit(test)[0]
+        orbit = (orbit - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
+        logits = []
+        for index in range(16):
+            torch.manual_seed(finite_ensemble.member_seed(settings["seed"], index))
+            net = emergence.member_network(info.channels, info.image_size, info.num_classes, [4], 8)
+            with torch.no_grad():
+                logits.append(net(orbit).reshape(order, 6, -1).numpy().astype(np.float64))
+        logits = np.stack(logits)
+        measured = entry["sets"]["test"]
+        single = np.mean([np.linalg.norm(z[:1] - z[1:], axis=-1).mean() for z in logits])
+        assert measured["deviation"]["deviation"][0] == pytest.approx(single, rel=1e-4)
+        whole = logits.mean(axis=0)
+        assert measured["deviation"]["deviation"][-1] == pytest.approx(
+            np.linalg.norm(whole[:1] - whole[1:], axis=-1).mean(), rel=1e-4)
+        consistent = measured["consistent"]
+        each = [invariance.orbit_consistent(z).mean() for z in logits]
+        assert consistent["logit"]["mean"][0] == pytest.approx(np.mean(each))
+        assert consistent["member_quantiles"]["50"] == pytest.approx(np.median(each))
+        assert consistent["logit"]["mean"][-1] == pytest.approx(invariance.orbit_consistent(whole).mean())
+        assert len(measured["relative"]) == 5 and min(measured["relative"]) > 0
+    # the figure reads the trained runs' metrics and the untrained study
+    _, path = run_emergence(root, 4, epochs=1, group="rot4", so2_angles=0)
+    metrics = tmp_path / "m.json"
+    trained = {**settings, "groups": ["rot4"], "members": 4}
+    emergence.write_metrics(trained, {("rot4", "augmented"): path}, root / "s.json", metrics)
+    (tmp_path / "i.json").write_text(json.dumps(result))
+    from multisym.report import figures
+
+    figures.write("figure_emergence_finite", [str(metrics), str(tmp_path / "i.json")], {"name": "test"},
+                  str(tmp_path / "f.pdf"), str(tmp_path / "f.png"))
+    assert (tmp_path / "f.png").stat().st_size > 1000
 
 
 def test_a_config_with_the_replaced_emergence_group_key_says_to_use_groups():

@@ -70,7 +70,7 @@ def test_every_subcommand_is_listed_once_with_the_options_of_a_run_by_hand(capsy
     from multisym.cli import COMMANDS, build_parser
 
     names = [command.name for command in COMMANDS]
-    assert len(names) == len(set(names)) == 33
+    assert len(names) == len(set(names)) == 34
     parser = build_parser()
     for name in names:
         with pytest.raises(SystemExit):

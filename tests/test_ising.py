@@ -114,6 +114,24 @@ def test_group_deviations_partition_the_members():
         finite_ensemble.group_deviations(diffs, 7, np.random.default_rng(0))
 
 
+def test_curve_averages_consecutive_blocks_of_one_random_order():
+    """Every size's sub-ensembles are consecutive blocks of the same random
+    order of the members; sizes that do not divide M leave the rest out."""
+    rng = np.random.default_rng(3)
+    diffs = rng.normal(size=(12, 3, 5, 2))
+    values = finite_ensemble.curve(diffs, [1, 2, 4, 5, 12], np.random.default_rng(7))
+    order = np.random.default_rng(7).permutation(12)
+    for value, size in zip(values, [1, 2, 4, 5, 12]):
+        groups = 12 // size
+        means = diffs[order[: groups * size]].reshape(groups, size, 3, 5, 2).mean(axis=1)
+        assert value == pytest.approx(np.linalg.norm(means, axis=-1).mean())
+    limited = finite_ensemble.curve(diffs, [2], np.random.default_rng(7), draws=2)
+    blocks = diffs[order[:4]].reshape(2, 2, 3, 5, 2).mean(axis=1)
+    assert limited[0] == pytest.approx(np.linalg.norm(blocks, axis=-1).mean())
+    with pytest.raises(ValueError, match="no sub-ensemble"):
+        finite_ensemble.curve(diffs, [13], np.random.default_rng(0))
+
+
 # ------------------------------------------------------------------- networks
 def tiny_settings(**changes) -> dict:
     base = {**config.section_defaults("emergence")["ising"], "size": 4, "sweeps": 5, "train_lattices": 16,

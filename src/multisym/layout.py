@@ -10,7 +10,7 @@
     results/<name>/metrics/members.json, dataset_summary.json
     results/<name>/audit/sets.npz, manifest.json, outputs/<folder>.npz, metrics.json,
                          ood/<key>/dataset.npz, manifest.json (audit.ood_datasets)
-    results/<name>/emergence/<group>/<run>.npz, metrics.json
+    results/<name>/emergence/<group>/<run>.npz, metrics.json, initialisation.json
     results/<name>/emergence/ising/<architecture>.json
     results/<name>/ensembles/<pool>_<strategy>.json, .resamples.npz
     results/<name>/tables/<table>.csv, .md, .tex; paper_comparison.csv, .md; protocol.json; claims.csv, .md, .html
@@ -118,6 +118,11 @@ class Layout:
     @property
     def emergence_metrics(self) -> str:
         return f"{self.root}/emergence/metrics.json"
+
+    @property
+    def emergence_init(self) -> str:
+        """The untrained image ensembles' finite-ensemble study, every group."""
+        return f"{self.root}/emergence/initialisation.json"
 
     def ising(self, architecture: str) -> str:
         """The Ising study of one architecture: trained ensembles (every width,

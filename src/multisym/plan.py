@@ -368,7 +368,15 @@ class Plan:
                 "bootstrap": self.config["ensembles"]["bootstrap"]}
 
     def emergence_spec(self, wildcards: Wildcards) -> dict:
-        return self.config["emergence"]
+        """The section and the CI level of the finite-ensemble slopes (ensembles.bootstrap.level)."""
+        return {**self.config["emergence"], "level": self.config["ensembles"]["bootstrap"]["level"]}
+
+    def emergence_init_spec(self, wildcards: Wildcards) -> dict:
+        """What the untrained ensembles depend on: the network, the seeds, the
+        sizes of the study and the CI level; not the training settings."""
+        keys = ("widths", "hidden", "seed", "init_members", "init_inputs", "bootstrap_resamples", "subensemble_draws")
+        return {**{k: self.config["emergence"][k] for k in keys},
+                "level": self.config["ensembles"]["bootstrap"]["level"]}
 
     @property
     def ising_enabled(self) -> bool:

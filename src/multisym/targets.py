@@ -199,6 +199,12 @@ FIGURES = (
                                       "orbit-consistent inputs vs epoch, ensemble and members' 25-75 % band, and "
                                       "vs ensemble size at the largest order",
            lambda plan: [plan.layout.emergence_metrics], _emergence, "emergence.enabled"),
+    Target("figure_emergence_finite", "Finite image ensembles: deviation of the mean logits from invariance vs "
+                                      "the number of members (untrained and trained, log-log, fitted slopes with "
+                                      "95% CIs against 1/sqrt(M)) and orbit-consistent inputs vs members at "
+                                      "initialisation",
+           lambda plan: [plan.layout.emergence_metrics, plan.layout.emergence_init], _emergence,
+           "emergence.enabled"),
     Target("figure_emergence_so2", "Emergent invariance under SO(2) (cf. Gerken & Kessel, Figure 3): share of "
                                    "uniformly drawn rotation angles keeping the prediction, per training order",
            lambda plan: [plan.layout.emergence_metrics], _so2,

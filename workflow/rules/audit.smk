@@ -111,6 +111,33 @@ rule emergence:
         " > {log} 2>&1"
 
 
+# Untrained ensembles of thousands of members (docs/method.md#the-finite-ensemble-rate):
+# nothing is trained, so one job measures every group.
+rule emergence_init:
+    input:
+        manifest=LAYOUT.manifest,
+        sets=LAYOUT.audit_sets,
+        sets_manifest=LAYOUT.audit_manifest,
+    output:
+        result=kept(LAYOUT.emergence_init),
+    log:
+        LAYOUT.log("emergence_init", "initialisation"),
+    conda:
+        env("workflow")
+    threads: 1
+    resources:
+        runtime="2h",
+        mem_mb=8000,
+    params:
+        settings=spec(PLAN.emergence_init_spec),
+        groups=" ".join(config["emergence"]["groups"]),
+        version=stage_version("emergence_init"),
+    shell:
+        "multisym emergence-init --settings-json {params.settings:q} --groups {params.groups}"
+        " --manifest {input.manifest} --sets {input.sets} --sets-manifest {input.sets_manifest}"
+        " --out {output.result} --threads {threads} > {log} 2>&1"
+
+
 rule emergence_metrics:
     input:
         logits=PLAN.emergence_logits,

@@ -211,6 +211,31 @@ def emergence_metrics(args) -> None:
     write_metrics(json.loads(args.settings_json), dict(zip(runs, args.logits)), args.sets_manifest, args.out)
 
 
+def _emergence_init_arguments(p) -> None:
+    p.add_argument("--settings-json", required=True,
+                   help="the untrained ensembles' settings (Plan.emergence_init_spec) as JSON")
+    p.add_argument("--groups", nargs="+", required=True, help="the groups of emergence.groups")
+    p.add_argument("--manifest", required=True, help="the dataset's manifest (image size, classes, normalisation)")
+    p.add_argument("--sets", required=True)
+    p.add_argument("--sets-manifest", required=True)
+    p.add_argument("--out", required=True)
+    runtime_options(p)
+
+
+def emergence_init(args) -> None:
+    from multisym.evaluate.emergence_init import initialisation
+
+    result = initialisation(json.loads(args.settings_json), args.groups, args.manifest, args.sets,
+                            args.sets_manifest, device=args.device, threads=args.threads)
+    write_json(result, args.out)
+    for group, entry in result["groups"].items():
+        for name, measures in entry["sets"].items():
+            fit = measures["deviation"]
+            print(f"emergence at initialisation, {group} on {name}: slope {fit['slope']:.3f} "
+                  f"[{fit['slope_ci'][0]:.3f}, {fit['slope_ci'][1]:.3f}] over {result['members']} members",
+                  file=sys.stderr)
+
+
 def _ising_settings(args) -> tuple[dict, object]:
     """The Ising study's settings from the workflow's JSON, or from ``--config``
     (a run by hand, writing where the workflow would); and the scale's layout."""
@@ -282,6 +307,8 @@ COMMANDS = (
     Command("emergence", "train one run of the emergent-invariance experiment", _emergence_arguments, emergence),
     Command("emergence-metrics", "OSP curves of the emergent-invariance runs", _emergence_metrics_arguments,
             emergence_metrics),
+    Command("emergence-init", "untrained image ensembles: deviation from invariance and orbit consistency vs size",
+            _emergence_init_arguments, emergence_init),
     Command("ising", "the Ising study of one architecture: trained ensembles, untrained ones' slopes",
             _ising_arguments, ising),
     Command("dataset-summary", "one dataset's singles, ensembles, dominance and Δ for the transfer tables",

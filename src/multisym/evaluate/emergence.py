@@ -46,7 +46,7 @@ import json
 import numpy as np
 
 from multisym.data import splits
-from multisym.evaluate import invariance
+from multisym.evaluate import finite_ensemble, invariance
 from multisym.files import atomic_write_text, read_npz
 from multisym.files import write_npz
 
@@ -206,12 +206,16 @@ def so2_fraction(logits: np.ndarray) -> np.ndarray:
     return (predicted[1:] == predicted[0]).mean(axis=0)
 
 
-def run_metrics(stored: dict[str, np.ndarray], draws: int, seed: int) -> dict:
+def run_metrics(stored: dict[str, np.ndarray], settings: dict) -> dict:
     """Curves of one run from its stored logits: per set, per epoch, every
     member's mean OSP and orbit-consistent fraction, their quantiles, the
     ensemble's (logit and prob mean) and accuracies on the test set; at the
-    last epoch, both for random sub-ensembles of every size (``draws`` each,
-    without replacement); and the SO(2) fraction where it was measured."""
+    last epoch, both for random sub-ensembles of every size
+    (``subensemble_draws`` each, without replacement), and the deviation of
+    the ensemble's mean logits from invariance against the number of members
+    with its fitted slope (``finite_ensemble``); and the SO(2) fraction
+    where it was measured."""
+    draws, seed = settings["subensemble_draws"], settings["seed"]
     labels = stored["test_labels"]
     out = {}
     for key in sorted(k for k in stored if k.endswith("_logits") and not k.endswith("_so2_logits")):
@@ -240,6 +244,9 @@ def run_metrics(stored: dict[str, np.ndarray], draws: int, seed: int) -> dict:
             entry["ensemble_accuracy"] = [float(100.0 * (invariance.combine(logits[e][:, :1], "prob")[0].argmax(-1)
                                                          == labels).mean()) for e in range(epochs)]
         entry["by_size"] = _by_size(logits[-1], draws, seed)
+        entry["finite"] = finite_ensemble.fit(finite_ensemble.differences(logits[-1]),
+                                              finite_ensemble.sizes_up_to(members), settings["bootstrap_resamples"],
+                                              settings["level"], seed)
         if f"{name}_so2_logits" in stored:
             entry["so2"] = _so2(stored[f"{name}_so2_logits"])
         out[name] = entry
@@ -284,7 +291,7 @@ def write_metrics(settings: dict, paths: dict[tuple[str, str], str], sets_manife
               "settings": settings, "groups": {}}
     for (group, run), path in paths.items():
         stored = read_npz(path)
-        curves = run_metrics(stored, settings["subensemble_draws"], settings["seed"])
+        curves = run_metrics(stored, settings)
         entry = result["groups"].setdefault(group, {"order": next(iter(curves.values()))["order"], "runs": {}})
         entry["runs"][run] = curves
     atomic_write_text(json.dumps(result, indent=2) + "\n", out)

@@ -16,11 +16,11 @@ terms, so D(M) = c / sqrt(M) up to sampling noise: a slope of -1/2 on a
 log-log plot. An ensemble whose mean is not invariant levels off at the
 infinite ensemble's deviation instead (slope above -1/2).
 
-D(M) at a size is averaged over disjoint sub-ensembles (a random partition of
-the members); the slope b of log D = a + b log M is fitted by least squares
+D(M) at a size is averaged over disjoint sub-ensembles (consecutive blocks of
+one random order of the members); the slope b of log D = a + b log M is fitted by least squares
 over the sizes. Its CI is the normal interval b +- z * SE, SE the standard
 deviation of b over bootstrap resamples of the members (drawn with
-replacement, the partition redrawn). Not the percentile interval: a
+replacement, the order redrawn). Not the percentile interval: a
 resample's members have a mean that differs from the population's by about
 sigma / sqrt(N), so a resample's D(M) levels off at large M even where the
 members' population mean is invariant, and its slopes are shifted upwards,
@@ -35,10 +35,23 @@ from statistics import NormalDist
 import numpy as np
 
 
+def member_seed(seed: int, index: int) -> int:
+    """Member ``index``'s seed in a study seeded ``seed``: its own for every
+    index below 100,000 (the schema's limit on members)."""
+    return seed * 100_000 + index
+
+
 def differences(outputs: np.ndarray) -> np.ndarray:
     """f(x) - f(g.x) for g != e from orbit outputs (M, |G|, N[, C]), element 0
     the identity: (M, |G| - 1, N[, C])."""
     return outputs[:, :1] - outputs[:, 1:]
+
+
+def _norms(means: np.ndarray) -> np.ndarray:
+    """Each sub-ensemble's mean over inputs and group elements of the norm of
+    its mean difference, from (groups, |G|-1, N[, C])."""
+    norms = np.abs(means) if means.ndim == 3 else np.linalg.norm(means, axis=-1)
+    return norms.reshape(len(means), -1).mean(axis=1)
 
 
 def group_deviations(diffs: np.ndarray, size: int, rng: np.random.Generator,
@@ -54,9 +67,7 @@ def group_deviations(diffs: np.ndarray, size: int, rng: np.random.Generator,
     if draws is not None:
         groups = min(groups, draws)
     picked = rng.permutation(members)[: groups * size]
-    means = diffs[picked].reshape(groups, size, *diffs.shape[1:]).mean(axis=1)
-    norms = np.abs(means) if means.ndim == 3 else np.linalg.norm(means, axis=-1)
-    return norms.reshape(groups, -1).mean(axis=1)
+    return _norms(diffs[picked].reshape(groups, size, *diffs.shape[1:]).mean(axis=1))
 
 
 def deviation(diffs: np.ndarray, size: int, rng: np.random.Generator, draws: int | None = None) -> float:
@@ -65,8 +76,24 @@ def deviation(diffs: np.ndarray, size: int, rng: np.random.Generator, draws: int
 
 
 def curve(diffs: np.ndarray, sizes: list[int], rng: np.random.Generator, draws: int | None = None) -> np.ndarray:
-    """D(M) at every size of ``sizes``."""
-    return np.array([deviation(diffs, size, rng, draws) for size in sizes])
+    """D(M) at every size of ``sizes``, all from one random order of the
+    members: the sub-ensembles of a size are consecutive blocks of it, their
+    sums differences of one running sum (one pass over the members' outputs
+    for every size, which is what makes thousands of members and hundreds
+    of resamples affordable)."""
+    members = len(diffs)
+    if max(sizes) > members:
+        raise ValueError(f"no sub-ensemble of {max(sizes)} members among {members}")
+    flat = diffs.reshape(members, -1)[rng.permutation(members)]
+    running = np.zeros((members + 1, flat.shape[1]))
+    np.cumsum(flat, axis=0, out=running[1:])
+    values = []
+    for size in sizes:
+        groups = members // size if draws is None else min(members // size, draws)
+        ends = np.arange(1, groups + 1) * size
+        means = (running[ends] - running[ends - size]) / size
+        values.append(float(_norms(means.reshape(groups, *diffs.shape[1:])).mean()))
+    return np.array(values)
 
 
 def slope(sizes, values) -> tuple[float, float]:

@@ -60,11 +60,6 @@ def network(architecture: str, size: int, width: int):
     raise ValueError(f"unknown architecture {architecture!r}; known: {ARCHITECTURES}")
 
 
-def member_seed(seed: int, index: int) -> int:
-    """Member ``index``'s seed: its own for every index below 100,000 (the schema's limit)."""
-    return seed * 100_000 + index
-
-
 class Stack:
     """Members with stacked parameters, evaluated together with ``vmap``."""
 
@@ -101,7 +96,7 @@ def build(settings: dict, architecture: str, width: int, first: int, count: int,
 
     nets = []
     for index in range(first, first + count):
-        torch.manual_seed(member_seed(settings["seed"], index))
+        torch.manual_seed(finite_ensemble.member_seed(settings["seed"], index))
         nets.append(network(architecture, settings["size"], width).to(device))
     return Stack(nets, device)
 
@@ -192,7 +187,8 @@ def _train_run(settings, architecture, width, run, lattices, orbits, energies, s
             out[name] = outputs
         return out
 
-    generators = [torch.Generator().manual_seed(member_seed(settings["seed"], index)) for index in range(count)]
+    generators = [torch.Generator().manual_seed(finite_ensemble.member_seed(settings["seed"], index))
+                  for index in range(count)]
     last = [evaluate()]
 
     class Members(Task):

@@ -198,3 +198,77 @@ def figure_emergence_so2(results: list[dict], spec: dict):
                                   spec), fontsize=10)
     fig.tight_layout()
     return fig
+
+
+MIN_GROUPS = 4  # disjoint sub-ensembles below which a mean is not drawn
+
+
+def _slope_label(fit: dict) -> str:
+    low, high = fit["slope_ci"]
+    return f"slope {fit['slope']:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def figure_emergence_finite(results: list[dict], spec: dict):
+    """The finite-ensemble rate on the image task, one column per audit set.
+    Top: D(M), the mean over inputs and g != e of ||f_bar(x) - f_bar(g.x)||
+    for the ensemble's mean logits f_bar, against the number of members M,
+    log-log: untrained ensembles per group (points and fitted line, slope and
+    bootstrap CI in the legend), trained ones at the last epoch (augmented
+    filled squares, control open), and 1/sqrt(M) through the first untrained
+    point. Middle: untrained D(M) relative to the spread of f_bar between
+    inputs. Bottom: orbit-consistent inputs of untrained ensembles (logit
+    mean) against M, every disjoint sub-ensemble a dot, their mean a line
+    where there are at least MIN_GROUPS of them, the members' median
+    dashed."""
+    import numpy as np
+
+    trained, init = results
+    sets, groups = list(init["inputs"]), list(init["groups"])
+    colours = group_colours(groups)
+    fig, axes = plt.subplots(3, len(sets), figsize=(3.6 * len(sets), 9.6), squeeze=False)
+    sizes = np.asarray(init["sizes"], dtype=float)
+    for col, name in enumerate(sets):
+        top, middle, bottom = axes[0][col], axes[1][col], axes[2][col]
+        for group in groups:
+            entry, colour = init["groups"][group]["sets"][name], colours[group]
+            fit, order = entry["deviation"], init["groups"][group]["order"]
+            top.plot(sizes, fit["deviation"], "o", ms=3, color=colour)
+            top.plot(sizes, np.exp(fit["intercept"]) * sizes ** fit["slope"], color=colour,
+                     label=f"C{order} untrained: {_slope_label(fit)}")
+            runs = trained["groups"].get(group, {}).get("runs", {})
+            for run, face in (("augmented", colour), ("control", "white")):
+                if run in runs and "finite" in runs[run].get(name, {}):
+                    done = runs[run][name]["finite"]
+                    top.plot(done["sizes"], done["deviation"], "s-", ms=4, lw=1, color=colour, mfc=face,
+                             label=f"C{order} trained, {run}: {_slope_label(done)}")
+            middle.plot(sizes, entry["relative"], color=colour, label=f"C{order}")
+            consistent = entry["consistent"]
+            for size, values in zip(sizes, consistent["logit"]["values"]):
+                bottom.plot([size] * len(values), [100 * v for v in values], ".", ms=3, alpha=0.35, color=colour)
+            # a mean only where there are several disjoint sub-ensembles
+            several = [i for i, n in enumerate(consistent["groups"]) if n >= MIN_GROUPS]
+            bottom.plot(sizes[several], [100 * consistent["logit"]["mean"][i] for i in several], color=colour,
+                        lw=2, label=f"C{order} ensembles, mean (dots: each)")
+            bottom.axhline(100 * entry["consistent"]["member_quantiles"]["50"], ls="--", lw=1, color=colour,
+                           label=f"C{order} member median")
+        first = init["groups"][groups[0]]["sets"][name]["deviation"]["deviation"][0]
+        top.plot(sizes, first / np.sqrt(sizes), ":", color="0.4", label="1/√M")
+        top.set_yscale("log")
+        top.set_title(f"{name}: ||mean logit(x) - mean logit(g·x)||", fontsize=9)
+        middle.set_ylim(0.0, None)
+        middle.set_title(f"{name}: untrained, relative to the spread between inputs", fontsize=9)
+        bottom.set_ylim(-2, 102)
+        bottom.set_title(f"{name}: untrained, orbit-consistent inputs", fontsize=9)
+        for ax in (top, middle, bottom):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("members M")
+    axes[0][0].set_ylabel("deviation D(M)")
+    axes[1][0].set_ylabel("D(M) / spread")
+    axes[2][0].set_ylabel("orbit-consistent inputs (%)")
+    for row in axes:
+        row[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    inputs = ", ".join(f"{n} {k}" for k, n in init["inputs"].items())
+    fig.suptitle(f"Finite image ensembles ({spec['name']}): {init['members']} untrained CNNs on {inputs} inputs; "
+                 f"trained: {trained['settings']['members']} per run", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -36,7 +36,7 @@ import seaborn as sns  # noqa: E402
 from multisym.report.tables import (  # noqa: E402
     MODE_LABELS, POOL_LABELS, audit_pool_members, ensembles_axis_members, ensembles_by, load_results)
 from multisym.report.emergence_figures import (  # noqa: E402, F401 (builders the registry finds here)
-    figure_emergence, figure_emergence_orders, figure_emergence_size, figure_emergence_so2)
+    figure_emergence, figure_emergence_finite, figure_emergence_orders, figure_emergence_size, figure_emergence_so2)
 from multisym.report.ising_figures import figure_finite_ensemble, figure_ising  # noqa: E402, F401
 from multisym.targets import FIGURES  # noqa: E402
 
