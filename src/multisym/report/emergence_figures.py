@@ -225,7 +225,8 @@ def figure_emergence_finite(results: list[dict], spec: dict):
     trained, init = results
     sets, groups = list(init["inputs"]), list(init["groups"])
     colours = group_colours(groups)
-    fig, axes = plt.subplots(3, len(sets), figsize=(3.6 * len(sets), 9.6), squeeze=False)
+    fig, axes = plt.subplots(3, len(sets), figsize=(3.8 * len(sets), 11.0), squeeze=False,
+                             gridspec_kw={"height_ratios": (1.0, 0.7, 0.9)})
     sizes = np.asarray(init["sizes"], dtype=float)
     for col, name in enumerate(sets):
         top, middle, bottom = axes[0][col], axes[1][col], axes[2][col]
@@ -254,18 +255,20 @@ def figure_emergence_finite(results: list[dict], spec: dict):
         first = init["groups"][groups[0]]["sets"][name]["deviation"]["deviation"][0]
         top.plot(sizes, first / np.sqrt(sizes), ":", color="0.4", label="1/√M")
         top.set_yscale("log")
-        top.set_title(f"{name}: ||mean logit(x) - mean logit(g·x)||", fontsize=9)
+        top.set_title(f"{name}: D(M)", fontsize=9)
+        # each set's slopes under its own panel
+        top.legend(fontsize=5.5, loc="upper center", bbox_to_anchor=(0.5, -0.2))
         middle.set_ylim(0.0, None)
-        middle.set_title(f"{name}: untrained, relative to the spread between inputs", fontsize=9)
+        middle.set_title(f"{name}: untrained, D(M) / spread", fontsize=9)
         bottom.set_ylim(-2, 102)
-        bottom.set_title(f"{name}: untrained, orbit-consistent inputs", fontsize=9)
+        bottom.set_title(f"{name}: untrained, orbit-consistent", fontsize=9)
         for ax in (top, middle, bottom):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("members M")
     axes[0][0].set_ylabel("deviation D(M)")
     axes[1][0].set_ylabel("D(M) / spread")
     axes[2][0].set_ylabel("orbit-consistent inputs (%)")
-    for row in axes:
+    for row in axes[1:]:
         row[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     inputs = ", ".join(f"{n} {k}" for k, n in init["inputs"].items())
     fig.suptitle(f"Finite image ensembles ({spec['name']}): {init['members']} untrained CNNs on {inputs} inputs; "
