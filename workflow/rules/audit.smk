@@ -95,11 +95,10 @@ rule emergence:
         LAYOUT.log("emergence", "{egroup}-{run}"),
     conda:
         env("workflow")
-    threads: 1
+    threads: PLAN.emergence_job()["cpus"]
     resources:
         **PLAN.loading,
-        runtime="2h",
-        mem_mb=8000,
+        **PLAN.emergence_job_resources(),
     params:
         settings=spec(PLAN.emergence_run_spec),
         version=stage_version("emergence"),
