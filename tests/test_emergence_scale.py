@@ -83,24 +83,14 @@ def test_scale_runs_on_fixture_files(workflow_copy):
     workflow_copy.snakemake("figures", "--configfile", "config/emergence.yaml", override.name)
     root = workflow_copy.folder / "results" / "emergence"
     metrics = json.loads((root / "emergence" / "metrics.json").read_text())
-    text = json.dumps(metrics)
-    assert '"mnist"' in text and '"test"' in text
-    orders = set()
-
-    def collect(node):
-        if isinstance(node, dict):
-            if isinstance(node.get("order"), int):
-                orders.add(node["order"])
-            for value in node.values():
-                collect(value)
-        elif isinstance(node, list):
-            for value in node:
-                collect(value)
-
-    collect(metrics)
-    assert {4, 8, 12, 16} <= orders
-    for architecture in ("mlp", "cnn"):
-        assert json.loads((root / "emergence" / "ising" / f"{architecture}.json").read_text())
+    assert metrics["dataset"] == "fashion_mnist" and not metrics["stand_in"]
+    assert metrics["sets"]["mnist"] == {**metrics["sets"]["mnist"], "kind": "out-of-distribution", "images": 24}
+    assert {group: entry["order"] for group, entry in metrics["groups"].items()} == dict(zip(GROUPS, (4, 8, 12, 16)))
+    for entry in metrics["groups"].values():
+        assert all({"test", "mnist"} <= set(entry["runs"][run]) for run in ("augmented", "control"))
+    for architecture, width in (("mlp", "4"), ("cnn", "2")):
+        ising = json.loads((root / "emergence" / "ising" / f"{architecture}.json").read_text())
+        assert list(ising["widths"]) == [width] and set(ising["widths"][width]) == {"augmented", "control"}
     for figure in ("figure_emergence", "figure_emergence_orders", "figure_emergence_so2", "figure_ising",
                    "figure_finite_ensemble"):
         assert (root / "figures" / f"{figure}.png").stat().st_size > 1000
