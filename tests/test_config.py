@@ -100,7 +100,8 @@ def test_resolving_twice_is_stable():
          "members.imported[0]", "'path' is a required"),
         (lambda c: c["members"].update(imported=[{"mode": "base", "seed": 9, "path": "x", "sha256": "abc"}]),
          "members.imported[0].sha256", "does not match"),
-        (lambda c: c.update(members={"seeds": {}}), "members.seeds", "no member"),
+        # a member-free scale is the emergence study alone (config/emergence.yaml); without it nothing is built
+        (lambda c: c.update(members={"seeds": {}}, emergence={"enabled": False}), "members.seeds", "no member"),
         (lambda c: c.update(backbone={"widths": [8, 16], "blocks": [1]}), "backbone.blocks", "one entry per stage"),
         (lambda c: c.update(views={"crop_scale": [0.9, 0.2]}), "views.crop_scale", "exceeds"),
         (lambda c: c["members"].update(axes=[]), "members.axes", "at least one axis"),

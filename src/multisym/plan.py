@@ -31,6 +31,9 @@ from multisym.members import (
 Wildcards = Mapping[str, str]
 STRATEGIES = ("greedy", "random")
 EMERGENCE_RUNS = ("augmented", "control")
+# The emergence keys one image run reads (multisym.evaluate.emergence.train)
+EMERGENCE_RUN_KEYS = ("members", "epochs", "train_images", "widths", "hidden", "batch_size", "lr", "seed",
+                      "so2_angles")
 # The cluster site values a probe on the GPU asks the SLURM executor for, by
 # the executor's resource names.
 PROBE_SITE = {"partition": "slurm_partition", "account": "slurm_account", "qos": "qos",
@@ -42,6 +45,12 @@ def alternatives(names) -> str:
     none: an empty pattern would match every string)."""
     names = list(names)
     return "|".join(re.escape(name) for name in names) if names else "(?!)"
+
+
+def _without_jobs(emergence: dict) -> dict:
+    """The emergence section without the resources of its jobs (job, ising.job)."""
+    ising = {k: v for k, v in emergence["ising"].items() if k != "job"}
+    return {**{k: v for k, v in emergence.items() if k != "job"}, "ising": ising}
 
 
 def _check_imported_files(config: dict) -> None:
@@ -166,15 +175,36 @@ class Plan:
             + " --review-tier {resources.review_tier}"
         )
 
-    def probe_gpu_resources(self) -> dict:
-        """A probe on the GPU asks the SLURM executor for one, on the cluster
-        section's partition, account, QoS, constraint and GPU model (the site
-        values of GPU training jobs); a probe on the CPU adds nothing, so the
-        profile's defaults stand."""
-        if self.config["probe"]["device"] != "cuda":
+    def gpu_site(self, gpus: int) -> dict:
+        """What a job run by the SLURM executor asks for to get ``gpus`` GPUs:
+        the count, on the cluster section's partition, account, QoS, constraint
+        and GPU model (the site values of GPU training jobs); nothing without a
+        GPU, so the profile's defaults stand."""
+        if not gpus:
             return {}
         site = self.config["cluster"]
-        return {"gpu": 1, **{name: site[key] for key, name in PROBE_SITE.items() if site[key]}}
+        return {"gpu": gpus, **{name: site[key] for key, name in PROBE_SITE.items() if site[key]}}
+
+    def probe_gpu_resources(self) -> dict:
+        """A probe on the GPU asks for one; a probe on the CPU adds nothing."""
+        return self.gpu_site(1 if self.config["probe"]["device"] == "cuda" else 0)
+
+    def emergence_job(self, ising: bool = False) -> dict:
+        """The job section of the image runs (emergence.job) or of the Ising
+        jobs (emergence.ising.job)."""
+        emergence = self.config["emergence"]
+        return (emergence["ising"] if ising else emergence)["job"]
+
+    def emergence_job_resources(self, ising: bool = False) -> dict:
+        """What one job of the emergence study asks the SLURM executor for:
+        its GPU (gpu_site), CPUs, memory and time limit. Unlike pretraining
+        (gpu_job_resources), these jobs keep no checkpoint, so they run as
+        ordinary executor jobs, never through a waiter that requeues them at
+        the time limit: a stopped run starts again. Resources, so changing
+        them reruns nothing."""
+        job = self.emergence_job(ising)
+        return {**self.gpu_site(job["gpus"]), "cpus_per_task": job["cpus"],
+                "mem_mb": job["mem_gb"] * 1000, "runtime": job["time_limit_min"]}
 
     # -------------------------------------------------- data and members
     def dataset_spec(self, wildcards: Wildcards) -> dict:
@@ -368,8 +398,13 @@ class Plan:
                 "bootstrap": self.config["ensembles"]["bootstrap"]}
 
     def emergence_spec(self, wildcards: Wildcards) -> dict:
-        """The section and the CI level of the finite-ensemble slopes (ensembles.bootstrap.level)."""
-        return {**self.config["emergence"], "level": self.config["ensembles"]["bootstrap"]["level"]}
+        """What the metrics of the trained runs read: the section without
+        where its jobs run (moving them reruns nothing), the Ising study and
+        the untrained ensembles' sizes (each has its own job), and with the CI
+        level of the finite-ensemble slopes (ensembles.bootstrap.level)."""
+        own = {k: v for k, v in self.config["emergence"].items()
+               if k not in ("job", "ising", "init_members", "init_inputs")}
+        return {**own, "level": self.config["ensembles"]["bootstrap"]["level"]}
 
     def emergence_init_spec(self, wildcards: Wildcards) -> dict:
         """What the untrained ensembles depend on: the network, the seeds, the
@@ -385,16 +420,18 @@ class Plan:
 
     def ising_spec(self, wildcards: Wildcards) -> dict:
         """The Ising study's settings and the CI level of its slopes (ensembles.bootstrap.level)."""
-        return {**self.config["emergence"]["ising"], "level": self.config["ensembles"]["bootstrap"]["level"]}
+        ising = _without_jobs(self.config["emergence"])["ising"]
+        return {**ising, "level": self.config["ensembles"]["bootstrap"]["level"]}
 
     def ising_results(self) -> list[str]:
         """The trained ensembles' result file of every architecture."""
         return [self.layout.ising(a) for a in self.config["emergence"]["ising"]["architectures"]]
 
     def emergence_run_spec(self, wildcards: Wildcards) -> dict:
-        """The settings of one group's run: the section without the list of
-        groups, so that adding a group reruns only its own runs."""
-        return {k: v for k, v in self.config["emergence"].items() if k not in ("groups", "enabled")}
+        """The settings of one group's run: only the keys the training reads
+        (EMERGENCE_RUN_KEYS), so that adding a group, an Ising setting or a metric's
+        setting reruns no image run."""
+        return {k: self.config["emergence"][k] for k in EMERGENCE_RUN_KEYS}
 
     def emergence_runs(self) -> list[tuple[str, str]]:
         """(group, run) of every emergence run, group by group."""
@@ -434,7 +471,8 @@ class Plan:
     def provenance_config_spec(self, wildcards: Wildcards) -> dict:
         """The resolved config without where and how it runs (cluster, GPU job
         resources, review tier): moving a run elsewhere changes no result."""
-        return {k: v for k, v in self.config.items() if k not in ("cluster", "gpu_jobs", "review")}
+        config = {k: v for k, v in self.config.items() if k not in ("cluster", "gpu_jobs", "review")}
+        return {**config, "emergence": _without_jobs(config["emergence"])}
 
     def provenance_members_spec(self, wildcards: Wildcards) -> dict[str, str]:
         folders = {m.id: self.layout.member_dir(m.folder) for m in self.members}

@@ -53,10 +53,12 @@ def _check_consistency(config: dict) -> None:
             raise ConfigError(f"config key '{key}': low {low} exceeds high {high}")
     _check_ising(config["emergence"]["ising"])
     seeds, imported = config["members"]["seeds"], config["members"]["imported"]
-    if not imported and not any(seeds.get(mode) for mode in ("eq", "inv", "base", "sup")):
+    # a scale without members runs the emergence study alone (config/emergence.yaml)
+    if not imported and not any(seeds.get(mode) for mode in ("eq", "inv", "base", "sup")) \
+            and not config["emergence"]["enabled"]:
         raise ConfigError(
-            "config key 'members.seeds': no member is defined; give seeds for at "
-            "least one of eq, inv, base, sup (or members.imported)"
+            "config key 'members.seeds': no member is defined and emergence.enabled is false, so there is "
+            "nothing to build; give seeds for at least one of eq, inv, base, sup (or members.imported)"
         )
     if (seeds.get("eq") or seeds.get("inv")) and not config["members"]["axes"]:
         raise ConfigError(

@@ -73,7 +73,7 @@ def _eq_and_inv(plan: Plan) -> bool:
 
 
 def _audit(plan: Plan) -> bool:
-    return plan.config["audit"]["enabled"]
+    return plan.config["audit"]["enabled"] and bool(plan.members)
 
 
 def _emergence(plan: Plan) -> bool:
@@ -127,6 +127,7 @@ def _claims(plan: Plan) -> list[str]:
 
 
 POOLS = "at least one ensemble pool (ensembles.pools)"
+AUDIT = "audit.enabled and at least one member"
 AXES = "Eq and Inv members of at least two members.axes"
 TRANSFER_EQ = "a transfer dataset adapted to and the eq pool"
 TRANSFER_BOTH = "a transfer dataset and the eq and eq_inv pools"
@@ -163,7 +164,7 @@ TABLES = (
     Target("table_audit", "Symmetry audit: OSP (of |G|), orbit-consistent inputs (%), test accuracy over the orbit "
                           "(%), feature cosine cos(f(x), f(g·x)) and Eq-head accuracy (%), value [95% CI] over "
                           "inputs; mode rows: mean ± std over members",
-           lambda plan: [plan.layout.audit_metrics], _audit, "audit.enabled"),
+           lambda plan: [plan.layout.audit_metrics], _audit, AUDIT),
 )
 FIGURES = (
     Target("figure2", "Figure 2: test top-1 of greedy ensembles vs their size, per pool, with 95% bootstrap CIs",
@@ -180,8 +181,7 @@ FIGURES = (
            lambda plan: [plan.layout.ensemble(p, "greedy") for p in ("eq", "eq_inv") if p in plan.pools],
            lambda plan: "eq" in plan.pools or "eq_inv" in plan.pools, "the eq or eq_inv pool in ensembles.pools"),
     Target("figure_audit", "Symmetry audit: OSP of each pool's members and greedy ensemble per audit set, and "
-                           "each mode's feature cosine", lambda plan: [plan.layout.audit_metrics], _audit,
-           "audit.enabled"),
+                           "each mode's feature cosine", lambda plan: [plan.layout.audit_metrics], _audit, AUDIT),
     Target("figure_emergence", "Emergent invariance: OSP vs epoch of members (quantile bands) and of the "
                                "ensemble, augmented and control runs",
            lambda plan: [plan.layout.emergence_metrics], _emergence, "emergence.enabled"),

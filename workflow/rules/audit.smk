@@ -95,11 +95,10 @@ rule emergence:
         LAYOUT.log("emergence", "{egroup}-{run}"),
     conda:
         env("workflow")
-    threads: 1
+    threads: PLAN.emergence_job()["cpus"]
     resources:
         **PLAN.loading,
-        runtime="2h",
-        mem_mb=8000,
+        **PLAN.emergence_job_resources(),
     params:
         settings=spec(PLAN.emergence_run_spec),
         version=stage_version("emergence"),
@@ -124,10 +123,9 @@ rule emergence_init:
         LAYOUT.log("emergence_init", "initialisation"),
     conda:
         env("workflow")
-    threads: 1
+    threads: PLAN.emergence_job()["cpus"]
     resources:
-        runtime="2h",
-        mem_mb=8000,
+        **PLAN.emergence_job_resources(),
     params:
         settings=spec(PLAN.emergence_init_spec),
         groups=" ".join(config["emergence"]["groups"]),
@@ -148,6 +146,10 @@ rule emergence_metrics:
         LAYOUT.log("emergence_metrics", "metrics"),
     conda:
         env("workflow")
+    resources:
+        # it reads every run's stored outputs, so it gets a run's memory and time
+        mem_mb=PLAN.emergence_job()["mem_gb"] * 1000,
+        runtime=PLAN.emergence_job()["time_limit_min"],
     params:
         settings=spec(PLAN.emergence_spec),
         runs=" ".join(f"{group}/{run}" for group, run in PLAN.emergence_runs()),

@@ -10,10 +10,9 @@ rule ising:
         LAYOUT.log("ising", "{architecture}"),
     conda:
         env("workflow")
-    threads: 1
+    threads: PLAN.emergence_job(ising=True)["cpus"]
     resources:
-        runtime="2h",
-        mem_mb=4000,
+        **PLAN.emergence_job_resources(ising=True),
     params:
         settings=spec(PLAN.ising_spec),
         version=stage_version("ising"),

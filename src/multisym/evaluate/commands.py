@@ -174,7 +174,7 @@ def _emergence_arguments(p) -> None:
     p.add_argument("--group", required=True, help="the group of emergence.groups this run augments with")
     p.add_argument("--run", required=True, choices=("augmented", "control"))
     p.add_argument("--settings-json", required=True,
-                   help="the resolved `emergence` config section as JSON (its groups list is not read)")
+                   help="the keys of the resolved `emergence` section a run reads, as JSON")
     p.add_argument("--data", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--sets", required=True)
