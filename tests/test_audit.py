@@ -217,20 +217,22 @@ def run_emergence(root, members: int, epochs: int = 2, group: str = "rotation", 
 
 
 def test_emergence_members_train_independently_of_each_other(digits_sets):
-    """Stacked training is M separate runs: a member's logits do not depend on
-    how many members are trained beside it."""
+    """Stacked training is M separate runs: a member's predictions and last
+    logits do not depend on how many members are trained beside it."""
     root, _ = digits_sets
     _, two = run_emergence(root, 2, epochs=1)
     _, three = run_emergence(root, 3, epochs=1)
     with np.load(two) as a, np.load(three) as b:
-        assert a["test_logits"].shape[:3] == (2, 2, 4)
-        np.testing.assert_allclose(a["test_logits"], b["test_logits"][:, :2], atol=1e-4)
-        assert not np.allclose(b["test_logits"][:, 1], b["test_logits"][:, 2])
+        assert a["test_predictions"].shape[:3] == (2, 2, 4) and a["test_final_logits"].shape[:2] == (2, 4)
+        np.testing.assert_array_equal(a["test_predictions"], b["test_predictions"][:, :2])
+        np.testing.assert_allclose(a["test_final_logits"], b["test_final_logits"][:2], atol=1e-4)
+        assert not np.allclose(b["test_final_logits"][1], b["test_final_logits"][2])
 
 
 def test_emergence_evaluates_each_member_as_its_own_network(digits_sets):
-    """Epoch 0's stored logits are each untrained member's plain forward pass
-    (its seed's initialisation) on the normalised orbit, element by element."""
+    """Epoch 0's stored predictions are the argmax of each untrained member's
+    plain forward pass (its seed's initialisation) on the normalised orbit,
+    element by element, and the ensemble's stored outputs combine those passes."""
     import torch
 
     from multisym.symmetries import get_group
@@ -242,14 +244,19 @@ def test_emergence_evaluates_each_member_as_its_own_network(digits_sets):
     orbit = get_group(settings["groups"][0]).orbit(test)[0]
     orbit = (orbit - torch.tensor(info.mean).view(1, -1, 1, 1)) / torch.tensor(info.std).view(1, -1, 1, 1)
     with np.load(path) as stored:
-        logits = stored["test_logits"][0]  # (members, |G|, N, C)
+        predicted = stored["test_predictions"][0]  # (members, |G|, N)
+        ensemble = {how: stored[f"test_ensemble_{how}"][0] for how in invariance.COMBINATIONS}  # (|G|, N, C)
+    assert predicted.dtype == np.uint8  # ten classes
+    forwards = []
     for index in range(3):
         torch.manual_seed(settings["seed"] * 1000 + index)
         net = emergence.member_network(info.channels, info.image_size, info.num_classes, settings["widths"],
                                        settings["hidden"])
         with torch.no_grad():
-            expected = net(orbit).reshape(logits.shape[1:]).numpy()
-        np.testing.assert_allclose(logits[index], expected, rtol=1e-5, atol=1e-5)
+            forwards.append(net(orbit).reshape(*predicted.shape[1:], -1).numpy())
+        np.testing.assert_array_equal(predicted[index], forwards[index].argmax(-1))
+    np.testing.assert_allclose(ensemble["logit"], np.mean(forwards, axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ensemble["prob"], invariance.combine(np.stack(forwards), "prob"), rtol=1e-5, atol=1e-5)
 
 
 def test_emergence_stored_logits_reproduce_the_figure(digits_sets, tmp_path):
@@ -259,22 +266,33 @@ def test_emergence_stored_logits_reproduce_the_figure(digits_sets, tmp_path):
                                      tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == json.loads(json.dumps(result))
     with np.load(path) as stored:
-        logits = {k: stored[k] for k in stored.files}
+        arrays = {k: stored[k] for k in stored.files}
+    labels = arrays["test_labels"]
     for name in ("test", "noise", "photos", "turned"):
         curve = result["groups"]["rotation"]["runs"]["augmented"][name]
-        z = logits[f"{name}_logits"]  # (epochs + 1, members, |G|, N, C)
+        predicted = arrays[f"{name}_predictions"]  # (epochs + 1, members, |G|, N)
+        z = arrays[f"{name}_final_logits"]  # (members, |G|, N, C), the last epoch
         assert curve["epochs"] == [0, 1, 2]
         for epoch in curve["epochs"]:
-            members = [invariance.osp(z[epoch, m]).mean() for m in range(4)]
+            members = [(p == p[0]).sum(axis=0).mean() for p in predicted[epoch]]
             assert curve["member_osp"][epoch] == pytest.approx(members)
             assert curve["member_quantiles"]["50"][epoch] == pytest.approx(np.median(members))
-            ensemble = invariance.osp(z[epoch].mean(axis=0)).mean()
-            assert curve["ensemble_osp"]["logit"][epoch] == pytest.approx(ensemble)
-            consistent = [invariance.orbit_consistent(z[epoch, m]).mean() for m in range(4)]
+            for how in invariance.COMBINATIONS:
+                combined = arrays[f"{name}_ensemble_{how}"][epoch]  # (|G|, N, C)
+                assert curve["ensemble_osp"][how][epoch] == pytest.approx(invariance.osp(combined).mean())
+                assert curve["ensemble_consistent"][how][epoch] == pytest.approx(
+                    invariance.orbit_consistent(combined).mean())
+            consistent = [(p == p[0]).all(axis=0).mean() for p in predicted[epoch]]
             assert curve["member_consistent"][epoch] == pytest.approx(consistent)
             assert curve["consistent_quantiles"]["50"][epoch] == pytest.approx(np.median(consistent))
-            assert curve["ensemble_consistent"]["logit"][epoch] == pytest.approx(
-                invariance.orbit_consistent(z[epoch].mean(axis=0)).mean())
+            if name == "test":
+                assert curve["member_accuracy"][epoch] == pytest.approx(
+                    100.0 * (predicted[epoch, :, 0] == labels).mean())
+                assert curve["ensemble_accuracy"][epoch] == pytest.approx(
+                    100.0 * (arrays["test_ensemble_prob"][epoch, 0].argmax(-1) == labels).mean())
+        # the last epoch's predictions are its logits' argmax; its ensemble is their combination
+        np.testing.assert_array_equal(predicted[-1], z.argmax(-1))
+        assert curve["ensemble_osp"]["logit"][-1] == pytest.approx(invariance.osp(z.mean(axis=0)).mean())
         full = curve["by_size"]
         assert full["sizes"] == [1, 2, 3, 4]
         assert full["logit"]["mean"][-1] == pytest.approx(curve["ensemble_osp"]["logit"][-1])
@@ -283,7 +301,7 @@ def test_emergence_stored_logits_reproduce_the_figure(digits_sets, tmp_path):
         # the deviation of the last epoch's mean logits from invariance, by size
         finite = curve["finite"]
         assert finite["sizes"] == [1, 2, 4]
-        last = z[-1].astype(np.float64)
+        last = z.astype(np.float64)
         whole = np.linalg.norm(last.mean(axis=0)[:1] - last.mean(axis=0)[1:], axis=-1).mean()
         assert finite["deviation"][-1] == pytest.approx(whole, rel=1e-5)
         single = np.mean([np.linalg.norm(m[:1] - m[1:], axis=-1).mean() for m in last])
@@ -298,30 +316,56 @@ def test_emergence_stored_logits_reproduce_the_figure(digits_sets, tmp_path):
         assert figure.stat().st_size > 1000
 
 
+def test_emergence_stores_ensemble_combinations_and_only_the_last_epochs_member_logits(digits_sets):
+    """The stored combinations at the last epoch are ``invariance.combine`` of
+    the stored last logits (both ways, to float32 round-off); no array holds
+    the members' logits of every epoch."""
+    root, _ = digits_sets
+    _, path = run_emergence(root, 3, epochs=2)
+    with np.load(path) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    sets = ("test", "noise", "photos", "turned")
+    assert set(arrays) == {"test_labels"} | {f"{name}_{key}" for name in sets for key in (
+        "predictions", "ensemble_logit", "ensemble_prob", "final_logits")}
+    for name in sets:
+        final = arrays[f"{name}_final_logits"]
+        assert final.dtype == np.float32 and final.shape[:2] == (3, 4)
+        assert arrays[f"{name}_predictions"].shape == (3, *final.shape[:-1])
+        assert arrays[f"{name}_predictions"].dtype == np.min_scalar_type(final.shape[-1] - 1)
+        for how in invariance.COMBINATIONS:
+            combined = arrays[f"{name}_ensemble_{how}"]
+            assert combined.dtype == np.float32 and combined.shape == (3, *final.shape[1:])
+            np.testing.assert_allclose(combined[-1], invariance.combine(final, how), rtol=1e-5, atol=1e-5)
+
+
 def test_emergence_of_a_cyclic_group_trains_on_masked_images_and_measures_so2(digits_sets, tmp_path):
     """A C8 run stores its orbits of the masked inputs and, after the last
-    epoch, each member's logits on K rotated copies behind the unrotated one;
-    the SO(2) fraction is the share of angles keeping the unrotated prediction."""
+    epoch, each member's predictions and the ensemble's outputs on K rotated
+    copies behind the unrotated one; the SO(2) fraction is the share of
+    angles keeping the unrotated prediction."""
     root, _ = digits_sets
     settings, path = run_emergence(root, 2, epochs=1, group="rot8", so2_angles=5)
     _, control = run_emergence(root, 2, epochs=1, group="rot8", run="control", so2_angles=5)
     with np.load(path) as stored:
-        logits, so2 = stored["test_logits"], stored["test_so2_logits"]
+        predicted, so2 = stored["test_predictions"], stored["test_so2_predictions"]
+        final, so2_mean = stored["test_final_logits"], stored["test_so2_ensemble_logit"]
         angles = stored["so2_angles"]
-    assert logits.shape[:3] == (2, 2, 8) and so2.shape[:3] == (2, 6, logits.shape[3])
+        assert "test_so2_logits" not in stored.files
+    assert predicted.shape[:3] == (2, 2, 8) and so2.shape == (2, 6, predicted.shape[3])
+    assert so2_mean.shape == (6, predicted.shape[3], final.shape[-1])
     np.testing.assert_allclose(angles, emergence.so2_angles(settings), rtol=1e-6)
     assert (0 <= angles).all() and (angles < 360).all()
     # the unrotated copy is the orbit's identity element at the last epoch
-    np.testing.assert_allclose(so2[:, 0], logits[-1, :, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(so2[:, 0], final[:, 0].argmax(-1))
+    np.testing.assert_allclose(so2_mean[0], final[:, 0].mean(axis=0), rtol=1e-4, atol=1e-4)
     result = emergence.write_metrics(settings, {("rot8", "augmented"): path, ("rot8", "control"): control},
                                      root / "s.json", tmp_path / "m.json")
     entry = result["groups"]["rot8"]
     assert entry["order"] == 8 and set(entry["runs"]) == {"augmented", "control"}
     measured = entry["runs"]["augmented"]["test"]["so2"]
-    predicted = so2.argmax(-1)
-    by_hand = [(predicted[m, 1:] == predicted[m, 0]).mean() for m in range(2)]
+    by_hand = [(so2[m, 1:] == so2[m, 0]).mean() for m in range(2)]
     assert measured["angles"] == 5 and measured["member"] == pytest.approx(by_hand)
-    mean_logit = so2.astype(np.float64).mean(axis=0).argmax(-1)
+    mean_logit = so2_mean.argmax(-1)
     assert measured["ensemble"]["logit"] == pytest.approx((mean_logit[1:] == mean_logit[0]).mean())
     from multisym.report import figures
 

@@ -2,7 +2,10 @@
 
 Everything here reads logits on an orbit, an array of shape ``(|G|, N, C)``
 whose first index is the group element (0 = identity) applied to each of N
-inputs. No torch, so analysis jobs and figures stay light.
+inputs, or, for the argmax-based measures, the predicted classes on it,
+``(|G|, N)`` (the ``*_of_predictions`` helpers, which the logit-based ones
+call: a stored run that keeps only its members' predictions gives the same
+numbers). No torch, so analysis jobs and figures stay light.
 
 - Orbit same predictions (Gerken & Kessel 2024):
   OSP_f(x) = Σ_{g∈G} 1[argmax f(g·x) = argmax f(x)] ∈ {1, …, |G|}.
@@ -26,15 +29,26 @@ def predictions(orbit_logits: np.ndarray) -> np.ndarray:
     return np.asarray(orbit_logits).argmax(axis=-1)
 
 
+def osp_of_predictions(predicted: np.ndarray) -> np.ndarray:
+    """(N,) orbit same predictions of each input, an integer in 1..|G|, from
+    the (|G|, N) predicted classes on its orbit."""
+    predicted = np.asarray(predicted)
+    return (predicted == predicted[0]).sum(axis=0)
+
+
+def consistent_of_predictions(predicted: np.ndarray) -> np.ndarray:
+    """(N,) whether the (|G|, N) predicted classes are the same on the whole orbit."""
+    return osp_of_predictions(predicted) == np.asarray(predicted).shape[0]
+
+
 def osp(orbit_logits: np.ndarray) -> np.ndarray:
     """(N,) orbit same predictions of each input, an integer in 1..|G|."""
-    predicted = predictions(orbit_logits)
-    return (predicted == predicted[0]).sum(axis=0)
+    return osp_of_predictions(predictions(orbit_logits))
 
 
 def orbit_consistent(orbit_logits: np.ndarray) -> np.ndarray:
     """(N,) whether the prediction is the same on the whole orbit."""
-    return osp(orbit_logits) == np.asarray(orbit_logits).shape[0]
+    return consistent_of_predictions(predictions(orbit_logits))
 
 
 def combine(member_orbit_logits: np.ndarray, how: str) -> np.ndarray:
@@ -55,6 +69,11 @@ def osp_histogram(values: np.ndarray, order: int) -> list[float]:
     return (counts / max(1, len(values))).tolist()
 
 
+def mean_osp_of_predictions(member_predictions: np.ndarray) -> np.ndarray:
+    """(M,) mean OSP of each member, from (M, |G|, N) predicted classes."""
+    return np.array([osp_of_predictions(p).mean() for p in member_predictions])
+
+
 def mean_osp(member_orbit_logits: np.ndarray) -> np.ndarray:
     """(M,) mean OSP of each member, from (M, |G|, N, C) logits."""
-    return np.array([osp(z).mean() for z in member_orbit_logits])
+    return mean_osp_of_predictions(predictions(member_orbit_logits))
