@@ -83,14 +83,9 @@ def consistency_by_size(logits: np.ndarray, sizes: list[int], draws: int, seed: 
 
 def set_metrics(logits: np.ndarray, settings: dict, sizes: list[int]) -> dict:
     """One group's measures on one set from orbit logits (M, |G|, n, C)."""
-    resamples, level, seed = settings["bootstrap_resamples"], settings["level"], settings["seed"]
-    plain = logits[:, 0]
-    spread = (plain - np.roll(plain, 1, axis=1))[:, None]
-    fits = {what: finite_ensemble.fit(values, sizes, resamples, level, seed)
-            for what, values in (("deviation", finite_ensemble.differences(logits)), ("spread", spread))}
-    ratio = np.array(fits["deviation"]["deviation"]) / np.array(fits["spread"]["deviation"])
-    return {**fits, "relative": ratio.tolist(),
-            "consistent": consistency_by_size(logits, sizes, settings["subensemble_draws"], seed)}
+    fits = finite_ensemble.initialisation_fits(logits, sizes, settings["bootstrap_resamples"], settings["level"],
+                                               settings["seed"])
+    return {**fits, "consistent": consistency_by_size(logits, sizes, settings["subensemble_draws"], settings["seed"])}
 
 
 def initialisation(settings: dict, groups: list[str], data_manifest, sets_path, sets_manifest, device="auto",

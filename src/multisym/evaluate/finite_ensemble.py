@@ -129,3 +129,18 @@ def fit(diffs: np.ndarray, sizes: list[int], resamples: int, level: float, seed:
     return {"sizes": list(sizes), "deviation": values.tolist(), "slope": b, "intercept": a,
             "slope_ci": [b - half, b + half], "slope_se": half / NormalDist().inv_cdf(0.5 + level / 2.0),
             "resamples": resamples, "level": level}
+
+
+def initialisation_fits(outputs: np.ndarray, sizes: list[int], resamples: int, level: float, seed: int) -> dict:
+    """An untrained ensemble's fits from its members' orbit outputs (M, |G|,
+    N[, C]): D(M) (``deviation``), the ensemble mean's spread between
+    neighbouring inputs of the set, the same norm of f_bar(x) - f_bar(x')
+    (``spread``), and D(M) / spread (``relative``). At initialisation f_bar
+    shrinks towards a constant as a whole, so D alone falls even when the
+    ensemble is no more invariant relative to its own variation."""
+    plain = outputs[:, 0]
+    spread = (plain - np.roll(plain, 1, axis=1))[:, None]
+    fits = {what: fit(values, sizes, resamples, level, seed)
+            for what, values in (("deviation", differences(outputs)), ("spread", spread))}
+    relative = np.array(fits["deviation"]["deviation"]) / np.array(fits["spread"]["deviation"])
+    return {**fits, "relative": relative.tolist()}

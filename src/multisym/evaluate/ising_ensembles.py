@@ -242,12 +242,7 @@ def initialisation(settings: dict, architecture: str, device) -> dict:
         outputs = np.concatenate([build(settings, architecture, width, first, min(CHUNK, count - first),
                                         device).outputs(orbit)
                                   for first in range(0, count, CHUNK)]).reshape(count, 4, -1)
-        plain = outputs[:, 0]
-        spread = (plain - np.roll(plain, 1, axis=1))[:, None]
-        fits = {what: finite_ensemble.fit(values, sizes, settings["bootstrap_resamples"], settings["level"],
-                                          settings["seed"])
-                for what, values in (("deviation", finite_ensemble.differences(outputs)), ("spread", spread))}
-        ratio = np.array(fits["deviation"]["deviation"]) / np.array(fits["spread"]["deviation"])
-        widths[str(width)] = {**fits, "relative": ratio.tolist(),
-                              "member_error": float(invariance_errors(outputs).mean())}
+        fits = finite_ensemble.initialisation_fits(outputs, sizes, settings["bootstrap_resamples"],
+                                                   settings["level"], settings["seed"])
+        widths[str(width)] = {**fits, "member_error": float(invariance_errors(outputs).mean())}
     return {"members": count, "inputs": len(spins), "sizes": sizes, "widths": widths}

@@ -203,7 +203,8 @@ def figure_emergence_so2(results: list[dict], spec: dict):
 MIN_GROUPS = 4  # disjoint sub-ensembles below which a mean is not drawn
 
 
-def _slope_label(fit: dict) -> str:
+def slope_label(fit: dict) -> str:
+    """A finite-ensemble fit's slope with its CI, for a legend."""
     low, high = fit["slope_ci"]
     return f"slope {fit['slope']:.2f} [{low:.2f}, {high:.2f}]"
 
@@ -235,13 +236,13 @@ def figure_emergence_finite(results: list[dict], spec: dict):
             fit, order = entry["deviation"], init["groups"][group]["order"]
             top.plot(sizes, fit["deviation"], "o", ms=3, color=colour)
             top.plot(sizes, np.exp(fit["intercept"]) * sizes ** fit["slope"], color=colour,
-                     label=f"C{order} untrained: {_slope_label(fit)}")
+                     label=f"C{order} untrained: {slope_label(fit)}")
             runs = trained["groups"].get(group, {}).get("runs", {})
             for run, face in (("augmented", colour), ("control", "white")):
                 if run in runs and "finite" in runs[run].get(name, {}):
                     done = runs[run][name]["finite"]
                     top.plot(done["sizes"], done["deviation"], "s-", ms=4, lw=1, color=colour, mfc=face,
-                             label=f"C{order} trained, {run}: {_slope_label(done)}")
+                             label=f"C{order} trained, {run}: {slope_label(done)}")
             middle.plot(sizes, entry["relative"], color=colour, label=f"C{order}")
             consistent = entry["consistent"]
             for size, values in zip(sizes, consistent["logit"]["values"]):

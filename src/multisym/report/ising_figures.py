@@ -10,7 +10,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-from multisym.report.emergence_figures import RUN_COLOURS
+from multisym.report.emergence_figures import RUN_COLOURS, slope_label
 
 SET_LABELS = {"train": "train", "test": "test", "ood_temperature": "OOD: temperatures outside training",
               "ood_uniform": "OOD: uniform spins"}
@@ -62,11 +62,6 @@ def figure_ising(results: list[dict], spec: dict):
     return fig
 
 
-def _slope_label(fit: dict) -> str:
-    low, high = fit["slope_ci"]
-    return f"slope {fit['slope']:.2f} [{low:.2f}, {high:.2f}]"
-
-
 def figure_finite_ensemble(results: list[dict], spec: dict):
     """The finite-ensemble rate, log-log: the deviation D(M) of the ensemble
     mean from invariance (mean over inputs and rotations g != e of
@@ -88,7 +83,7 @@ def figure_finite_ensemble(results: list[dict], spec: dict):
             fit = entry["deviation"]
             ax.plot(sizes, fit["deviation"], "o", ms=3, color=colours[width])
             ax.plot(sizes, np.exp(fit["intercept"]) * sizes ** fit["slope"], color=colours[width],
-                    label=f"width {width}: {_slope_label(fit)}")
+                    label=f"width {width}: {slope_label(fit)}")
         first = next(iter(init["widths"].values()))["deviation"]["deviation"][0]
         ax.plot(sizes, first / np.sqrt(sizes), ":", color="0.4", label="1/√M")
         ax.set_title(f"{result['architecture'].upper()} at initialisation", fontsize=9)
@@ -109,7 +104,7 @@ def figure_finite_ensemble(results: list[dict], spec: dict):
             for name, colour in (("test", RUN_COLOURS[run]), ("ood_uniform", sns.desaturate(RUN_COLOURS[run], 0.4))):
                 fit = result["widths"][width][run]["slopes"][name]
                 ax.plot(sizes, fit["deviation"], marker + RUN_STYLES[run], ms=3, color=colour,
-                        label=f"{result['architecture'].upper()} {width} {run}, {name}: {_slope_label(fit)}")
+                        label=f"{result['architecture'].upper()} {width} {run}, {name}: {slope_label(fit)}")
     ax.set_title("trained, last epoch", fontsize=9)
     for index, ax in enumerate(axes):
         ax.set_xscale("log", base=2)
